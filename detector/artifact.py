@@ -1,0 +1,136 @@
+"""Save and load a model artifact directory, verifying integrity. Nothing is ever unpickled.
+
+Layout::
+
+    MODEL_DIR/
+      manifest.json         format version, model version, created_at, spec, featurizer state,
+                            encoder config, scorer settings, calibration, training metrics,
+                            sha256 of every other file, and a sha256 of the manifest itself
+      weights.safetensors   encoder weights, centroids, radii, calibration scores, explainer stats
+
+Saving writes into a temporary sibling directory and renames it into place, so readers never
+see a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from detector.errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+_SELF_HASH = "manifest_sha256"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != _SELF_HASH}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_artifact(out_dir: Path, manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``manifest`` + ``tensors`` as an artifact directory at ``out_dir`` (replacing it).
+
+    The manifest gains ``format_version``, ``files`` (sha256 per file) and its own digest.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+        full = dict(manifest)
+        full["format_version"] = FORMAT_VERSION
+        full["files"] = {WEIGHTS: sha256_file(tmp / WEIGHTS)}
+        full[_SELF_HASH] = _manifest_digest(full)
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        _fsync_dir(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with child.open("rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify an artifact directory.
+
+    Raises:
+        ArtifactError: missing files, bad JSON, unknown format version, a file or the manifest
+            whose hash does not match (tampered or truncated), or unreadable weights.
+    """
+    model_dir = Path(model_dir)
+    manifest_path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise ArtifactError(f"model directory not found: {model_dir}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{model_dir}: no {MANIFEST}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path}: not a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{model_dir}: artifact format version {version!r} is not supported (this build reads {FORMAT_VERSION})"
+        )
+    if manifest.get(_SELF_HASH) != _manifest_digest(manifest):
+        raise ArtifactError(f"{manifest_path}: manifest hash mismatch (edited or corrupted)")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or WEIGHTS not in files:
+        raise ArtifactError(f"{manifest_path}: no file hashes")
+    for name, expected in files.items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ArtifactError(f"{model_dir}: missing file {name}")
+        if sha256_file(path) != expected:
+            raise ArtifactError(f"{path}: sha256 mismatch (tampered or truncated)")
+    try:
+        tensors = load_file(str(model_dir / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / WEIGHTS}: unreadable weights ({exc})") from exc
+    return manifest, tensors
+
+
+def tensor_to_numpy(tensors: Mapping[str, torch.Tensor], name: str) -> np.ndarray:
+    """Fetch one tensor as a numpy array, or raise :class:`ArtifactError` if absent."""
+    if name not in tensors:
+        raise ArtifactError(f"weights have no tensor {name!r}")
+    return tensors[name].numpy()

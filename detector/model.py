@@ -1,0 +1,185 @@
+"""The trained detector: featurizer + encoder + centroid scorer + explainer, and its artifact.
+
+Python API::
+
+    from detector import Detector
+    det = Detector.load("models/nsl-kdd")
+    result = det.score_records([{"duration": 0, "protocol_type": "tcp", ...}])
+    result.scores, result.flagged, result.nearest_class, result.p_values, result.explanations
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from detector.artifact import read_artifact, tensor_to_numpy, write_artifact
+from detector.encoder import Encoder, EncoderConfig
+from detector.errors import ArtifactError
+from detector.explain import Explainer, FieldDeviation, describe
+from detector.features import Featurizer
+from detector.schema import FeatureSpec
+from detector.scorer import CentroidScorer, ScoreResult
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Scores of a batch of records, in input order."""
+
+    scores: NDArray[np.float64]
+    flagged: NDArray[np.bool_]
+    nearest_class: list[str]
+    margin: NDArray[np.float64]
+    p_values: NDArray[np.float64]
+    explanations: list[list[FieldDeviation]]
+    threshold: float
+    model_version: str
+
+
+@dataclass
+class Detector:
+    """A loaded, ready-to-score detector.
+
+    Attributes:
+        version: model version string (``YYYYmmddTHHMMSSZ-<hash8>``).
+        manifest: the artifact manifest (calibration, training metrics, ...).
+    """
+
+    featurizer: Featurizer
+    encoder: Encoder
+    scorer: CentroidScorer
+    explainer: Explainer
+    version: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.featurizer.spec
+
+    @property
+    def threshold(self) -> float:
+        return self.scorer.threshold
+
+    # ------------------------------------------------------------------ scoring
+    def embed(self, features: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``(n, F)`` featurized rows -> ``(n, D)`` unit-norm embeddings (one forward pass)."""
+        with torch.inference_mode():
+            out = self.encoder(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        embeddings: NDArray[np.float32] = out.numpy()
+        return embeddings
+
+    def score_features(self, features: NDArray[np.float32]) -> ScoreResult:
+        """Score featurized rows."""
+        return self.scorer.score(self.embed(features))
+
+    def score_records(self, records: Sequence[Mapping[str, Any]], top: int = 3) -> ScoredBatch:
+        """Validate, featurize, embed and score a batch of event dicts.
+
+        Raises:
+            InvalidEventError: a record breaks the spec (names the record and the field).
+        """
+        features = self.featurizer.transform(records)
+        result = self.score_features(features)
+        explanations = self.explainer.explain(features, result.nearest_centroid, records, top=top)
+        return ScoredBatch(
+            scores=result.score,
+            flagged=result.flagged,
+            nearest_class=[self.scorer.class_names[i] for i in result.nearest_class],
+            margin=result.margin,
+            p_values=result.p_value,
+            explanations=explanations,
+            threshold=self.scorer.threshold,
+            model_version=self.version,
+        )
+
+    def describe(self, deviations: Sequence[FieldDeviation], class_index: int) -> str:
+        """One-line explanation text for an event."""
+        return describe(deviations, self.scorer.class_names[class_index])
+
+    # -------------------------------------------------------------- persistence
+    def save(self, out_dir: Path, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the artifact directory; sets :attr:`version` and :attr:`manifest`.
+
+        Args:
+            metadata: extra manifest sections (``calibration``, ``training``, ...).
+        """
+        created = datetime.now(UTC)
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        tensors |= {
+            "scorer.centroids": torch.from_numpy(self.scorer.centroids),
+            "scorer.centroid_class": torch.from_numpy(self.scorer.centroid_class.astype(np.int64)),
+            "scorer.radius": torch.from_numpy(self.scorer.radius),
+            "scorer.calibration_scores": torch.from_numpy(self.scorer.calibration_scores),
+            "explain.feature_mean": torch.from_numpy(self.explainer.feature_mean),
+            "explain.feature_spread": torch.from_numpy(self.explainer.feature_spread),
+        }
+        digest = _tensor_digest(tensors)
+        version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+        manifest: dict[str, Any] = {
+            "model_version": version,
+            "created_at": created.isoformat(),
+            "spec": self.spec.model_dump(mode="json"),
+            "featurizer": self.featurizer.to_state(),
+            "encoder": self.encoder.config.model_dump(mode="json"),
+            "scorer": {"class_names": self.scorer.class_names, "threshold": self.scorer.threshold},
+            **dict(metadata or {}),
+        }
+        write_artifact(Path(out_dir), manifest, tensors)
+        self.version = version
+        self.manifest = manifest
+        return Path(out_dir)
+
+    @classmethod
+    def load(cls, model_dir: Path | str) -> Detector:
+        """Load and verify an artifact directory.
+
+        Raises:
+            ArtifactError: tampered, truncated, incompatible or inconsistent artifact.
+        """
+        manifest, tensors = read_artifact(Path(model_dir))
+        try:
+            spec = FeatureSpec.model_validate(manifest["spec"])
+            featurizer = Featurizer.from_state(spec, manifest["featurizer"])
+            config = EncoderConfig.model_validate(manifest["encoder"])
+            encoder = Encoder(config)
+            prefix = "encoder."
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            encoder.load_state_dict(state, strict=True)
+            encoder.eval()
+            if config.input_dim != featurizer.n_features:
+                raise ArtifactError(f"encoder input {config.input_dim} != featurizer width {featurizer.n_features}")
+            scorer = CentroidScorer(
+                centroids=tensor_to_numpy(tensors, "scorer.centroids"),
+                centroid_class=tensor_to_numpy(tensors, "scorer.centroid_class").astype(np.intp),
+                class_names=[str(c) for c in manifest["scorer"]["class_names"]],
+                radius=tensor_to_numpy(tensors, "scorer.radius"),
+                calibration_scores=tensor_to_numpy(tensors, "scorer.calibration_scores"),
+                threshold=float(manifest["scorer"]["threshold"]),
+            )
+            explainer = Explainer(
+                tensor_to_numpy(tensors, "explain.feature_mean"),
+                tensor_to_numpy(tensors, "explain.feature_spread"),
+                featurizer.column_fields,
+            )
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, ValidationError) as exc:
+            raise ArtifactError(f"{model_dir}: inconsistent artifact ({type(exc).__name__}: {exc})") from exc
+        return cls(featurizer, encoder, scorer, explainer, str(manifest["model_version"]), manifest)
+
+
+def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()

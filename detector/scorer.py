@@ -1,0 +1,139 @@
+"""Centroid scorer: distance to the nearest normal-class centroid, radius-normalised.
+
+Score units: the Euclidean distance in embedding space from an event to a centroid, divided by
+that centroid's radius (a typical distance of its own training members to it). A score of 1
+means "as far as a typical member"; **higher = more anomalous**. The score of an event is the
+minimum over all centroids; each normal class may own several centroids (multi-modal classes).
+
+Thresholding is separate from scoring: ``threshold`` is the (1 - target FPR) quantile of scores
+on held-out calibration normals, and the p-value of a score is the share of calibration normals
+that score at least as high.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.errors import ArtifactError
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Per-event results for a batch of ``n`` events (all arrays have length ``n``).
+
+    Attributes:
+        score: radius-normalised distance to the nearest centroid (higher = more anomalous).
+        flagged: ``score > threshold``.
+        nearest_class: index into :attr:`CentroidScorer.class_names`.
+        nearest_centroid: index of the nearest centroid.
+        distance: raw embedding distance to the nearest centroid.
+        margin: runner-up class score minus the nearest class score (``inf`` with one class).
+        p_value: empirical p-value against the calibration scores, in ``(0, 1]``.
+    """
+
+    score: F64
+    flagged: NDArray[np.bool_]
+    nearest_class: NDArray[np.intp]
+    nearest_centroid: NDArray[np.intp]
+    distance: F64
+    margin: F64
+    p_value: F64
+
+
+def threshold_at_fpr(calibration_scores: F64, target_fpr: float) -> float:
+    """The (1 - target_fpr) quantile of calibration scores ("higher" method).
+
+    Flagging ``score > threshold`` then flags at most ``target_fpr`` of the calibration set.
+    """
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    if len(calibration_scores) == 0:
+        raise ValueError("no calibration scores")
+    return float(np.quantile(calibration_scores, 1.0 - target_fpr, method="higher"))
+
+
+class CentroidScorer:
+    """Scores embeddings against normal-class centroids.
+
+    Args:
+        centroids: ``(K, D)`` centroid positions in embedding space.
+        centroid_class: ``(K,)`` class index of each centroid.
+        class_names: names of the normal classes.
+        radius: ``(K,)`` positive radius of each centroid.
+        calibration_scores: scores of held-out normals (for p-values).
+        threshold: flag when ``score > threshold``.
+    """
+
+    def __init__(
+        self,
+        centroids: F32,
+        centroid_class: NDArray[np.intp],
+        class_names: list[str],
+        radius: F32,
+        calibration_scores: F64,
+        threshold: float,
+    ) -> None:
+        k = centroids.shape[0]
+        if centroids.ndim != 2 or k == 0:
+            raise ArtifactError("centroids must be a non-empty (K, D) matrix")
+        if centroid_class.shape != (k,) or radius.shape != (k,):
+            raise ArtifactError("centroid_class and radius must have one entry per centroid")
+        if np.any(radius <= 0) or not np.all(np.isfinite(radius)):
+            raise ArtifactError("radii must be positive and finite")
+        if centroid_class.min() < 0 or centroid_class.max() >= len(class_names):
+            raise ArtifactError("centroid_class refers to an unknown class")
+        order = np.argsort(centroid_class, kind="stable")  # group centroids by class
+        self.centroids = np.ascontiguousarray(centroids[order], dtype=np.float32)
+        self.centroid_class = centroid_class[order].astype(np.intp)
+        self.radius = radius[order].astype(np.float32)
+        self.class_names = list(class_names)
+        self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+        self.threshold = float(threshold)
+        self._sq_norm = (self.centroids.astype(np.float64) ** 2).sum(axis=1)
+        self._class_start = np.flatnonzero(np.r_[True, np.diff(self.centroid_class) != 0])
+        self._present_classes = self.centroid_class[self._class_start]
+
+    def distances(self, embeddings: F32) -> F64:
+        """``(n, K)`` Euclidean distances from each embedding to each centroid."""
+        z = np.asarray(embeddings, dtype=np.float32)
+        sq = (z.astype(np.float64) ** 2).sum(axis=1, keepdims=True) + self._sq_norm
+        sq -= 2.0 * (z @ self.centroids.T).astype(np.float64)
+        out: F64 = np.sqrt(np.maximum(sq, 0.0))
+        return out
+
+    def score(self, embeddings: F32) -> ScoreResult:
+        """Score a ``(n, D)`` batch of embeddings (one distance computation for the batch)."""
+        dist = self.distances(embeddings)
+        normalised = dist / self.radius
+        per_class = np.minimum.reduceat(normalised, self._class_start, axis=1)
+        n = dist.shape[0]
+        best = np.argmin(per_class, axis=1)
+        score = per_class[np.arange(n), best]
+        if per_class.shape[1] > 1:
+            runner_up = np.partition(per_class, 1, axis=1)[:, 1]
+            margin = runner_up - score
+        else:
+            margin = np.full(n, np.inf)
+        nearest_centroid = np.argmin(normalised, axis=1)
+        return ScoreResult(
+            score=score,
+            flagged=score > self.threshold,
+            nearest_class=self._present_classes[best],
+            nearest_centroid=nearest_centroid,
+            distance=dist[np.arange(n), nearest_centroid],
+            margin=margin,
+            p_value=self.p_values(score),
+        )
+
+    def p_values(self, scores: F64) -> F64:
+        """``(1 + #calibration scores >= s) / (n_cal + 1)`` for each score ``s``."""
+        cal = self.calibration_scores
+        at_least = len(cal) - np.searchsorted(cal, scores, side="left")
+        out: F64 = ((1.0 + at_least) / (len(cal) + 1.0)).astype(np.float64)
+        return out
