@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -47,3 +49,11 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.net(x), dim=1)
+
+
+def embed(encoder: Encoder, features: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``(n, F)`` featurized rows -> ``(n, D)`` unit-norm embeddings, one forward pass, no autograd."""
+    with torch.inference_mode():
+        out = encoder(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+    embeddings: NDArray[np.float32] = out.numpy()
+    return embeddings

@@ -40,3 +40,7 @@ class DataError(DetectorError, ValueError):
 
 class NotFittedError(DetectorError, RuntimeError):
     """A component was used before it was fitted."""
+
+
+class RegistryError(DetectorError):
+    """The model registry cannot do what was asked (unknown version, broken pointer, no roll-back target)."""

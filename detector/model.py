@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from detector.artifact import read_artifact, tensor_to_numpy, write_artifact
-from detector.encoder import Encoder, EncoderConfig
+from detector.encoder import Encoder, EncoderConfig, embed
 from detector.errors import ArtifactError
 from detector.explain import Explainer, FieldDeviation, describe
 from detector.features import Featurizer
@@ -72,10 +72,7 @@ class Detector:
     # ------------------------------------------------------------------ scoring
     def embed(self, features: NDArray[np.float32]) -> NDArray[np.float32]:
         """``(n, F)`` featurized rows -> ``(n, D)`` unit-norm embeddings (one forward pass)."""
-        with torch.inference_mode():
-            out = self.encoder(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-        embeddings: NDArray[np.float32] = out.numpy()
-        return embeddings
+        return embed(self.encoder, features)
 
     def score_features(self, features: NDArray[np.float32]) -> ScoreResult:
         """Score featurized rows."""

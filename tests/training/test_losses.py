@@ -1,0 +1,273 @@
+"""Losses checked against values computed by hand (arithmetic in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.losses import (
+    ContrastiveLoss,
+    EuclideanDistance,
+    NTXentLoss,
+    TripletLoss,
+    mine_batch_hard,
+    mine_semi_hard,
+)
+
+
+def tensor(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64, requires_grad=True)
+
+
+def labels(values: list[int]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- distance
+def test_euclidean_distance_matches_hand_values() -> None:
+    x = tensor([[0, 0], [3, 4]])
+    # (0,0)-(3,4): sqrt(9 + 16) = 5; a point to itself: 0.
+    expected = torch.tensor([[0, 5], [5, 0]], dtype=torch.float64)
+    assert torch.equal(EuclideanDistance()(x, x), expected)
+    assert torch.allclose(EuclideanDistance().paired(x, x.flip(0)), torch.tensor([5.0, 5.0], dtype=torch.float64))
+
+
+def test_distance_gradient_is_finite_at_and_near_zero_distance() -> None:
+    x = tensor([[1, 2], [1, 2], [1, 2 + 1e-150]])
+    distance = EuclideanDistance()
+    for d in (distance(x, x), distance.paired(x, x.roll(1, dims=0))):
+        (grad,) = torch.autograd.grad(d.sum(), x)
+        assert torch.isfinite(grad).all()
+        assert grad.abs().max() <= 4  # each of the 4 terms touching a row contributes at most 1
+
+
+# ------------------------------------------------------------------------ contrastive
+# Points: p0=(0,0) label 0, p1=(0,0.6) label 1, p2=(3,4) label 1; margin 1.
+#   (p0,p1): d = 0.6, negative -> 0.5 * (1 - 0.6)^2 = 0.5 * 0.16 = 0.08
+#   (p0,p2): d = 5,   negative -> beyond the margin -> 0
+#   (p1,p2): d^2 = 3^2 + 3.4^2 = 9 + 11.56 = 20.56, positive -> 0.5 * 20.56 = 10.28
+CONTRASTIVE_POINTS: list[list[float]] = [[0, 0], [0, 0.6], [3, 4]]
+CONTRASTIVE_LABELS = [0, 1, 1]
+
+
+def test_contrastive_balanced_is_mean_positive_plus_mean_negative() -> None:
+    loss = ContrastiveLoss(margin=1.0, balance=True)(tensor(CONTRASTIVE_POINTS), labels(CONTRASTIVE_LABELS))
+    # mean positive 10.28 + mean negative (0.08 + 0) / 2 = 10.28 + 0.04
+    assert loss.item() == pytest.approx(10.32, abs=1e-6)
+
+
+def test_contrastive_unbalanced_is_mean_over_all_pairs() -> None:
+    loss = ContrastiveLoss(margin=1.0, balance=False)(tensor(CONTRASTIVE_POINTS), labels(CONTRASTIVE_LABELS))
+    # (10.28 + 0.08 + 0) / 3
+    assert loss.item() == pytest.approx(10.36 / 3, abs=1e-6)
+
+
+def test_contrastive_negative_beyond_margin_costs_nothing() -> None:
+    points = tensor([[0, 0], [3, 4]])  # d = 5
+    assert ContrastiveLoss(margin=1.0)(points, labels([0, 1])).item() == 0.0
+    # margin 6: 0.5 * (6 - 5)^2 = 0.5
+    assert ContrastiveLoss(margin=6.0)(points, labels([0, 1])).item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_contrastive_only_positives_drops_the_negative_term() -> None:
+    # d = 5, positive: 0.5 * 25 = 12.5; no negative pair, so no negative term
+    loss = ContrastiveLoss(margin=1.0, balance=True)(tensor([[0, 0], [3, 4]]), labels([7, 7]))
+    assert loss.item() == pytest.approx(12.5, abs=1e-6)
+
+
+def test_contrastive_pair_form() -> None:
+    z1 = tensor([[0, 0], [1, 1]])
+    z2 = tensor([[3, 4], [1, 1.5]])
+    same = torch.tensor([True, False])
+    # pair 0: d = 5, positive -> 12.5; pair 1: d = 0.5, negative -> 0.5 * (1 - 0.5)^2 = 0.125
+    assert ContrastiveLoss(margin=1.0, balance=True).pair_loss(z1, z2, same).item() == pytest.approx(12.625)
+    assert ContrastiveLoss(margin=1.0, balance=False).pair_loss(z1, z2, same).item() == pytest.approx(12.625 / 2)
+
+
+def test_contrastive_single_row_is_a_connected_zero() -> None:
+    x = tensor([[1, 2]])
+    loss = ContrastiveLoss()(x, labels([0]))
+    (grad,) = torch.autograd.grad(loss, x)
+    assert loss.item() == 0.0
+    assert torch.equal(grad, torch.zeros_like(x))
+
+
+# --------------------------------------------------------------------------- triplet
+# On the x axis (y = 0): a=0 (label 0), p=2 (label 0), n1=1 (label 1), n2=2.5 (label 2); margin 1.
+# Only a and p have a positive, so only they are anchors.
+#   from a: d(a,p)=2, d(a,n1)=1, d(a,n2)=2.5      from p: d(p,a)=2, d(p,n1)=1, d(p,n2)=0.5
+# batch-hard: a -> (p, n1): 2 - 1 + 1 = 2;  p -> (a, n2): 2 - 0.5 + 1 = 2.5;  mean 2.25
+# semi-hard (2 < d_an < 3): a -> n2 (2.5): 2 - 2.5 + 1 = 0.5;
+#   p has no negative in (2, 3) -> hardest n2 (0.5): 2.5;  mean (0.5 + 2.5) / 2 = 1.5
+TRIPLET_POINTS: list[list[float]] = [[0, 0], [2, 0], [1, 0], [2.5, 0]]
+TRIPLET_LABELS = [0, 0, 1, 2]
+
+
+def test_batch_hard_matches_hand_value_and_picks_hardest_negative() -> None:
+    x, y = tensor(TRIPLET_POINTS), labels(TRIPLET_LABELS)
+    anchors, positives, negatives = mine_batch_hard(EuclideanDistance()(x, x), y)
+    assert anchors.tolist() == [0, 1]
+    assert positives.tolist() == [1, 0]
+    assert negatives.tolist() == [2, 3]
+    assert TripletLoss(margin=1.0, mining="batch_hard")(x, y).item() == pytest.approx(2.25, abs=1e-6)
+
+
+def test_semi_hard_matches_hand_value_and_picks_a_different_negative() -> None:
+    x, y = tensor(TRIPLET_POINTS), labels(TRIPLET_LABELS)
+    anchors, positives, negatives = mine_semi_hard(EuclideanDistance()(x, x), y, margin=1.0)
+    assert anchors.tolist() == [0, 1]
+    assert positives.tolist() == [1, 0]
+    assert negatives.tolist() == [3, 3]  # anchor a: semi-hard n2, not batch-hard's n1
+    assert TripletLoss(margin=1.0, mining="semi_hard")(x, y).item() == pytest.approx(1.5, abs=1e-6)
+
+
+def test_semi_hard_takes_the_closest_of_several_semi_hard_negatives() -> None:
+    # x axis: a=0, p=1 (label 0); n1=1.5, n2=1.2 (labels 1, 2): both in (1, 1 + margin 1) -> n2.
+    # Anchor a: 1 - 1.2 + 1 = 0.8. Anchor p: d(p,a)=1; d(p,n1)=0.5, d(p,n2)=0.2, none in (1, 2)
+    # -> hardest n2: 1 - 0.2 + 1 = 1.8. Mean (0.8 + 1.8) / 2 = 1.3.
+    x, y = tensor([[0, 0], [1, 0], [1.5, 0], [1.2, 0]]), labels([0, 0, 1, 2])
+    _, _, negatives = mine_semi_hard(EuclideanDistance()(x, x), y, margin=1.0)
+    assert negatives.tolist() == [3, 3]
+    assert TripletLoss(margin=1.0, mining="semi_hard")(x, y).item() == pytest.approx(1.3, abs=1e-6)
+
+
+def test_triplet_easy_negatives_cost_nothing() -> None:
+    # a=(0,0), p=(0,1) label 0; n=(3,4) label 1. a: 1 - 5 + 0.2 < 0; p: 1 - sqrt(9 + 9) + 0.2 < 0
+    x, y = tensor([[0, 0], [0, 1], [3, 4]]), labels([0, 0, 1])
+    for mining in ("batch_hard", "semi_hard"):
+        assert TripletLoss(margin=0.2, mining=mining)(x, y).item() == 0.0
+
+
+@pytest.mark.parametrize("values", [[0, 0, 0], [0, 1, 2]])
+@pytest.mark.parametrize("mining", ["batch_hard", "semi_hard"])
+def test_no_triplet_gives_a_connected_zero(values: list[int], mining: str) -> None:
+    x = tensor([[0, 0], [1, 0], [0, 1]])
+    loss = TripletLoss(mining=mining)(x, labels(values))  # type: ignore[arg-type]
+    assert loss.item() == 0.0
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.equal(grad, torch.zeros_like(x))
+
+
+def test_gradients_are_finite_when_embeddings_coincide() -> None:
+    # Rows 0, 1 and 2 coincide: a zero-distance positive pair (0, 1) and negative pairs (0, 2), (1, 2).
+    x, y = tensor([[0, 0], [0, 0], [0, 0], [1, 0]]), labels([0, 0, 1, 1])
+    losses = [
+        ContrastiveLoss(margin=2.0)(x, y),
+        TripletLoss(margin=0.5, mining="batch_hard")(x, y),
+        TripletLoss(margin=0.5, mining="semi_hard")(x, y),
+        NTXentLoss()(x[:2], x[:2]),
+    ]
+    for loss in losses:
+        (grad,) = torch.autograd.grad(loss, x)
+        assert torch.isfinite(loss)
+        assert torch.isfinite(grad).all()
+    (grad,) = torch.autograd.grad(ContrastiveLoss(margin=2.0)(x, y), x)
+    assert grad.abs().sum() > 0  # the (0,3), (1,3) negatives at d = 1 < margin 2 still push
+
+
+# --------------------------------------------------------------------------- NT-Xent
+def test_nt_xent_matches_hand_value() -> None:
+    # u0=(1,0), u1=(0,1) (view 1); v0=(0.6,0.8), v1=(0,1) (view 2); temperature 0.5 -> logits = 2*cos.
+    # cos: u0.u1=0, u0.v0=0.6, u0.v1=0, u1.v0=0.8, u1.v1=1, v0.v1=0.8
+    # anchor u0: others u1:0, v0:1.2 (pos), v1:0      -> log(1 + e^1.2 + 1) - 1.2
+    # anchor u1: others u0:0, v0:1.6, v1:2 (pos)      -> log(1 + e^1.6 + e^2) - 2
+    # anchor v0: others u0:1.2 (pos), u1:1.6, v1:1.6 -> log(e^1.2 + 2 e^1.6) - 1.2
+    # anchor v1: others u0:0, u1:2 (pos), v0:1.6      -> log(1 + e^2 + e^1.6) - 2
+    e = math.exp
+    per_anchor = [
+        math.log(2 + e(1.2)) - 1.2,
+        math.log(1 + e(1.6) + e(2)) - 2,
+        math.log(e(1.2) + 2 * e(1.6)) - 1.2,
+        math.log(1 + e(2) + e(1.6)) - 2,
+    ]
+    z1, z2 = tensor([[1, 0], [0, 1]]), tensor([[0.6, 0.8], [0, 1]])
+    loss = NTXentLoss(temperature=0.5)(z1, z2)
+    assert loss.item() == pytest.approx(sum(per_anchor) / 4, abs=1e-9)
+    # Symmetric in the views, and blind to the inputs' lengths (cosine similarity).
+    assert NTXentLoss(temperature=0.5)(z2, z1).item() == pytest.approx(loss.item(), abs=1e-9)
+    assert NTXentLoss(temperature=0.5)(3 * z1, z2 / 2).item() == pytest.approx(loss.item(), abs=1e-9)
+
+
+def test_nt_xent_prefers_aligned_views() -> None:
+    z = tensor([[1, 0], [0, 1], [-1, 0]])
+    aligned = NTXentLoss(temperature=0.1)(z, z)
+    shuffled = NTXentLoss(temperature=0.1)(z, z.roll(1, dims=0))
+    assert aligned.item() < shuffled.item()
+
+
+# ----------------------------------------------------------------------- input checks
+@pytest.mark.parametrize(
+    ("embeddings", "label_values", "message"),
+    [
+        (torch.zeros(3), torch.zeros(3, dtype=torch.long), "2-D"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long), "floating-point"),
+        (torch.tensor([[0.0, math.nan], [1.0, 1.0]]), torch.zeros(2, dtype=torch.long), "NaN"),
+        (torch.tensor([[0.0, math.inf], [1.0, 1.0]]), torch.zeros(2, dtype=torch.long), "infinite"),
+        (torch.zeros(3, 2), torch.zeros(2, dtype=torch.long), "length 2"),
+        (torch.zeros(3, 2), torch.zeros(3, 1, dtype=torch.long), "1-D"),
+        (torch.zeros(3, 2), torch.zeros(3), "integer"),
+    ],
+)
+def test_labelled_losses_reject_bad_inputs(embeddings: torch.Tensor, label_values: torch.Tensor, message: str) -> None:
+    for loss in (ContrastiveLoss(), TripletLoss()):
+        with pytest.raises(ValueError, match=message):
+            loss(embeddings, label_values)
+
+
+def test_pair_and_nt_xent_forms_reject_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="same shape"):
+        ContrastiveLoss().pair_loss(torch.zeros(2, 2), torch.zeros(3, 2), torch.ones(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool"):
+        ContrastiveLoss().pair_loss(torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="same shape"):
+        NTXentLoss()(torch.zeros(2, 2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        NTXentLoss()(torch.full((2, 2), math.nan), torch.zeros(2, 2))
+
+
+def test_constructors_reject_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="margin"):
+        ContrastiveLoss(margin=-1.0)
+    with pytest.raises(ValueError, match="margin"):
+        TripletLoss(margin=math.nan)
+    with pytest.raises(ValueError, match="mining"):
+        TripletLoss(mining="hardest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="temperature"):
+        NTXentLoss(temperature=0.0)
+
+
+def brute_force_semi_hard(dist: list[list[float]], y: list[int], margin: float) -> list[tuple[int, int, int]]:
+    triplets = []
+    n = len(y)
+    for a in range(n):
+        negatives = [j for j in range(n) if y[j] != y[a]]
+        for p in (j for j in range(n) if j != a and y[j] == y[a] and negatives):
+            semi = [j for j in negatives if dist[a][p] < dist[a][j] < dist[a][p] + margin]
+            pool = semi or negatives
+            triplets.append((a, p, min(pool, key=lambda j: (dist[a][j], j))))
+    return triplets
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_semi_hard_mining_matches_a_brute_force_reference(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 25, (1,), generator=generator))
+    # Integer coordinates make equal distances (ties) and duplicated rows common.
+    x = torch.randint(-2, 3, (n, 2), generator=generator).double()
+    y = torch.randint(0, 4, (n,), generator=generator)
+    dist = EuclideanDistance()(x, x)
+    for margin in (0.0, 0.5, 1.5):
+        mined = list(zip(*(t.tolist() for t in mine_semi_hard(dist, y, margin)), strict=True))
+        assert mined == brute_force_semi_hard(dist.tolist(), y.tolist(), margin)
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_tiny_batches_give_a_connected_zero(rows: int) -> None:
+    x = torch.ones(rows, 3, requires_grad=True)
+    for loss in (ContrastiveLoss()(x, labels([0] * rows)), TripletLoss(mining="semi_hard")(x, labels([0] * rows))):
+        assert loss.item() == 0.0
+        (grad,) = torch.autograd.grad(loss, x)
+        assert torch.equal(grad, torch.zeros_like(x))
+    assert NTXentLoss()(x, x).item() == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,175 @@
+"""``registry`` subcommands of the training CLI: text and JSON output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from detector.artifact import WEIGHTS
+from detector.encoder import Encoder, EncoderConfig
+from detector.explain import Explainer
+from detector.features import Featurizer
+from detector.model import Detector
+from detector.registry import ModelRegistry
+from detector.schema import FeatureSpec
+from detector.scorer import CentroidScorer
+from training.registry_cli import EXIT_ERROR, EXIT_OK, add_registry_commands, run_registry_command
+
+
+def build_artifact(out_dir: Path, seed: int) -> Path:
+    """Save a tiny real detector: two numeric fields, one categorical, two centroids."""
+    rng = np.random.default_rng(seed)
+    records = [
+        {"bytes": float(rng.normal(100, 10)), "duration": float(rng.exponential(2)), "proto": ["tcp", "udp"][i % 2]}
+        for i in range(50)
+    ]
+    featurizer = Featurizer(FeatureSpec(numeric=["bytes", "duration"], categorical=["proto"])).fit(records)
+    torch.manual_seed(seed)
+    encoder = Encoder(EncoderConfig(input_dim=featurizer.n_features, hidden=(8,), embedding_dim=4)).eval()
+    features = featurizer.transform(records)
+    with torch.inference_mode():
+        centroids = encoder(torch.from_numpy(features[:2])).numpy()
+    scorer = CentroidScorer(
+        centroids=centroids,
+        centroid_class=np.array([0, 1], dtype=np.intp),
+        class_names=["tcp", "udp"],
+        radius=np.array([0.5, 0.5], dtype=np.float32),
+        calibration_scores=np.linspace(0.0, 2.0, 50),
+        threshold=1.9,
+    )
+    spread = np.ones((2, featurizer.n_features), dtype=np.float32)
+    explainer = Explainer(features[:2].copy(), spread, featurizer.column_fields)
+    Detector(featurizer, encoder, scorer, explainer).save(out_dir, {"training": {"epochs": 2}})
+    return out_dir
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training")
+    add_registry_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    assert args.command == "registry"
+    assert args.run_command is run_registry_command
+    code: int = args.run_command(args)
+    return code
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("models")
+    return [build_artifact(root / f"m{seed}", seed) for seed in (11, 12)]
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    return tmp_path / "registry"
+
+
+def json_out(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_add_list_promote_show_rollback_history(
+    registry_dir: Path, models: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = str(registry_dir)
+    assert run("registry", "list", "--registry", reg) == EXIT_OK
+    assert capsys.readouterr().out.strip() == "no versions registered"
+
+    assert run("registry", "add", str(models[0]), "--registry", reg, "--json") == EXIT_OK
+    first = json_out(capsys)
+    assert isinstance(first, dict)
+    a = first["version"]
+    assert first["promotion"] is None
+    assert run("registry", "add", str(models[1]), "--registry", reg, "--promote", "--actor", "ci") == EXIT_OK
+    b = capsys.readouterr().out.splitlines()[0].removeprefix("added ")
+    assert ModelRegistry(registry_dir).live_version() == b
+
+    assert run("registry", "list", "--registry", reg) == EXIT_OK
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["LIVE", "VERSION", "CREATED_AT", "THRESHOLD", "PROBLEM"]
+    assert any(line.startswith("*") and b in line for line in table[1:])
+    assert any(a in line and not line.startswith("*") for line in table[1:])
+
+    assert run("registry", "promote", a, "--reason", "b regressed", "--registry", reg, "--json") == EXIT_OK
+    record = json_out(capsys)
+    assert record == {**record, "version": a, "previous": b, "reason": "b regressed", "action": "promote"}
+
+    assert run("registry", "show", "live", "--registry", reg, "--verify") == EXIT_OK
+    shown = capsys.readouterr().out
+    assert f"version:    {a}" in shown
+    assert "live:       yes" in shown
+    assert "verified:   ok" in shown
+    assert "training.epochs: 2" in shown
+
+    assert run("registry", "rollback", "--reason", "undo", "--actor", "oncall", "--registry", reg) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"rolled back to {b} (previous: {a})"
+
+    assert run("registry", "history", "--registry", reg, "--json") == EXIT_OK
+    history = json_out(capsys)
+    assert isinstance(history, list)
+    assert [(r["action"], r["version"], r["actor"]) for r in history] == [
+        ("promote", b, "ci"),
+        ("promote", a, history[1]["actor"]),
+        ("rollback", b, "oncall"),
+    ]
+    assert run("registry", "history", "--registry", reg, "--limit", "1") == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["AT", "ACTION", "VERSION", "PREVIOUS", "ACTOR", "REASON"]
+    assert len(lines) == 2
+    assert "rollback" in lines[1]
+
+
+def test_show_json_lists_metrics_and_optionally_the_manifest(
+    registry_dir: Path, models: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = ModelRegistry(registry_dir).add(models[0])
+    assert run("registry", "show", version, "--registry", str(registry_dir), "--json", "--manifest") == EXIT_OK
+    shown = json_out(capsys)
+    assert isinstance(shown, dict)
+    assert shown["version"] == version
+    assert shown["is_live"] is False
+    assert shown["threshold"] == pytest.approx(1.9)
+    assert shown["metrics"] == {"training.epochs": 2}
+    assert shown["manifest"]["model_version"] == version
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("registry", "promote", "no-such-version", "--reason", "typo"),
+        ("registry", "show", "no-such-version"),
+        ("registry", "show", "live"),
+        ("registry", "rollback", "--reason", "nothing live"),
+        ("registry", "add", "/nonexistent/model"),
+    ],
+)
+def test_errors_print_one_line_and_exit_non_zero(
+    registry_dir: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(*argv, "--registry", str(registry_dir)) == EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ")
+    assert captured.err.count("\n") == 1
+
+
+def test_add_refuses_a_corrupted_model(
+    registry_dir: Path, models: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = build_artifact(tmp_path / "broken", 13)
+    (broken / WEIGHTS).write_bytes((broken / WEIGHTS).read_bytes()[:-10])
+    assert run("registry", "add", str(broken), "--registry", str(registry_dir)) == EXIT_ERROR
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert ModelRegistry(registry_dir).versions() == []
+
+
+def test_usage_errors_exit_with_argparse_code(registry_dir: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run("registry", "promote", "v1", "--registry", str(registry_dir))  # no --reason
+    assert exc.value.code == 2

@@ -1,0 +1,1 @@
+"""Offline side of Kestrel: data loading, training, calibration, evaluation and the retrain job."""

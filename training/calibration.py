@@ -1,0 +1,117 @@
+"""Centroids, radii, threshold and explainer statistics from embedded training normals.
+
+* Each normal class gets ``k`` centroids: k-means inside the class in embedding space, ``k``
+  chosen per class by the silhouette criterion of :func:`training.clustering.choose_k` among
+  ``1..max_centroids_per_class`` (1 when the class shows no clear sub-clusters), or fixed.
+* A centroid's radius is the root-mean-square distance of its members, shrunk toward the
+  global value with ``shrinkage`` pseudo-members, so that a small cluster cannot get a tiny
+  radius and turn every visitor into an anomaly.
+* The threshold is the (1 - target FPR) quantile of the held-out calibration normals' scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.explain import Explainer
+from detector.scorer import CentroidScorer, threshold_at_fpr
+from training.clustering import choose_k, kmeans
+
+log = logging.getLogger(__name__)
+
+#: Calibration normals expected above the threshold below which the threshold is unreliable.
+MIN_EXCEEDANCES = 10
+
+
+@dataclass(frozen=True)
+class Centroids:
+    """Centroid placement: positions ``(K, D)``, class per centroid ``(K,)``, member -> centroid ``(n,)``."""
+
+    positions: NDArray[np.float32]
+    centroid_class: NDArray[np.intp]
+    assignment: NDArray[np.intp]
+
+
+def place_centroids(
+    z: NDArray[np.float32], labels: NDArray[np.intp], n_classes: int, max_per_class: int, fixed: bool, seed: int
+) -> Centroids:
+    """k-means inside each class (``k`` fixed at ``max_per_class`` or chosen by silhouette)."""
+    positions: list[NDArray[np.float64]] = []
+    owner: list[int] = []
+    assignment = np.zeros(len(z), dtype=np.intp)
+    for c in range(n_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        zc = z[members]
+        if fixed:
+            k = max_per_class
+        else:
+            k, _ = choose_k(zc, range(2, max_per_class + 1), seed) if max_per_class > 1 else (1, {})
+        result = kmeans(zc, k, seed)
+        assignment[members] = len(positions) + result.labels
+        positions.extend(result.centroids)
+        owner.extend([c] * len(result.centroids))
+    return Centroids(np.asarray(positions, dtype=np.float32), np.asarray(owner, dtype=np.intp), assignment)
+
+
+def radii(z: NDArray[np.float32], centroids: Centroids, shrinkage: float) -> NDArray[np.float32]:
+    """RMS member distance per centroid, shrunk toward the global RMS with ``shrinkage`` pseudo-members."""
+    dist = np.linalg.norm(z - centroids.positions[centroids.assignment], axis=1)
+    global_ms = float(np.mean(dist**2)) if len(dist) else 1.0
+    out = np.empty(len(centroids.positions), dtype=np.float32)
+    for j in range(len(out)):
+        d = dist[centroids.assignment == j]
+        out[j] = math.sqrt((float(np.sum(d**2)) + shrinkage * global_ms) / (len(d) + shrinkage))
+    return np.maximum(out, 1e-6)
+
+
+def calibrate_threshold(scores: NDArray[np.float64], target_fpr: float) -> tuple[float, list[str]]:
+    """Threshold at ``target_fpr`` and warnings about the calibration set's size."""
+    warnings: list[str] = []
+    expected = len(scores) * target_fpr
+    if expected < MIN_EXCEEDANCES:
+        warnings.append(
+            f"only {len(scores)} calibration normals: at target FPR {target_fpr} about {expected:.1f} lie above "
+            f"the threshold (want >= {MIN_EXCEEDANCES}, i.e. >= {math.ceil(MIN_EXCEEDANCES / target_fpr)} "
+            "calibration rows); the realised false-positive rate will be noisy"
+        )
+        for message in warnings:
+            log.warning("calibration_set_small", extra={"detail": message})
+    return threshold_at_fpr(scores, target_fpr), warnings
+
+
+def build_scorer(
+    centroids: Centroids,
+    radius: NDArray[np.float32],
+    class_names: list[str],
+    calibration_scores: NDArray[np.float64],
+    threshold: float,
+) -> CentroidScorer:
+    """Assemble the scorer from its fitted parts."""
+    return CentroidScorer(
+        centroids.positions, centroids.centroid_class, class_names, radius, calibration_scores, threshold
+    )
+
+
+def build_explainer(x: NDArray[np.float32], centroids: Centroids, column_fields: list[str]) -> Explainer:
+    """Per-centroid mean and spread of the members' featurized rows."""
+    k = len(centroids.positions)
+    mean = np.zeros((k, x.shape[1]), dtype=np.float32)
+    spread = np.ones((k, x.shape[1]), dtype=np.float32)
+    for j in range(k):
+        members = x[centroids.assignment == j]
+        if len(members):
+            mean[j] = members.mean(0)
+            spread[j] = members.std(0)
+    return Explainer(mean, spread, column_fields)
+
+
+def score_quantiles(scores: NDArray[np.float64]) -> dict[str, float]:
+    """Calibration score quantiles exported for drift monitoring."""
+    return {q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99")}

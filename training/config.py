@@ -1,0 +1,53 @@
+"""Training hyper-parameters (frozen; saved in the artifact manifest)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes a training run.
+
+    Attributes:
+        loss: metric loss for labelled normal classes: ``contrastive`` (Hadsell et al. 2006,
+            pairs) or ``triplet`` (batch-hard or semi-hard mining).
+        margin: negative pairs closer than this (Euclidean, on the unit sphere) are pushed
+            apart; ``None`` = 0.5 for contrastive, 0.2 for triplet.
+        mining: triplet mining strategy.
+        epochs: maximum epochs; early stopping on the held-out loss usually ends sooner.
+        patience: epochs without a held-out improvement before stopping.
+        corruption_rate: share of fields replaced in a SCARF view (self-supervised training and
+            synthetic negatives).
+        temperature: NT-Xent temperature (self-supervised objective).
+        validation_fraction: share of the training normals held out for early stopping.
+        threads: torch CPU threads (None = leave torch's default).
+        max_seconds: wall-clock budget for the loop (None = unbounded).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    loss: Literal["contrastive", "triplet"] = "contrastive"
+    margin: float | None = Field(default=None, gt=0)
+    mining: Literal["batch_hard", "semi_hard"] = "batch_hard"
+    epochs: int = Field(default=30, ge=1)
+    patience: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=256, ge=8)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    hidden: tuple[int, ...] = (256, 128)
+    embedding_dim: int = Field(default=32, ge=2)
+    corruption_rate: float = Field(default=0.3, ge=0, le=1)
+    temperature: float = Field(default=0.1, gt=0)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1)
+    max_seconds: float | None = Field(default=None, gt=0)
+    progress: bool = True
+
+    @property
+    def effective_margin(self) -> float:
+        if self.margin is not None:
+            return self.margin
+        return 0.5 if self.loss == "contrastive" else 0.2

@@ -1,0 +1,173 @@
+"""Fit a detector on normal records: spec -> featurizer -> encoder -> classes -> centroids -> threshold.
+
+This is the whole trainer behind ``python -m training fit``; the retrain job and the benchmarks
+call :func:`fit_detector` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from detector.encoder import embed
+from detector.errors import DataError
+from detector.features import Featurizer
+from detector.model import Detector
+from detector.schema import FeatureSpec
+from detector.spec_inference import infer_spec
+from training.calibration import (
+    build_explainer,
+    build_scorer,
+    calibrate_threshold,
+    place_centroids,
+    radii,
+    score_quantiles,
+)
+from training.clustering import choose_k, kmeans
+from training.config import TrainConfig
+from training.trainer import TrainingHistory, train_encoder
+
+log = logging.getLogger(__name__)
+Record = Mapping[str, Any]
+
+
+class FitConfig(BaseModel):
+    """Everything beyond the encoder's training hyper-parameters.
+
+    Attributes:
+        target_fpr: false-positive rate the threshold is calibrated for.
+        calibration_fraction: share of normals (per class) held out to calibrate.
+        max_centroids_per_class: upper bound of k-means centroids inside one class.
+        fixed_centroids: use exactly ``max_centroids_per_class`` (else chosen by silhouette).
+        radius_shrinkage: pseudo-members pulling each centroid's radius toward the global one.
+        cluster_candidates: k values tried when deriving classes from unlabelled data.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_fpr: float = Field(default=0.01, gt=0, lt=1)
+    calibration_fraction: float = Field(default=0.1, gt=0, lt=0.9)
+    max_centroids_per_class: int = Field(default=8, ge=1)
+    fixed_centroids: bool = False
+    radius_shrinkage: float = Field(default=20.0, ge=0)
+    cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass
+class FitResult:
+    """The fitted detector and what the fit learnt about the data."""
+
+    detector: Detector
+    history: TrainingHistory
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def split_calibration(
+    labels: Sequence[str] | None, n: int, fraction: float, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per-class random split of ``range(n)`` into train and calibration indices."""
+    rng = np.random.default_rng(seed + 1)
+    keys = np.asarray(labels if labels is not None else ["all"] * n)
+    train: list[NDArray[np.int64]] = []
+    cal: list[NDArray[np.int64]] = []
+    for value in np.unique(keys):
+        members = rng.permutation(np.flatnonzero(keys == value)).astype(np.int64)
+        n_cal = max(1, round(len(members) * fraction)) if len(members) >= 2 else 0
+        cal.append(members[:n_cal])
+        train.append(members[n_cal:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(cal))
+
+
+def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
+    """Train and calibrate a detector on normal records.
+
+    Args:
+        records: normal events (truth column already removed).
+        spec: the feature spec, or ``None`` to infer it.
+        config: fit settings.
+
+    Raises:
+        DataError / InvalidEventError / SpecError: unusable data (names the problem).
+    """
+    start = time.perf_counter()
+    if spec is None:
+        spec = infer_spec(records)
+    label_field = spec.label_field
+    labels = [_class_name(r.get(label_field)) for r in records] if label_field else None
+    train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
+    if len(train_idx) < 10 or len(cal_idx) < 1:
+        raise DataError(f"too few normal rows to train and calibrate ({len(records)}); need at least a few dozen")
+    train_records = [records[i] for i in train_idx]
+    featurizer = Featurizer(spec).fit(train_records)
+    x_train = featurizer.transform(train_records)
+    x_cal = featurizer.transform([records[i] for i in cal_idx])
+    class_names, y_train = _encode_labels(labels, train_idx)
+    encoder, history = train_encoder(x_train, y_train, featurizer.column_fields, config.train)
+    z_train = embed(encoder, x_train)
+    if y_train is None:
+        class_names, y_train, selection = _derive_classes(z_train, config)
+    else:
+        selection = {"criterion": "given by label column", "k": len(class_names)}
+    centroids = place_centroids(
+        z_train, y_train, len(class_names), config.max_centroids_per_class, config.fixed_centroids, config.train.seed
+    )
+    radius = radii(z_train, centroids, config.radius_shrinkage)
+    provisional = build_scorer(centroids, radius, class_names, np.zeros(1), 0.0)
+    cal_scores = provisional.score(embed(encoder, x_cal)).score
+    threshold, warnings = calibrate_threshold(cal_scores, config.target_fpr)
+    scorer = build_scorer(centroids, radius, class_names, cal_scores, threshold)
+    explainer = build_explainer(x_train, centroids, featurizer.column_fields)
+    detector = Detector(featurizer, encoder, scorer, explainer)
+    metadata = {
+        "calibration": {
+            "target_fpr": config.target_fpr,
+            "threshold": threshold,
+            "n_calibration": len(cal_idx),
+            "score_quantiles": score_quantiles(cal_scores),
+            "warnings": warnings,
+        },
+        "training": {
+            **history.summary(),
+            "n_train": len(train_idx),
+            "n_classes": len(class_names),
+            "n_centroids": len(centroids.positions),
+            "class_selection": selection,
+            "fit_seconds": round(time.perf_counter() - start, 2),
+            "config": config.model_dump(mode="json"),
+        },
+    }
+    return FitResult(detector, history, warnings, metadata)
+
+
+def _class_name(value: Any) -> str:
+    if value is None or value == "":
+        raise DataError("a normal row has an empty normal-class label")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _encode_labels(labels: Sequence[str] | None, idx: NDArray[np.int64]) -> tuple[list[str], NDArray[np.intp] | None]:
+    if labels is None:
+        return [], None
+    names = sorted({labels[i] for i in idx})
+    lookup = {name: j for j, name in enumerate(names)}
+    return names, np.array([lookup[labels[i]] for i in idx], dtype=np.intp)
+
+
+def _derive_classes(z: NDArray[np.float32], config: FitConfig) -> tuple[list[str], NDArray[np.intp], dict[str, Any]]:
+    """Unlabelled normals: classes = k-means clusters of the embedding, k by silhouette."""
+    k, scores = choose_k(z, config.cluster_candidates, config.train.seed)
+    labels = kmeans(z, k, config.train.seed).labels if k > 1 else np.zeros(len(z), dtype=np.intp)
+    names = [f"cluster-{j}" for j in range(int(labels.max()) + 1)]
+    selection = {"criterion": "max silhouette (>= 0.25, else 1)", "k": k, "silhouette": scores}
+    return names, labels.astype(np.intp), selection

@@ -1,0 +1,176 @@
+"""The training loop: mini-batch Adam on an objective, early stopping on a held-out loss.
+
+Deterministic for a seed (torch, numpy and the corruption generators are all seeded; the
+held-out loss uses fixed views). Shows a progress bar (tqdm) when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from detector.encoder import Encoder, EncoderConfig
+from training.config import TrainConfig
+from training.corruption import ScarfCorruption, column_groups_from_fields
+from training.objective import MetricObjective, Objective, SelfSupervisedObjective
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch losses and how the run ended."""
+
+    objective: str
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "objective": self.objective,
+            "epochs_run": len(self.train_loss),
+            "best_epoch": self.best_epoch,
+            "best_validation_loss": round(min(self.validation_loss), 6) if self.validation_loss else None,
+            "final_train_loss": round(self.train_loss[-1], 6) if self.train_loss else None,
+            "stopped_early": self.stopped_early,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def split_validation(
+    n: int, labels: NDArray[np.intp] | None, fraction: float, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Stratified (by label when given) split of ``range(n)`` into fit and validation indices."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    fit: list[NDArray[np.int64]] = []
+    val: list[NDArray[np.int64]] = []
+    for members in groups:
+        shuffled = rng.permutation(members).astype(np.int64)
+        n_val = round(len(shuffled) * fraction) if len(shuffled) >= 10 else 0
+        val.append(shuffled[:n_val])
+        fit.append(shuffled[n_val:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
+def make_objective(
+    x_fit: NDArray[np.float32],
+    labels: NDArray[np.intp] | None,
+    column_fields: list[str],
+    config: TrainConfig,
+    seed: int,
+) -> Objective:
+    """Metric objective when there are >= 2 labelled classes, else the self-supervised one."""
+    if labels is not None and len(np.unique(labels)) >= 2:
+        return MetricObjective(labels, config)
+    corruption = ScarfCorruption(x_fit, column_groups_from_fields(column_fields), config.corruption_rate, seed)
+    return SelfSupervisedObjective(corruption, config)
+
+
+def train_encoder(
+    x: NDArray[np.float32],
+    labels: NDArray[np.intp] | None,
+    column_fields: list[str],
+    config: TrainConfig,
+) -> tuple[Encoder, TrainingHistory]:
+    """Train an encoder on featurized normal rows.
+
+    Args:
+        x: ``(n, F)`` featurized training normals.
+        labels: ``(n,)`` normal-class indices, or ``None`` (self-supervised).
+        column_fields: the featurizer's column -> field map (for SCARF column groups).
+        config: hyper-parameters.
+
+    Returns:
+        The encoder restored to its best held-out epoch (in eval mode), and the history.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    fit_idx, val_idx = split_validation(len(x), labels, config.validation_fraction, config.seed)
+    x_fit, x_val = torch.from_numpy(x[fit_idx]), torch.from_numpy(x[val_idx])
+    y_fit = None if labels is None else torch.from_numpy(labels[fit_idx].astype(np.int64))
+    y_val = None if labels is None else torch.from_numpy(labels[val_idx].astype(np.int64))
+    fit_labels = None if labels is None else labels[fit_idx]
+    objective = make_objective(x[fit_idx], fit_labels, column_fields, config, config.seed)
+    encoder = Encoder(EncoderConfig(input_dim=x.shape[1], hidden=config.hidden, embedding_dim=config.embedding_dim))
+    optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    history = TrainingHistory(objective=type(objective).__name__)
+    best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    best, waited, start = float("inf"), 0, time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not config.progress, leave=False)
+    for epoch in bar:
+        history.train_loss.append(_train_epoch(encoder, objective, optimiser, x_fit, y_fit, config.seed + epoch))
+        val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, column_fields, config)
+        history.validation_loss.append(val_loss)
+        bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best - 1e-4:
+            best, waited, history.best_epoch = val_loss, 0, epoch + 1
+            best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+        else:
+            waited += 1
+        if waited >= config.patience:
+            history.stopped_early = True
+            break
+        if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+            log.warning("training_time_budget_reached", extra={"epochs": epoch + 1})
+            break
+    bar.close()
+    encoder.load_state_dict(best_state)
+    encoder.eval()
+    history.seconds = time.perf_counter() - start
+    return encoder, history
+
+
+def _train_epoch(
+    encoder: Encoder,
+    objective: Objective,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    seed: int,
+) -> float:
+    encoder.train()
+    total, count = 0.0, 0
+    for idx in objective.batches(len(x), seed):
+        batch = torch.from_numpy(idx)
+        loss = objective.loss(encoder, x[batch], None if y is None else y[batch])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+        total += float(loss.detach()) * len(idx)
+        count += len(idx)
+    return total / max(count, 1)
+
+
+def _validation_loss(
+    encoder: Encoder,
+    x_val_np: NDArray[np.float32],
+    x_val: torch.Tensor,
+    y_val: torch.Tensor | None,
+    column_fields: list[str],
+    config: TrainConfig,
+) -> float:
+    """Loss on the held-out rows with fixed batches and fixed corrupted views (repeatable)."""
+    if len(x_val) < 2:
+        return 0.0
+    labels = None if y_val is None else y_val.numpy()
+    objective = make_objective(x_val_np, labels, column_fields, config, seed=10_000 + config.seed)
+    encoder.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for idx in objective.batches(len(x_val), seed=10_000):
+            batch = torch.from_numpy(idx)
+            loss = objective.loss(encoder, x_val[batch], None if y_val is None else y_val[batch])
+            total += float(loss) * len(idx)
+            count += len(idx)
+    return total / max(count, 1)
