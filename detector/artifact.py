@@ -47,7 +47,9 @@ def sha256_file(path: Path) -> str:
 
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != _SELF_HASH}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    # Hash what a reader will see: a JSON round trip turns int dict keys into strings, which sort differently.
+    as_read = json.loads(json.dumps(body, allow_nan=False))
+    canonical = json.dumps(as_read, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

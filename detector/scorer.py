@@ -31,7 +31,7 @@ class ScoreResult:
         score: radius-normalised distance to the nearest centroid (higher = more anomalous).
         flagged: ``score > threshold``.
         nearest_class: index into :attr:`CentroidScorer.class_names`.
-        nearest_centroid: index of the nearest centroid.
+        nearest_centroid: index of the nearest centroid (in the order the centroids were given).
         distance: raw embedding distance to the nearest centroid.
         margin: runner-up class score minus the nearest class score (``inf`` with one class).
         p_value: empirical p-value against the calibration scores, in ``(0, 1]``.
@@ -88,16 +88,20 @@ class CentroidScorer:
             raise ArtifactError("radii must be positive and finite")
         if centroid_class.min() < 0 or centroid_class.max() >= len(class_names):
             raise ArtifactError("centroid_class refers to an unknown class")
-        order = np.argsort(centroid_class, kind="stable")  # group centroids by class
-        self.centroids = np.ascontiguousarray(centroids[order], dtype=np.float32)
-        self.centroid_class = centroid_class[order].astype(np.intp)
-        self.radius = radius[order].astype(np.float32)
+        # Centroids keep their given order (centroid indices are shared with the explainer's per-centroid
+        # statistics); the per-class minimum reads them through a by-class permutation instead.
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.centroid_class = centroid_class.astype(np.intp)
+        self.radius = radius.astype(np.float32)
         self.class_names = list(class_names)
         self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
         self.threshold = float(threshold)
         self._sq_norm = (self.centroids.astype(np.float64) ** 2).sum(axis=1)
-        self._class_start = np.flatnonzero(np.r_[True, np.diff(self.centroid_class) != 0])
-        self._present_classes = self.centroid_class[self._class_start]
+        order = np.argsort(self.centroid_class, kind="stable")
+        self._by_class: NDArray[np.intp] | None = None if np.all(np.diff(order) > 0) else order
+        grouped = self.centroid_class[order]
+        self._class_start = np.flatnonzero(np.r_[True, np.diff(grouped) != 0])
+        self._present_classes = grouped[self._class_start]
 
     def distances(self, embeddings: F32) -> F64:
         """``(n, K)`` Euclidean distances from each embedding to each centroid."""
@@ -111,7 +115,8 @@ class CentroidScorer:
         """Score a ``(n, D)`` batch of embeddings (one distance computation for the batch)."""
         dist = self.distances(embeddings)
         normalised = dist / self.radius
-        per_class = np.minimum.reduceat(normalised, self._class_start, axis=1)
+        grouped = normalised if self._by_class is None else normalised[:, self._by_class]
+        per_class = np.minimum.reduceat(grouped, self._class_start, axis=1)
         n = dist.shape[0]
         best = np.argmin(per_class, axis=1)
         score = per_class[np.arange(n), best]

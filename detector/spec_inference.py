@@ -3,7 +3,8 @@
 Rules (documented in the README):
 
 * a column whose every present value is a number (or numeric string) is numeric, otherwise it is
-  categorical;
+  categorical — except that a column of numbers with a few (<= 1%) stray non-numeric values
+  ("nan", "n/a") is refused with an error naming the row, rather than silently made categorical;
 * a column with any missing/null value is optional (imputed + missing indicator);
 * a numeric column is log-scaled when it is non-negative, reaches at least 100 and is heavy-tailed:
   its maximum is at least 50 times its 90th percentile (both plus one).
@@ -22,6 +23,7 @@ from detector.schema import FeatureSpec
 
 _HEAVY_TAIL_RATIO = 50.0
 _HEAVY_TAIL_MIN_MAX = 100.0
+_STRAY_SHARE = 0.01
 
 
 def infer_spec(
@@ -59,6 +61,7 @@ def infer_spec(
             optional.append(field)
         numbers = _as_numbers(present)
         if numbers is None:
+            _refuse_mostly_numeric(field, values)
             categorical.append(field)
             continue
         numeric.append(field)
@@ -76,6 +79,27 @@ def infer_spec(
         )
     except ValueError as exc:
         raise SpecError(f"cannot infer a feature spec: {exc}") from exc
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (ValueError, OverflowError):
+        return False
+
+
+def _refuse_mostly_numeric(field: str, values: list[Any]) -> None:
+    """A column of numbers with a few stray strings ("nan", "n/a") is a data error, not a category."""
+    present = [(i, v) for i, v in enumerate(values) if v is not None and v != ""]
+    bad = [(i, v) for i, v in present if not _is_number(v)]
+    if present and len(bad) <= _STRAY_SHARE * len(present):
+        row, value = bad[0]
+        raise SpecError(
+            f"column {field!r} is numeric except for {len(bad)} value(s), e.g. row {row + 1}: {str(value)[:40]!r}; "
+            "fix or blank those cells, or give a spec that declares the column"
+        )
 
 
 def _as_numbers(values: list[Any]) -> np.ndarray | None:

@@ -38,7 +38,9 @@ def parse_numeric(value: Any, field: str, optional: bool) -> float:
         )
     try:
         number = float(value)
-    except (ValueError, OverflowError) as exc:
+    except OverflowError as exc:  # an int beyond float range; str(value) itself may refuse (> 4300 digits)
+        raise InvalidEventError(f"field {field!r} is too large to be finite", reason="not_finite", field=field) from exc
+    except ValueError as exc:  # only a str gets here: float() of an int or float never raises ValueError
         raise InvalidEventError(
             f"field {field!r} must be a number, got {str(value)[:40]!r}", reason="wrong_type", field=field
         ) from exc
@@ -65,7 +67,12 @@ def canonical_category(value: Any, field: str, optional: bool) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError as exc:  # Python refuses to print ints over 4300 digits
+            raise InvalidEventError(
+                f"field {field!r} is an integer code too large to use", reason="wrong_type", field=field
+            ) from exc
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     raise InvalidEventError(

@@ -82,7 +82,7 @@ def calibrate_threshold(scores: NDArray[np.float64], target_fpr: float) -> tuple
             "calibration rows); the realised false-positive rate will be noisy"
         )
         for message in warnings:
-            log.warning("calibration_set_small", extra={"detail": message})
+            log.info("calibration_set_small", extra={"detail": message})
     return threshold_at_fpr(scores, target_fpr), warnings
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from detector.errors import DataError, SpecError
+from detector.errors import DataError, InvalidEventError, SpecError
 from detector.model import Detector
 from detector.schema import FeatureSpec
 from detector.spec_inference import infer_spec
+from detector.values import MISSING, canonical_category, parse_numeric
 from training.config import TrainConfig
 from training.data import Record, iter_records, load_records, require_columns, split_by_truth
 from training.evaluation import evaluate
@@ -59,7 +60,30 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
         require_columns(normals, spec.features, args.spec)
     else:
         spec = infer_spec(normals, **roles)
+    check_values(rows, flags, spec)
     return normals, rows, flags, spec
+
+
+def check_values(rows: list[Record], is_anomaly: list[bool], spec: FeatureSpec) -> None:
+    """Raise DataError naming the 1-based data row and the field of the first normal row that breaks ``spec``.
+
+    The trainer would find the same problem, but only as an index into its own train split.
+    """
+    optional = set(spec.optional)
+    for i, (row, anomalous) in enumerate(zip(rows, is_anomaly, strict=True)):
+        if anomalous:
+            continue
+        try:
+            for field in spec.numeric:
+                value = row.get(field, MISSING)
+                if type(value) is not int and not (type(value) is float and value - value == 0.0):
+                    parse_numeric(value, field, field in optional)
+            for field in spec.categorical:
+                value = row.get(field, MISSING)
+                if type(value) is not str:
+                    canonical_category(value, field, field in optional)
+        except InvalidEventError as exc:
+            raise DataError(f"row {i + 1}: {exc}") from exc
 
 
 def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None) -> FitConfig:

@@ -1,0 +1,172 @@
+"""Detection quality on the real protocols (prints a Markdown table; not a test).
+
+    python benchmarks/quality.py                 # NSL-KDD + the five benchmark sets, 3 seeds
+    python benchmarks/quality.py --only nsl-kdd  # one part
+    python benchmarks/quality.py --quick         # seed 0 only, fewer held-out classes
+
+NSL-KDD: train on the normal rows of KDDTrain+_20Percent (10% of them held out to calibrate),
+test on all of KDDTest+. Benchmark sets (data/benchmarks/README.md): per class 60% train, 10%
+calibration, 30% test normals; test = test normals + all anomalies; seeds 0, 1, 2; for the
+multi-class sets every listed held-out class in turn. Thresholds: 99th and 95th percentile of
+the calibration normals' scores (target FPR 1% and 5%). "raw centroid" = distance to the
+nearest class mean in the standardised raw feature space, the baseline the embedding must beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from detector.scorer import threshold_at_fpr  # noqa: E402
+from detector.spec_inference import infer_spec  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_records, split_by_truth  # noqa: E402
+from training.evaluation import average_precision, roc_auc  # noqa: E402
+from training.fit import FitConfig, fit_detector  # noqa: E402
+
+DATA = ROOT / "data"
+HELD_OUT = {"pendigits_mc": [0, 2, 4, 6, 8], "digits_mc": list(range(10))}
+BASELINES = {  # from data/benchmarks/README.md: best baseline, 1-NN
+    "cardio": (0.975, 0.952),
+    "thyroid": (0.992, 0.982),
+    "satellite": (0.884, 0.884),
+    "pendigits_mc": (0.981, 0.980),
+    "digits_mc": (0.941, 0.941),
+}
+
+
+def operating_points(cal: np.ndarray, test: np.ndarray, is_anomaly: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {"auroc": roc_auc(test, is_anomaly), "auprc": average_precision(test, is_anomaly)}
+    for fpr in (0.01, 0.05):
+        thr = threshold_at_fpr(cal, fpr)
+        out[f"recall@{fpr}"] = float((test[is_anomaly] > thr).mean())
+        out[f"fpr@{fpr}"] = float((test[~is_anomaly] > thr).mean())
+    return out
+
+
+def raw_centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray) -> np.ndarray:
+    mean, std = x_train.mean(0), x_train.std(0)
+    std[std < 1e-12] = 1.0
+    means = np.stack([((x_train[y_train == c] - mean) / std).mean(0) for c in np.unique(y_train)])
+    z = (x - mean) / std
+    return np.sqrt(((z[:, None, :] - means[None]) ** 2).sum(-1)).min(1)
+
+
+def run_fit(records: list[dict[str, Any]], label: str | None, seed: int, cal_fraction: float, fpr: float):
+    spec = infer_spec(records, label_field=label)
+    config = FitConfig(
+        target_fpr=fpr, calibration_fraction=cal_fraction, train=TrainConfig(seed=seed, threads=2, progress=False)
+    )
+    return fit_detector(records, spec, config)
+
+
+def nsl_kdd(seed: int) -> dict[str, float]:
+    train = load_records(DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz")
+    test = load_records(DATA / "nsl-kdd" / "KDDTest+.csv.gz")
+    for r in train + test:
+        r.pop("difficulty")
+    train_rows, train_flags = split_by_truth(train, "label", "normal")
+    test_rows, test_flags = split_by_truth(test, "label", "normal")
+    normals = [r for r, a in zip(train_rows, train_flags, strict=True) if not a]
+    start = time.perf_counter()
+    result = run_fit(normals, None, seed, 0.1, 0.05)
+    seconds = time.perf_counter() - start
+    det = result.detector
+    cal = det.scorer.calibration_scores
+    test_scores = det.score_records(test_rows, top=0).scores
+    return operating_points(cal, test_scores, np.asarray(test_flags)) | {
+        "train_seconds": seconds,
+        "epochs": float(result.history.summary()["epochs_run"]),  # type: ignore[arg-type]
+    }
+
+
+def split_normals(y: np.ndarray, normal_mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: 70% train+calibration, 30% test (fit_detector takes 1/7 of the 70% to calibrate)."""
+    rng = np.random.default_rng(seed)
+    fit, test = [], []
+    for c in np.unique(y[normal_mask]):
+        idx = rng.permutation(np.flatnonzero(normal_mask & (y == c)))
+        n_test = round(len(idx) * 0.3)
+        test.append(idx[:n_test])
+        fit.append(idx[n_test:])
+    return np.concatenate(fit), np.concatenate(test)
+
+
+def benchmark_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
+    data = np.load(DATA / "benchmarks" / f"{name}.npz", allow_pickle=False)
+    x = data["X"].astype(np.float64)
+    if held_out is None:
+        y = np.zeros(len(x), dtype=int)
+        normal = data["y"] == 0
+    else:
+        y = data["y_class"].astype(int)
+        normal = y != held_out
+    fit_idx, test_idx = split_normals(y, normal, seed)
+    anomalies = np.flatnonzero(~normal)
+    label = None if held_out is None else "class"
+    records = [{f"f{j}": float(v) for j, v in enumerate(row)} for row in x]
+    fit_records = [records[i] | ({"class": str(y[i])} if label else {}) for i in fit_idx]
+    result = run_fit(fit_records, label, seed, 1 / 7, 0.05)
+    det = result.detector
+    eval_idx = np.concatenate([test_idx, anomalies])
+    is_anomaly = np.r_[np.zeros(len(test_idx), bool), np.ones(len(anomalies), bool)]
+    scores = det.score_records([records[i] for i in eval_idx], top=0).scores
+    out = operating_points(det.scorer.calibration_scores, scores, is_anomaly)
+    raw = raw_centroid_scores(x[fit_idx], y[fit_idx], x[eval_idx])
+    out["raw_centroid_auroc"] = roc_auc(raw, is_anomaly)
+    return out
+
+
+def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["nsl-kdd", "sets", *BASELINES], default=None)
+    parser.add_argument("--quick", action="store_true", help="seed 0 only, two held-out classes")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    args = parser.parse_args()
+    seeds = [0] if args.quick else [0, 1, 2]
+    results: dict[str, Any] = {}
+    if args.only in (None, "nsl-kdd"):
+        results["nsl-kdd"] = mean_of([nsl_kdd(s) for s in seeds])
+        r = results["nsl-kdd"]
+        print(
+            f"NSL-KDD (seeds {seeds}): AUROC {r['auroc']:.3f}  AUPRC {r['auprc']:.3f}  "
+            f"recall@1% {r['recall@0.01']:.3f} (test FPR {r['fpr@0.01']:.3f})  "
+            f"recall@5% {r['recall@0.05']:.3f} (test FPR {r['fpr@0.05']:.3f})  train {r['train_seconds']:.1f} s",
+            flush=True,
+        )
+    names = [n for n in BASELINES if args.only in (None, "sets", n)]
+    if names:
+        print("\n| set | AUROC | AUPRC | recall@1% (FPR) | recall@5% (FPR) | raw centroid | 1-NN | best baseline |")
+        print("|---|---|---|---|---|---|---|---|")
+    for name in names:
+        classes = HELD_OUT.get(name, [None])
+        if args.quick:
+            classes = classes[:2]
+        rows = [benchmark_set(name, s, c) for s in seeds for c in classes]
+        r = mean_of(rows)
+        results[name] = r
+        best, nn = BASELINES[name]
+        print(
+            f"| {name} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['recall@0.01']:.3f} ({r['fpr@0.01']:.3f}) | "
+            f"{r['recall@0.05']:.3f} ({r['fpr@0.05']:.3f}) | {r['raw_centroid_auroc']:.3f} | {nn:.3f} | {best:.3f} |",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

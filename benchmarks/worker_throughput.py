@@ -1,0 +1,190 @@
+"""Worker performance figures against the embedded broker (prints them; not a timed test).
+
+Run: ``.venv/bin/python benchmarks/worker_throughput.py [--events 100000]``
+
+Measures, on NSL-KDD-shaped events with about 5 % attacks, in one run:
+1. a bare kafka-python consumer's read rate on the topic (the client's ceiling);
+2. the pure pipeline alone at batch 500 on one core (torch.set_num_threads(1));
+3. the worker's throughput (``python -m worker`` subprocess) on the same topic;
+4. end-to-end latency at a steady 2,000 events/s with the default batch wait: anomaly record
+   arrival on the output topic minus the event timestamp (p50/p99), plus the worker's own
+   ``kestrel_end_to_end_latency_seconds`` histogram p99 bucket;
+5. the worker's resident memory (VmRSS and peak VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "worker")]
+
+from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, wait_for  # noqa: E402
+from tiny_model import build_tiny_model, load_rows, to_event  # noqa: E402
+
+from detector.model import Detector  # noqa: E402
+from worker.embedded_broker import EmbeddedBroker  # noqa: E402
+from worker.pipeline import RawRecord, score_batch  # noqa: E402
+
+
+def make_events(n: int, attack_share: float = 0.05) -> list[bytes]:
+    rows = load_rows(20_000)
+    normal = [r for r in rows if r["label"] == "normal"]
+    attack = [r for r in rows if r["label"] != "normal"]
+    rng = np.random.default_rng(0)
+    is_attack = rng.random(n) < attack_share
+    out = []
+    for i in range(n):
+        pool = attack if is_attack[i] else normal
+        out.append(orjson.dumps(to_event(pool[int(rng.integers(len(pool)))], i, time.time())))
+    return out
+
+
+def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> dict[int, int]:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    futures = [producer.send(topic, v) for v in values]
+    producer.flush(120)
+    ends: dict[int, int] = {}
+    for f in futures:
+        meta = f.get(30)
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    producer.close()
+    return ends
+
+
+def bare_consumer_rate(bootstrap: str, topic: str, n: int) -> float:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"bare-{time.time_ns()}", auto_offset_reset="earliest",
+        enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=2000,
+    )  # fmt: skip
+    seen, start = 0, None
+    while seen < n:
+        for batch in consumer.poll(timeout_ms=500, max_records=500).values():
+            start = start or time.perf_counter()
+            seen += len(batch)
+    assert start is not None
+    rate = seen / (time.perf_counter() - start)
+    consumer.close(autocommit=False)
+    return rate
+
+
+def pipeline_rate(model_dir: Path, values: list[bytes], batch: int = 500) -> float:
+    torch.set_num_threads(1)
+    detector = Detector.load(model_dir)
+    records = [RawRecord("events", 0, i, 0, None, v) for i, v in enumerate(values)]
+    score_batch(records[:batch], detector, max_value_bytes=65536, now_s=0.0)
+    start = time.perf_counter()
+    for i in range(0, len(records), batch):
+        score_batch(records[i : i + batch], detector, max_value_bytes=65536, now_s=0.0)
+    return len(records) / (time.perf_counter() - start)
+
+
+def worker_rate(model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int]) -> tuple[float, WorkerProcess]:
+    worker = WorkerProcess(model_dir, bootstrap, topics)
+    worker.wait_ready(60)
+    total = sum(ends.values())
+    wait_for(lambda: worker.metric("kestrel_events_total") > 0, 30, "first batch", interval_s=0.01)
+    start = time.perf_counter()
+    wait_for(lambda: worker.metric("kestrel_events_total") >= total, 300, "all events", interval_s=0.05)
+    elapsed = time.perf_counter() - start
+    wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == ends, 30, "commit")
+    return total / elapsed, worker
+
+
+def steady_latency(model_dir: Path, bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
+    topics = Topics.unique(bootstrap)
+    worker = WorkerProcess(model_dir, bootstrap, topics)
+    out = TopicReader(bootstrap, topics.output)
+    try:
+        worker.wait_ready(60)
+        template = make_events(2000)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+        start, sent = time.perf_counter(), 0
+        while sent < rate * seconds:
+            due = int((time.perf_counter() - start) * rate)
+            while sent < due:
+                event = orjson.loads(template[sent % len(template)])
+                event["ts"] = time.time()
+                event["event_id"] = f"lat-{sent}"
+                producer.send(topics.input, orjson.dumps(event))
+                sent += 1
+            producer.flush()
+            time.sleep(0.002)  # pacing the generator
+        producer.flush()
+        wait_for(lambda: worker.metric("kestrel_events_total") >= sent, 60, "latency run drained")
+        arrivals: list[float] = []
+        for message in out.drain_all():
+            record = orjson.loads(message.value)
+            ts = record["event"]["ts"]
+            arrivals.append(message.timestamp / 1000.0 - ts)
+        lat = np.array(arrivals)
+        rss, hwm = _memory(worker.process.pid)
+        return {
+            "sent": float(sent), "anomalies": float(len(lat)),
+            "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000),
+            "worker_hist_p99_le_s": _hist_p99(worker.metrics_text()), "rss_mb": rss, "hwm_mb": hwm,
+        }  # fmt: skip
+    finally:
+        out.close()
+        worker.terminate(30)
+
+
+def _hist_p99(text: str) -> float:
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("kestrel_end_to_end_latency_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= 0.99 * total)
+
+
+def _memory(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS", "VmHWM")):
+            name, value = line.split(":")
+            fields[name] = float(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        model_dir = build_tiny_model(Path(tmp) / "model").path
+        bootstrap = broker.bootstrap_servers
+        values = make_events(args.events)
+        print(f"events: {len(values)}, mean size {np.mean([len(v) for v in values]):.0f} bytes")
+        print(f"pipeline alone (batch 500, 1 thread): {pipeline_rate(model_dir, values):,.0f} events/s")
+        topics = Topics.unique(bootstrap)
+        ends = produce_all(bootstrap, topics.input, values)
+        bare = bare_consumer_rate(bootstrap, topics.input, len(values))
+        print(f"bare kafka-python consumer read rate: {bare:,.0f} msgs/s")
+        rate, worker = worker_rate(model_dir, bootstrap, topics, ends)
+        rss, hwm = _memory(worker.process.pid)
+        worker.terminate(30)
+        print(f"worker throughput: {rate:,.0f} events/s = {100 * rate / bare:.0f}% of the bare consumer")
+        print(f"worker memory after the throughput run: RSS {rss:.0f} MB, peak {hwm:.0f} MB")
+        lat = steady_latency(model_dir, bootstrap, 2000, args.latency_seconds)
+        print(
+            f"steady 2,000 events/s for {args.latency_seconds:.0f} s: {lat['anomalies']:.0f} anomaly records, "
+            f"end-to-end p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+            f"(worker histogram p99 <= {lat['worker_hist_p99_le_s']} s); RSS {lat['rss_mb']:.0f} MB, "
+            f"peak {lat['hwm_mb']:.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()

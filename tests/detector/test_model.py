@@ -1,0 +1,204 @@
+"""Detector save/load round trip, tamper refusal, no unpickling, and explanations."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from tiny_model import TinyModel
+
+from detector.artifact import FORMAT_VERSION, MANIFEST, WEIGHTS
+from detector.encoder import Encoder, EncoderConfig
+from detector.errors import ArtifactError, InvalidEventError
+from detector.explain import Explainer
+from detector.features import Featurizer
+from detector.model import Detector
+from detector.schema import FeatureSpec
+from detector.scorer import CentroidScorer
+
+
+@pytest.fixture
+def artifact(tiny_model: TinyModel, tmp_path: Path) -> Path:
+    """A private copy of the tiny model artifact, free to tamper with."""
+    return Path(shutil.copytree(tiny_model.path, tmp_path / "model"))
+
+
+def events(tiny_model: TinyModel, n: int = 40) -> list[dict[str, Any]]:
+    return tiny_model.normal_events[: n // 2] + tiny_model.attack_events[: n // 2]
+
+
+def test_artifact_holds_only_the_manifest_and_safetensors_weights(artifact: Path) -> None:
+    assert sorted(p.name for p in artifact.iterdir()) == [MANIFEST, WEIGHTS]
+    manifest = json.loads((artifact / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert {"model_version", "created_at", "spec", "featurizer", "encoder", "scorer", "files"} <= set(manifest)
+    assert set(manifest["files"]) == {WEIGHTS}
+
+
+def test_load_never_unpickles(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("something tried to unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    detector = Detector.load(artifact)
+    assert detector.featurizer.n_features > 0
+
+
+def test_save_then_load_gives_identical_results(tiny_model: TinyModel, tmp_path: Path) -> None:
+    original = Detector.load(tiny_model.path)
+    batch = events(tiny_model)
+    before = original.score_records(batch)
+    original.save(tmp_path / "again", metadata={"training": {"note": "round trip"}})
+    reloaded = Detector.load(tmp_path / "again")
+    after = reloaded.score_records(batch)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    np.testing.assert_array_equal(after.flagged, before.flagged)
+    np.testing.assert_array_equal(after.p_values, before.p_values)
+    np.testing.assert_array_equal(after.margin, before.margin)
+    assert after.nearest_class == before.nearest_class
+    assert after.threshold == before.threshold == tiny_model.threshold
+    assert [[d.as_dict() for d in e] for e in after.explanations] == [
+        [d.as_dict() for d in e] for e in before.explanations
+    ]
+    assert reloaded.version == original.version  # same tensors -> same content hash
+    assert reloaded.manifest["training"] == {"note": "round trip"}
+
+
+def test_score_records_shapes_and_a_bad_record(tiny_model: TinyModel) -> None:
+    detector = Detector.load(tiny_model.path)
+    result = detector.score_records(events(tiny_model, 10), top=2)
+    assert result.scores.shape == result.p_values.shape == result.flagged.shape == (10,)
+    assert len(result.nearest_class) == len(result.explanations) == 10
+    assert all(len(e) == 2 for e in result.explanations)
+    assert result.model_version == tiny_model.version
+    bad = [dict(tiny_model.normal_events[0]), dict(tiny_model.normal_events[1], src_bytes="lots")]
+    with pytest.raises(InvalidEventError, match="record 1") as info:
+        detector.score_records(bad)
+    assert info.value.field == "src_bytes"
+
+
+def flip_one_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def edit_manifest(artifact: Path, change: Any) -> None:
+    manifest = json.loads((artifact / MANIFEST).read_text(encoding="utf-8"))
+    change(manifest)
+    (artifact / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_refuses_a_byte_edited_weights_file(artifact: Path) -> None:
+    weights = artifact / WEIGHTS
+    flip_one_byte(weights, weights.stat().st_size - 3)
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        Detector.load(artifact)
+
+
+def test_refuses_truncated_weights(artifact: Path) -> None:
+    weights = artifact / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match="tampered or truncated"):
+        Detector.load(artifact)
+
+
+def test_refuses_an_edited_threshold(artifact: Path) -> None:
+    edit_manifest(artifact, lambda m: m["scorer"].update(threshold=m["scorer"]["threshold"] * 10))
+    with pytest.raises(ArtifactError, match="manifest hash mismatch"):
+        Detector.load(artifact)
+
+
+def test_refuses_a_bumped_format_version(artifact: Path) -> None:
+    edit_manifest(artifact, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(ArtifactError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
+        Detector.load(artifact)
+
+
+@pytest.mark.parametrize(("name", "message"), [(WEIGHTS, "missing file"), (MANIFEST, "no manifest.json")])
+def test_refuses_a_deleted_file(artifact: Path, name: str, message: str) -> None:
+    (artifact / name).unlink()
+    with pytest.raises(ArtifactError, match=message):
+        Detector.load(artifact)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00garbage", b"[1, 2, 3]", b""])
+def test_refuses_a_garbage_manifest(artifact: Path, content: bytes) -> None:
+    (artifact / MANIFEST).write_bytes(content)
+    with pytest.raises(ArtifactError, match=r"not valid JSON|not a JSON object"):
+        Detector.load(artifact)
+
+
+def test_refuses_a_directory_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="model directory not found"):
+        Detector.load(tmp_path / "nowhere")
+
+
+def test_refuses_a_file_in_place_of_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "model").write_text("hello", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="model directory not found"):
+        Detector.load(tmp_path / "model")
+
+
+def test_save_replaces_an_existing_artifact_atomically(tiny_model: TinyModel, tmp_path: Path) -> None:
+    detector = Detector.load(tiny_model.path)
+    target = tmp_path / "model"
+    detector.save(target)
+    detector.save(target, metadata={"training": {"second": True}})
+    assert Detector.load(target).manifest["training"] == {"second": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary siblings left behind
+
+
+def test_explanation_names_the_field_that_deviates(tiny_model: TinyModel) -> None:
+    detector = Detector.load(tiny_model.path)
+    base = dict(tiny_model.normal_events[0])
+    assert "count" in detector.spec.numeric and "count" not in detector.spec.log_scale
+    odd = dict(base, count=1_000_000)
+    result = detector.score_records([base, odd], top=3)
+    assert result.explanations[1][0].field == "count"
+    assert result.explanations[1][0].value == 1_000_000
+    assert result.explanations[1][0].deviation > 10 * result.explanations[1][1].deviation
+    assert result.scores[1] > result.scores[0]
+    text = detector.describe(result.explanations[1], 0)
+    assert text.startswith("count=1000000 (") and text.endswith("vs class 'normal'")
+
+
+def test_explanation_uses_the_nearest_centroid_when_classes_are_given_out_of_order(tmp_path: Path) -> None:
+    """Centroids listed class 1 first: the explanation must still use the stats of the centroid that is nearest."""
+    spec = FeatureSpec(numeric=["a", "b"])
+    featurizer = Featurizer(spec).fit([{"a": 0.0, "b": 0.0}, {"a": 2.0, "b": 2.0}])  # z = value - 1
+    encoder = Encoder(EncoderConfig(input_dim=2, hidden=(), embedding_dim=2)).eval()
+    layer = encoder.net[0]
+    assert isinstance(layer, torch.nn.Linear)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(2))
+        layer.bias.zero_()
+    # Centroid 0 (class "right") sits on +a, centroid 1 (class "up") on +b.
+    scorer = CentroidScorer(
+        np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32),
+        np.array([1, 0], dtype=np.intp),
+        ["up", "right"],
+        np.array([1.0, 1.0], dtype=np.float32),
+        np.array([0.1, 0.2]),
+        0.5,
+    )
+    # Members of centroid 0 have a ~ +1 and b ~ 0 exactly; members of centroid 1 the other way round.
+    mean = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    spread = np.full((2, 2), 0.1, dtype=np.float32)
+    detector = Detector(featurizer, encoder, scorer, Explainer(mean, spread, featurizer.column_fields))
+    record = {"a": 2.0, "b": 1.5}  # featurized (1.0, 0.5): nearest to centroid 0, off along b only
+    for candidate in (detector, Detector.load(detector.save(tmp_path / "model"))):
+        result = candidate.score_records([record], top=2)
+        assert result.nearest_class == ["right"]
+        assert result.explanations[0][0].field == "b"
+        assert result.explanations[0][0].deviation == pytest.approx(5.0, rel=1e-4)
+        assert result.explanations[0][1].deviation == pytest.approx(0.0, abs=1e-4)

@@ -1,0 +1,159 @@
+"""Training smoke tests on small real data: calibration, scoring quality, labelled losses, round trip."""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detector.errors import DataError
+from detector.model import Detector
+from detector.schema import FeatureSpec
+from training.calibration import MIN_EXCEEDANCES, calibrate_threshold
+from training.config import TrainConfig
+from training.data import iter_records
+from training.evaluation import roc_auc
+from training.fit import FitConfig, FitResult, fit_detector, split_calibration
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+NSL_KDD = DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz"
+DIGITS = DATA / "benchmarks" / "digits_mc.npz"
+FAST = TrainConfig(epochs=2, threads=1, progress=False)
+TARGET_FPR = 0.05
+
+
+def nsl_kdd_rows(limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Normal and attack rows among the first ``limit`` rows (label and difficulty dropped)."""
+    normal: list[dict[str, Any]] = []
+    attack: list[dict[str, Any]] = []
+    for row in islice(iter_records(NSL_KDD), limit):
+        record = {k: v for k, v in row.items() if k not in ("label", "difficulty")}
+        (normal if row["label"] == "normal" else attack).append(record)
+    return normal, attack
+
+
+@pytest.fixture(scope="module")
+def nsl() -> tuple[FitResult, list[dict[str, Any]], list[dict[str, Any]]]:
+    """A detector fitted on 1,500 NSL-KDD normals, with held-out normals and attacks."""
+    normal, attack = nsl_kdd_rows(4000)
+    assert len(normal) > 1800
+    result = fit_detector(normal[:1500], None, FitConfig(target_fpr=TARGET_FPR, train=FAST))
+    return result, normal[1500:], attack[:400]
+
+
+def test_threshold_is_the_calibration_quantile(nsl: tuple[FitResult, Any, Any]) -> None:
+    result, _, _ = nsl
+    scorer = result.detector.scorer
+    cal = scorer.calibration_scores
+    assert len(cal) == result.metadata["calibration"]["n_calibration"] == 150
+    assert scorer.threshold == np.quantile(cal, 1 - TARGET_FPR, method="higher")
+    assert np.mean(cal > scorer.threshold) <= TARGET_FPR
+    assert result.metadata["calibration"]["threshold"] == scorer.threshold
+
+
+def test_calibration_scores_are_the_scores_of_held_out_normals(nsl: tuple[FitResult, Any, Any]) -> None:
+    result, _, _ = nsl
+    normal, _ = nsl_kdd_rows(4000)
+    _, cal_idx = split_calibration(None, 1500, 0.1, FAST.seed)
+    rescored = result.detector.score_records([normal[i] for i in cal_idx], top=0).scores
+    np.testing.assert_allclose(np.sort(rescored), result.detector.scorer.calibration_scores, rtol=1e-6)
+
+
+def test_attacks_score_higher_than_held_out_normals(nsl: tuple[FitResult, Any, Any]) -> None:
+    result, held_out, attacks = nsl
+    normal_scores = result.detector.score_records(held_out, top=0).scores
+    attack_scores = result.detector.score_records(attacks, top=0).scores
+    assert attack_scores.mean() > normal_scores.mean()
+    labels = np.r_[np.zeros(len(normal_scores), bool), np.ones(len(attack_scores), bool)]
+    assert roc_auc(np.r_[normal_scores, attack_scores], labels) > 0.8
+
+
+def test_fit_records_what_it_did(nsl: tuple[FitResult, Any, Any]) -> None:
+    result, _, _ = nsl
+    training = result.metadata["training"]
+    assert training["objective"] == "SelfSupervisedObjective"  # no label column
+    assert training["epochs_run"] == len(result.history.train_loss) <= 2
+    assert training["n_train"] == 1350
+    assert training["n_centroids"] == len(result.detector.scorer.centroids) >= training["n_classes"] >= 1
+    assert {"duration", "src_bytes"} <= set(result.detector.spec.log_scale)
+
+
+def test_small_calibration_set_warns(nsl: tuple[FitResult, Any, Any]) -> None:
+    result, _, _ = nsl
+    assert len(result.warnings) == 1
+    assert "only 150 calibration normals" in result.warnings[0]
+    assert result.metadata["calibration"]["warnings"] == result.warnings
+
+
+def test_save_load_round_trip_after_fit(nsl: tuple[FitResult, Any, Any], tmp_path: Path) -> None:
+    result, held_out, attacks = nsl
+    batch = held_out[:50] + attacks[:50]
+    before = result.detector.score_records(batch)
+    result.detector.save(tmp_path / "model", result.metadata)
+    loaded = Detector.load(tmp_path / "model")
+    after = loaded.score_records(batch)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    np.testing.assert_array_equal(after.p_values, before.p_values)
+    assert after.nearest_class == before.nearest_class
+    assert loaded.manifest["calibration"]["target_fpr"] == TARGET_FPR
+
+
+def test_calibrate_threshold_warns_only_when_the_set_is_too_small(caplog: pytest.LogCaptureFixture) -> None:
+    scores = np.linspace(0.0, 1.0, 200)
+    with caplog.at_level(logging.DEBUG, logger="training.calibration"):
+        threshold, warnings = calibrate_threshold(scores[:50], 0.01)
+    assert threshold == np.quantile(scores[:50], 0.99, method="higher")
+    assert len(warnings) == 1 and "only 50 calibration normals" in warnings[0]
+    assert f">= {int(MIN_EXCEEDANCES / 0.01)} calibration rows" in warnings[0]
+    assert [r.getMessage() for r in caplog.records] == ["calibration_set_small"]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="training.calibration"):
+        _, enough = calibrate_threshold(scores, 0.05)  # 200 * 0.05 = 10 expected exceedances
+    assert enough == []
+    assert caplog.records == []
+
+
+def test_too_few_rows_is_a_data_error() -> None:
+    normal, _ = nsl_kdd_rows(40)
+    with pytest.raises(DataError, match="too few normal rows"):
+        fit_detector(normal[:8], None, FitConfig(train=FAST))
+
+
+def digits_records() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Digits 0-2 (normal classes, split 80/20 into train and held-out) and digit 3 (the anomaly)."""
+    data = np.load(DIGITS, allow_pickle=False)
+    x, y = data["X"], data["y_class"]
+    rng = np.random.default_rng(0)
+    train: list[dict[str, Any]] = []
+    held_out: list[dict[str, Any]] = []
+    for c in (0, 1, 2):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        cut = int(0.8 * len(idx))
+        for part, rows in ((train, idx[:cut]), (held_out, idx[cut:])):
+            part.extend({**{f"f{j}": float(v) for j, v in enumerate(x[i])}, "class": str(c)} for i in rows)
+    anomalies = [{f"f{j}": float(v) for j, v in enumerate(x[i])} for i in np.flatnonzero(y == 3)]
+    return train, held_out, anomalies
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet"])
+def test_labelled_fit_gives_centroids_per_class_and_flags_an_unseen_class(loss: str) -> None:
+    train, held_out, anomalies = digits_records()
+    spec = FeatureSpec(numeric=[f"f{j}" for j in range(64)], label_field="class")
+    config = FitConfig(target_fpr=0.05, max_centroids_per_class=3, train=FAST.model_copy(update={"loss": loss}))
+    result = fit_detector(train, spec, config)
+    scorer = result.detector.scorer
+    assert scorer.class_names == ["0", "1", "2"]
+    assert sorted(set(scorer.centroid_class.tolist())) == [0, 1, 2]  # at least one centroid per class
+    assert result.metadata["training"]["objective"] == "MetricObjective"
+    features = [{k: v for k, v in r.items() if k != "class"} for r in held_out]
+    normal = result.detector.score_records(features, top=0)
+    odd = result.detector.score_records(anomalies, top=0)
+    truth = [r["class"] for r in held_out]
+    assert np.mean(np.asarray(normal.nearest_class) == np.asarray(truth)) > 0.9
+    labels = np.r_[np.zeros(len(normal.scores), bool), np.ones(len(odd.scores), bool)]
+    assert odd.scores.mean() > normal.scores.mean()
+    assert roc_auc(np.r_[normal.scores, odd.scores], labels) > 0.8

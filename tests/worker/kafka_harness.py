@@ -1,0 +1,192 @@
+"""Helpers for worker integration tests: topics, producing, reading back, worker subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from worker.embedded_broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    """Poll ``condition`` until true; fail the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def unique(cls, bootstrap: str, partitions: int = 3) -> Topics:
+        tag = uuid.uuid4().hex[:10]
+        topics = cls(f"events-{tag}", f"anomalies-{tag}", f"dlq-{tag}", f"group-{tag}")
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            admin.create_topics(
+                [NewTopic(topics.input, partitions, 1), NewTopic(topics.output, 1, 1), NewTopic(topics.dlq, 1, 1)]
+            )
+        finally:
+            admin.close()
+        return topics
+
+
+def produce(
+    bootstrap: str, topic: str, values: Iterable[bytes | None], keys: Iterable[bytes | None] | None = None
+) -> dict[int, int]:
+    """Produce values; return the end offset (last offset + 1) per partition written."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    futures = []
+    key_list = list(keys) if keys is not None else None
+    for i, value in enumerate(values):
+        key = key_list[i] if key_list is not None else None
+        futures.append(producer.send(topic, value=value, key=key))
+    producer.flush(30)
+    ends: dict[int, int] = {}
+    for future in futures:
+        meta = future.get(10)
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    producer.close()
+    return ends
+
+
+def events_bytes(events: Iterable[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(e) for e in events]
+
+
+@dataclass
+class TopicReader:
+    """Reads everything from a topic as it arrives (assign + seek to beginning, no group)."""
+
+    bootstrap: str
+    topic: str
+    messages: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        parts = self._consumer.partitions_for_topic(self.topic) or {0}
+        self._consumer.assign([TopicPartition(self.topic, p) for p in parts])
+        self._consumer.seek_to_beginning()
+
+    def drain(self) -> list[Any]:
+        for batch in self._consumer.poll(timeout_ms=200).values():
+            self.messages.extend(batch)
+        return self.messages
+
+    def drain_all(self, quiet_polls: int = 3) -> list[Any]:
+        """Read until ``quiet_polls`` consecutive polls return nothing (for already-written data)."""
+        quiet = 0
+        while quiet < quiet_polls:
+            before = len(self.messages)
+            quiet = quiet + 1 if len(self.drain()) == before else 0
+        return self.messages
+
+    def wait_count(self, count: int, timeout_s: float) -> list[Any]:
+        wait_for(lambda: len(self.drain()) >= count, timeout_s, f"{count} messages on {self.topic}")
+        return self.messages
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in partitions}
+    finally:
+        consumer.close(autocommit=False)
+
+
+@dataclass
+class WorkerProcess:
+    """``python -m worker`` as a real subprocess with its own metrics port."""
+
+    model_dir: Path
+    bootstrap: str
+    topics: Topics
+    extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "worker", "--model", str(self.model_dir)]
+        command += ["--bootstrap-servers", self.bootstrap, "--input-topic", self.topics.input]
+        command += ["--output-topic", self.topics.output, "--dead-letter-topic", self.topics.dlq]
+        command += ["--group-id", self.topics.group, "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port)]
+        command += ["--log-format", "text", *self.extra]
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
+
+    def status(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as reply:
+            return str(reply.read().decode())
+
+    def metric(self, name: str) -> float:
+        """Sum of all samples of ``name`` (any labels)."""
+        total = 0.0
+        for line in self.metrics_text().splitlines():
+            if line.startswith(name) and (line[len(name)] in " {"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        wait_for(lambda: self.status("/readyz") == 200 or self.process.poll() is not None, timeout_s, "readiness")
+        assert self.process.poll() is None, f"worker exited early:\n{self.log()}"
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout_s)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.wait(10)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop_quietly(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()

@@ -1,0 +1,191 @@
+"""The loop with fake source/sink: commit only after flush, dead letters, retries, stop, swap."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from tiny_model import TinyModel
+
+from worker.errors import CommitError, PublishError
+from worker.loop import LoopConfig, Partition, PartitionsCallback, WorkerLoop
+from worker.metrics import HealthState, WorkerMetrics
+from worker.model_loading import LoadedModel, load_model
+from worker.pipeline import RawRecord
+
+CONFIG = LoopConfig(
+    output_topic="out", dead_letter_topic="dlq", batch_wait_ms=0, idle_poll_ms=1,
+    backoff_initial_s=0.001, backoff_max_s=0.002, shutdown_timeout_s=0.2, flush_timeout_s=0.01,
+)  # fmt: skip
+
+
+class FakeSource:
+    def __init__(self, journal: list[str], batches: list[list[RawRecord]]) -> None:
+        self.journal = journal
+        self.batches = batches
+        self.commits: list[dict[Partition, int]] = []
+        self.fail_commits = 0
+        self.closed = False
+        self.on_revoked: PartitionsCallback | None = None
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        return self.batches.pop(0) if self.batches else []
+
+    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise CommitError("broker away")
+        self.journal.append("commit")
+        self.commits.append(dict(offsets))
+
+    def assignment(self) -> set[Partition]:
+        return {("in", 0), ("in", 1)}
+
+    def highwater(self, partition: Partition) -> int | None:
+        return 10
+
+    def coordinator_known(self) -> bool:
+        return True
+
+    def close(self, timeout_ms: int) -> None:
+        self.closed = True
+
+
+class FakeSink:
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.fail_flushes = 0
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        self.journal.append(f"send:{topic}")
+        self.sent.append((topic, value, key, headers))
+
+    def flush(self, timeout_s: float) -> None:
+        if self.fail_flushes:
+            self.fail_flushes -= 1
+            self.journal.append("flush-failed")
+            raise PublishError("not acknowledged")
+        self.journal.append("flush")
+
+    def close(self, timeout_s: float) -> None:
+        self.journal.append("sink-closed")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model: TinyModel) -> LoadedModel:
+    return load_model(tiny_model.path)
+
+
+def _records(tiny_model: TinyModel, partition: int, start: int, n: int, attack: bool = True) -> list[RawRecord]:
+    events = tiny_model.attack_events if attack else tiny_model.normal_events
+    return [RawRecord("in", partition, start + i, 0, None, orjson.dumps(events[start + i])) for i in range(n)]
+
+
+def _loop(model: LoadedModel, batches: list[list[RawRecord]]) -> tuple[WorkerLoop, FakeSource, FakeSink, list[str]]:
+    journal: list[str] = []
+    source = FakeSource(journal, batches)
+    sink = FakeSink(journal)
+
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source.on_revoked = on_revoked
+        return source
+
+    loop = WorkerLoop(factory, sink, model, WorkerMetrics(CollectorRegistry()), HealthState(), CONFIG)
+    return loop, source, sink, journal
+
+
+def test_commits_only_after_flush(model: LoadedModel, tiny_model: TinyModel) -> None:
+    batch = _records(tiny_model, 0, 0, 200) + _records(tiny_model, 1, 0, 5, attack=False)
+    loop, source, _sink, journal = _loop(model, [batch])
+    loop.run_once()
+    assert any(entry == "send:out" for entry in journal)
+    assert journal[-2:] == ["flush", "commit"]
+    assert source.commits == [{("in", 0): 200, ("in", 1): 5}]
+    assert loop.health.ready
+
+
+def test_failed_flush_is_retried_and_nothing_committed_before(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, _source, sink, journal = _loop(model, [_records(tiny_model, 0, 0, 100)])
+    sink.fail_flushes = 3
+    loop.run_once()
+    assert journal.count("flush-failed") == 3
+    assert (
+        journal.index("commit") > journal.index("flush") > max(i for i, e in enumerate(journal) if e == "flush-failed")
+    )
+    assert loop.metrics.publish_failures._value.get() == 3
+    assert loop.metrics.broker_errors._value.get() == 3
+
+
+def test_dead_letter_path(model: LoadedModel) -> None:
+    bad = [RawRecord("in", 0, 7, 0, b"k", b"{nope"), RawRecord("in", 0, 8, 0, None, None)]
+    loop, source, sink, _journal = _loop(model, [bad])
+    loop.run_once()
+    assert [s[0] for s in sink.sent] == ["dlq", "dlq"]
+    _topic, value, key, headers = sink.sent[0]
+    assert (value, key) == (b"{nope", b"k")
+    assert dict(headers)["kestrel.error.reason"] == b"invalid_json"
+    assert dict(headers)["kestrel.source.offset"] == b"7"
+    assert sink.sent[1][1] is None and dict(sink.sent[1][3])["kestrel.error.reason"] == b"empty"
+    assert source.commits == [{("in", 0): 9}]
+    assert loop.metrics.dead_letters._value.get() == 2
+
+
+def test_failed_commit_is_retried_with_the_next_batch(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10), _records(tiny_model, 0, 10, 10)])
+    source.fail_commits = 1
+    loop.run_once()
+    assert source.commits == [] and loop.uncommitted == {("in", 0): 10}
+    assert not loop.health.ready
+    loop.run_once()
+    assert source.commits == [{("in", 0): 20}] and loop.uncommitted == {}
+    assert loop.health.ready
+
+
+def test_revoke_commits_processed_offsets(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10)])
+    source.fail_commits = 1
+    loop.run_once()
+    assert source.on_revoked is not None
+    source.on_revoked([("in", 0)])
+    assert source.commits == [{("in", 0): 10}] and loop.uncommitted == {}
+
+
+def test_stop_finishes_and_closes(model: LoadedModel, tiny_model: TinyModel) -> None:
+    batches = [_records(tiny_model, 0, i * 10, 10) for i in range(3)]
+    loop, source, _sink, journal = _loop(model, batches)
+    stopper = threading.Timer(0.5, loop.request_stop)
+    stopper.start()
+    assert loop.run() is True
+    assert source.commits[-1] == {("in", 0): 30}
+    assert source.closed and journal[-1] == "sink-closed"
+    assert not loop.health.ready and not loop.health.alive
+
+
+def test_stop_with_broker_down_gives_up_without_commit(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, source, sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10)])
+    sink.fail_flushes = 10**9
+    loop.request_stop()
+    loop.run_once()
+    assert loop.run() is True  # nothing was processed, so nothing is left uncommitted
+    assert source.commits == []
+
+
+def test_model_swap_happens_between_batches(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, _source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 5), _records(tiny_model, 0, 5, 5)])
+    loop.run_once()
+    swapped = replace(model, detector=replace(model.detector, version="v-next"))
+    loop.swap_model(swapped)
+    assert loop.model is model
+    loop.run_once()
+    assert loop.model is swapped
+    assert loop.metrics.model_reloads._value.get() == 1
+    assert 'kestrel_model_info{version="v-next"} 1.0' in _exposition(loop)
+
+
+def _exposition(loop: WorkerLoop) -> str:
+    return generate_latest(loop.metrics.registry).decode()

@@ -1,0 +1,145 @@
+"""Pure pipeline: outcomes per record, rejection reasons, anomaly records; hypothesis on bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tiny_model import TinyModel
+
+from detector.model import Detector
+from worker.anomaly_record import RECORD_FIELDS
+from worker.pipeline import Flagged, Normal, RawRecord, Rejected, score_batch
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_model: TinyModel) -> Detector:
+    return Detector.load(tiny_model.path)
+
+
+def _record(value: bytes | None, offset: int = 0, key: bytes | None = None) -> RawRecord:
+    return RawRecord("events", 1, offset, 1_700_000_000_000, key, value)
+
+
+def _score(detector: Detector, values: list[bytes | None], limit: int = 65536) -> list[Any]:
+    records = [_record(v, i) for i, v in enumerate(values)]
+    return score_batch(records, detector, max_value_bytes=limit, now_s=1_800_000_000.0).outcomes
+
+
+def test_outcomes_match_the_detector_in_input_order(detector: Detector, tiny_model: TinyModel) -> None:
+    events = tiny_model.normal_events[:200] + tiny_model.attack_events[:200]
+    outcomes = _score(detector, [orjson.dumps(e) for e in events])
+    expected = detector.score_records(events)
+    assert [o.record.offset for o in outcomes] == list(range(len(events)))
+    for outcome, flagged, score in zip(outcomes, expected.flagged, expected.scores, strict=True):
+        assert isinstance(outcome, Flagged if flagged else Normal)
+        assert outcome.score == pytest.approx(score, abs=1e-4)
+
+
+def test_flagged_outcome_carries_the_contract_record(detector: Detector, tiny_model: TinyModel) -> None:
+    outcomes = _score(detector, [orjson.dumps(e) for e in tiny_model.attack_events[:300]])
+    flagged = [o for o in outcomes if isinstance(o, Flagged)]
+    assert flagged
+    record = flagged[0].anomaly
+    assert tuple(record) == RECORD_FIELDS
+    assert record["event_id"] == flagged[0].event_id == record["event"]["event_id"]
+    assert record["score"] > record["threshold"] == detector.threshold
+    assert record["margin"] is None  # one normal class
+    assert record["detected_at"] == "2027-01-15T08:00:00.000+00:00"
+    assert record["event_timestamp"].startswith("2023-11-14T")
+    assert [f["field"] for f in record["explanation"]["fields"]] and "vs class 'normal'" in record["explanation"][
+        "text"
+    ]
+    orjson.dumps(record)  # JSON-serialisable
+
+
+def test_event_id_falls_back_to_coordinates(detector: Detector, tiny_model: TinyModel) -> None:
+    events = [{k: v for k, v in e.items() if k != "event_id"} for e in tiny_model.attack_events[:300]]
+    flagged = [o for o in _score(detector, [orjson.dumps(e) for e in events]) if isinstance(o, Flagged)]
+    assert flagged and all(o.event_id == f"events:1:{o.record.offset}" for o in flagged)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"\xff\xfe", "not_utf8"),
+        (b"{oops", "invalid_json"),
+        (b'{"duration": NaN}', "invalid_json"),
+        (b'{"duration": 1e400}', "invalid_json"),
+        (b"[1]", "not_an_object"),
+        (b'"text"', "not_an_object"),
+        (b"x" * 101, "too_large"),
+    ],
+)
+def test_rejects_before_parsing(detector: Detector, value: bytes | None, reason: str) -> None:
+    (outcome,) = _score(detector, [value], limit=100)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.reason, outcome.error_type) == (reason, "InvalidEventError")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"src_bytes": "abc"}, "wrong_type"),
+        ({"src_bytes": True}, "wrong_type"),
+        ({"protocol_type": {"a": 1}}, "wrong_type"),
+        ({"src_bytes": "NaN"}, "not_finite"),
+        ({"dst_bytes": "-inf"}, "not_finite"),
+        ({"service": None}, "missing_field"),
+    ],
+)
+def test_featurizer_rejections_keep_the_rest_of_the_batch(
+    detector: Detector, tiny_model: TinyModel, change: dict[str, Any], reason: str
+) -> None:
+    good = tiny_model.normal_events[:3]
+    bad = {**good[0], **change}
+    outcomes = _score(detector, [orjson.dumps(good[1]), orjson.dumps(bad), orjson.dumps(good[2])])
+    assert isinstance(outcomes[1], Rejected) and outcomes[1].reason == reason
+    assert not isinstance(outcomes[0], Rejected) and not isinstance(outcomes[2], Rejected)
+
+
+def test_unknown_category_is_scored_not_rejected(detector: Detector, tiny_model: TinyModel) -> None:
+    event = {**tiny_model.normal_events[0], "service": "never-seen-before"}
+    (outcome,) = _score(detector, [orjson.dumps(event)])
+    assert isinstance(outcome, Normal | Flagged)
+
+
+def test_event_times_fall_back_to_kafka_timestamp(detector: Detector, tiny_model: TinyModel) -> None:
+    with_ms = {**tiny_model.normal_events[0], "ts": 1_700_000_000_500}
+    iso = {**tiny_model.normal_events[1], "ts": "2023-11-14T22:13:20Z"}
+    missing = {k: v for k, v in tiny_model.normal_events[2].items() if k != "ts"}
+    records = [_record(orjson.dumps(e), i) for i, e in enumerate([with_ms, iso, missing])] + [_record(b"{x", 3)]
+    result = score_batch(records, detector, max_value_bytes=65536, now_s=0.0)
+    assert result.event_times_s.tolist() == pytest.approx(
+        [1_700_000_000.5, 1_700_000_000.0, 1_700_000_000.0, 1_700_000_000.0]
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=300), st.text(max_size=80).map(str.encode)), max_size=20))
+def test_arbitrary_bytes_never_raise(detector: Detector, values: list[bytes | None]) -> None:
+    outcomes = _score(detector, values, limit=200)
+    assert len(outcomes) == len(values)
+    assert [o.record.offset for o in outcomes] == list(range(len(values)))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_events_always_get_an_outcome(detector: Detector, tiny_model: TinyModel, data: st.DataObject) -> None:
+    event = dict(tiny_model.normal_events[data.draw(st.integers(0, 50))])
+    field = data.draw(st.sampled_from(sorted(event)))
+    event[field] = data.draw(json_values)
+    (outcome,) = _score(detector, [orjson.dumps(event)])
+    assert isinstance(outcome, Normal | Flagged | Rejected)

@@ -1,0 +1,84 @@
+"""Settings precedence, validation errors, secret masking and the command line's exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_model import TinyModel
+
+from worker.__main__ import parse_overrides
+from worker.errors import SettingsError
+from worker.settings import effective_settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_flags_override_env_and_nested_env_is_merged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_KAFKA__INPUT_TOPIC", "from-env")
+    monkeypatch.setenv("WORKER_KAFKA__GROUP_ID", "env-group")
+    monkeypatch.setenv("WORKER_BATCH_SIZE", "64")
+    settings = load_settings(parse_overrides(["--model", "/m", "--group-id", "flag-group", "--metrics-port", "1234"]))
+    assert settings.kafka.input_topic == "from-env"
+    assert settings.kafka.group_id == "flag-group"
+    assert (settings.batch_size, settings.metrics.port, settings.model_dir) == (64, 1234, Path("/m"))
+    assert (settings.kafka.session_timeout_ms, settings.batch_wait_ms, settings.torch_threads) == (6000, 50, 1)
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("WORKER_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("WORKER_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("WORKER_KAFKA__SASL_PASSWORD", "hunter2")
+    settings = load_settings({"model_dir": "/m"})
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(effective_settings(settings)) and "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "fragment"),
+    [
+        ({}, {}, "exactly one of --model"),
+        ({"WORKER_BATCH_SIZE": "zero"}, {"model_dir": "/m"}, "batch_size"),
+        ({"WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, {"model_dir": "/m"}, "needs sasl_mechanism"),
+        ({"WORKER_KAFKA__SECURITY_PROTOCOL": "TLS"}, {"model_dir": "/m"}, "security_protocol"),
+        ({"WORKER_KAFKA__OUTPUT_TOPIC": "events"}, {"model_dir": "/m"}, "must all differ"),
+        ({"WORKER_LOG_LEVEL": "LOUD"}, {"model_dir": "/m"}, "log_level"),
+    ],
+)
+def test_bad_settings_give_one_line(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], overrides: dict[str, str], fragment: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(overrides)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_bad_setting_exits_2_with_one_line() -> None:
+    result = _run("--model", "/m", "--batch-size", "-1")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "batch_size" in result.stderr
+
+
+def test_cli_bad_model_exits_2(tmp_path: Path, tiny_model: TinyModel) -> None:
+    result = _run("--model", str(tmp_path / "missing"), "--log-format", "text")
+    assert result.returncode == 2 and "cannot load the model" in result.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in tiny_model.path.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    weights = broken / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    result = _run("--model", str(broken), "--log-format", "text")
+    assert result.returncode == 2 and "cannot load the model" in result.stderr

@@ -1,0 +1,246 @@
+"""Integration tests: ``python -m worker`` subprocesses against a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+from expectations import expected_flags, renumber
+from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, events_bytes, produce, wait_for
+from tiny_model import TinyModel
+
+from worker.anomaly_record import RECORD_FIELDS
+
+pytestmark = pytest.mark.kafka
+
+DLQ_HEADERS = {
+    "kestrel.error.type",
+    "kestrel.error.reason",
+    "kestrel.error.message",
+    "kestrel.source.topic",
+    "kestrel.source.partition",
+    "kestrel.source.offset",
+}
+
+
+def _malformed(base: dict[str, Any]) -> list[tuple[bytes | None, str]]:
+    """(value, expected reason) for every kind of bad input."""
+
+    def variant(**changes: Any) -> bytes:
+        event = {**base, **changes}
+        return orjson.dumps({k: v for k, v in event.items() if v is not _DROP})
+
+    body = orjson.dumps(base).decode()
+    return [
+        (b"{not json", "invalid_json"),
+        (body.replace('"duration":0', '"duration":NaN').encode(), "invalid_json"),
+        (body.replace('"duration":0', '"duration":Infinity').encode(), "invalid_json"),
+        (variant(src_bytes="abc"), "wrong_type"),
+        (variant(protocol_type=["tcp"]), "wrong_type"),
+        (variant(service=_DROP), "missing_field"),
+        (variant(src_bytes="NaN"), "not_finite"),
+        (variant(dst_bytes="inf"), "not_finite"),
+        (b"[1, 2, 3]", "not_an_object"),
+        (b'{"padding": "' + b"x" * 70_000 + b'"}', "too_large"),
+        (b"\xff\xfe\x00{}", "not_utf8"),
+        (b"", "empty"),
+        (None, "empty"),
+    ]
+
+
+_DROP = object()
+
+
+def _check_anomaly(message: Any, threshold: float) -> dict[str, Any]:
+    record = orjson.loads(message.value)
+    assert tuple(record) == RECORD_FIELDS
+    assert message.key == record["event_id"].encode()
+    assert dict(message.headers)["model_version"] == record["model_version"].encode()
+    assert record["score"] > threshold and record["threshold"] == pytest.approx(threshold)
+    assert 0 < record["p_value"] <= 1 and record["nearest_class"] == "normal" and record["margin"] is None
+    assert record["event"]["event_id"] == record["event_id"]
+    assert record["event_timestamp"].startswith("20") and record["detected_at"].endswith("+00:00")
+    assert record["explanation"]["text"] and len(record["explanation"]["fields"]) == 3
+    return dict(record)
+
+
+def test_scores_events_and_dead_letters_bad_input(kafka_broker: Any, tiny_model: TinyModel) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap)
+    normals = renumber(tiny_model.normal_events, "n")
+    attacks = renumber(tiny_model.attack_events[:400], "a")
+    unknown = {**normals[0], "event_id": "unknown-category", "service": "never-seen-service"}
+    expected = expected_flags(tiny_model.path, [*normals, *attacks, unknown])
+    bad = _malformed(tiny_model.normal_events[0])
+    ends = produce(bootstrap, topics.input, events_bytes([*normals, *attacks, unknown]))
+    bad_ends = produce(
+        bootstrap, topics.input, [v for v, _ in bad], keys=[f"bad-{i}".encode() for i in range(len(bad))]
+    )
+    ends = {p: max(ends.get(p, 0), bad_ends.get(p, 0)) for p in {*ends, *bad_ends}}
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    out, dlq = TopicReader(bootstrap, topics.output), TopicReader(bootstrap, topics.dlq)
+    try:
+        worker.wait_ready()
+        dead = dlq.wait_count(len(bad), 60)
+        anomalies = out.wait_count(len(expected.must_flag), 60)
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == ends, 30, "commit")
+        records = {r["event_id"]: r for r in (_check_anomaly(m, tiny_model.threshold) for m in out.drain())}
+        assert expected.must_flag <= set(records) <= expected.may_flag
+        flagged_normals = sum(1 for i in records if i.startswith("n-"))
+        assert flagged_normals / len(normals) <= 0.08  # calibrated at 5 % on these held-out normals
+        assert len(anomalies) == len(records)  # no duplicates without a crash
+        reasons: Counter[str] = Counter()
+        for message in dead:
+            headers = {k: v.decode() for k, v in message.headers}
+            assert set(headers) == DLQ_HEADERS
+            index = int(message.key.decode().split("-")[1])
+            value, reason = bad[index]
+            assert headers["kestrel.error.reason"] == reason, headers
+            assert message.value == value  # original bytes untouched (null stays null)
+            assert headers["kestrel.source.topic"] == topics.input
+            reasons[reason] += 1
+        assert sum(reasons.values()) == len(bad)
+        assert worker.metric("kestrel_rejected_total") == len(bad)
+        assert worker.metric("kestrel_dead_letter_total") == len(bad)
+        assert worker.metric("kestrel_events_total") == sum(ends.values())
+        assert worker.status("/healthz") == 200
+    finally:
+        out.close()
+        dlq.close()
+        worker.stop_quietly()
+
+
+def test_sigterm_exits_zero_with_everything_committed(kafka_broker: Any, tiny_model: TinyModel) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap)
+    events = renumber(tiny_model.attack_events[:300] + tiny_model.normal_events[:300], "t")
+    ends = produce(bootstrap, topics.input, events_bytes(events))
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    try:
+        worker.wait_ready()
+        wait_for(lambda: worker.metric("kestrel_events_total") >= len(events), 30, "all events scored")
+        started = time.monotonic()
+        assert worker.terminate(30) == 0, worker.log()
+        assert time.monotonic() - started < 20
+        assert committed_offsets(bootstrap, topics.group, topics.input, ends) == ends
+    finally:
+        worker.stop_quietly()
+
+
+def _produce_slowly(bootstrap: str, topic: str, values: list[bytes], rate: float, ends: dict[int, int]) -> None:
+    chunk = max(1, int(rate / 10))
+    for start in range(0, len(values), chunk):
+        for p, end in produce(bootstrap, topic, values[start : start + chunk]).items():
+            ends[p] = max(ends.get(p, 0), end)
+        time.sleep(0.1)  # pacing the producer, not waiting for a condition
+
+
+def _accounted(bootstrap: str, topics: Topics, ends: dict[int, int], out: TopicReader, timeout_s: float) -> list[str]:
+    wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == ends, timeout_s, "all committed")
+    # Outputs are acknowledged before offsets are committed, so they are all readable now.
+    return [m.key.decode() for m in out.drain_all()]
+
+
+@pytest.mark.slow
+def test_kill_9_and_restart_loses_nothing(kafka_broker: Any, tiny_model: TinyModel) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap)
+    events = renumber((tiny_model.attack_events + tiny_model.normal_events) * 2, "k")[:5000]
+    expected = expected_flags(tiny_model.path, events)
+    ends: dict[int, int] = {}
+    batch = 100
+    producer = threading.Thread(
+        target=_produce_slowly, args=(bootstrap, topics.input, events_bytes(events), 2000.0, ends)
+    )
+    out = TopicReader(bootstrap, topics.output)
+    first = WorkerProcess(tiny_model.path, bootstrap, topics, extra=["--batch-size", str(batch)])
+    second: WorkerProcess | None = None
+    try:
+        first.wait_ready()
+        producer.start()
+        out.wait_count(50, 30)
+        first.kill()  # SIGKILL mid-stream
+        assert producer.is_alive(), "the stream should still be running when the worker is killed"
+        second = WorkerProcess(tiny_model.path, bootstrap, topics, extra=["--batch-size", str(batch)])
+        second.wait_ready()
+        producer.join(60)
+        ids = _accounted(bootstrap, topics, ends, out, 60)
+        assert expected.must_flag <= set(ids) <= expected.may_flag
+        duplicates = len(ids) - len(set(ids))
+        assert duplicates <= batch, f"{duplicates} duplicates: more than the one uncommitted batch"
+    finally:
+        out.close()
+        first.stop_quietly()
+        if second is not None:
+            second.stop_quietly()
+
+
+@pytest.mark.slow
+def test_two_workers_split_partitions_and_hand_over(kafka_broker: Any, tiny_model: TinyModel) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=4)
+    events = renumber(tiny_model.attack_events + tiny_model.normal_events, "s")
+    half = len(events) // 2
+    expected = expected_flags(tiny_model.path, events)
+    out = TopicReader(bootstrap, topics.output)
+    a = WorkerProcess(tiny_model.path, bootstrap, topics)
+    b = WorkerProcess(tiny_model.path, bootstrap, topics)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        wait_for(lambda: a.status("/readyz") == 200 and b.status("/readyz") == 200, 30, "both workers assigned")
+        ends = produce(bootstrap, topics.input, events_bytes(events[:half]))
+        wait_for(lambda: a.metric("kestrel_events_total") + b.metric("kestrel_events_total") >= half, 30, "first half")
+        assert a.metric("kestrel_events_total") > 0 and b.metric("kestrel_events_total") > 0, "partitions not split"
+        assert a.terminate(30) == 0, a.log()
+        more = produce(bootstrap, topics.input, events_bytes(events[half:]))
+        ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in {*ends, *more}}
+        ids = _accounted(bootstrap, topics, ends, out, 60)
+        assert expected.must_flag <= set(ids) <= expected.may_flag
+        assert len(ids) == len(set(ids)), "a clean hand-over must not duplicate"
+    finally:
+        out.close()
+        a.stop_quietly()
+        b.stop_quietly()
+
+
+@pytest.mark.slow
+def test_broker_freeze_makes_worker_unready_then_recovers(kafka_broker: Any, tiny_model: TinyModel) -> None:
+    if kafka_broker.embedded is None:
+        pytest.skip("freezing the broker needs the embedded broker process")
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap)
+    events = renumber(tiny_model.attack_events + tiny_model.normal_events, "f")
+    half = len(events) // 2
+    expected = expected_flags(tiny_model.path, events)
+    out = TopicReader(bootstrap, topics.output)
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    pid = kafka_broker.embedded.pid
+    try:
+        worker.wait_ready()
+        ends = produce(bootstrap, topics.input, events_bytes(events[:half]))
+        wait_for(lambda: worker.metric("kestrel_events_total") >= half, 30, "first half scored")
+        os.kill(pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            wait_for(lambda: worker.status("/readyz") == 503, 15, "not ready during the outage")
+            assert worker.status("/healthz") == 200
+            wait_for(lambda: time.monotonic() - frozen_at > 8.0, 10, "outage longer than the session timeout")
+            assert worker.process.poll() is None
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        worker.wait_ready(60)
+        more = produce(bootstrap, topics.input, events_bytes(events[half:]))
+        ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in {*ends, *more}}
+        ids = _accounted(bootstrap, topics, ends, out, 60)
+        assert expected.must_flag <= set(ids) <= expected.may_flag
+        assert worker.metric("kestrel_broker_errors_total") > 0
+    finally:
+        out.close()
+        worker.stop_quietly()

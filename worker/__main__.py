@@ -1,0 +1,169 @@
+"""``python -m worker --model MODEL_DIR`` (or ``--registry REGISTRY_DIR``): run the worker.
+
+Flags override ``WORKER_*`` environment settings. Exit codes: 0 after a clean stop (SIGTERM /
+SIGINT, everything committed); 1 when stopped with work left uncommitted or on an unexpected
+error; 2 for a bad setting, a bad or incompatible model, or a metrics port that cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from detector.errors import ArtifactError
+from worker.errors import BrokerError, SettingsError
+from worker.kafka_io import KafkaSink, KafkaSource
+from worker.log_format import configure_logging
+from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.metrics import HealthState, MetricsServer, WorkerMetrics
+from worker.model_loading import LoadedModel, live_model_dir, load_model
+from worker.settings import WorkerSettings, effective_settings, load_settings
+
+logger = logging.getLogger("worker")
+
+_FLAGS: dict[str, tuple[str, ...]] = {
+    "--model": ("model_dir",),
+    "--registry": ("registry_dir",),
+    "--bootstrap-servers": ("kafka", "bootstrap_servers"),
+    "--input-topic": ("kafka", "input_topic"),
+    "--output-topic": ("kafka", "output_topic"),
+    "--dead-letter-topic": ("kafka", "dead_letter_topic"),
+    "--group-id": ("kafka", "group_id"),
+    "--metrics-host": ("metrics", "host"),
+    "--metrics-port": ("metrics", "port"),
+    "--batch-size": ("batch_size",),
+    "--batch-wait-ms": ("batch_wait_ms",),
+    "--log-level": ("log_level",),
+    "--log-format": ("log_format",),
+    "--torch-threads": ("torch_threads",),
+}
+
+
+def parse_overrides(argv: list[str] | None) -> dict[str, Any]:
+    """Command-line flags as nested setting overrides (only the flags given)."""
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Kestrel streaming anomaly worker.")
+    for flag, path in _FLAGS.items():
+        parser.add_argument(
+            flag, dest="__".join(path), default=None, help=f"overrides WORKER_{'__'.join(path).upper()}"
+        )
+    args = vars(parser.parse_args(argv))
+    overrides: dict[str, Any] = {}
+    for dest, value in args.items():
+        if value is None:
+            continue
+        *parents, leaf = dest.split("__")
+        node = overrides
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return overrides
+
+
+def _load_initial_model(settings: WorkerSettings) -> LoadedModel:
+    if settings.model_dir is not None:
+        return load_model(settings.model_dir)
+    assert settings.registry_dir is not None
+    return load_model(live_model_dir(settings.registry_dir))
+
+
+def _connect(settings: WorkerSettings, stop: list[bool]) -> KafkaSink:
+    """Create the producer, retrying with backoff while the broker is unreachable."""
+    backoff = 0.5
+    while True:
+        try:
+            return KafkaSink(settings.kafka)
+        except BrokerError as exc:
+            logger.warning("broker_unavailable", extra={"error": str(exc), "retry_in_s": backoff})
+        if stop[0]:
+            raise SystemExit(1)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
+
+
+def _source_factory(settings: WorkerSettings, stop: list[bool]) -> Any:
+    def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> KafkaSource:
+        backoff = 0.5
+        while True:
+            try:
+                return KafkaSource(settings.kafka, on_revoked, on_assigned)
+            except BrokerError as exc:
+                logger.warning("broker_unavailable", extra={"error": str(exc), "retry_in_s": backoff})
+            if stop[0]:
+                raise SystemExit(1)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    return build
+
+
+def run(settings: WorkerSettings) -> int:
+    """Run the worker with ``settings`` until stopped; return the exit code."""
+    torch.set_num_threads(settings.torch_threads)
+    try:
+        model = _load_initial_model(settings)
+    except ArtifactError as exc:
+        print(f"error: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    logger.info("model_loaded", extra={"model_version": model.detector.version, "seconds": model.load_seconds})
+    registry = CollectorRegistry()
+    metrics, health = WorkerMetrics(registry), HealthState()
+    try:
+        server = MetricsServer(registry, health, settings.metrics.host, settings.metrics.port)
+    except OSError as exc:
+        print(f"error: cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}", file=sys.stderr)
+        return 2
+    server.start()
+    stop = [False]
+    loop_box: list[WorkerLoop] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop[0] = True
+        if loop_box:
+            loop_box[0].request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sink = _connect(settings, stop)
+    config = LoopConfig(
+        output_topic=settings.kafka.output_topic,
+        dead_letter_topic=settings.kafka.dead_letter_topic,
+        batch_size=settings.batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+        max_value_bytes=settings.kafka.max_message_bytes,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
+    loop = WorkerLoop(_source_factory(settings, stop), sink, model, metrics, health, config)
+    loop_box.append(loop)
+    if stop[0]:
+        loop.request_stop()
+    logger.info("worker_started", extra={"metrics_port": server.port})
+    try:
+        clean = loop.run()
+    except Exception:
+        logger.exception("worker_crashed")
+        raise
+    finally:
+        server.stop()
+    return 0 if clean else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(parse_overrides(argv))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format.value)
+    logger.info("settings", extra={"settings": effective_settings(settings)})
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

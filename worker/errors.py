@@ -1,0 +1,29 @@
+"""Typed errors of the worker (all derive from :class:`detector.errors.DetectorError`)."""
+
+from __future__ import annotations
+
+from detector.errors import DetectorError
+
+
+class WorkerError(DetectorError):
+    """Root of the errors the worker raises on purpose."""
+
+
+class SettingsError(WorkerError, ValueError):
+    """A setting is missing or invalid; the message is one line meant for the operator."""
+
+
+class BrokerError(WorkerError):
+    """The Kafka broker could not be reached or refused a request (retryable)."""
+
+
+class PublishError(BrokerError):
+    """Some produced records were not acknowledged by the broker in time."""
+
+
+class CommitError(BrokerError):
+    """An offset commit failed; the offsets stay uncommitted and will be retried."""
+
+
+class BrokerStartError(WorkerError):
+    """The embedded broker could not be started."""

@@ -1,0 +1,225 @@
+"""The only module that imports ``kafka`` (kafka-python): a consumer source and a producer sink.
+
+kafka-python errors are mapped to :mod:`worker.errors`: :class:`BrokerError` for polling,
+:class:`PublishError` for unacknowledged output, :class:`CommitError` for failed commits.
+Partitions are plain ``(topic, partition)`` tuples outside this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.errors import BrokerError, CommitError, PublishError
+from worker.pipeline import RawRecord
+from worker.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+Header = tuple[str, bytes]
+PartitionsCallback = Callable[[list[Partition]], None]
+
+#: Longest wait for a broker answer on a single request (fetch, metadata, commit).
+REQUEST_TIMEOUT_MS = 7000
+#: Broker-side wait for a fetch with no data; small so a poll never blocks the loop for long.
+FETCH_MAX_WAIT_MS = 100
+
+
+def _security(settings: KafkaSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {"security_protocol": settings.security_protocol.value}
+    if settings.sasl_mechanism is not None:
+        config["sasl_mechanism"] = settings.sasl_mechanism.value
+        config["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.ssl_cafile is not None:
+        config["ssl_cafile"] = str(settings.ssl_cafile)
+    return config
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._on_revoked([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._on_assigned([(tp.topic, tp.partition) for tp in assigned])
+
+
+class KafkaSource:
+    """Group consumer of the input topic with manual commits.
+
+    Args:
+        settings: connection and group settings.
+        on_revoked: called (inside :meth:`poll`) with partitions about to be taken away; it may
+            call :meth:`commit` to commit what was processed.
+        on_assigned: called (inside :meth:`poll`) with newly assigned partitions.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback
+    ) -> None:
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                group_id=settings.group_id,
+                client_id=f"kestrel-worker-{settings.group_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                request_timeout_ms=max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms + 1000),
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                **_security(settings),
+            )
+            self._consumer.subscribe([settings.input_topic], listener=_Listener(on_revoked, on_assigned))
+        except KafkaError as exc:
+            raise BrokerError(f"cannot create the consumer: {type(exc).__name__}: {exc}") from exc
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        """Fetch up to ``max_records`` records, waiting at most about ``timeout_ms``.
+
+        Raises:
+            BrokerError: the client reported an error.
+        """
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}") from exc
+        return [
+            RawRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
+        """Commit ``offsets`` (the next offset to read per partition), blocking.
+
+        Raises:
+            CommitError: the commit failed or timed out; nothing is known to be committed.
+        """
+        if not offsets:
+            return
+        payload = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        try:
+            self._consumer.commit(offsets=payload, timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            raise CommitError(f"commit failed: {type(exc).__name__}: {exc}") from exc
+
+    def assignment(self) -> set[Partition]:
+        """Partitions currently assigned to this consumer."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def highwater(self, partition: Partition) -> int | None:
+        """Last known high watermark (from fetch responses), or ``None`` when unknown.
+
+        Used for lag because the embedded broker's ListOffsets (``end_offsets``) answer is wrong.
+        """
+        try:
+            value = self._consumer.highwater(TopicPartition(*partition))
+        except KafkaError:
+            return None
+        return None if value is None else int(value)
+
+    def coordinator_known(self) -> bool:
+        """Whether the client currently knows a live group coordinator (broker reachable)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return True
+        return not bool(coordinator.coordinator_unknown())
+
+    def close(self, timeout_ms: int) -> None:
+        """Leave the group and close connections (no auto-commit)."""
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            logger.warning("consumer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+@dataclass
+class _Pending:
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: list[Header]
+    future: Any = field(default=None)
+
+
+class KafkaSink:
+    """Producer for anomaly records and dead letters that tracks acknowledgements.
+
+    :meth:`send` queues a record; :meth:`flush` returns only when every record sent since the
+    last successful flush is acknowledged by the broker, resending records whose delivery failed.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                client_id=f"kestrel-worker-{settings.group_id}",
+                acks="all",
+                linger_ms=2,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                max_block_ms=REQUEST_TIMEOUT_MS,
+                **_security(settings),
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"cannot create the producer: {type(exc).__name__}: {exc}") from exc
+        self._pending: list[_Pending] = []
+
+    @property
+    def pending(self) -> int:
+        """Records sent but not yet acknowledged."""
+        return len(self._pending)
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Header]) -> None:
+        """Queue one record; delivery is confirmed by :meth:`flush`."""
+        entry = _Pending(topic, value, key, headers)
+        self._pending.append(entry)
+        self._dispatch(entry)
+
+    def _dispatch(self, entry: _Pending) -> None:
+        try:
+            entry.future = self._producer.send(entry.topic, value=entry.value, key=entry.key, headers=entry.headers)
+        except KafkaError as exc:  # metadata unavailable, buffer full: retried by flush()
+            entry.future = None
+            logger.debug("send_deferred", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until every pending record is acknowledged.
+
+        Raises:
+            PublishError: some records are not acknowledged (timed out, failed or not sent);
+                they stay pending and are resent or awaited again by the next call.
+        """
+        for entry in self._pending:
+            if entry.future is None or (entry.future.is_done and entry.future.failed()):
+                self._dispatch(entry)
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise PublishError(f"{self.pending} records not acknowledged: {type(exc).__name__}") from exc
+        failed = [e for e in self._pending if e.future is None or not e.future.is_done or e.future.failed()]
+        if failed:
+            first = next((e.future.exception for e in failed if e.future is not None and e.future.is_done), None)
+            self._pending = failed
+            raise PublishError(f"{len(failed)} records not acknowledged: {first!r}")
+        self._pending = []
+
+    def close(self, timeout_s: float) -> None:
+        """Close the producer (pending records are abandoned; they were never committed)."""
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError as exc:
+            logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})

@@ -1,0 +1,222 @@
+"""The only module that imports ``prometheus_client``: worker metrics and the HTTP endpoints.
+
+Every metric lives on the :class:`CollectorRegistry` passed in (tests pass a fresh one). One
+HTTP server serves ``/metrics``, ``/healthz`` (the loop is alive) and ``/readyz`` (partitions
+assigned, model loaded, broker reachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+QUANTILES = (0.5, 0.9, 0.99)
+ROLLING_WINDOW = 10_000
+SCORE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0, float("inf"))
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, float("inf"))
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))
+
+
+class WorkerMetrics:
+    """All ``kestrel_*`` metrics of one worker (names and labels fixed by the shared contracts)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.events = Counter("kestrel_events", "Events by outcome.", ["outcome"], registry=r)
+        self.rejected = Counter("kestrel_rejected", "Rejected events by reason.", ["reason"], registry=r)
+        self.dead_letters = Counter("kestrel_dead_letter", "Dead-letter publishes acknowledged.", registry=r)
+        self.anomalies = Counter("kestrel_anomalies", "Anomalies by nearest class.", ["nearest_class"], registry=r)
+        self.score = Histogram(
+            "kestrel_anomaly_score", "Score of every scored event.", buckets=SCORE_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram("kestrel_batch_size", "Records per batch.", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(
+            "kestrel_batch_processing_seconds", "Pipeline + publish + commit time per batch.", registry=r
+        )
+        self.latency = Histogram(
+            "kestrel_end_to_end_latency_seconds",
+            "Event timestamp (else Kafka timestamp) to outputs acknowledged.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "kestrel_consumer_lag", "High watermark - committed offset.", ["topic", "partition"], registry=r
+        )
+        self.model_info = Gauge("kestrel_model_info", "1 for the live model version.", ["version"], registry=r)
+        self.model_load_seconds = Gauge("kestrel_model_load_seconds", "Time to load the live model.", registry=r)
+        self.model_created = Gauge(
+            "kestrel_model_created_timestamp_seconds", "Unix time the live model was trained.", registry=r
+        )
+        self.model_reloads = Counter("kestrel_model_reloads", "Successful model reloads.", registry=r)
+        self.model_reload_failures = Counter("kestrel_model_reload_failures", "Failed model reloads.", registry=r)
+        self.publish_failures = Counter(
+            "kestrel_publish_failures", "Flushes that left outputs unacknowledged.", registry=r
+        )
+        self.commit_failures = Counter("kestrel_commit_failures", "Failed offset commits.", registry=r)
+        self.broker_errors = Counter("kestrel_broker_errors", "Broker connection errors and retries.", registry=r)
+        self.ready = Gauge("kestrel_ready", "1 when ready to process.", registry=r)
+        self.threshold = Gauge("kestrel_threshold", "Live model threshold.", registry=r)
+        self.target_flag_rate = Gauge("kestrel_target_flag_rate", "Live model calibrated target FPR.", registry=r)
+        self.flag_rate = Gauge("kestrel_flag_rate", "Share of the last 10,000 scored events flagged.", registry=r)
+        self.score_quantile = Gauge("kestrel_score_quantile", "Rolling score quantiles.", ["quantile"], registry=r)
+        self.calibration_quantile = Gauge(
+            "kestrel_calibration_score_quantile", "Calibration score quantiles.", ["quantile"], registry=r
+        )
+        for outcome in ("normal", "anomaly", "rejected"):
+            self.events.labels(outcome)
+        self._window = np.zeros(ROLLING_WINDOW, dtype=np.float64)
+        self._window_flags = np.zeros(ROLLING_WINDOW, dtype=bool)
+        self._window_fill = 0
+        self._window_pos = 0
+        self._versions: set[str] = set()
+
+    def observe_scores(self, scores: NDArray[np.float64], threshold: float) -> None:
+        """Record scored events: histogram plus rolling flag rate and score quantiles."""
+        for value in scores.tolist():
+            self.score.observe(value)
+        take = scores[-ROLLING_WINDOW:]
+        idx = (self._window_pos + np.arange(len(take))) % ROLLING_WINDOW
+        self._window[idx] = take
+        self._window_flags[idx] = take > threshold
+        self._window_pos = int((self._window_pos + len(take)) % ROLLING_WINDOW)
+        self._window_fill = min(ROLLING_WINDOW, self._window_fill + len(take))
+        if self._window_fill:
+            window = self._window[: self._window_fill]
+            self.flag_rate.set(float(self._window_flags[: self._window_fill].mean()))
+            for q, value in zip(QUANTILES, np.quantile(window, QUANTILES), strict=True):
+                self.score_quantile.labels(str(q)).set(float(value))
+
+    def observe_latencies(self, seconds: Iterable[float]) -> None:
+        for value in seconds:
+            self.latency.observe(value)
+
+    def set_model(
+        self,
+        version: str,
+        load_seconds: float,
+        created_unix_s: float | None,
+        threshold: float,
+        target_fpr: float | None,
+        calibration_scores: NDArray[np.float64],
+    ) -> None:
+        """Describe the live model (previous versions' info series are removed)."""
+        for old in self._versions - {version}:
+            self.model_info.remove(old)
+        self._versions = {version}
+        self.model_info.labels(version).set(1)
+        self.model_load_seconds.set(load_seconds)
+        if created_unix_s is not None:
+            self.model_created.set(created_unix_s)
+        self.threshold.set(threshold)
+        if target_fpr is not None:
+            self.target_flag_rate.set(target_fpr)
+        if len(calibration_scores):
+            for q, value in zip(QUANTILES, np.quantile(calibration_scores, QUANTILES), strict=True):
+                self.calibration_quantile.labels(str(q)).set(float(value))
+
+    def set_lag(self, lag: Mapping[tuple[str, int], int], dropped: Iterable[tuple[str, int]]) -> None:
+        for topic, partition in dropped:
+            with contextlib.suppress(KeyError):
+                self.lag.remove(topic, str(partition))
+        for (topic, partition), value in lag.items():
+            self.lag.labels(topic, str(partition)).set(value)
+
+
+class HealthState:
+    """Liveness and readiness shared between the loop (writer) and the HTTP server (reader).
+
+    Args:
+        stall_after_s: the loop counts as dead when it has not ticked for this long.
+    """
+
+    def __init__(self, stall_after_s: float = 60.0) -> None:
+        self.stall_after_s = stall_after_s
+        self._lock = threading.Lock()
+        self._last_tick = time.monotonic()
+        self._running = True
+        self._ready = False
+
+    def tick(self) -> None:
+        with self._lock:
+            self._last_tick = time.monotonic()
+
+    def set_ready(self, ready: bool) -> None:
+        with self._lock:
+            self._ready = ready
+
+    def set_stopped(self) -> None:
+        with self._lock:
+            self._running = False
+            self._ready = False
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._running and time.monotonic() - self._last_tick < self.stall_after_s
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready and self._running
+
+
+class MetricsServer:
+    """HTTP server for ``/metrics``, ``/healthz`` and ``/readyz`` on a daemon thread.
+
+    Args:
+        host, port: where to listen (port 0 picks a free port; see :attr:`port`).
+    """
+
+    def __init__(self, registry: CollectorRegistry, health: HealthState, host: str, port: int) -> None:
+        handler = _handler(registry, health)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(registry: CollectorRegistry, health: HealthState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = health.alive
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"loop not alive\n")
+            elif path == "/readyz":
+                ok = health.ready
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # scrapes are not worth a log line each
+
+    return Handler

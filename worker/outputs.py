@@ -1,0 +1,53 @@
+"""What the worker publishes for a batch: anomaly records and dead letters (shared contracts)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from worker.anomaly_record import MODEL_VERSION_HEADER, encode_anomaly_record
+from worker.pipeline import BatchResult, Flagged, Rejected
+
+Header = tuple[str, bytes]
+
+
+class Sink(Protocol):
+    """Where outputs go (a Kafka producer in production, a list in tests)."""
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Header]) -> None: ...
+
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self, timeout_s: float) -> None: ...
+
+
+def dead_letter_headers(rejected: Rejected) -> list[Header]:
+    """KIP-1034-style headers: error type, reason, message and the source coordinates."""
+    record = rejected.record
+    return [
+        ("kestrel.error.type", rejected.error_type.encode()),
+        ("kestrel.error.reason", rejected.reason.encode()),
+        ("kestrel.error.message", rejected.message.encode("utf-8", "replace")),
+        ("kestrel.source.topic", record.topic.encode()),
+        ("kestrel.source.partition", str(record.partition).encode()),
+        ("kestrel.source.offset", str(record.offset).encode()),
+    ]
+
+
+def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter_topic: str) -> tuple[int, int]:
+    """Send every flagged event's anomaly record and every rejected record's dead letter.
+
+    The dead letter's value is the original bytes untouched (null stays null) and its key
+    the original key. Returns ``(anomalies sent, dead letters sent)``.
+    """
+    anomalies = dead_letters = 0
+    version_header = [(MODEL_VERSION_HEADER, result.model_version.encode())]
+    for outcome in result.outcomes:
+        if isinstance(outcome, Flagged):
+            value = encode_anomaly_record(outcome.anomaly)
+            sink.send(output_topic, value, outcome.event_id.encode(), version_header)
+            anomalies += 1
+        elif isinstance(outcome, Rejected):
+            record = outcome.record
+            sink.send(dead_letter_topic, record.value, record.key, dead_letter_headers(outcome))
+            dead_letters += 1
+    return anomalies, dead_letters

@@ -1,0 +1,135 @@
+"""Worker settings: environment (prefix ``WORKER_``, nested with ``__``) overridden by flags.
+
+Settings are read once at the entry point and passed down; there is no module-level settings
+object. Secrets are :class:`pydantic.SecretStr` and are masked in :func:`effective_settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import SettingsError
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class KafkaSettings(BaseModel):
+    """Broker connection, topics and consumer-group timing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
+    input_topic: str = Field(default="events", min_length=1)
+    output_topic: str = Field(default="anomalies", min_length=1)
+    dead_letter_topic: str = Field(default="events.dlq", min_length=1)
+    group_id: str = Field(default="kestrel-worker", min_length=1)
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    #: Short session/heartbeat timeouts make joins (~3 s) and failover fast.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=2000, ge=100)
+    #: Input values larger than this are dead-lettered as ``too_large`` without parsing.
+    max_message_bytes: int = Field(default=65536, gt=0)
+
+    @model_validator(mode="after")
+    def _check_consistent(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be smaller than session_timeout_ms")
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
+            raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a file")
+        topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
+        if len(set(topics)) != len(topics):
+            raise ValueError("input, output and dead-letter topics must all differ")
+        return self
+
+
+class MetricsSettings(BaseModel):
+    """HTTP server for /metrics, /healthz and /readyz."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    port: int = Field(default=9308, ge=0, le=65535)
+
+
+class WorkerSettings(BaseSettings):
+    """All worker settings. Exactly one of ``model_dir`` and ``registry_dir`` is required."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    model_dir: Path | None = None
+    registry_dir: Path | None = None
+    kafka: KafkaSettings = KafkaSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    batch_size: int = Field(default=500, gt=0, le=100_000)
+    batch_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+    torch_threads: int = Field(default=1, ge=1, le=256)
+    reload_interval_s: float = Field(default=10.0, gt=0)
+    #: How long a stop (SIGTERM) may take to flush and commit before the worker gives up.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_model_source(self) -> WorkerSettings:
+        if (self.model_dir is None) == (self.registry_dir is None):
+            raise ValueError("give exactly one of --model (WORKER_MODEL_DIR) and --registry (WORKER_REGISTRY_DIR)")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
+        return self
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> WorkerSettings:
+    """Read settings from the environment, then apply ``overrides`` (nested dicts, from flags).
+
+    Raises:
+        SettingsError: one line naming the first bad setting.
+    """
+    try:
+        return WorkerSettings(**dict(overrides or {}))
+    except ValidationError as exc:
+        raise SettingsError(f"invalid setting: {_first_error(exc)}") from exc
+    except ValueError as exc:  # e.g. an env value that is not valid JSON for a complex field
+        raise SettingsError(f"invalid setting: {exc}".splitlines()[0]) from exc
+
+
+def effective_settings(settings: WorkerSettings) -> dict[str, Any]:
+    """Settings as plain JSON-able data with every secret masked (``**********``)."""
+    return settings.model_dump(mode="json")
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    message = str(err["msg"]).splitlines()[0]
+    return f"{where}: {message}" if where else message
