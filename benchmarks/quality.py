@@ -34,6 +34,8 @@ from training.evaluation import average_precision, roc_auc  # noqa: E402
 from training.fit import FitConfig, fit_detector  # noqa: E402
 
 DATA = ROOT / "data"
+TRAIN_OVERRIDES: dict[str, Any] = {}
+FIT_OVERRIDES: dict[str, Any] = {}
 HELD_OUT = {"pendigits_mc": [0, 2, 4, 6, 8], "digits_mc": list(range(10))}
 BASELINES = {  # from data/benchmarks/README.md: best baseline, 1-NN
     "cardio": (0.975, 0.952),
@@ -63,8 +65,9 @@ def raw_centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray)
 
 def run_fit(records: list[dict[str, Any]], label: str | None, seed: int, cal_fraction: float, fpr: float):
     spec = infer_spec(records, label_field=label)
-    config = FitConfig(
-        target_fpr=fpr, calibration_fraction=cal_fraction, train=TrainConfig(seed=seed, threads=2, progress=False)
+    train = TrainConfig.model_validate(TRAIN_OVERRIDES | {"seed": seed, "threads": 2, "progress": False})
+    config = FitConfig.model_validate(
+        FIT_OVERRIDES | {"target_fpr": fpr, "calibration_fraction": cal_fraction, "train": train}
     )
     return fit_detector(records, spec, config)
 
@@ -135,7 +138,18 @@ def main() -> None:
     parser.add_argument("--only", choices=["nsl-kdd", "sets", *BASELINES], default=None)
     parser.add_argument("--quick", action="store_true", help="seed 0 only, two held-out classes")
     parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override a TrainConfig/FitConfig field, e.g. --set unlabelled_positives='\"one_class\"'",
+    )
     args = parser.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        target = TRAIN_OVERRIDES if key in TrainConfig.model_fields else FIT_OVERRIDES
+        target[key] = json.loads(value)
     seeds = [0] if args.quick else [0, 1, 2]
     results: dict[str, Any] = {}
     if args.only in (None, "nsl-kdd"):

@@ -12,8 +12,10 @@ path fails, and finds exactly which records are invalid.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,7 @@ class Featurizer:
         self._log_mask = np.array([f in spec.log_scale for f in spec.numeric], dtype=bool)
         self._optional = frozenset(spec.optional)
         self._index: dict[str, dict[str, int]] = {}
+        self._numeric_getter = operator.itemgetter(*spec.numeric) if spec.numeric else None
 
     # ----------------------------------------------------------------- fitting
     def fit(self, records: Records) -> Featurizer:
@@ -166,9 +169,11 @@ class Featurizer:
         out = np.zeros((n, self.n_features), dtype=np.float32)
         errors: dict[int, InvalidEventError] = {}
         n_num = len(self.spec.numeric)
-        raw = np.empty((n, n_num), dtype=np.float64)
-        for j, field in enumerate(self.spec.numeric):
-            raw[:, j] = self._numeric_column(records, field, errors)
+        raw = self._numeric_fast(records)
+        if raw is None:
+            raw = np.empty((n, n_num), dtype=np.float64)
+            for j, field in enumerate(self.spec.numeric):
+                raw[:, j] = self._numeric_column(records, field, errors)
         raw = self._log(raw)
         missing = np.isnan(raw)
         z = (np.where(missing, self.median_, raw) - self.center_) / self.scale_
@@ -183,6 +188,29 @@ class Featurizer:
             out[np.arange(n), col + idx] = 1.0
             col += self._block_width(field, self._fitted_vocab())
         return out, errors
+
+    def _numeric_fast(self, records: Records) -> NDArray[np.float64] | None:
+        """Whole numeric block in one pass when every value is a finite int/float; else ``None``.
+
+        Row-wise ``itemgetter`` + one ``fromiter`` is several times faster than a Python loop per
+        column; any missing field, other type or non-finite value falls back to the exact path.
+        """
+        n_num = len(self.spec.numeric)
+        if n_num == 0 or not records:
+            return np.empty((len(records), n_num), dtype=np.float64)
+        try:
+            rows = list(map(self._numeric_getter, records))  # type: ignore[arg-type]
+        except (KeyError, TypeError):
+            return None
+        if n_num == 1:
+            rows = [(v,) for v in rows]
+        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+            return None
+        try:
+            flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * n_num)
+        except OverflowError:
+            return None
+        return flat.reshape(len(rows), n_num) if np.isfinite(flat).all() else None
 
     def _numeric_column(
         self, records: Records, field: str, errors: dict[int, InvalidEventError]

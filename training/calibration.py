@@ -1,11 +1,11 @@
 """Centroids, radii, threshold and explainer statistics from embedded training normals.
 
-* Each normal class gets ``k`` centroids: k-means inside the class in embedding space, ``k``
-  chosen per class by the silhouette criterion of :func:`training.clustering.choose_k` among
-  ``1..max_centroids_per_class`` (1 when the class shows no clear sub-clusters), or fixed.
+* Each normal class gets ``k`` centroids: k-means inside the class in embedding space, with a
+  budget of centroids shared between classes in proportion to their size
+  (:func:`centroid_counts`).
 * A centroid's radius is the root-mean-square distance of its members, shrunk toward the
   global value with ``shrinkage`` pseudo-members, so that a small cluster cannot get a tiny
-  radius and turn every visitor into an anomaly.
+  radius and turn every visitor into an anomaly; ``None`` = one shared radius.
 * The threshold is the (1 - target FPR) quantile of the held-out calibration normals' scores.
 """
 
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from detector.explain import Explainer
 from detector.scorer import CentroidScorer, threshold_at_fpr
-from training.clustering import choose_k, kmeans
+from training.clustering import kmeans
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +37,43 @@ class Centroids:
     assignment: NDArray[np.intp]
 
 
-def place_centroids(
-    z: NDArray[np.float32], labels: NDArray[np.intp], n_classes: int, max_per_class: int, fixed: bool, seed: int
-) -> Centroids:
-    """k-means inside each class (``k`` fixed at ``max_per_class`` or chosen by silhouette)."""
+def centroid_counts(labels: NDArray[np.intp], n_classes: int, budget: int, min_members: int = 20) -> list[int]:
+    """Centroids per class: ``budget`` shared in proportion to class size.
+
+    Every class gets at least one; no centroid is planned for fewer than ``min_members`` rows,
+    so a small class keeps a single mean. A large class usually holds several modes (kinds of
+    "normal"), which is what several centroids are for.
+    """
+    sizes = np.bincount(labels, minlength=n_classes)
+    share = budget * sizes / max(int(sizes.sum()), 1)
+    return [int(max(1, min(round(s), n // min_members))) if n else 0 for s, n in zip(share, sizes, strict=True)]
+
+
+def place_centroids(z: NDArray[np.float32], labels: NDArray[np.intp], counts: list[int], seed: int) -> Centroids:
+    """k-means inside each class in embedding space, ``counts[c]`` centroids for class ``c``."""
     positions: list[NDArray[np.float64]] = []
     owner: list[int] = []
     assignment = np.zeros(len(z), dtype=np.intp)
-    for c in range(n_classes):
+    for c, k in enumerate(counts):
         members = np.flatnonzero(labels == c)
-        if len(members) == 0:
+        if len(members) == 0 or k == 0:
             continue
-        zc = z[members]
-        if fixed:
-            k = max_per_class
-        else:
-            k, _ = choose_k(zc, range(2, max_per_class + 1), seed) if max_per_class > 1 else (1, {})
-        result = kmeans(zc, k, seed)
+        result = kmeans(z[members], k, seed)
         assignment[members] = len(positions) + result.labels
         positions.extend(result.centroids)
         owner.extend([c] * len(result.centroids))
     return Centroids(np.asarray(positions, dtype=np.float32), np.asarray(owner, dtype=np.intp), assignment)
 
 
-def radii(z: NDArray[np.float32], centroids: Centroids, shrinkage: float) -> NDArray[np.float32]:
-    """RMS member distance per centroid, shrunk toward the global RMS with ``shrinkage`` pseudo-members."""
+def radii(z: NDArray[np.float32], centroids: Centroids, shrinkage: float | None) -> NDArray[np.float32]:
+    """RMS member distance per centroid, shrunk toward the global RMS with ``shrinkage`` pseudo-members.
+
+    ``shrinkage=None`` gives every centroid the global RMS (one shared radius).
+    """
     dist = np.linalg.norm(z - centroids.positions[centroids.assignment], axis=1)
     global_ms = float(np.mean(dist**2)) if len(dist) else 1.0
+    if shrinkage is None:
+        return np.full(len(centroids.positions), max(math.sqrt(global_ms), 1e-6), dtype=np.float32)
     out = np.empty(len(centroids.positions), dtype=np.float32)
     for j in range(len(out)):
         d = dist[centroids.assignment == j]

@@ -15,6 +15,7 @@ from pathlib import Path
 from detector.errors import DetectorError
 from training.cli_commands import run_evaluate, run_fit, run_score
 from training.registry_cli import add_registry_commands
+from training.retrain_cli import add_retrain_command
 
 EXIT_USAGE = 2
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score(sub)
     _add_evaluate(sub)
     add_registry_commands(sub)
+    add_retrain_command(sub)
     return parser
 
 
@@ -49,6 +51,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-fpr", type=float, default=None, help="false-positive rate to calibrate for")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     parser.add_argument("--embedding-dim", type=int, default=None, help="embedding size")
+    parser.add_argument(
+        "--unlabelled-objective",
+        choices=["one_class", "views", "views_one_class"],
+        default=None,
+        help="positives when the normal data has no class labels (see the README)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

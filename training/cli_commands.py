@@ -95,6 +95,7 @@ def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None
         "margin": args.margin,
         "epochs": args.epochs,
         "embedding_dim": args.embedding_dim,
+        "unlabelled_positives": getattr(args, "unlabelled_objective", None),
         "seed": args.seed,
         "threads": args.threads,
     }

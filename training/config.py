@@ -18,9 +18,14 @@ class TrainConfig(BaseModel):
         mining: triplet mining strategy.
         epochs: maximum epochs; early stopping on the held-out loss usually ends sooner.
         patience: epochs without a held-out improvement before stopping.
-        corruption_rate: share of fields replaced in a SCARF view (self-supervised training and
-            synthetic negatives).
-        temperature: NT-Xent temperature (self-supervised objective).
+        unlabelled_positives: without normal-class labels: ``one_class`` (every normal row is a
+            positive of every other; synthetic outliers are the negatives), ``views`` (SCARF: two
+            corrupted views of a row are a positive pair, other rows negatives) or
+            ``views_one_class`` (SCARF views as augmentation, every row a positive).
+        corruption_rate: share of fields replaced in a SCARF view.
+        outlier_exposure: add synthetic outliers as negatives (see :mod:`training.outliers`).
+        outlier_rate: share of fields altered in a synthetic outlier.
+        outlier_noise: standard deviations of noise added to an altered numeric field.
         validation_fraction: share of the training normals held out for early stopping.
         threads: torch CPU threads (None = leave torch's default).
         max_seconds: wall-clock budget for the loop (None = unbounded).
@@ -31,15 +36,18 @@ class TrainConfig(BaseModel):
     loss: Literal["contrastive", "triplet"] = "contrastive"
     margin: float | None = Field(default=None, gt=0)
     mining: Literal["batch_hard", "semi_hard"] = "batch_hard"
-    epochs: int = Field(default=30, ge=1)
-    patience: int = Field(default=4, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    patience: int = Field(default=3, ge=1)
     batch_size: int = Field(default=256, ge=8)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     hidden: tuple[int, ...] = (256, 128)
-    embedding_dim: int = Field(default=32, ge=2)
+    embedding_dim: int = Field(default=64, ge=2)
+    unlabelled_positives: Literal["one_class", "views", "views_one_class"] = "one_class"
     corruption_rate: float = Field(default=0.3, ge=0, le=1)
-    temperature: float = Field(default=0.1, gt=0)
+    outlier_exposure: bool = True
+    outlier_rate: float = Field(default=0.1, gt=0, le=1)
+    outlier_noise: float = Field(default=5.0, gt=0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)

@@ -1,118 +1,16 @@
-"""Loading training/evaluation data: CSV with a header, or JSON Lines; gzip or not.
-
-CSV cells that look like numbers become ``int``/``float``; empty cells become ``None``; other
-cells stay strings (so ``"nan"`` in a numeric column is reported as a bad value, not silently
-accepted). Columns named in ``text_columns`` (ids, timestamps) are never converted.
-"""
+"""Training/evaluation data: column checks and the truth split (file reading is in
+:mod:`detector.table_reader`, shared with the worker's replayer)."""
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from detector.errors import DataError
+from detector.table_reader import Record, convert_cell, iter_records, load_records
 
-Record = dict[str, Any]
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _open_text(path: Path) -> IO[str]:
-    raw = path.open("rb")
-    magic = raw.read(2)
-    raw.seek(0)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", newline="")
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
-
-
-def _format_of(path: Path, first_char: str) -> str:
-    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    if suffixes and suffixes[-1] in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if suffixes and suffixes[-1] in (".csv", ".txt", ".tsv"):
-        return "csv"
-    return "jsonl" if first_char == "{" else "csv"
-
-
-def convert_cell(cell: str) -> Any:
-    """CSV cell -> ``None`` (empty), ``int``, ``float`` or the string itself."""
-    text = cell.strip()
-    if text == "":
-        return None
-    if _INT.match(text):
-        return int(text)
-    if _FLOAT.match(text):
-        return float(text)
-    return cell
-
-
-def iter_records(path: Path, text_columns: Iterable[str] = ()) -> Iterator[Record]:
-    """Stream records from a CSV (with header) or JSONL file, gzip or not.
-
-    Raises:
-        DataError: missing/unreadable file, CSV row with the wrong number of cells, bad JSON line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    keep = set(text_columns)
-    try:
-        with _open_text(path) as fh:
-            head = fh.read(1)
-            fmt = _format_of(path, head)
-            fh.seek(0)
-            if fmt == "jsonl":
-                yield from _iter_jsonl(fh, path)
-            else:
-                yield from _iter_csv(fh, path, keep)
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-
-
-def _iter_csv(fh: IO[str], path: Path, keep: set[str]) -> Iterator[Record]:
-    reader = csv.reader(fh)
-    header = next(reader, None)
-    if not header:
-        raise DataError(f"{path}: empty file (a CSV needs a header row)")
-    header = [h.strip() for h in header]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise DataError(f"{path}: duplicate column names in header: {', '.join(dupes)}")
-    convert = [(name, name not in keep) for name in header]
-    for line_no, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}:{line_no}: expected {len(header)} cells, found {len(row)}")
-        yield {name: (convert_cell(cell) if conv else cell) for (name, conv), cell in zip(convert, row, strict=True)}
-
-
-def _iter_jsonl(fh: IO[str], path: Path) -> Iterator[Record]:
-    for line_no, line in enumerate(fh, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
-
-
-def load_records(path: Path, text_columns: Iterable[str] = ()) -> list[Record]:
-    """All records of a file (see :func:`iter_records`); raises DataError when it has none."""
-    records = list(iter_records(path, text_columns))
-    if not records:
-        raise DataError(f"{path}: no records")
-    return records
+__all__ = ["Record", "convert_cell", "iter_records", "load_records", "require_columns", "split_by_truth"]
 
 
 def require_columns(records: Sequence[Record], columns: Iterable[str | None], path: Path | str) -> None:

@@ -26,12 +26,14 @@ from training.calibration import (
     build_explainer,
     build_scorer,
     calibrate_threshold,
+    centroid_counts,
     place_centroids,
     radii,
     score_quantiles,
 )
 from training.clustering import choose_k, kmeans
 from training.config import TrainConfig
+from training.outliers import ColumnLayout
 from training.trainer import TrainingHistory, train_encoder
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,9 @@ class FitConfig(BaseModel):
     Attributes:
         target_fpr: false-positive rate the threshold is calibrated for.
         calibration_fraction: share of normals (per class) held out to calibrate.
-        max_centroids_per_class: upper bound of k-means centroids inside one class.
-        fixed_centroids: use exactly ``max_centroids_per_class`` (else chosen by silhouette).
-        radius_shrinkage: pseudo-members pulling each centroid's radius toward the global one.
+        centroid_budget: total centroids, shared between classes in proportion to their size.
+        radius_shrinkage: pseudo-members pulling each centroid's radius toward the global one
+            (``None`` = one radius shared by all centroids).
         cluster_candidates: k values tried when deriving classes from unlabelled data.
     """
 
@@ -54,9 +56,8 @@ class FitConfig(BaseModel):
 
     target_fpr: float = Field(default=0.01, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, gt=0, lt=0.9)
-    max_centroids_per_class: int = Field(default=8, ge=1)
-    fixed_centroids: bool = False
-    radius_shrinkage: float = Field(default=20.0, ge=0)
+    centroid_budget: int = Field(default=32, ge=1)
+    radius_shrinkage: float | None = Field(default=None, ge=0)
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     train: TrainConfig = TrainConfig()
 
@@ -111,15 +112,14 @@ def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: Fi
     x_train = featurizer.transform(train_records)
     x_cal = featurizer.transform([records[i] for i in cal_idx])
     class_names, y_train = _encode_labels(labels, train_idx)
-    encoder, history = train_encoder(x_train, y_train, featurizer.column_fields, config.train)
+    encoder, history = train_encoder(x_train, y_train, ColumnLayout.from_featurizer(featurizer), config.train)
     z_train = embed(encoder, x_train)
     if y_train is None:
         class_names, y_train, selection = _derive_classes(z_train, config)
     else:
         selection = {"criterion": "given by label column", "k": len(class_names)}
-    centroids = place_centroids(
-        z_train, y_train, len(class_names), config.max_centroids_per_class, config.fixed_centroids, config.train.seed
-    )
+    counts = centroid_counts(y_train, len(class_names), config.centroid_budget)
+    centroids = place_centroids(z_train, y_train, counts, config.train.seed)
     radius = radii(z_train, centroids, config.radius_shrinkage)
     provisional = build_scorer(centroids, radius, class_names, np.zeros(1), 0.0)
     cal_scores = provisional.score(embed(encoder, x_cal)).score

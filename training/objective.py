@@ -1,83 +1,109 @@
-"""Training objectives: what one batch's loss is, for labelled or unlabelled normal data.
+"""The training objective: a metric loss over normal rows and synthetic outliers.
 
-* :class:`MetricObjective` — normal-class labels are known: class-balanced batches and a metric
-  loss (contrastive pairs or triplets) on the embeddings.
-* :class:`SelfSupervisedObjective` — no labels: two SCARF-corrupted views of each row are a
-  positive pair, the other rows of the batch negatives (NT-Xent).
+Positives and negatives, per batch:
+
+* labelled normal classes: rows of the same class are positives, rows of different classes
+  negatives (class-balanced batches so both exist);
+* no labels, ``positives="views"`` (SCARF, Bahri et al. 2022): two randomly corrupted views of
+  the same row are a positive pair, other rows negatives;
+* no labels, ``positives="one_class"``: all normal rows form one class (compactness only);
+* in every case, with outlier exposure on, each row also yields a synthetic outlier
+  (:mod:`training.outliers`) that is a class of its own: it is a negative for every normal row,
+  so the loss pushes it beyond the margin (contrastive) or behind every positive (triplet).
+
+The metric loss (contrastive pairs or triplets) only sees embeddings and integer labels:
+synthetic outliers get distinct negative labels, so they are never anyone's positive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from detector.encoder import Encoder
 from training.config import TrainConfig
 from training.corruption import ScarfCorruption
-from training.losses import ContrastiveLoss, NTXentLoss, TripletLoss
+from training.losses import ContrastiveLoss, TripletLoss
+from training.outliers import SyntheticOutliers
 from training.sampler import ClassBalancedBatchSampler
 
 Index = NDArray[np.int64]
 
 
-class Objective(Protocol):
-    """A loss over batches of rows of one matrix."""
-
-    def batches(self, n: int, seed: int) -> Iterator[Index]:
-        """Index batches covering about ``n`` rows (the objective's own rows) once, deterministic for ``seed``."""
-
-    def loss(self, encoder: Encoder, x: Tensor, labels: Tensor | None) -> Tensor:
-        """Scalar loss of one batch."""
-
-
 class MetricObjective:
-    """Metric loss on labelled normal classes, with class-balanced batches."""
+    """Loss of one batch and the batches of one epoch.
 
-    def __init__(self, labels: NDArray[np.intp], config: TrainConfig) -> None:
-        n_classes = len(np.unique(labels))
-        self.samples_per_class = max(2, config.batch_size // min(n_classes, 16))
-        self.classes_per_batch = max(2, config.batch_size // self.samples_per_class)
+    Args:
+        labels: class index per row, or ``None`` (no labels).
+        config: loss, margin, mining, batch size, unlabelled positives.
+        views: SCARF corruption for ``positives="views"`` (``None`` otherwise).
+        outliers: synthetic-outlier generator (``None`` = no outlier exposure).
+    """
+
+    def __init__(
+        self,
+        labels: NDArray[np.intp] | None,
+        config: TrainConfig,
+        views: ScarfCorruption | None,
+        outliers: SyntheticOutliers | None,
+    ) -> None:
         self.labels = labels
+        self.n_classes = 0 if labels is None else len(np.unique(labels))
+        self.batch_size = config.batch_size
+        self.views = views if self.n_classes < 2 else None
+        self.view_negatives = config.unlabelled_positives == "views"
+        self.outliers = outliers
         self.criterion: nn.Module
         if config.loss == "contrastive":
             self.criterion = ContrastiveLoss(margin=config.effective_margin)
         else:
             self.criterion = TripletLoss(margin=config.effective_margin, mining=config.mining)
 
-    def batches(self, n: int, seed: int) -> Iterator[Index]:
-        sampler = ClassBalancedBatchSampler(
-            self.labels,
-            classes_per_batch=self.classes_per_batch,
-            samples_per_class=self.samples_per_class,
-            seed=seed,
-        )
-        return iter(sampler)
-
-    def loss(self, encoder: Encoder, x: Tensor, labels: Tensor | None) -> Tensor:
-        assert labels is not None
-        out: Tensor = self.criterion(encoder(x), labels)
-        return out
-
-
-class SelfSupervisedObjective:
-    """SCARF: NT-Xent between two corrupted views of every row."""
-
-    def __init__(self, corruption: ScarfCorruption, config: TrainConfig) -> None:
-        self.corruption = corruption
-        self.criterion = NTXentLoss(temperature=config.temperature)
-        self.batch_size = config.batch_size
+    def describe(self) -> str:
+        """E.g. ``contrastive; positives: labelled classes; negatives: other classes, synthetic outliers``."""
+        if self.n_classes >= 2:
+            positives, negatives = "labelled classes", ["other classes"]
+        elif self.views is not None:
+            positives = "SCARF views of a row" if self.view_negatives else "all normal rows (SCARF views)"
+            negatives = ["other rows"] if self.view_negatives else []
+        else:
+            positives, negatives = "all normal rows (one class)", []
+        if self.outliers is not None:
+            negatives.append("synthetic outliers")
+        name = "contrastive" if isinstance(self.criterion, ContrastiveLoss) else "triplet"
+        return f"{name}; positives: {positives}; negatives: {', '.join(negatives) or 'none'}"
 
     def batches(self, n: int, seed: int) -> Iterator[Index]:
+        """Class-balanced batches with >= 2 classes, else a random permutation in chunks."""
+        if self.labels is not None and self.n_classes >= 2:
+            per_class = max(2, self.batch_size // min(self.n_classes, 16))
+            sampler = ClassBalancedBatchSampler(
+                self.labels, classes_per_batch=max(2, self.batch_size // per_class), samples_per_class=per_class,
+                seed=seed,
+            )  # fmt: skip
+            yield from sampler
+            return
         order = np.random.default_rng(seed).permutation(n).astype(np.int64)
-        for start in range(0, n - 1, self.batch_size):
+        for start in range(0, n, self.batch_size):
             chunk = order[start : start + self.batch_size]
             if len(chunk) >= 2:
                 yield chunk
 
     def loss(self, encoder: Encoder, x: Tensor, labels: Tensor | None) -> Tensor:
-        out: Tensor = self.criterion(encoder(self.corruption(x)), encoder(self.corruption(x)))
+        """Scalar loss of one batch of normal rows ``x`` (``labels`` when classes are known)."""
+        n = x.shape[0]
+        if self.views is not None:
+            z = torch.cat([encoder(self.views(x)), encoder(self.views(x))])
+            y = torch.arange(n).repeat(2) if self.view_negatives else torch.zeros(2 * n, dtype=torch.long)
+        else:
+            z = encoder(x)
+            y = labels if labels is not None and self.n_classes >= 2 else torch.zeros(n, dtype=torch.long)
+        if self.outliers is not None:
+            z = torch.cat([z, encoder(self.outliers(x))])
+            y = torch.cat([y, -1 - torch.arange(n)])
+        out: Tensor = self.criterion(z, y)
         return out

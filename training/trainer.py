@@ -18,7 +18,8 @@ from tqdm import tqdm
 from detector.encoder import Encoder, EncoderConfig
 from training.config import TrainConfig
 from training.corruption import ScarfCorruption, column_groups_from_fields
-from training.objective import MetricObjective, Objective, SelfSupervisedObjective
+from training.objective import MetricObjective
+from training.outliers import ColumnLayout, SyntheticOutliers
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +66,27 @@ def split_validation(
 def make_objective(
     x_fit: NDArray[np.float32],
     labels: NDArray[np.intp] | None,
-    column_fields: list[str],
+    layout: ColumnLayout,
     config: TrainConfig,
     seed: int,
-) -> Objective:
-    """Metric objective when there are >= 2 labelled classes, else the self-supervised one."""
-    if labels is not None and len(np.unique(labels)) >= 2:
-        return MetricObjective(labels, config)
-    corruption = ScarfCorruption(x_fit, column_groups_from_fields(column_fields), config.corruption_rate, seed)
-    return SelfSupervisedObjective(corruption, config)
+) -> MetricObjective:
+    """The objective for these rows (see :mod:`training.objective`), its randomness seeded."""
+    views = None
+    if (labels is None or len(np.unique(labels)) < 2) and config.unlabelled_positives != "one_class":
+        groups = column_groups_from_fields(layout.column_fields)
+        views = ScarfCorruption(x_fit, groups, config.corruption_rate, seed)
+    outliers = None
+    if config.outlier_exposure:
+        outliers = SyntheticOutliers(
+            layout.numeric_columns, layout.category_blocks, config.outlier_rate, config.outlier_noise, seed
+        )
+    return MetricObjective(labels, config, views, outliers)
 
 
 def train_encoder(
     x: NDArray[np.float32],
     labels: NDArray[np.intp] | None,
-    column_fields: list[str],
+    layout: ColumnLayout,
     config: TrainConfig,
 ) -> tuple[Encoder, TrainingHistory]:
     """Train an encoder on featurized normal rows.
@@ -87,7 +94,7 @@ def train_encoder(
     Args:
         x: ``(n, F)`` featurized training normals.
         labels: ``(n,)`` normal-class indices, or ``None`` (self-supervised).
-        column_fields: the featurizer's column -> field map (for SCARF column groups).
+        layout: the featurizer's column layout (SCARF groups, synthetic outliers).
         config: hyper-parameters.
 
     Returns:
@@ -101,16 +108,16 @@ def train_encoder(
     y_fit = None if labels is None else torch.from_numpy(labels[fit_idx].astype(np.int64))
     y_val = None if labels is None else torch.from_numpy(labels[val_idx].astype(np.int64))
     fit_labels = None if labels is None else labels[fit_idx]
-    objective = make_objective(x[fit_idx], fit_labels, column_fields, config, config.seed)
+    objective = make_objective(x[fit_idx], fit_labels, layout, config, config.seed)
     encoder = Encoder(EncoderConfig(input_dim=x.shape[1], hidden=config.hidden, embedding_dim=config.embedding_dim))
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    history = TrainingHistory(objective=type(objective).__name__)
+    history = TrainingHistory(objective=objective.describe())
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
     bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not config.progress, leave=False)
     for epoch in bar:
         history.train_loss.append(_train_epoch(encoder, objective, optimiser, x_fit, y_fit, config.seed + epoch))
-        val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, column_fields, config)
+        val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config)
         history.validation_loss.append(val_loss)
         bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
         if val_loss < best - 1e-4:
@@ -133,7 +140,7 @@ def train_encoder(
 
 def _train_epoch(
     encoder: Encoder,
-    objective: Objective,
+    objective: MetricObjective,
     optimiser: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor | None,
@@ -157,14 +164,14 @@ def _validation_loss(
     x_val_np: NDArray[np.float32],
     x_val: torch.Tensor,
     y_val: torch.Tensor | None,
-    column_fields: list[str],
+    layout: ColumnLayout,
     config: TrainConfig,
 ) -> float:
     """Loss on the held-out rows with fixed batches and fixed corrupted views (repeatable)."""
     if len(x_val) < 2:
         return 0.0
     labels = None if y_val is None else y_val.numpy()
-    objective = make_objective(x_val_np, labels, column_fields, config, seed=10_000 + config.seed)
+    objective = make_objective(x_val_np, labels, layout, config, seed=10_000 + config.seed)
     encoder.eval()
     total, count = 0.0, 0
     with torch.no_grad():

@@ -24,6 +24,7 @@ from worker.log_format import configure_logging
 from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
 from worker.metrics import HealthState, MetricsServer, WorkerMetrics
 from worker.model_loading import LoadedModel, live_model_dir, load_model
+from worker.reload import RegistryWatcher
 from worker.settings import WorkerSettings, effective_settings, load_settings
 
 logger = logging.getLogger("worker")
@@ -103,6 +104,17 @@ def _source_factory(settings: WorkerSettings, stop: list[bool]) -> Any:
     return build
 
 
+def _start_watcher(settings: WorkerSettings, loop: WorkerLoop, metrics: WorkerMetrics) -> RegistryWatcher | None:
+    """With ``--registry``: watch the live pointer and hot-reload new versions (off the hot path)."""
+    if settings.registry_dir is None:
+        return None
+    watcher = RegistryWatcher(
+        settings.registry_dir, loop.model.detector.version, loop.swap_model, metrics, settings.reload_interval_s
+    )
+    watcher.start()
+    return watcher
+
+
 def run(settings: WorkerSettings) -> int:
     """Run the worker with ``settings`` until stopped; return the exit code."""
     torch.set_num_threads(settings.torch_threads)
@@ -143,6 +155,7 @@ def run(settings: WorkerSettings) -> int:
     loop_box.append(loop)
     if stop[0]:
         loop.request_stop()
+    watcher = _start_watcher(settings, loop, metrics)
     logger.info("worker_started", extra={"metrics_port": server.port})
     try:
         clean = loop.run()
@@ -150,6 +163,8 @@ def run(settings: WorkerSettings) -> int:
         logger.exception("worker_crashed")
         raise
     finally:
+        if watcher is not None:
+            watcher.stop()
         server.stop()
     return 0 if clean else 1
 

@@ -108,7 +108,14 @@ class WorkerMetrics:
         target_fpr: float | None,
         calibration_scores: NDArray[np.float64],
     ) -> None:
-        """Describe the live model (previous versions' info series are removed)."""
+        """Describe the live model (previous versions' info series are removed).
+
+        A new version also empties the rolling drift window: scores of two models are on
+        different scales, so the flag rate and score quantiles start over with the new model.
+        """
+        if self._versions and version not in self._versions:
+            self._window_fill = 0
+            self._window_pos = 0
         for old in self._versions - {version}:
             self.model_info.remove(old)
         self._versions = {version}

@@ -75,7 +75,10 @@ def test_attacks_score_higher_than_held_out_normals(nsl: tuple[FitResult, Any, A
 def test_fit_records_what_it_did(nsl: tuple[FitResult, Any, Any]) -> None:
     result, _, _ = nsl
     training = result.metadata["training"]
-    assert training["objective"] == "SelfSupervisedObjective"  # no label column
+    # no label column: every normal row is a positive, synthetic outliers the negatives
+    assert training["objective"] == (
+        "contrastive; positives: all normal rows (one class); negatives: synthetic outliers"
+    )
     assert training["epochs_run"] == len(result.history.train_loss) <= 2
     assert training["n_train"] == 1350
     assert training["n_centroids"] == len(result.detector.scorer.centroids) >= training["n_classes"] >= 1
@@ -143,12 +146,12 @@ def digits_records() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[d
 def test_labelled_fit_gives_centroids_per_class_and_flags_an_unseen_class(loss: str) -> None:
     train, held_out, anomalies = digits_records()
     spec = FeatureSpec(numeric=[f"f{j}" for j in range(64)], label_field="class")
-    config = FitConfig(target_fpr=0.05, max_centroids_per_class=3, train=FAST.model_copy(update={"loss": loss}))
+    config = FitConfig(target_fpr=0.05, centroid_budget=9, train=FAST.model_copy(update={"loss": loss}))
     result = fit_detector(train, spec, config)
     scorer = result.detector.scorer
     assert scorer.class_names == ["0", "1", "2"]
     assert sorted(set(scorer.centroid_class.tolist())) == [0, 1, 2]  # at least one centroid per class
-    assert result.metadata["training"]["objective"] == "MetricObjective"
+    assert result.metadata["training"]["objective"].startswith(f"{loss}; positives: labelled classes")
     features = [{k: v for k, v in r.items() if k != "class"} for r in held_out]
     normal = result.detector.score_records(features, top=0)
     odd = result.detector.score_records(anomalies, top=0)

@@ -1,0 +1,62 @@
+"""The demo end to end in short mode: trains, streams through the embedded broker, cleans up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Floors for the short run (2,000 KDDTest+ events, model trained on the full training normals).
+MIN_PRECISION = 0.85
+MIN_RECALL = 0.80
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"  # a zombie is not running
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_demo_short_mode(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.demo", "--events", "2000", "--rate", "0", "--out", str(tmp_path / "demo"),
+         "--summary-json", str(summary_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["events_sent"] == 2000 + summary["malformed_sent"]
+    assert summary["malformed_sent"] > 0
+    assert summary["unaccounted"] == 0
+    assert summary["rejected_to_dead_letter"] == summary["malformed_sent"]
+    assert summary["precision"] >= MIN_PRECISION
+    assert summary["recall"] >= MIN_RECALL
+    assert summary["stopped"] is True
+    assert summary["worker_exit_code"] == 0  # clean SIGTERM: everything committed
+    assert not _alive(summary["pids"]["worker"])
+    assert not _alive(summary["pids"]["broker"])
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "ANOMALY", "precision"):
+        assert step in done.stdout
+
+
+def test_demo_names_the_failing_step(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.demo", "--train", str(tmp_path / "missing.csv"), "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "error: step 1" in done.stderr or "error: training failed" in done.stderr
+    assert "missing.csv" in done.stderr

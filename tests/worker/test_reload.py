@@ -1,0 +1,186 @@
+"""RegistryWatcher (hot reload) with a fake clock and a recording swap hook; drift gauges across a swap."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from tiny_model import TinyModel, build_tiny_model
+
+from detector.model import Detector
+from detector.registry import ModelRegistry
+from worker.metrics import QUANTILES, WorkerMetrics
+from worker.model_loading import LoadedModel, load_model
+from worker.reload import RegistryWatcher
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def second_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", n_rows=3000)
+
+
+@pytest.fixture
+def registry(tmp_path: Path, tiny_model: TinyModel, second_model: TinyModel) -> ModelRegistry:
+    reg = ModelRegistry(tmp_path / "registry")
+    reg.add(tiny_model.path)
+    reg.add(second_model.path)
+    reg.promote(tiny_model.version, "first")
+    return reg
+
+
+def _broken(reg: ModelRegistry, source: Path, name: str) -> str:
+    """Register a version directory by hand whose weights no longer match the manifest."""
+    target = reg.storage.local_path(f"versions/{name}")
+    shutil.copytree(source, target)
+    data = bytearray((target / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (target / "weights.safetensors").write_bytes(bytes(data))
+    return name
+
+
+def _value(metrics: WorkerMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else value
+
+
+def _watcher(
+    reg: ModelRegistry, serving: str, clock: FakeClock
+) -> tuple[RegistryWatcher, list[LoadedModel], WorkerMetrics]:
+    swapped: list[LoadedModel] = []
+    metrics = WorkerMetrics(CollectorRegistry())
+    watcher = RegistryWatcher(
+        reg.storage.local_path("LIVE").parent,
+        serving,
+        swapped.append,
+        metrics,
+        interval_s=0.05,
+        retry_backoff_s=30,
+        clock=clock,
+    )
+    return watcher, swapped, metrics
+
+
+def test_pointer_change_loads_and_hands_over_the_new_version(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, FakeClock())
+    assert watcher.check_once() is None and swapped == []  # unchanged pointer: nothing loaded
+    registry.promote(second_model.version, "newer")
+    model = watcher.check_once()
+    assert model is not None and [m.detector.version for m in swapped] == [second_model.version]
+    assert model.load_seconds > 0 and model.target_fpr == 0.05
+    assert watcher.serving_version == second_model.version
+    assert watcher.check_once() is None and len(swapped) == 1  # handed over once
+    registry.rollback("back")
+    assert watcher.check_once() is not None and swapped[-1].detector.version == tiny_model.version
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 0
+
+
+def test_broken_version_is_refused_counted_and_not_retried_in_a_tight_loop(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, clock)
+    broken = _broken(registry, second_model.path, "20990101T000000Z-broken01")
+    registry.promote(broken, "bad by hand", verify=False)
+    assert watcher.check_once() is None
+    assert swapped == [] and watcher.serving_version == tiny_model.version
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    assert any(r.message == "model_reload_failed" for r in caplog.records)
+    for _ in range(20):  # many intervals within the backoff: no retry, no new count
+        clock.now += 1
+        assert watcher.check_once() is None
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    clock.now += 30  # backoff over: one retry, one more failure, then a doubled backoff
+    watcher.check_once()
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 2
+    clock.now += 45
+    watcher.check_once()
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 2
+    registry.promote(second_model.version, "a good one")  # pointer moves on: tried at once
+    assert watcher.check_once() is not None and swapped[-1].detector.version == second_model.version
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 2
+
+
+def test_version_dir_with_another_model_inside_is_refused(registry: ModelRegistry, tiny_model: TinyModel) -> None:
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, FakeClock())
+    target = registry.storage.local_path("versions/20990101T000000Z-renamed1")
+    shutil.copytree(tiny_model.path, target)  # verifies, but is another version than its name says
+    registry.promote("20990101T000000Z-renamed1", "renamed by hand")
+    assert watcher.check_once() is None and swapped == []
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+
+
+def test_unreadable_or_missing_pointer_keeps_serving(registry: ModelRegistry, tiny_model: TinyModel) -> None:
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, FakeClock())
+    live = registry.storage.local_path("LIVE")
+    live.write_text("../../etc/passwd\n")
+    assert watcher.check_once() is None and watcher.check_once() is None
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1  # counted once, not per poll
+    live.unlink()
+    assert watcher.check_once() is None and swapped == []
+
+
+def test_watcher_thread_swaps_into_the_hook(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    watcher, swapped, _ = _watcher(registry, tiny_model.version, FakeClock())
+    watcher.start()
+    try:
+        registry.promote(second_model.version, "threaded")
+        deadline = 200
+        while not swapped and deadline:
+            watcher._stop.wait(0.05)
+            deadline -= 1
+        assert [m.detector.version for m in swapped] == [second_model.version]
+    finally:
+        watcher.stop()
+    assert not watcher._thread.is_alive()
+
+
+def test_drift_window_restarts_with_a_new_model_and_calibration_matches_the_manifest(
+    tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    a, b = load_model(tiny_model.path), load_model(second_model.path)
+    for model in (a, b):
+        det = model.detector
+        metrics.set_model(det.version, 0.1, None, det.threshold, model.target_fpr, det.scorer.calibration_scores)
+        if det is a.detector:
+            metrics.observe_scores(np.full(100, det.threshold + 1.0), det.threshold)  # all flagged
+            assert _value(metrics, "kestrel_flag_rate") == 1.0
+    metrics.observe_scores(np.full(10, b.detector.threshold - 0.1), b.detector.threshold)
+    assert _value(metrics, "kestrel_flag_rate") == 0.0  # only the new model's events count
+    assert _value(metrics, "kestrel_score_quantile", {"quantile": "0.5"}) == pytest.approx(b.detector.threshold - 0.1)
+    cal = np.quantile(b.detector.scorer.calibration_scores, QUANTILES)
+    for q, expected in zip(QUANTILES, cal, strict=True):
+        assert _value(metrics, "kestrel_calibration_score_quantile", {"quantile": str(q)}) == pytest.approx(expected)
+
+
+def test_calibration_quantiles_equal_the_manifest_figures_of_a_trained_model(
+    tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    from training.config import TrainConfig  # noqa: PLC0415 - test-only use of the trainer
+    from training.fit import FitConfig, fit_detector  # noqa: PLC0415
+
+    config = FitConfig(target_fpr=0.05, train=TrainConfig(epochs=1, threads=1, progress=False))
+    fit = fit_detector(tiny_model.normal_events, None, config)
+    fit.detector.save(tmp_path / "m", fit.metadata)
+    det = Detector.load(tmp_path / "m")
+    metrics = WorkerMetrics(CollectorRegistry())
+    metrics.set_model(det.version, 0.1, None, det.threshold, 0.05, det.scorer.calibration_scores)
+    manifest_quantiles = det.manifest["calibration"]["score_quantiles"]
+    for q in QUANTILES:
+        exported = _value(metrics, "kestrel_calibration_score_quantile", {"quantile": str(q)})
+        assert exported == pytest.approx(manifest_quantiles[str(q)], rel=1e-6)
