@@ -16,7 +16,9 @@ class TrainConfig(BaseModel):
         margin: negative pairs closer than this (Euclidean, on the unit sphere) are pushed
             apart; ``None`` = 0.5 for contrastive, 0.2 for triplet.
         mining: triplet mining strategy.
-        epochs: maximum epochs; early stopping on the held-out loss usually ends sooner.
+        epochs: maximum epochs; early stopping on the held-out loss may end sooner.
+        min_steps: a small data set is passed over ``k`` times as many epochs (and patience) so
+            that training makes at least about this many optimiser steps.
         patience: epochs without a held-out improvement before stopping.
         unlabelled_positives: without normal-class labels: ``one_class`` (every normal row is a
             positive of every other; synthetic outliers are the negatives), ``views`` (SCARF: two
@@ -37,6 +39,7 @@ class TrainConfig(BaseModel):
     margin: float | None = Field(default=None, gt=0)
     mining: Literal["batch_hard", "semi_hard"] = "batch_hard"
     epochs: int = Field(default=10, ge=1)
+    min_steps: int = Field(default=400, ge=0)
     patience: int = Field(default=3, ge=1)
     batch_size: int = Field(default=256, ge=8)
     learning_rate: float = Field(default=1e-3, gt=0)

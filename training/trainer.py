@@ -7,6 +7,7 @@ held-out loss uses fixed views). Shows a progress bar (tqdm) when asked.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -114,7 +115,11 @@ def train_encoder(
     history = TrainingHistory(objective=objective.describe())
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not config.progress, leave=False)
+    # Small data sets get more passes so that training always takes about min_steps steps.
+    steps_per_epoch = max(1, math.ceil(len(fit_idx) / config.batch_size))
+    scale = max(1, math.ceil(config.min_steps / (config.epochs * steps_per_epoch)))
+    epochs, patience = config.epochs * scale, config.patience * scale
+    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not config.progress, leave=False)
     for epoch in bar:
         history.train_loss.append(_train_epoch(encoder, objective, optimiser, x_fit, y_fit, config.seed + epoch))
         val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config)
@@ -125,7 +130,7 @@ def train_encoder(
             best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
         else:
             waited += 1
-        if waited >= config.patience:
+        if waited >= patience:
             history.stopped_early = True
             break
         if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
