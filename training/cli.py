@@ -50,6 +50,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=None, help="loss margin")
     parser.add_argument("--target-fpr", type=float, default=None, help="false-positive rate to calibrate for")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    parser.add_argument("--min-steps", type=int, default=None, help="at least about this many optimiser steps")
     parser.add_argument("--embedding-dim", type=int, default=None, help="embedding size")
     parser.add_argument(
         "--unlabelled-objective",

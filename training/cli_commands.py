@@ -94,6 +94,7 @@ def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None
         "mining": args.mining,
         "margin": args.margin,
         "epochs": args.epochs,
+        "min_steps": args.min_steps,
         "embedding_dim": args.embedding_dim,
         "unlabelled_positives": getattr(args, "unlabelled_objective", None),
         "seed": args.seed,

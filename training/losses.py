@@ -156,6 +156,18 @@ class ContrastiveLoss(LabelledMetricLoss):
             raise ValueError(f"same must be a bool tensor, got {same.dtype}")
         return self._reduce(self.distance.paired(z1, z2), same.to(z1.device), z1, z2)
 
+    def negatives_loss(self, z: Tensor, z_negative: Tensor) -> Tensor:
+        """Every pair ``(z[i], z_negative[j])`` is negative: mean of ``0.5 * max(0, margin - d)^2``.
+
+        Used for outlier exposure: synthetic outliers must lie beyond the margin from every
+        normal row, while the outliers themselves are not pulled together or pushed apart.
+        """
+        check_embeddings(z, "z")
+        check_embeddings(z_negative, "z_negative")
+        if z.shape[0] == 0 or z_negative.shape[0] == 0:
+            return zero_loss(z, z_negative)
+        return (0.5 * torch.relu(self.margin - self.distance(z, z_negative)).pow(2)).mean()
+
     def _reduce(self, dist: Tensor, same: Tensor, first: Tensor, *others: Tensor) -> Tensor:
         positive = 0.5 * dist[same].pow(2)
         negative = 0.5 * torch.relu(self.margin - dist[~same]).pow(2)

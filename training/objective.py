@@ -8,11 +8,10 @@ Positives and negatives, per batch:
   the same row are a positive pair, other rows negatives;
 * no labels, ``positives="one_class"``: all normal rows form one class (compactness only);
 * in every case, with outlier exposure on, each row also yields a synthetic outlier
-  (:mod:`training.outliers`) that is a class of its own: it is a negative for every normal row,
-  so the loss pushes it beyond the margin (contrastive) or behind every positive (triplet).
-
-The metric loss (contrastive pairs or triplets) only sees embeddings and integer labels:
-synthetic outliers get distinct negative labels, so they are never anyone's positive.
+  (:mod:`training.outliers`) that is a negative for every normal row: the contrastive loss adds
+  ``0.5 * max(0, margin - d)^2`` over every (normal, outlier) pair of the batch as a separate
+  term (so class separation keeps its own weight); for triplets each outlier is a class of its
+  own, so it can be any anchor's negative and nobody's positive.
 """
 
 from __future__ import annotations
@@ -102,8 +101,15 @@ class MetricObjective:
         else:
             z = encoder(x)
             y = labels if labels is not None and self.n_classes >= 2 else torch.zeros(n, dtype=torch.long)
-        if self.outliers is not None:
-            z = torch.cat([z, encoder(self.outliers(x))])
-            y = torch.cat([y, -1 - torch.arange(n)])
-        out: Tensor = self.criterion(z, y)
-        return out
+        if self.outliers is None:
+            out: Tensor = self.criterion(z, y)
+            return out
+        z_outliers = encoder(self.outliers(x))
+        if isinstance(self.criterion, ContrastiveLoss):
+            # Class structure among normal rows, plus every normal/outlier pair as a negative.
+            loss: Tensor = self.criterion(z, y) + self.criterion.negatives_loss(z, z_outliers)
+            return loss
+        # Triplets: each outlier is a class of its own, so it is a negative and never a positive.
+        labels = torch.cat([y, -1 - torch.arange(len(z_outliers))])
+        loss = self.criterion(torch.cat([z, z_outliers]), labels)
+        return loss

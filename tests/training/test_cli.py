@@ -37,7 +37,7 @@ def write_sample(path: Path, n_rows: int = N_ROWS, bad: dict[str, str] | None = 
     return path
 
 
-FIT_OPTIONS = ["--epochs", "1", "--threads", "1", "--quiet", "--target-fpr", "0.05", "--seed", "0"]
+FIT_OPTIONS = ["--epochs", "1", "--min-steps", "0", "--threads", "1", "--quiet", "--target-fpr", "0.05", "--seed", "0"]
 LABELS = ["--truth-column", "label", "--normal-value", "normal", "--drop-columns", "difficulty"]
 
 

@@ -22,7 +22,7 @@ from training.fit import FitConfig, FitResult, fit_detector, split_calibration
 DATA = Path(__file__).resolve().parents[2] / "data"
 NSL_KDD = DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz"
 DIGITS = DATA / "benchmarks" / "digits_mc.npz"
-FAST = TrainConfig(epochs=2, threads=1, progress=False)
+FAST = TrainConfig(epochs=2, min_steps=0, threads=1, progress=False)
 TARGET_FPR = 0.05
 
 

@@ -271,3 +271,18 @@ def test_tiny_batches_give_a_connected_zero(rows: int) -> None:
         (grad,) = torch.autograd.grad(loss, x)
         assert torch.equal(grad, torch.zeros_like(x))
     assert NTXentLoss()(x, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_negatives_loss_by_hand() -> None:
+    # normals (0,0) and (0,1); outliers (0,0.5) and (3,4). Margin 1.
+    # distances: (0,0)-(0,0.5)=0.5 -> 0.5*(0.5)^2=0.125; (0,0)-(3,4)=5 -> 0;
+    #            (0,1)-(0,0.5)=0.5 -> 0.125;           (0,1)-(3,4)=sqrt(9+9)=4.24 -> 0.
+    # mean over the 4 pairs = 0.25 / 4 = 0.0625
+    loss = ContrastiveLoss(margin=1.0)
+    z = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    zn = torch.tensor([[0.0, 0.5], [3.0, 4.0]], requires_grad=True)
+    value = loss.negatives_loss(z, zn)
+    assert value.item() == pytest.approx(0.0625)
+    value.backward()
+    assert zn.grad is not None and torch.isfinite(zn.grad).all()
+    assert zn.grad[1].abs().sum().item() == 0.0  # beyond the margin: no gradient

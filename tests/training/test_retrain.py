@@ -17,7 +17,7 @@ from training.retrain_cli import EXIT_FAILED, EXIT_KEPT, EXIT_PROMOTED, EXIT_USA
 
 NSL_KDD = Path(__file__).resolve().parents[2] / "data" / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz"
 COMMON = ["--truth-column", "label", "--normal-value", "normal", "--drop-columns", "difficulty", "--quiet"]
-FAST = ["--epochs", "1", "--threads", "1", "--target-fpr", "0.05"]
+FAST = ["--epochs", "1", "--min-steps", "100", "--threads", "1", "--target-fpr", "0.05"]
 
 
 def _write(path: Path, header: list[str], rows: list[list[str]]) -> Path:

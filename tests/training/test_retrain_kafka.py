@@ -81,7 +81,7 @@ def test_retrain_from_kafka_leaves_out_what_the_live_model_flags(
     flagged = int(Detector.load(tiny_model.path).score_records(events).flagged.sum())
     argv = ["retrain", "--registry", str(registry.storage.local_path("LIVE").parent), "--from-kafka"]
     argv += ["--bootstrap-servers", bootstrap, "--topic", topic, "--since-minutes", "60"]
-    code = main([*argv, "--epochs", "1", "--target-fpr", "0.05", "--threads", "1", "--quiet"])
+    code = main([*argv, "--epochs", "1", "--min-steps", "0", "--target-fpr", "0.05", "--threads", "1", "--quiet"])
     summary = json.loads(capsys.readouterr().out)
     assert code in (EXIT_PROMOTED, EXIT_KEPT), summary
     report = json.loads(registry.read_report(summary["candidate_version"], "decision.json"))

@@ -174,7 +174,7 @@ def test_calibration_quantiles_equal_the_manifest_figures_of_a_trained_model(
     from training.config import TrainConfig  # noqa: PLC0415 - test-only use of the trainer
     from training.fit import FitConfig, fit_detector  # noqa: PLC0415
 
-    config = FitConfig(target_fpr=0.05, train=TrainConfig(epochs=1, threads=1, progress=False))
+    config = FitConfig(target_fpr=0.05, train=TrainConfig(epochs=1, min_steps=0, threads=1, progress=False))
     fit = fit_detector(tiny_model.normal_events, None, config)
     fit.detector.save(tmp_path / "m", fit.metadata)
     det = Detector.load(tmp_path / "m")
