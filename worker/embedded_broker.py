@@ -121,14 +121,18 @@ class EmbeddedBroker:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the broker in the foreground until SIGINT/SIGTERM."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker.embedded_broker",
         description="Embedded Apache-Kafka-compatible broker (Tansu). In memory only: not for production.",
     )
     parser.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092; 0 = any free)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the broker in the foreground until SIGINT/SIGTERM."""
+    args = build_parser().parse_args(argv)
     try:
         broker = EmbeddedBroker(args.port or None).start()
     except BrokerStartError as exc:
