@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import torch
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "worker")]
@@ -79,6 +80,7 @@ def bare_consumer_rate(bootstrap: str, topic: str, n: int) -> float:
 
 def pipeline_rate(model_dir: Path, values: list[bytes], batch: int = 500) -> float:
     torch.set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")  # as the worker does
     detector = Detector.load(model_dir)
     records = [RawRecord("events", 0, i, 0, None, v) for i, v in enumerate(values)]
     score_batch(records[:batch], detector, max_value_bytes=65536, now_s=0.0)

@@ -33,8 +33,8 @@ def _commands() -> list[list[str]]:
     """Every shell command of the README's sh/bash blocks, continuation lines joined, comments cut."""
     commands = []
     for block in _code_blocks("sh") + _code_blocks("bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
+        for raw in block.replace("\\\n", " ").splitlines():
+            line = raw.split(" #")[0].strip()
             if line and not line.startswith("#"):
                 # "[--flag VALUE]" marks an option: check it as if it were given.
                 commands.append([token.strip("[]") for token in shlex.split(line) if token.strip("[]")])
@@ -48,12 +48,20 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         raise AssertionError(f"README command does not parse: {shlex.join(argv)}") from exc
 
 
+def _check_worker(argv: list[str]) -> None:
+    assert isinstance(parse_overrides(argv), dict)
+
+
+def _check_demo(argv: list[str]) -> None:
+    assert isinstance(demo_parse_args(argv), argparse.Namespace)
+
+
 PARSERS: dict[str, Callable[[list[str]], None]] = {
     "training": lambda argv: _parse(training_parser(), argv),
-    "worker": lambda argv: None if parse_overrides(argv) is not None else None,
+    "worker": _check_worker,
     "worker.replay": lambda argv: _parse(replay_parser(), argv),
     "worker.embedded_broker": lambda argv: _parse(broker_parser(), argv),
-    "deploy.demo": lambda argv: None if demo_parse_args(argv) else None,
+    "deploy.demo": _check_demo,
 }
 
 

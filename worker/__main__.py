@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
+from threadpoolctl import threadpool_limits
 
 from detector.errors import ArtifactError
 from worker.errors import BrokerError, SettingsError
@@ -118,6 +119,10 @@ def _start_watcher(settings: WorkerSettings, loop: WorkerLoop, metrics: WorkerMe
 def run(settings: WorkerSettings) -> int:
     """Run the worker with ``settings`` until stopped; return the exit code."""
     torch.set_num_threads(settings.torch_threads)
+    # numpy's BLAS (the centroid distances) gets the same budget: its default of one thread per
+    # core makes every small matrix product wait for busy cores under contention (measured 14 ms
+    # instead of 0.04 ms per batch on a loaded 2-core machine).
+    threadpool_limits(limits=settings.torch_threads, user_api="blas")
     try:
         model = _load_initial_model(settings)
     except ArtifactError as exc:

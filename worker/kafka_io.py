@@ -29,8 +29,6 @@ PartitionsCallback = Callable[[list[Partition]], None]
 
 #: Longest wait for a broker answer on a single request (fetch, metadata, commit).
 REQUEST_TIMEOUT_MS = 7000
-#: Broker-side wait for a fetch with no data; small so a poll never blocks the loop for long.
-FETCH_MAX_WAIT_MS = 100
 
 
 def _security(settings: KafkaSettings) -> dict[str, Any]:
@@ -80,7 +78,7 @@ class KafkaSource:
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 request_timeout_ms=max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms + 1000),
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 **_security(settings),
             )
             self._consumer.subscribe([settings.input_topic], listener=_Listener(on_revoked, on_assigned))

@@ -55,7 +55,7 @@ class LoopConfig:
     output_topic: str
     dead_letter_topic: str
     batch_size: int = 500
-    batch_wait_ms: int = 50
+    batch_wait_ms: int = 20
     max_value_bytes: int = 65536
     idle_poll_ms: int = 100
     flush_timeout_s: float = 5.0

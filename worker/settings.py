@@ -53,6 +53,9 @@ class KafkaSettings(BaseModel):
     #: Short session/heartbeat timeouts make joins (~3 s) and failover fast.
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=2000, ge=100)
+    #: Longest broker-side wait of a fetch. Kafka answers as soon as data arrives, but some
+    #: brokers (the embedded one) hold every fetch this long, so it bounds added latency.
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
     #: Input values larger than this are dead-lettered as ``too_large`` without parsing.
     max_message_bytes: int = Field(default=65536, gt=0)
 
@@ -92,7 +95,7 @@ class WorkerSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     metrics: MetricsSettings = MetricsSettings()
     batch_size: int = Field(default=500, gt=0, le=100_000)
-    batch_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
     torch_threads: int = Field(default=1, ge=1, le=256)

@@ -28,6 +28,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.kafka
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_demo_short_mode(tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
     done = subprocess.run(

@@ -24,7 +24,7 @@ def test_flags_override_env_and_nested_env_is_merged(monkeypatch: pytest.MonkeyP
     assert settings.kafka.input_topic == "from-env"
     assert settings.kafka.group_id == "flag-group"
     assert (settings.batch_size, settings.metrics.port, settings.model_dir) == (64, 1234, Path("/m"))
-    assert (settings.kafka.session_timeout_ms, settings.batch_wait_ms, settings.torch_threads) == (6000, 50, 1)
+    assert (settings.kafka.session_timeout_ms, settings.batch_wait_ms, settings.torch_threads) == (6000, 20, 1)
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
