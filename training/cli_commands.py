@@ -37,9 +37,8 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
         raise DataError("--truth-column and --normal-value go together")
     drop = [c for c in args.drop_columns.split(",") if c]
     records = load_records(args.data, text_columns=[c for c in (args.id_column, args.timestamp_column) if c])
-    require_columns(
-        records, [args.label_column, args.truth_column, args.id_column, args.timestamp_column, *drop], args.data
-    )
+    # Id and timestamp columns are read online only: training data may lack them.
+    require_columns(records, [args.label_column, args.truth_column, *drop], args.data)
     records = [{k: v for k, v in r.items() if k not in drop} for r in records] if drop else records
     if args.truth_column:
         rows, flags = split_by_truth(records, args.truth_column, args.normal_value)

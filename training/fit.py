@@ -56,7 +56,7 @@ class FitConfig(BaseModel):
 
     target_fpr: float = Field(default=0.01, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, gt=0, lt=0.9)
-    centroid_budget: int = Field(default=32, ge=1)
+    centroid_budget: int = Field(default=64, ge=1)
     radius_shrinkage: float | None = Field(default=None, ge=0)
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     train: TrainConfig = TrainConfig()

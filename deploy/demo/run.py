@@ -65,8 +65,9 @@ def train(args: argparse.Namespace, model: Path, report: Path) -> dict[str, Any]
         print(f"      reusing {model}")
     else:
         fit = [sys.executable, "-m", "training", "fit", str(args.train), "--out", str(model), "--truth-column",
-               "label", "--normal-value", "normal", "--drop-columns", "difficulty", "--target-fpr",
-               str(args.target_fpr)] + (["--epochs", str(args.epochs)] if args.epochs else [])  # fmt: skip
+               "label", "--normal-value", "normal", "--drop-columns", "difficulty", "--id-column", "event_id",
+               "--timestamp-column", "ts", "--target-fpr", str(args.target_fpr)]  # fmt: skip
+        fit += ["--epochs", str(args.epochs)] if args.epochs else []
         summary = run_json(fit, "training")
         print(f"      model {summary['model_version']} trained on {summary['n_normal_rows']} normal rows "
               f"in {summary['fit_seconds']} s")  # fmt: skip
@@ -295,13 +296,11 @@ def summarise(
 ) -> dict[str, Any]:
     metrics = run["metrics"]
     processed = metric_sum(metrics, "kestrel_events_total")
-    busy = metrics.get("kestrel_batch_processing_seconds_sum", 0.0)
     summary = tally.summary() | {
         "processed": int(processed),
         "rejected_to_dead_letter": int(rejected(metrics)),
         "unaccounted": int(tally.sent_normal + tally.sent_anomalous + tally.sent_malformed - processed),
         "throughput_events_per_s": round(processed / run["seconds"], 1),
-        "capacity_events_per_busy_s": round(processed / busy, 1) if busy else None,
         "offline_auroc": offline["auroc"],
         "model": str(model),
         "report": str(report / "report.html"),
@@ -316,8 +315,7 @@ def summarise(
         f"false-positive rate on normal traffic {summary['false_positive_rate']:.3f} "
         f"(calibrated for {args.target_fpr})\n"
         f"      unaccounted events: {summary['unaccounted']}; throughput {summary['throughput_events_per_s']:,.0f} "
-        f"events/s (replay rate-limited), capacity {summary['capacity_events_per_busy_s'] or 0:,.0f} "
-        "events per busy second\n"
+        "events/s (bounded by the replay rate; see benchmarks/ for capacity)\n"
         f"      end-to-end latency p50 {summary['latency_ms']['p50']} ms, p95 {summary['latency_ms']['p95']} ms, "
         f"p99 {summary['latency_ms']['p99']} ms\n"
         f"      report: {summary['report']}\n      metrics: {summary['metrics_url']}"
