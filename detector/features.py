@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -239,7 +239,7 @@ class Featurizer:
         unknown = len(index)
         values = [r.get(field, MISSING) for r in records]
         if set(map(type, values)) <= {str}:
-            return np.fromiter((index.get(v, unknown) for v in values), dtype=np.intp, count=len(values))
+            return np.array(list(map(index.get, values, repeat(unknown, len(values)))), dtype=np.intp)
         optional = field in self._optional
         out = np.empty(len(values), dtype=np.intp)
         for i, value in enumerate(values):

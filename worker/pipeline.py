@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from detector.errors import InvalidEventError
 from detector.model import Detector
 from worker.anomaly_record import build_anomaly_record
-from worker.event_time import epoch_seconds
+from worker.event_time import MILLISECONDS_ABOVE, epoch_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,20 +156,17 @@ def _score_events(
         features = features[valid]
     result = detector.scorer.score(detector.embed(features))
     valid_list = list(range(len(events))) if valid is None else valid.tolist()
-    ts_field = detector.spec.timestamp_field
-    own_times: list[float | None] = [None] * len(valid_list)
-    if ts_field is not None:
-        for k, j in enumerate(valid_list):
-            seconds = epoch_seconds(events[j].get(ts_field))
-            own_times[k] = seconds
-            if seconds is not None:
-                event_times[positions[j]] = seconds
+    own_times = _event_times(events, valid_list, detector.spec.timestamp_field)
+    for k, seconds in enumerate(own_times):
+        if seconds is not None:
+            event_times[positions[valid_list[k]]] = seconds
     scores = result.score.tolist()
     flagged = np.flatnonzero(result.flagged).tolist()
     flagged_set = set(flagged)
     for k, j in enumerate(valid_list):
         if k not in flagged_set:
-            outcomes[positions[j]] = Normal(records[positions[j]], scores[k])
+            position = positions[j]
+            outcomes[position] = Normal(records[position], scores[k])
     if flagged:
         rows = np.asarray(flagged, dtype=np.intp)
         flagged_events = [events[valid_list[k]] for k in flagged]
@@ -194,6 +191,20 @@ def _score_events(
             )
             outcomes[positions[valid_list[k]]] = Flagged(record, event_id, scores[k], nearest_class, anomaly)
     return result.score
+
+
+def _event_times(events: list[dict[str, Any]], valid: list[int], field: str | None) -> list[float | None]:
+    """Event time (unix seconds) of each valid event; one vectorised pass when all are plain numbers."""
+    if field is None:
+        return [None] * len(valid)
+    values = [events[j].get(field) for j in valid]
+    if values and set(map(type, values)) <= {float, int}:
+        seconds = np.asarray(values, dtype=np.float64)
+        if np.isfinite(seconds).all() and (seconds >= 0).all():
+            seconds = np.where(seconds > MILLISECONDS_ABOVE, seconds / 1000.0, seconds)
+            out: list[float | None] = seconds.tolist()
+            return out
+    return [epoch_seconds(v) for v in values]
 
 
 def _rejected(record: RawRecord, err: InvalidEventError) -> Rejected:
