@@ -12,7 +12,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,7 @@ from worker.reload import RegistryWatcher
 from worker.settings import WorkerSettings, effective_settings, load_settings
 
 logger = logging.getLogger("worker")
+T = TypeVar("T")
 
 _FLAGS: dict[str, tuple[str, ...]] = {
     "--model": ("model_dir",),
@@ -75,12 +77,12 @@ def _load_initial_model(settings: WorkerSettings) -> LoadedModel:
     return load_model(live_model_dir(settings.registry_dir))
 
 
-def _connect(settings: WorkerSettings, stop: list[bool]) -> KafkaSink:
-    """Create the producer, retrying with backoff while the broker is unreachable."""
+def _until_connected(create: Callable[[], T], stop: list[bool]) -> T:
+    """Call ``create`` until the broker answers, backing off from 0.5 s to 10 s; exit 1 if stopped."""
     backoff = 0.5
     while True:
         try:
-            return KafkaSink(settings.kafka)
+            return create()
         except BrokerError as exc:
             logger.warning("broker_unavailable", extra={"error": str(exc), "retry_in_s": backoff})
         if stop[0]:
@@ -89,18 +91,14 @@ def _connect(settings: WorkerSettings, stop: list[bool]) -> KafkaSink:
         backoff = min(backoff * 2, 10.0)
 
 
+def _connect(settings: WorkerSettings, stop: list[bool]) -> KafkaSink:
+    """Create the producer, retrying with backoff while the broker is unreachable."""
+    return _until_connected(lambda: KafkaSink(settings.kafka), stop)
+
+
 def _source_factory(settings: WorkerSettings, stop: list[bool]) -> Any:
     def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> KafkaSource:
-        backoff = 0.5
-        while True:
-            try:
-                return KafkaSource(settings.kafka, on_revoked, on_assigned)
-            except BrokerError as exc:
-                logger.warning("broker_unavailable", extra={"error": str(exc), "retry_in_s": backoff})
-            if stop[0]:
-                raise SystemExit(1)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+        return _until_connected(lambda: KafkaSource(settings.kafka, on_revoked, on_assigned), stop)
 
     return build
 

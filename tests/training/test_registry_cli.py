@@ -7,46 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
+from small_artifact import build_artifact
 
 from detector.artifact import WEIGHTS
-from detector.encoder import Encoder, EncoderConfig
-from detector.explain import Explainer
-from detector.features import Featurizer
-from detector.model import Detector
 from detector.registry import ModelRegistry
-from detector.schema import FeatureSpec
-from detector.scorer import CentroidScorer
 from training.registry_cli import EXIT_ERROR, EXIT_OK, add_registry_commands, run_registry_command
-
-
-def build_artifact(out_dir: Path, seed: int) -> Path:
-    """Save a tiny real detector: two numeric fields, one categorical, two centroids."""
-    rng = np.random.default_rng(seed)
-    records = [
-        {"bytes": float(rng.normal(100, 10)), "duration": float(rng.exponential(2)), "proto": ["tcp", "udp"][i % 2]}
-        for i in range(50)
-    ]
-    featurizer = Featurizer(FeatureSpec(numeric=["bytes", "duration"], categorical=["proto"])).fit(records)
-    torch.manual_seed(seed)
-    encoder = Encoder(EncoderConfig(input_dim=featurizer.n_features, hidden=(8,), embedding_dim=4)).eval()
-    features = featurizer.transform(records)
-    with torch.inference_mode():
-        centroids = encoder(torch.from_numpy(features[:2])).numpy()
-    scorer = CentroidScorer(
-        centroids=centroids,
-        centroid_class=np.array([0, 1], dtype=np.intp),
-        class_names=["tcp", "udp"],
-        radius=np.array([0.5, 0.5], dtype=np.float32),
-        calibration_scores=np.linspace(0.0, 2.0, 50),
-        threshold=1.9,
-    )
-    spread = np.ones((2, featurizer.n_features), dtype=np.float32)
-    explainer = Explainer(features[:2].copy(), spread, featurizer.column_fields)
-    Detector(featurizer, encoder, scorer, explainer).save(out_dir, {"training": {"epochs": 2}})
-    return out_dir
 
 
 def run(*argv: str) -> int:
@@ -62,7 +28,7 @@ def run(*argv: str) -> int:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("models")
-    return [build_artifact(root / f"m{seed}", seed) for seed in (11, 12)]
+    return [build_artifact(root / f"m{seed}", seed, {"training": {"epochs": 2}}) for seed in (11, 12)]
 
 
 @pytest.fixture
@@ -134,7 +100,8 @@ def test_show_json_lists_metrics_and_optionally_the_manifest(
     assert isinstance(shown, dict)
     assert shown["version"] == version
     assert shown["is_live"] is False
-    assert shown["threshold"] == pytest.approx(1.9)
+    manifest = json.loads((models[0] / "manifest.json").read_text())
+    assert shown["threshold"] == pytest.approx(manifest["scorer"]["threshold"])
     assert shown["metrics"] == {"training.epochs": 2}
     assert shown["manifest"]["model_version"] == version
 
@@ -162,7 +129,7 @@ def test_errors_print_one_line_and_exit_non_zero(
 def test_add_refuses_a_corrupted_model(
     registry_dir: Path, models: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    broken = build_artifact(tmp_path / "broken", 13)
+    broken = build_artifact(tmp_path / "broken", 13, {"training": {"epochs": 2}})
     (broken / WEIGHTS).write_bytes((broken / WEIGHTS).read_bytes()[:-10])
     assert run("registry", "add", str(broken), "--registry", str(registry_dir)) == EXIT_ERROR
     assert "sha256 mismatch" in capsys.readouterr().err

@@ -130,9 +130,12 @@ class WorkerProcess:
     extra: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
+    #: How the worker is given ``model_dir``: a model directory, or a registry (subclasses).
+    model_flag = "--model"
+
     def __post_init__(self) -> None:
         self.port = free_port()
-        command = [sys.executable, "-m", "worker", "--model", str(self.model_dir)]
+        command = [sys.executable, "-m", "worker", self.model_flag, str(self.model_dir)]
         command += ["--bootstrap-servers", self.bootstrap, "--input-topic", self.topics.input]
         command += ["--output-topic", self.topics.output, "--dead-letter-topic", self.topics.dlq]
         command += ["--group-id", self.topics.group, "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port)]

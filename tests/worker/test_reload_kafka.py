@@ -10,10 +10,7 @@ margin appears exactly once.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,11 +18,10 @@ from typing import Any
 import orjson
 import pytest
 from expectations import expected_flags, renumber
-from kafka_harness import ROOT, TopicReader, Topics, WorkerProcess, committed_offsets, events_bytes, produce, wait_for
+from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, events_bytes, produce, wait_for
 from tiny_model import TinyModel, build_tiny_model
 
 from detector.registry import ModelRegistry
-from worker.embedded_broker import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -35,18 +31,7 @@ BROKEN = "20990101T000000Z-broken01"
 class RegistryWorker(WorkerProcess):
     """``python -m worker --registry DIR`` (``model_dir`` is the registry directory here)."""
 
-    def __post_init__(self) -> None:
-        self.port = free_port()
-        command = [sys.executable, "-m", "worker", "--registry", str(self.model_dir)]
-        command += ["--bootstrap-servers", self.bootstrap, "--input-topic", self.topics.input]
-        command += ["--output-topic", self.topics.output, "--dead-letter-topic", self.topics.dlq]
-        command += ["--group-id", self.topics.group, "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port)]
-        command += ["--log-format", "text", *self.extra]
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
-        )
+    model_flag = "--registry"
 
     def model_info(self) -> set[str]:
         return {
