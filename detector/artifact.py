@@ -113,7 +113,11 @@ def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
         raise ArtifactError(
             f"{model_dir}: artifact format version {version!r} is not supported (this build reads {FORMAT_VERSION})"
         )
-    if manifest.get(_SELF_HASH) != _manifest_digest(manifest):
+    try:
+        digest = _manifest_digest(manifest)
+    except ValueError as exc:  # e.g. NaN, which a written manifest never holds
+        raise ArtifactError(f"{manifest_path}: manifest holds invalid values ({exc})") from exc
+    if manifest.get(_SELF_HASH) != digest:
         raise ArtifactError(f"{manifest_path}: manifest hash mismatch (edited or corrupted)")
     files = manifest.get("files")
     if not isinstance(files, dict) or WEIGHTS not in files:

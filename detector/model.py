@@ -167,11 +167,12 @@ class Detector:
                 tensor_to_numpy(tensors, "explain.feature_spread"),
                 featurizer.column_fields,
             )
+            version = str(manifest["model_version"])
         except ArtifactError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, ValidationError) as exc:
             raise ArtifactError(f"{model_dir}: inconsistent artifact ({type(exc).__name__}: {exc})") from exc
-        return cls(featurizer, encoder, scorer, explainer, str(manifest["model_version"]), manifest)
+        return cls(featurizer, encoder, scorer, explainer, version, manifest)
 
 
 def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:

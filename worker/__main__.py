@@ -16,10 +16,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
-from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
-from detector.errors import ArtifactError
+from detector.errors import DetectorError
 from worker.errors import BrokerError, SettingsError
 from worker.kafka_io import KafkaSink, KafkaSource
 from worker.log_format import configure_logging
@@ -77,10 +76,14 @@ def _load_initial_model(settings: WorkerSettings) -> LoadedModel:
     return load_model(live_model_dir(settings.registry_dir))
 
 
-def _until_connected(create: Callable[[], T], stop: list[bool]) -> T:
-    """Call ``create`` until the broker answers, backing off from 0.5 s to 10 s; exit 1 if stopped."""
+def _until_connected(create: Callable[[], T], stop: list[bool], health: HealthState) -> T:
+    """Call ``create`` until the broker answers, backing off from 0.5 s to 10 s; exit 1 if stopped.
+
+    The worker is alive while it waits (liveness ticks), only not ready.
+    """
     backoff = 0.5
     while True:
+        health.tick()
         try:
             return create()
         except BrokerError as exc:
@@ -91,14 +94,14 @@ def _until_connected(create: Callable[[], T], stop: list[bool]) -> T:
         backoff = min(backoff * 2, 10.0)
 
 
-def _connect(settings: WorkerSettings, stop: list[bool]) -> KafkaSink:
+def _connect(settings: WorkerSettings, stop: list[bool], health: HealthState) -> KafkaSink:
     """Create the producer, retrying with backoff while the broker is unreachable."""
-    return _until_connected(lambda: KafkaSink(settings.kafka), stop)
+    return _until_connected(lambda: KafkaSink(settings.kafka), stop, health)
 
 
-def _source_factory(settings: WorkerSettings, stop: list[bool]) -> Any:
+def _source_factory(settings: WorkerSettings, stop: list[bool], health: HealthState) -> Any:
     def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> KafkaSource:
-        return _until_connected(lambda: KafkaSource(settings.kafka, on_revoked, on_assigned), stop)
+        return _until_connected(lambda: KafkaSource(settings.kafka, on_revoked, on_assigned), stop, health)
 
     return build
 
@@ -123,14 +126,13 @@ def run(settings: WorkerSettings) -> int:
     threadpool_limits(limits=settings.torch_threads, user_api="blas")
     try:
         model = _load_initial_model(settings)
-    except ArtifactError as exc:
+    except (DetectorError, OSError) as exc:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     logger.info("model_loaded", extra={"model_version": model.detector.version, "seconds": model.load_seconds})
-    registry = CollectorRegistry()
-    metrics, health = WorkerMetrics(registry), HealthState()
+    metrics, health = WorkerMetrics(), HealthState()
     try:
-        server = MetricsServer(registry, health, settings.metrics.host, settings.metrics.port)
+        server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port)
     except OSError as exc:
         print(f"error: cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}", file=sys.stderr)
         return 2
@@ -145,7 +147,7 @@ def run(settings: WorkerSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sink = _connect(settings, stop)
+    sink = _connect(settings, stop, health)
     config = LoopConfig(
         output_topic=settings.kafka.output_topic,
         dead_letter_topic=settings.kafka.dead_letter_topic,
@@ -154,7 +156,7 @@ def run(settings: WorkerSettings) -> int:
         max_value_bytes=settings.kafka.max_message_bytes,
         shutdown_timeout_s=settings.shutdown_timeout_s,
     )
-    loop = WorkerLoop(_source_factory(settings, stop), sink, model, metrics, health, config)
+    loop = WorkerLoop(_source_factory(settings, stop, health), sink, model, metrics, health, config)
     loop_box.append(loop)
     if stop[0]:
         loop.request_stop()

@@ -144,6 +144,7 @@ class WorkerLoop:
 
     def _collect(self) -> list[RawRecord]:
         cfg = self.config
+        records: list[RawRecord] = []
         try:
             records = self._source.poll(cfg.batch_size, cfg.idle_poll_ms)
             deadline = time.monotonic() + cfg.batch_wait_ms / 1000.0
@@ -153,8 +154,9 @@ class WorkerLoop:
                     break
                 records += self._source.poll(cfg.batch_size - len(records), left_ms)
         except BrokerError as exc:
+            # Records already returned by an earlier poll are past the consumer's position:
+            # they must be processed, or a later commit would skip them.
             self._broker_failed("poll_failed", exc)
-            return []
         return records
 
     def _handle(self, records: list[RawRecord]) -> None:
@@ -176,6 +178,7 @@ class WorkerLoop:
         backoff = self.config.backoff_initial_s
         deadline: float | None = None
         while True:
+            self.health.tick()  # retrying through an outage is alive, only not ready
             try:
                 self._sink.flush(self.config.flush_timeout_s)
                 self._broker_succeeded()

@@ -28,9 +28,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 
 class WorkerMetrics:
     """All ``kestrel_*`` metrics of one worker (names and labels fixed by the shared contracts)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        r = registry
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Register every metric on ``registry`` (a new, private one when ``None``)."""
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
         self.events = Counter("kestrel_events", "Events by outcome.", ["outcome"], registry=r)
         self.rejected = Counter("kestrel_rejected", "Rejected events by reason.", ["reason"], registry=r)
         self.dead_letters = Counter("kestrel_dead_letter", "Dead-letter publishes acknowledged.", registry=r)

@@ -33,11 +33,18 @@ def dead_letter_headers(rejected: Rejected) -> list[Header]:
     ]
 
 
+#: Dead letters with a larger value are sent without it (header ``kestrel.error.value_dropped``
+#: holds the original size): a value above the producer's 1 MiB request limit could never be
+#: delivered and would stall the partition for ever.
+MAX_DEAD_LETTER_VALUE_BYTES = 900_000
+
+
 def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter_topic: str) -> tuple[int, int]:
     """Send every flagged event's anomaly record and every rejected record's dead letter.
 
     The dead letter's value is the original bytes untouched (null stays null) and its key
-    the original key. Returns ``(anomalies sent, dead letters sent)``.
+    the original key, except a value over :data:`MAX_DEAD_LETTER_VALUE_BYTES`, which is
+    dropped and its size recorded in a header. Returns ``(anomalies sent, dead letters sent)``.
     """
     anomalies = dead_letters = 0
     version_header = [(MODEL_VERSION_HEADER, result.model_version.encode())]
@@ -48,6 +55,9 @@ def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter
             anomalies += 1
         elif isinstance(outcome, Rejected):
             record = outcome.record
-            sink.send(dead_letter_topic, record.value, record.key, dead_letter_headers(outcome))
+            value, headers = record.value, dead_letter_headers(outcome)
+            if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+                value, headers = None, [*headers, ("kestrel.error.value_dropped", str(len(value)).encode())]
+            sink.send(dead_letter_topic, value, record.key, headers)
             dead_letters += 1
     return anomalies, dead_letters

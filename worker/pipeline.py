@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from detector.errors import InvalidEventError
 from detector.model import Detector
 from worker.anomaly_record import build_anomaly_record
-from worker.event_time import MILLISECONDS_ABOVE, epoch_seconds
+from worker.event_time import LATEST_SECONDS, MILLISECONDS_ABOVE, epoch_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +202,9 @@ def _event_times(events: list[dict[str, Any]], valid: list[int], field: str | No
         seconds = np.asarray(values, dtype=np.float64)
         if np.isfinite(seconds).all() and (seconds >= 0).all():
             seconds = np.where(seconds > MILLISECONDS_ABOVE, seconds / 1000.0, seconds)
-            out: list[float | None] = seconds.tolist()
-            return out
+            if (seconds <= LATEST_SECONDS).all():
+                out: list[float | None] = seconds.tolist()
+                return out
     return [epoch_seconds(v) for v in values]
 
 

@@ -99,7 +99,10 @@ class RegistryWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.check_once()
+            try:
+                self.check_once()
+            except Exception as exc:  # the watcher must outlive any one bad version
+                self._failed("unexpected-error", None, exc)
 
     def check_once(self) -> LoadedModel | None:
         """Read the pointer once; load, verify and hand over a new version if it changed.

@@ -86,7 +86,10 @@ def test_second_run_with_anomalies_promotes_against_the_live_model(
 ) -> None:
     before = ModelRegistry(registry).live_version()
     argv = ["retrain", str(files["second"]), "--registry", str(registry), "--anomalies", str(files["anomalies"])]
-    code = main([*argv, *COMMON, "--threads", "1"])
+    # Wide tolerances: this test is about the promote path; two models trained on 2,000 rows differ
+    # by a few points of FPR and recall from run to run (the keep path has its own test).
+    tolerances = ["--fpr-tolerance", "0.04", "--recall-tolerance", "0.05"]
+    code = main([*argv, *COMMON, *tolerances, "--threads", "1"])
     summary = json.loads(capsys.readouterr().out)
     assert code == EXIT_PROMOTED, summary
     reg = ModelRegistry(registry)
@@ -98,7 +101,7 @@ def test_second_run_with_anomalies_promotes_against_the_live_model(
     assert live["version"] == before and candidate["target_fpr"] == 0.05  # settings inherited from the live model
     assert candidate["n_holdout"] == live["n_holdout"] == 500  # the same held-out rows for both
     assert candidate["n_anomalies"] == 1100  # --anomalies file + the labelled attacks of DATA
-    assert candidate["recall"] >= live["recall"] - 0.02
+    assert candidate["recall"] >= live["recall"] - 0.05  # the --recall-tolerance given above
     assert sorted(reg.reports(summary["candidate_version"])) == ["decision.json", "evaluation.html"]
     assert b"<html" in reg.read_report(summary["candidate_version"], "evaluation.html")
 

@@ -11,10 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from tiny_model import TinyModel
 
-from worker.errors import CommitError, PublishError
+from worker.errors import BrokerError, CommitError, PublishError
 from worker.loop import LoopConfig, Partition, PartitionsCallback, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
+from worker.outputs import MAX_DEAD_LETTER_VALUE_BYTES
 from worker.pipeline import RawRecord
 
 CONFIG = LoopConfig(
@@ -189,3 +190,43 @@ def test_model_swap_happens_between_batches(model: LoadedModel, tiny_model: Tiny
 
 def _exposition(loop: WorkerLoop) -> str:
     return generate_latest(loop.metrics.registry).decode()
+
+
+class FlakySource(FakeSource):
+    """The second poll of a batch fails: records of the first poll are already past the position."""
+
+    def __init__(self, journal: list[str], batches: list[list[RawRecord]]) -> None:
+        super().__init__(journal, batches)
+        self.polls = 0
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        self.polls += 1
+        if self.polls == 2:
+            raise BrokerError("connection lost mid-batch")
+        return super().poll(max_records, timeout_ms)
+
+
+def test_a_poll_error_mid_batch_keeps_the_records_already_polled(model: LoadedModel, tiny_model: TinyModel) -> None:
+    journal: list[str] = []
+    first = _records(tiny_model, 0, 0, 5)
+    source = FlakySource(journal, [first, _records(tiny_model, 0, 5, 5)])
+    config = replace(CONFIG, batch_wait_ms=1000, batch_size=100)
+    loop = WorkerLoop(lambda revoked, assigned: source, FakeSink(journal), model,
+                      WorkerMetrics(CollectorRegistry()), HealthState(), config)  # fmt: skip
+    assert loop.run_once() == 5  # the five records of the first poll are processed, not dropped
+    assert source.commits[-1] == {("in", 0): 5}
+    assert loop.run_once() == 5
+    assert source.commits[-1] == {("in", 0): 10}
+
+
+def test_a_dead_letter_too_big_to_deliver_goes_out_without_its_value(model: LoadedModel) -> None:
+    huge = RawRecord("in", 0, 0, 0, b"k", b"x" * (MAX_DEAD_LETTER_VALUE_BYTES + 1))
+    small = RawRecord("in", 0, 1, 0, b"k", b"y" * 70_000)  # too large for the worker, small enough to keep
+    loop, source, sink, _ = _loop(model, [[huge, small]])
+    loop.run_once()
+    (topic, value, key, headers), (_, kept, _, kept_headers) = sink.sent
+    assert topic == "dlq" and value is None and key == b"k"
+    assert dict(headers)["kestrel.error.value_dropped"] == str(MAX_DEAD_LETTER_VALUE_BYTES + 1).encode()
+    assert dict(headers)["kestrel.error.reason"] == b"too_large"
+    assert kept == small.value and "kestrel.error.value_dropped" not in dict(kept_headers)
+    assert source.commits[-1] == {("in", 0): 2}

@@ -143,3 +143,15 @@ def test_mutated_events_always_get_an_outcome(detector: Detector, tiny_model: Ti
     event[field] = data.draw(json_values)
     (outcome,) = _score(detector, [orjson.dumps(event)])
     assert isinstance(outcome, Normal | Flagged | Rejected)
+
+
+@pytest.mark.parametrize("ts", [1.7e15, "1e300", "0001-01-01T00:00:00+05:00", -5, "not a time", True])
+def test_unusable_event_times_never_break_scoring(detector: Detector, tiny_model: TinyModel, ts: Any) -> None:
+    events = [dict(e, ts=ts) for e in tiny_model.attack_events[:300]]
+    result = score_batch(
+        [_record(orjson.dumps(e), i) for i, e in enumerate(events)], detector, max_value_bytes=65536, now_s=1.8e9
+    )
+    flagged = [o for o in result.outcomes if isinstance(o, Flagged)]
+    assert flagged  # anomaly records are built for events whose time cannot be represented...
+    assert all(o.anomaly["event_timestamp"] is None for o in flagged)  # ...without a timestamp
+    assert (result.event_times_s == 1_700_000_000.0).all()  # the Kafka timestamp stands in
