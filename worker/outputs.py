@@ -55,9 +55,11 @@ def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter
             anomalies += 1
         elif isinstance(outcome, Rejected):
             record = outcome.record
-            value, headers = record.value, dead_letter_headers(outcome)
-            if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
-                value, headers = None, [*headers, ("kestrel.error.value_dropped", str(len(value)).encode())]
+            value: bytes | None = record.value
+            headers = dead_letter_headers(outcome)
+            if record.value is not None and len(record.value) > MAX_DEAD_LETTER_VALUE_BYTES:
+                value = None
+                headers.append(("kestrel.error.value_dropped", str(len(record.value)).encode()))
             sink.send(dead_letter_topic, value, record.key, headers)
             dead_letters += 1
     return anomalies, dead_letters
