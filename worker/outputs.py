@@ -50,16 +50,15 @@ def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter
     version_header = [(MODEL_VERSION_HEADER, result.model_version.encode())]
     for outcome in result.outcomes:
         if isinstance(outcome, Flagged):
-            value = encode_anomaly_record(outcome.anomaly)
-            sink.send(output_topic, value, outcome.event_id.encode(), version_header)
+            sink.send(output_topic, encode_anomaly_record(outcome.anomaly), outcome.event_id.encode(), version_header)
             anomalies += 1
         elif isinstance(outcome, Rejected):
             record = outcome.record
-            value: bytes | None = record.value
             headers = dead_letter_headers(outcome)
             if record.value is not None and len(record.value) > MAX_DEAD_LETTER_VALUE_BYTES:
-                value = None
                 headers.append(("kestrel.error.value_dropped", str(len(record.value)).encode()))
-            sink.send(dead_letter_topic, value, record.key, headers)
+                sink.send(dead_letter_topic, None, record.key, headers)
+            else:
+                sink.send(dead_letter_topic, record.value, record.key, headers)
             dead_letters += 1
     return anomalies, dead_letters
