@@ -91,6 +91,8 @@ class WorkerLoop:
         self._stop = threading.Event()
         self._committed: dict[Partition, int] = {}
         self._processed: dict[Partition, int] = {}
+        #: A batch was given up while stopping (its outputs were never acknowledged).
+        self._abandoned = False
         self._broker_ok = True
         self._last_broker_ok = time.monotonic()
         self._last_lag = 0.0
@@ -165,11 +167,16 @@ class WorkerLoop:
         result = score_batch(records, model.detector, max_value_bytes=self.config.max_value_bytes, now_s=time.time())
         _, dead_letters = send_outputs(result, self._sink, self.config.output_topic, self.config.dead_letter_topic)
         if not self._flush_until_acked():
-            return  # stopping with outputs unacknowledged: nothing of this batch is committed
+            self._abandoned = True  # stopping with outputs unacknowledged: nothing of this batch is committed
+            return
         acked_at = time.time()
+        # A partition revoked while this batch was collected now belongs to another member:
+        # its records were processed (at-least-once), but only its new owner commits it.
+        assigned = self._source.assignment()
         for record in records:
             key = (record.topic, record.partition)
-            self._processed[key] = max(self._processed.get(key, 0), record.offset + 1)
+            if key in assigned:
+                self._processed[key] = max(self._processed.get(key, 0), record.offset + 1)
         self._count(result, dead_letters, acked_at)
         self._try_commit()
         self.metrics.batch_seconds.observe(time.perf_counter() - start)
@@ -229,7 +236,7 @@ class WorkerLoop:
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         while self._processed and time.monotonic() < deadline and not self._try_commit():
             time.sleep(self.config.backoff_initial_s)
-        clean = not self._processed
+        clean = not self._processed and not self._abandoned
         timeout_ms = int(max(1.0, deadline - time.monotonic()) * 1000)
         self._source.close(timeout_ms)
         self._sink.close(max(1.0, deadline - time.monotonic()))
