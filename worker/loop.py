@@ -93,6 +93,7 @@ class WorkerLoop:
         self._processed: dict[Partition, int] = {}
         #: A batch was given up while stopping (its outputs were never acknowledged).
         self._abandoned = False
+        self._drain_deadline: float | None = None
         self._broker_ok = True
         self._last_broker_ok = time.monotonic()
         self._last_lag = 0.0
@@ -107,7 +108,14 @@ class WorkerLoop:
 
     def request_stop(self) -> None:
         """Ask the loop to finish the current batch, flush, commit and return (signal-safe)."""
+        self._stop_deadline()
         self._stop.set()
+
+    def _stop_deadline(self) -> float:
+        """One drain deadline for the whole stop: ``shutdown_timeout_s`` after it was first seen."""
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + self.config.shutdown_timeout_s
+        return self._drain_deadline
 
     def swap_model(self, model: LoadedModel) -> None:
         """Serve ``model`` from the next batch on (thread-safe)."""
@@ -183,7 +191,6 @@ class WorkerLoop:
 
     def _flush_until_acked(self) -> bool:
         backoff = self.config.backoff_initial_s
-        deadline: float | None = None
         while True:
             self.health.tick()  # retrying through an outage is alive, only not ready
             try:
@@ -193,11 +200,9 @@ class WorkerLoop:
             except PublishError as exc:
                 self.metrics.publish_failures.inc()
                 self._broker_failed("publish_failed", exc)
-            if self._stop.is_set():
-                deadline = deadline or time.monotonic() + self.config.shutdown_timeout_s
-                if time.monotonic() > deadline:
-                    logger.error("stop_with_unacknowledged_outputs")
-                    return False
+            if self._stop.is_set() and time.monotonic() > self._stop_deadline():
+                logger.error("stop_with_unacknowledged_outputs")
+                return False
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.config.backoff_max_s)
 
@@ -233,13 +238,13 @@ class WorkerLoop:
             self._broker_failed("broker_probe_failed", exc)
 
     def _shutdown(self) -> bool:
-        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        deadline = self._stop_deadline()
         while self._processed and time.monotonic() < deadline and not self._try_commit():
             time.sleep(self.config.backoff_initial_s)
         clean = not self._processed and not self._abandoned
-        timeout_ms = int(max(1.0, deadline - time.monotonic()) * 1000)
-        self._source.close(timeout_ms)
-        self._sink.close(max(1.0, deadline - time.monotonic()))
+        # Closing gets what is left of the drain time, at least a moment to leave the group.
+        self._source.close(int(max(0.5, deadline - time.monotonic()) * 1000))
+        self._sink.close(max(0.5, deadline - time.monotonic()))
         logger.info("worker_stopped", extra={"clean": clean})
         return clean
 
