@@ -134,8 +134,18 @@ class WorkerLoop:
             while not self._stop.is_set():
                 self.run_once()
             return self._shutdown()
+        except BaseException:
+            self._close_quietly()  # leave the group now rather than after the session timeout
+            raise
         finally:
             self.health.set_stopped()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._source.close(1000)
+            self._sink.close(1.0)
+        except Exception as exc:  # best effort on the way out of a crash
+            logger.warning("close_after_crash_failed", extra={"error": str(exc)})
 
     def run_once(self) -> int:
         """Poll and fully handle one batch (possibly empty); return its number of records."""

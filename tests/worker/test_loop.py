@@ -230,3 +230,17 @@ def test_a_dead_letter_too_big_to_deliver_goes_out_without_its_value(model: Load
     assert dict(headers)["kestrel.error.reason"] == b"too_large"
     assert kept == small.value and "kestrel.error.value_dropped" not in dict(kept_headers)
     assert source.commits[-1] == {("in", 0): 2}
+
+
+def test_a_crash_closes_the_consumer_and_re_raises(model: LoadedModel, tiny_model: TinyModel) -> None:
+    bad = RawRecord("in", 0, 5, 0, None, b"not json")  # always dead-lettered, so send is always called
+    loop, source, sink, journal = _loop(model, [[*_records(tiny_model, 0, 0, 5), bad]])
+
+    def broken_send(topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        raise RuntimeError("programming error")
+
+    sink.send = broken_send  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="programming error"):
+        loop.run()
+    assert source.closed and "sink-closed" in journal
+    assert source.commits == []
