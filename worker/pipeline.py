@@ -99,7 +99,7 @@ def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_b
     """
     n = len(records)
     outcomes: list[Outcome | None] = [None] * n
-    event_times = np.fromiter((r.timestamp_ms / 1000.0 for r in records), dtype=np.float64, count=n)
+    event_times = np.array([r.timestamp_ms for r in records], dtype=np.float64) / 1000.0
     events: list[dict[str, Any]] = []
     positions: list[int] = []
     for i, record in enumerate(records):
