@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "worker")]
 
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
-from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, wait_for  # noqa: E402
+from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, produce, wait_for  # noqa: E402
 from tiny_model import build_tiny_model, load_rows, to_event  # noqa: E402
 
 from detector.model import Detector  # noqa: E402
@@ -48,18 +48,6 @@ def make_events(n: int, attack_share: float = 0.05) -> list[bytes]:
         pool = attack if is_attack[i] else normal
         out.append(orjson.dumps(to_event(pool[int(rng.integers(len(pool)))], i, time.time())))
     return out
-
-
-def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> dict[int, int]:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
-    futures = [producer.send(topic, v) for v in values]
-    producer.flush(120)
-    ends: dict[int, int] = {}
-    for f in futures:
-        meta = f.get(30)
-        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-    producer.close()
-    return ends
 
 
 def bare_consumer_rate(bootstrap: str, topic: str, n: int) -> float:
@@ -171,7 +159,7 @@ def main() -> None:
         print(f"events: {len(values)}, mean size {np.mean([len(v) for v in values]):.0f} bytes")
         print(f"pipeline alone (batch 500, 1 thread): {pipeline_rate(model_dir, values):,.0f} events/s")
         topics = Topics.unique(bootstrap)
-        ends = produce_all(bootstrap, topics.input, values)
+        ends = produce(bootstrap, topics.input, values, linger_ms=20, batch_size=256 * 1024)
         bare = bare_consumer_rate(bootstrap, topics.input, len(values))
         print(f"bare kafka-python consumer read rate: {bare:,.0f} msgs/s")
         rate, worker = worker_rate(model_dir, bootstrap, topics, ends)

@@ -55,19 +55,26 @@ class Topics:
 
 
 def produce(
-    bootstrap: str, topic: str, values: Iterable[bytes | None], keys: Iterable[bytes | None] | None = None
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes | None],
+    keys: Iterable[bytes | None] | None = None,
+    **producer_config: Any,
 ) -> dict[int, int]:
-    """Produce values; return the end offset (last offset + 1) per partition written."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    """Produce values; return the end offset (last offset + 1) per partition written.
+
+    ``producer_config`` overrides KafkaProducer settings (e.g. bigger batches for a benchmark).
+    """
+    producer = KafkaProducer(**({"bootstrap_servers": bootstrap, "linger_ms": 5} | producer_config))
     futures = []
     key_list = list(keys) if keys is not None else None
     for i, value in enumerate(values):
         key = key_list[i] if key_list is not None else None
         futures.append(producer.send(topic, value=value, key=key))
-    producer.flush(30)
+    producer.flush(120)
     ends: dict[int, int] = {}
     for future in futures:
-        meta = future.get(10)
+        meta = future.get(30)
         ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
     producer.close()
     return ends
