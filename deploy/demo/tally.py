@@ -26,7 +26,6 @@ class Tally:
     flagged_normal: int = 0
     flagged_anomalous: int = 0
     latencies_s: list[float] = field(default_factory=list)
-    examples: list[dict[str, Any]] = field(default_factory=list)
     flagged_ids: set[str] = field(default_factory=set)
 
     def count_sent(self, event: dict[str, Any]) -> None:
