@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 from detector.explain import FieldDeviation, describe
-from worker.event_time import iso_utc
 
 RECORD_FIELDS = (
     "event_id",
@@ -38,8 +37,8 @@ MODEL_VERSION_HEADER = "model_version"
 def build_anomaly_record(
     *,
     event_id: str,
-    event_time_s: float | None,
-    detected_at_s: float,
+    event_timestamp: str | None,
+    detected_at: str | None,
     score: float,
     threshold: float,
     p_value: float,
@@ -50,11 +49,14 @@ def build_anomaly_record(
     deviations: Sequence[FieldDeviation],
     event: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The anomaly record as a JSON-able dict (non-finite margins become null)."""
+    """The anomaly record as a JSON-able dict (non-finite margins become null).
+
+    ``event_timestamp`` and ``detected_at`` are ISO-8601 UTC text (see :func:`worker.event_time.iso_utc_many`).
+    """
     return {
         "event_id": event_id,
-        "event_timestamp": None if event_time_s is None else iso_utc(event_time_s),
-        "detected_at": iso_utc(detected_at_s),
+        "event_timestamp": event_timestamp,
+        "detected_at": detected_at,
         "score": score,
         "threshold": threshold,
         "p_value": p_value,

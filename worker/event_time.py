@@ -6,6 +6,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 #: Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 MILLISECONDS_ABOVE = 1e11
 #: The last second Python's datetime can represent (9999-12-31T23:59:59Z); later times are unusable.
@@ -52,9 +55,21 @@ def _iso_seconds(text: str) -> float | None:
         return None
 
 
+#: The first second Python's datetime can represent (0001-01-01T00:00:00Z).
+EARLIEST_SECONDS = -62135596800.0
+
+
 def iso_utc(seconds: float) -> str | None:
-    """ISO-8601 UTC text (millisecond precision) of a unix time in seconds; ``None`` if unrepresentable."""
-    try:
-        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
-    except (OverflowError, OSError, ValueError):
-        return None
+    """ISO-8601 UTC text (milliseconds, truncated) of a unix time in seconds; ``None`` if unrepresentable."""
+    return iso_utc_many(np.array([seconds], dtype=np.float64))[0]
+
+
+def iso_utc_many(seconds: NDArray[np.float64]) -> list[str | None]:
+    """:func:`iso_utc` of each value in one vectorised call (NaN and out-of-range values give ``None``).
+
+    Example: ``1700000000.0137`` -> ``"2023-11-14T22:13:20.013+00:00"``.
+    """
+    usable = np.isfinite(seconds) & (seconds >= EARLIEST_SECONDS) & (seconds <= LATEST_SECONDS)
+    millis = np.floor(np.where(usable, seconds, 0.0) * 1000.0).astype(np.int64).astype("datetime64[ms]")
+    texts = np.datetime_as_string(millis, unit="ms").tolist()
+    return [f"{text}+00:00" if ok else None for text, ok in zip(texts, usable.tolist(), strict=True)]

@@ -23,7 +23,7 @@ from worker.errors import BrokerError, CommitError, PublishError
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel
 from worker.outputs import Sink, send_outputs
-from worker.pipeline import BatchResult, Flagged, Normal, RawRecord, score_batch
+from worker.pipeline import BatchResult, RawRecord, score_batch
 
 logger = logging.getLogger(__name__)
 
@@ -311,20 +311,15 @@ class WorkerLoop:
 
     def _count(self, result: BatchResult, dead_letters: int, acked_at: float) -> None:
         m = self.metrics
-        n_normal = n_flagged = 0
-        for outcome in result.outcomes:
-            if isinstance(outcome, Normal):
-                n_normal += 1
-            elif isinstance(outcome, Flagged):
-                n_flagged += 1
-                m.anomalies.labels(outcome.nearest_class).inc()
-            else:
-                m.rejected.labels(outcome.reason).inc()
-        m.events.labels("normal").inc(n_normal)
-        m.events.labels("anomaly").inc(n_flagged)
-        m.events.labels("rejected").inc(len(result.outcomes) - n_normal - n_flagged)
+        for flagged in result.flagged:
+            m.anomalies.labels(flagged.nearest_class).inc()
+        for rejected in result.rejected:
+            m.rejected.labels(rejected.reason).inc()
+        m.events.labels("normal").inc(result.n_normal)
+        m.events.labels("anomaly").inc(len(result.flagged))
+        m.events.labels("rejected").inc(len(result.rejected))
         m.dead_letters.inc(dead_letters)
-        m.batch_size.observe(len(result.outcomes))
+        m.batch_size.observe(len(result.records))
         m.observe_scores(result.scores, self._model.detector.threshold)
         m.observe_latencies(np.maximum(acked_at - result.event_times_s, 0.0).tolist())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from worker.anomaly_record import MODEL_VERSION_HEADER, encode_anomaly_record
-from worker.pipeline import BatchResult, Flagged, Rejected
+from worker.pipeline import BatchResult, Rejected
 
 Header = tuple[str, bytes]
 
@@ -46,19 +46,15 @@ def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter
     the original key, except a value over :data:`MAX_DEAD_LETTER_VALUE_BYTES`, which is
     dropped and its size recorded in a header. Returns ``(anomalies sent, dead letters sent)``.
     """
-    anomalies = dead_letters = 0
     version_header = [(MODEL_VERSION_HEADER, result.model_version.encode())]
-    for outcome in result.outcomes:
-        if isinstance(outcome, Flagged):
-            sink.send(output_topic, encode_anomaly_record(outcome.anomaly), outcome.event_id.encode(), version_header)
-            anomalies += 1
-        elif isinstance(outcome, Rejected):
-            record = outcome.record
-            headers = dead_letter_headers(outcome)
-            if record.value is not None and len(record.value) > MAX_DEAD_LETTER_VALUE_BYTES:
-                headers.append(("kestrel.error.value_dropped", str(len(record.value)).encode()))
-                sink.send(dead_letter_topic, None, record.key, headers)
-            else:
-                sink.send(dead_letter_topic, record.value, record.key, headers)
-            dead_letters += 1
-    return anomalies, dead_letters
+    for flagged in result.flagged:
+        sink.send(output_topic, encode_anomaly_record(flagged.anomaly), flagged.event_id.encode(), version_header)
+    for rejected in result.rejected:
+        record = rejected.record
+        headers = dead_letter_headers(rejected)
+        if record.value is not None and len(record.value) > MAX_DEAD_LETTER_VALUE_BYTES:
+            headers.append(("kestrel.error.value_dropped", str(len(record.value)).encode()))
+            sink.send(dead_letter_topic, None, record.key, headers)
+        else:
+            sink.send(dead_letter_topic, record.value, record.key, headers)
+    return len(result.flagged), len(result.rejected)

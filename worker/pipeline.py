@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from detector.errors import InvalidEventError
 from detector.model import Detector
 from worker.anomaly_record import build_anomaly_record
-from worker.event_time import LATEST_SECONDS, MILLISECONDS_ABOVE, epoch_seconds
+from worker.event_time import LATEST_SECONDS, MILLISECONDS_ABOVE, epoch_seconds, iso_utc, iso_utc_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +73,44 @@ Outcome = Normal | Flagged | Rejected
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Outcomes of one batch.
+    """Outcomes of one batch, kept in the shape the worker consumes them.
+
+    Normal events get no per-event object (they are most of the stream and only counted);
+    :meth:`outcomes` builds the full per-record list on demand.
 
     Attributes:
-        outcomes: one outcome per input record, in input order.
-        scores: scores of every scored (non-rejected) record, in input order.
+        records: the input records.
+        scored: ``(m,)`` input positions of the scored (not rejected) records, ascending.
+        scores: ``(m,)`` their scores, same order.
+        flagged: the scored events above the threshold, in input order.
+        rejected: the records that break the inbound contract, in input order.
         event_times_s: ``(n,)`` unix seconds per input record: the event timestamp, else the
             Kafka record timestamp (for end-to-end latency).
         model_version: the detector version that scored the batch.
     """
 
-    outcomes: list[Outcome]
+    records: Sequence[RawRecord]
+    scored: NDArray[np.intp]
     scores: NDArray[np.float64]
+    flagged: list[Flagged]
+    rejected: list[Rejected]
     event_times_s: NDArray[np.float64]
     model_version: str
+
+    @property
+    def n_normal(self) -> int:
+        return len(self.scores) - len(self.flagged)
+
+    def outcomes(self) -> list[Outcome]:
+        """One outcome per input record, in input order."""
+        out: list[Outcome | None] = [None] * len(self.records)
+        for position, score in zip(self.scored.tolist(), self.scores.tolist(), strict=True):
+            out[position] = Normal(self.records[position], score)
+        position_of = {id(record): i for i, record in enumerate(self.records)}
+        special: list[Flagged | Rejected] = [*self.flagged, *self.rejected]
+        for outcome in special:
+            out[position_of[id(outcome.record)]] = outcome
+        return [o for o in out if o is not None]
 
 
 def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_bytes: int, now_s: float) -> BatchResult:
@@ -97,27 +122,62 @@ def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_b
         max_value_bytes: values longer than this are rejected as ``too_large`` unparsed.
         now_s: unix seconds used as ``detected_at`` of anomaly records.
     """
-    n = len(records)
-    outcomes: list[Outcome | None] = [None] * n
-    event_times = np.array([r.timestamp_ms for r in records], dtype=np.float64) / 1000.0
-    events: list[dict[str, Any]] = []
-    positions: list[int] = []
-    for i, record in enumerate(records):
-        parsed = _parse(record, max_value_bytes)
-        if isinstance(parsed, Rejected):
-            outcomes[i] = parsed
-        else:
-            events.append(parsed)
-            positions.append(i)
-    scores = np.zeros(0, dtype=np.float64)
+    event_times = np.fromiter(map(_timestamp_ms, records), dtype=np.float64, count=len(records)) / 1000.0
+    events, positions, rejected = _parse_all(records, max_value_bytes)
+    scored = _Scored.empty()
     if events:
-        scores = _score_events(records, events, positions, detector, outcomes, event_times, now_s)
-    done = [o for o in outcomes if o is not None]
-    assert len(done) == n, "every record must get an outcome"
-    return BatchResult(done, scores, event_times, detector.version)
+        scored = _score_events(records, events, np.asarray(positions, dtype=np.intp), detector, event_times, now_s)
+        if scored.rejected:
+            rejected = sorted(rejected + scored.rejected, key=lambda item: item[0])
+    return BatchResult(
+        records=records,
+        scored=scored.positions,
+        scores=scored.scores,
+        flagged=scored.flagged,
+        rejected=[r for _, r in rejected],
+        event_times_s=event_times,
+        model_version=detector.version,
+    )
 
 
-def _parse(record: RawRecord, max_value_bytes: int) -> dict[str, Any] | Rejected:
+def _parse_all(
+    records: Sequence[RawRecord], max_value_bytes: int
+) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, Rejected]]]:
+    """JSON objects with their input positions, and the rejected records with theirs.
+
+    A batch of well-formed records (the common case) is parsed by one ``map``; the first bad
+    record sends the batch down the record-by-record path that says why each one is rejected.
+    """
+    values = list(map(_value, records))
+    try:
+        if values and max(map(len, values)) <= max_value_bytes:
+            events = list(map(orjson.loads, values))
+            if set(map(type, events)) == {dict}:
+                return events, list(range(len(records))), []
+    except (orjson.JSONDecodeError, TypeError):
+        pass
+    events, positions, rejected = [], [], []
+    for i, record in enumerate(records):
+        value = record.value
+        if value and len(value) <= max_value_bytes:
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict:
+                events.append(event)
+                positions.append(i)
+                continue
+        rejected.append((i, _rejection(record, max_value_bytes)))
+    return events, positions, rejected
+
+
+_value = attrgetter("value")
+_timestamp_ms = attrgetter("timestamp_ms")
+
+
+def _rejection(record: RawRecord, max_value_bytes: int) -> Rejected:
+    """Why a record that failed the inline fast path is rejected."""
     value = record.value
     if not value:
         return Rejected(record, "empty", "InvalidEventError", "the record has no value")
@@ -132,54 +192,60 @@ def _parse(record: RawRecord, max_value_bytes: int) -> dict[str, Any] | Rejected
         except UnicodeDecodeError as utf8_exc:
             return Rejected(record, "not_utf8", "InvalidEventError", f"value is not UTF-8: {utf8_exc.reason}")
         return Rejected(record, "invalid_json", "InvalidEventError", f"value is not valid JSON: {exc}")
-    if not isinstance(event, dict):
-        return Rejected(record, "not_an_object", "InvalidEventError", f"JSON value is a {type(event).__name__}")
-    return event
+    return Rejected(record, "not_an_object", "InvalidEventError", f"JSON value is a {type(event).__name__}")
+
+
+@dataclass(frozen=True)
+class _Scored:
+    positions: NDArray[np.intp]
+    scores: NDArray[np.float64]
+    flagged: list[Flagged]
+    rejected: list[tuple[int, Rejected]]
+
+    @staticmethod
+    def empty() -> _Scored:
+        return _Scored(np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float64), [], [])
 
 
 def _score_events(
     records: Sequence[RawRecord],
     events: list[dict[str, Any]],
-    positions: list[int],
+    positions: NDArray[np.intp],
     detector: Detector,
-    outcomes: list[Outcome | None],
     event_times: NDArray[np.float64],
     now_s: float,
-) -> NDArray[np.float64]:
+) -> _Scored:
+    """Featurize, embed and score the parsed events; anomaly records for the flagged ones."""
     features, errors = detector.featurizer.transform_valid(events)
-    for j, err in errors.items():
-        outcomes[positions[j]] = _rejected(records[positions[j]], err)
-    valid = np.array([j for j in range(len(events)) if j not in errors], dtype=np.intp) if errors else None
-    if valid is not None:
+    rejected = [(int(positions[j]), _rejected(records[positions[j]], err)) for j, err in errors.items()]
+    if errors:
+        valid = np.setdiff1d(np.arange(len(events)), np.fromiter(errors, dtype=np.intp, count=len(errors)))
         if len(valid) == 0:
-            return np.zeros(0, dtype=np.float64)
-        features = features[valid]
+            return _Scored(valid, np.zeros(0, dtype=np.float64), [], rejected)
+        features, positions, events = features[valid], positions[valid], [events[j] for j in valid.tolist()]
     result = detector.scorer.score(detector.embed(features))
-    valid_list = list(range(len(events))) if valid is None else valid.tolist()
-    own_times = _event_times(events, valid_list, detector.spec.timestamp_field)
-    for k, seconds in enumerate(own_times):
-        if seconds is not None:
-            event_times[positions[valid_list[k]]] = seconds
-    scores = result.score.tolist()
-    flagged = np.flatnonzero(result.flagged).tolist()
-    flagged_set = set(flagged)
-    for k, j in enumerate(valid_list):
-        if k not in flagged_set:
-            position = positions[j]
-            outcomes[position] = Normal(records[position], scores[k])
-    if flagged:
-        rows = np.asarray(flagged, dtype=np.intp)
-        flagged_events = [events[valid_list[k]] for k in flagged]
+    own_times = _event_times(events, detector.spec.timestamp_field)
+    known = ~np.isnan(own_times)
+    event_times[positions[known]] = own_times[known]
+    flagged: list[Flagged] = []
+    rows = np.flatnonzero(result.flagged)
+    if len(rows):
+        flagged_events = [events[k] for k in rows.tolist()]
         explanations = detector.explainer.explain(features[rows], result.nearest_centroid[rows], flagged_events, top=3)
-        for k, event, deviations in zip(flagged, flagged_events, explanations, strict=True):
-            record = records[positions[valid_list[k]]]
+        detected_at = iso_utc(now_s)
+        timestamps = iso_utc_many(own_times[rows])
+        for k, event, deviations, timestamp in zip(
+            rows.tolist(), flagged_events, explanations, timestamps, strict=True
+        ):
+            record = records[positions[k]]
             event_id = _event_id(event, detector.spec.id_field, record)
             nearest_class = detector.scorer.class_names[int(result.nearest_class[k])]
+            score = float(result.score[k])
             anomaly = build_anomaly_record(
                 event_id=event_id,
-                event_time_s=own_times[k],
-                detected_at_s=now_s,
-                score=scores[k],
+                event_timestamp=timestamp,
+                detected_at=detected_at,
+                score=score,
                 threshold=detector.threshold,
                 p_value=float(result.p_value[k]),
                 nearest_class=nearest_class,
@@ -189,23 +255,26 @@ def _score_events(
                 deviations=deviations,
                 event=event,
             )
-            outcomes[positions[valid_list[k]]] = Flagged(record, event_id, scores[k], nearest_class, anomaly)
-    return result.score
+            flagged.append(Flagged(record, event_id, score, nearest_class, anomaly))
+    return _Scored(positions, result.score, flagged, rejected)
 
 
-def _event_times(events: list[dict[str, Any]], valid: list[int], field: str | None) -> list[float | None]:
-    """Event time (unix seconds) of each valid event; one vectorised pass when all are plain numbers."""
+def _event_times(events: list[dict[str, Any]], field: str | None) -> NDArray[np.float64]:
+    """Event time (unix seconds) of each event, NaN where absent or unusable.
+
+    One vectorised pass when all are plain numbers; otherwise value by value.
+    """
     if field is None:
-        return [None] * len(valid)
-    values = [events[j].get(field) for j in valid]
+        return np.full(len(events), np.nan)
+    values = [event.get(field) for event in events]
     if values and set(map(type, values)) <= {float, int}:
         seconds = np.asarray(values, dtype=np.float64)
         if np.isfinite(seconds).all() and (seconds >= 0).all():
             seconds = np.where(seconds > MILLISECONDS_ABOVE, seconds / 1000.0, seconds)
             if (seconds <= LATEST_SECONDS).all():
-                out: list[float | None] = seconds.tolist()
-                return out
-    return [epoch_seconds(v) for v in values]
+                return seconds
+    parsed = [epoch_seconds(v) for v in values]
+    return np.array([np.nan if s is None else s for s in parsed], dtype=np.float64)
 
 
 def _rejected(record: RawRecord, err: InvalidEventError) -> Rejected:

@@ -26,7 +26,7 @@ def _record(value: bytes | None, offset: int = 0, key: bytes | None = None) -> R
 
 def _score(detector: Detector, values: list[bytes | None], limit: int = 65536) -> list[Any]:
     records = [_record(v, i) for i, v in enumerate(values)]
-    return score_batch(records, detector, max_value_bytes=limit, now_s=1_800_000_000.0).outcomes
+    return score_batch(records, detector, max_value_bytes=limit, now_s=1_800_000_000.0).outcomes()
 
 
 def test_outcomes_match_the_detector_in_input_order(detector: Detector, tiny_model: TinyModel) -> None:
@@ -151,7 +151,32 @@ def test_unusable_event_times_never_break_scoring(detector: Detector, tiny_model
     result = score_batch(
         [_record(orjson.dumps(e), i) for i, e in enumerate(events)], detector, max_value_bytes=65536, now_s=1.8e9
     )
-    flagged = [o for o in result.outcomes if isinstance(o, Flagged)]
+    flagged = [o for o in result.outcomes() if isinstance(o, Flagged)]
     assert flagged  # anomaly records are built for events whose time cannot be represented...
     assert all(o.anomaly["event_timestamp"] is None for o in flagged)  # ...without a timestamp
     assert (result.event_times_s == 1_700_000_000.0).all()  # the Kafka timestamp stands in
+
+
+def test_mixed_batch_keeps_every_record_in_input_order(detector: Detector, tiny_model: TinyModel) -> None:
+    good, attack = tiny_model.normal_events[:2], tiny_model.attack_events[:200]
+    values = [
+        orjson.dumps(good[0]),
+        b"{oops",
+        orjson.dumps({**good[1], "src_bytes": "abc"}),
+        *[orjson.dumps(e) for e in attack],
+        None,
+    ]
+    result = score_batch([_record(v, i) for i, v in enumerate(values)], detector, max_value_bytes=65536, now_s=0.0)
+    assert [(r.record.offset, r.reason) for r in result.rejected] == [
+        (1, "invalid_json"),
+        (2, "wrong_type"),
+        (len(values) - 1, "empty"),
+    ]
+    assert result.scored.tolist() == [0, *range(3, len(values) - 1)]
+    assert result.n_normal + len(result.flagged) + len(result.rejected) == len(values)
+    assert [f.record.offset for f in result.flagged] == sorted(f.record.offset for f in result.flagged)
+    outcomes = result.outcomes()
+    assert [o.record.offset for o in outcomes] == list(range(len(values)))
+    expected = detector.score_records([good[0], *attack])
+    assert [isinstance(o, Flagged) for o in outcomes if not isinstance(o, Rejected)] == expected.flagged.tolist()
+    assert result.scores == pytest.approx(expected.scores, abs=1e-4)
