@@ -65,7 +65,7 @@ def raw_centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray)
 
 def run_fit(records: list[dict[str, Any]], label: str | None, seed: int, cal_fraction: float, fpr: float):
     spec = infer_spec(records, label_field=label)
-    train = TrainConfig.model_validate(TRAIN_OVERRIDES | {"seed": seed, "threads": 2, "progress": False})
+    train = TrainConfig.model_validate({"threads": 2} | TRAIN_OVERRIDES | {"seed": seed, "progress": False})
     config = FitConfig.model_validate(
         FIT_OVERRIDES | {"target_fpr": fpr, "calibration_fraction": cal_fraction, "train": train}
     )

@@ -37,16 +37,15 @@ class Centroids:
     assignment: NDArray[np.intp]
 
 
-def centroid_counts(labels: NDArray[np.intp], n_classes: int, budget: int, min_members: int = 20) -> list[int]:
-    """Centroids per class: ``budget`` shared in proportion to class size.
+def centroid_counts(labels: NDArray[np.intp], n_classes: int, per_class: int, min_members: int = 20) -> list[int]:
+    """Centroids per class: up to ``per_class`` each, and no more than one per ``min_members`` rows.
 
-    Every class gets at least one; no centroid is planned for fewer than ``min_members`` rows,
-    so a small class keeps a single mean. A large class usually holds several modes (kinds of
-    "normal"), which is what several centroids are for.
+    Every class with members gets at least one, so a small class keeps a single mean. A large
+    class usually holds several modes (kinds of "normal"), which is what several centroids are
+    for; each class gets its own allowance, so adding classes does not thin out the others.
     """
     sizes = np.bincount(labels, minlength=n_classes)
-    share = budget * sizes / max(int(sizes.sum()), 1)
-    return [int(max(1, min(round(s), n // min_members))) if n else 0 for s, n in zip(share, sizes, strict=True)]
+    return [int(max(1, min(per_class, n // min_members))) if n else 0 for n in sizes]
 
 
 def place_centroids(z: NDArray[np.float32], labels: NDArray[np.intp], counts: list[int], seed: int) -> Centroids:

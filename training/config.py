@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TrainConfig(BaseModel):
@@ -27,7 +27,8 @@ class TrainConfig(BaseModel):
         corruption_rate: share of fields replaced in a SCARF view.
         outlier_exposure: add synthetic outliers as negatives (see :mod:`training.outliers`).
         outlier_rate: share of fields altered in a synthetic outlier.
-        outlier_noise: standard deviations of noise added to an altered numeric field.
+        outlier_noise: standard deviations of noise added to an altered numeric field, or
+            ``"auto"``: from the training rows' neighbour gaps (:func:`training.outliers.noise_scale_for`).
         validation_fraction: share of the training normals held out for early stopping.
         threads: torch CPU threads (None = leave torch's default).
         max_seconds: wall-clock budget for the loop (None = unbounded).
@@ -50,12 +51,19 @@ class TrainConfig(BaseModel):
     corruption_rate: float = Field(default=0.3, ge=0, le=1)
     outlier_exposure: bool = True
     outlier_rate: float = Field(default=0.1, gt=0, le=1)
-    outlier_noise: float = Field(default=5.0, gt=0)
+    outlier_noise: float | Literal["auto"] = Field(default=5.0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)
     max_seconds: float | None = Field(default=None, gt=0)
     progress: bool = True
+
+    @field_validator("outlier_noise")
+    @classmethod
+    def _positive_noise(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value <= 0:
+            raise ValueError("outlier_noise must be positive or 'auto'")
+        return value
 
     @property
     def effective_margin(self) -> float:

@@ -46,7 +46,8 @@ class FitConfig(BaseModel):
     Attributes:
         target_fpr: false-positive rate the threshold is calibrated for.
         calibration_fraction: share of normals (per class) held out to calibrate.
-        centroid_budget: total centroids, shared between classes in proportion to their size.
+        centroids_per_class: most centroids per normal class (k-means inside the class; at most one
+            per 20 training members).
         radius_shrinkage: pseudo-members pulling each centroid's radius toward the global one
             (``None`` = one radius shared by all centroids).
         cluster_candidates: k values tried when deriving classes from unlabelled data.
@@ -56,7 +57,7 @@ class FitConfig(BaseModel):
 
     target_fpr: float = Field(default=0.01, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, gt=0, lt=0.9)
-    centroid_budget: int = Field(default=64, ge=1)
+    centroids_per_class: int = Field(default=64, ge=1)
     radius_shrinkage: float | None = Field(default=None, ge=0)
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     train: TrainConfig = TrainConfig()
@@ -118,7 +119,7 @@ def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: Fi
         class_names, y_train, selection = _derive_classes(z_train, config)
     else:
         selection = {"criterion": "given by label column", "k": len(class_names)}
-    counts = centroid_counts(y_train, len(class_names), config.centroid_budget)
+    counts = centroid_counts(y_train, len(class_names), config.centroids_per_class)
     centroids = place_centroids(z_train, y_train, counts, config.train.seed)
     radius = radii(z_train, centroids, config.radius_shrinkage)
     provisional = build_scorer(centroids, radius, class_names, np.zeros(1), 0.0)

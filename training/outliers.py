@@ -11,7 +11,9 @@ least the margin away from every normal row.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from detector.features import Featurizer
@@ -72,6 +74,36 @@ class SyntheticOutliers:
             one_hot[torch.arange(len(rows)), torch.randint(0, len(block), (len(rows),), generator=g)] = 1.0
             out[rows.unsqueeze(1), block.unsqueeze(0)] = one_hot
         return out
+
+
+#: Synthetic outliers are pushed at least this many standard deviations off (dense data sets).
+MIN_NOISE_SCALE = 5.0
+#: ... and at least this many typical neighbour gaps (the median distance to the 5th nearest neighbour).
+NEIGHBOUR_GAPS = 15.0
+
+
+def noise_scale_for(x: NDArray[np.float32], seed: int, sample: int = 2000, chunk: int = 256) -> float:
+    """Outlier noise scale from featurized training rows: ``max(5, 15 * median 5-NN distance)``.
+
+    The opt-in ``outlier_noise="auto"``. On dense data (NSL-KDD's normal traffic: median distance
+    to the 5th neighbour 0.34 in standardised units) this is about 5 standard deviations. Where
+    normal rows lie far apart (satellite 1.6, cardio 2.2), outliers 5 deviations off in a few
+    fields sit inside the normals' own gaps, and the scale grows with the gaps. Measured effect
+    (README, Benchmarks): satellite 0.824 -> 0.881 AUROC, cardio and thyroid slightly up,
+    NSL-KDD 0.961 -> 0.957, pendigits 0.980 -> 0.976; hence not the default.
+    """
+    if len(x) < 7:
+        return MIN_NOISE_SCALE
+    rng = np.random.default_rng(seed)
+    rows = x[rng.choice(len(x), min(sample, len(x)), replace=False)].astype(np.float64)
+    data = x.astype(np.float64)
+    sq = (data**2).sum(axis=1)
+    fifth: list[NDArray[np.float64]] = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        d2 = (part**2).sum(axis=1)[:, None] + sq[None, :] - 2.0 * part @ data.T
+        fifth.append(np.sqrt(np.maximum(np.partition(d2, 5, axis=1)[:, 5], 0.0)))  # [:, 0] is the row itself
+    return max(MIN_NOISE_SCALE, NEIGHBOUR_GAPS * float(np.median(np.concatenate(fifth))))
 
 
 class ColumnLayout:

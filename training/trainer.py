@@ -20,7 +20,7 @@ from detector.encoder import Encoder, EncoderConfig
 from training.config import TrainConfig
 from training.corruption import ScarfCorruption, column_groups_from_fields
 from training.objective import MetricObjective
-from training.outliers import ColumnLayout, SyntheticOutliers
+from training.outliers import ColumnLayout, SyntheticOutliers, noise_scale_for
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,11 @@ def make_objective(
     outliers = None
     if config.outlier_exposure:
         outliers = SyntheticOutliers(
-            layout.numeric_columns, layout.category_blocks, config.outlier_rate, config.outlier_noise, seed
+            layout.numeric_columns,
+            layout.category_blocks,
+            config.outlier_rate,
+            noise_scale_for(x_fit, seed) if config.outlier_noise == "auto" else config.outlier_noise,
+            seed,
         )
     return MetricObjective(labels, config, views, outliers)
 

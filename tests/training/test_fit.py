@@ -146,7 +146,7 @@ def digits_records() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[d
 def test_labelled_fit_gives_centroids_per_class_and_flags_an_unseen_class(loss: str) -> None:
     train, held_out, anomalies = digits_records()
     spec = FeatureSpec(numeric=[f"f{j}" for j in range(64)], label_field="class")
-    config = FitConfig(target_fpr=0.05, centroid_budget=9, train=FAST.model_copy(update={"loss": loss}))
+    config = FitConfig(target_fpr=0.05, centroids_per_class=3, train=FAST.model_copy(update={"loss": loss}))
     result = fit_detector(train, spec, config)
     scorer = result.detector.scorer
     assert scorer.class_names == ["0", "1", "2"]
