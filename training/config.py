@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
     @field_validator("outlier_noise")
     @classmethod
     def _positive_noise(cls, value: float | str) -> float | str:
-        if not isinstance(value, str) and value <= 0:
+        if not isinstance(value, str) and not value > 0:  # NaN too
             raise ValueError("outlier_noise must be positive or 'auto'")
         return value
 

@@ -95,10 +95,11 @@ def noise_scale_for(x: NDArray[np.float32], seed: int, sample: int = 2000, chunk
     if len(x) < 7:
         return MIN_NOISE_SCALE
     rng = np.random.default_rng(seed)
-    rows = x[rng.choice(len(x), min(sample, len(x)), replace=False)].astype(np.float64)
-    data = x.astype(np.float64)
+    data = np.asarray(x, dtype=np.float32)
+    rows = data[rng.choice(len(data), min(sample, len(data)), replace=False)]
     sq = (data**2).sum(axis=1)
-    fifth: list[NDArray[np.float64]] = []
+    chunk = max(1, min(chunk, 4_000_000 // len(data)))  # at most ~16 MB of distances at a time
+    fifth: list[NDArray[np.float32]] = []
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         d2 = (part**2).sum(axis=1)[:, None] + sq[None, :] - 2.0 * part @ data.T

@@ -60,7 +60,10 @@ EARLIEST_SECONDS = -62135596800.0
 
 
 def iso_utc(seconds: float) -> str | None:
-    """ISO-8601 UTC text (milliseconds, truncated) of a unix time in seconds; ``None`` if unrepresentable."""
+    """ISO-8601 UTC text of a unix time in seconds; ``None`` if unrepresentable.
+
+    Rounded to the microsecond, then cut to milliseconds, as ``datetime.isoformat`` does.
+    """
     return iso_utc_many(np.array([seconds], dtype=np.float64))[0]
 
 
@@ -69,7 +72,9 @@ def iso_utc_many(seconds: NDArray[np.float64]) -> list[str | None]:
 
     Example: ``1700000000.0137`` -> ``"2023-11-14T22:13:20.013+00:00"``.
     """
-    usable = np.isfinite(seconds) & (seconds >= EARLIEST_SECONDS) & (seconds <= LATEST_SECONDS)
-    millis = np.floor(np.where(usable, seconds, 0.0) * 1000.0).astype(np.int64).astype("datetime64[ms]")
+    usable = np.isfinite(seconds) & (seconds >= EARLIEST_SECONDS) & (seconds < LATEST_SECONDS + 1.0)
+    # As datetime does: round to the microsecond (so 1099006878.916 stays .916), then cut to the ms.
+    micros = np.round(np.where(usable, seconds, 0.0) * 1e6).astype(np.int64)
+    millis = (micros // 1000).astype("datetime64[ms]")
     texts = np.datetime_as_string(millis, unit="ms").tolist()
     return [f"{text}+00:00" if ok else None for text, ok in zip(texts, usable.tolist(), strict=True)]

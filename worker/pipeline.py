@@ -83,6 +83,7 @@ class BatchResult:
         scored: ``(m,)`` input positions of the scored (not rejected) records, ascending.
         scores: ``(m,)`` their scores, same order.
         flagged: the scored events above the threshold, in input order.
+        flagged_at: ``(f,)`` their input positions.
         rejected: the records that break the inbound contract, in input order.
         event_times_s: ``(n,)`` unix seconds per input record: the event timestamp, else the
             Kafka record timestamp (for end-to-end latency).
@@ -93,6 +94,7 @@ class BatchResult:
     scored: NDArray[np.intp]
     scores: NDArray[np.float64]
     flagged: list[Flagged]
+    flagged_at: NDArray[np.intp]
     rejected: list[Rejected]
     event_times_s: NDArray[np.float64]
     model_version: str
@@ -106,11 +108,14 @@ class BatchResult:
         out: list[Outcome | None] = [None] * len(self.records)
         for position, score in zip(self.scored.tolist(), self.scores.tolist(), strict=True):
             out[position] = Normal(self.records[position], score)
-        position_of = {id(record): i for i, record in enumerate(self.records)}
-        special: list[Flagged | Rejected] = [*self.flagged, *self.rejected]
-        for outcome in special:
-            out[position_of[id(outcome.record)]] = outcome
-        return [o for o in out if o is not None]
+        for position, flagged in zip(self.flagged_at.tolist(), self.flagged, strict=True):
+            out[position] = flagged
+        rejected_at = np.setdiff1d(np.arange(len(self.records)), self.scored).tolist()
+        for position, rejected in zip(rejected_at, self.rejected, strict=True):
+            out[position] = rejected
+        done = [o for o in out if o is not None]
+        assert len(done) == len(self.records), "every record must get an outcome"
+        return done
 
 
 def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_bytes: int, now_s: float) -> BatchResult:
@@ -134,6 +139,7 @@ def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_b
         scored=scored.positions,
         scores=scored.scores,
         flagged=scored.flagged,
+        flagged_at=scored.flagged_at,
         rejected=[r for _, r in rejected],
         event_times_s=event_times,
         model_version=detector.version,
@@ -200,11 +206,13 @@ class _Scored:
     positions: NDArray[np.intp]
     scores: NDArray[np.float64]
     flagged: list[Flagged]
+    flagged_at: NDArray[np.intp]
     rejected: list[tuple[int, Rejected]]
 
     @staticmethod
     def empty() -> _Scored:
-        return _Scored(np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float64), [], [])
+        none = np.zeros(0, dtype=np.intp)
+        return _Scored(none, np.zeros(0, dtype=np.float64), [], none, [])
 
 
 def _score_events(
@@ -221,7 +229,7 @@ def _score_events(
     if errors:
         valid = np.setdiff1d(np.arange(len(events)), np.fromiter(errors, dtype=np.intp, count=len(errors)))
         if len(valid) == 0:
-            return _Scored(valid, np.zeros(0, dtype=np.float64), [], rejected)
+            return _Scored(valid, np.zeros(0, dtype=np.float64), [], valid, rejected)
         features, positions, events = features[valid], positions[valid], [events[j] for j in valid.tolist()]
     result = detector.scorer.score(detector.embed(features))
     own_times = _event_times(events, detector.spec.timestamp_field)
@@ -256,7 +264,7 @@ def _score_events(
                 event=event,
             )
             flagged.append(Flagged(record, event_id, score, nearest_class, anomaly))
-    return _Scored(positions, result.score, flagged, rejected)
+    return _Scored(positions, result.score, flagged, positions[rows], rejected)
 
 
 def _event_times(events: list[dict[str, Any]], field: str | None) -> NDArray[np.float64]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from training.config import TrainConfig
 from training.outliers import MIN_NOISE_SCALE, NEIGHBOUR_GAPS, SyntheticOutliers, noise_scale_for
 
 
@@ -34,6 +35,12 @@ def test_rejects_bad_arguments() -> None:
         SyntheticOutliers([0], [], rate=0.0)
     with pytest.raises(ValueError, match="at least one"):
         SyntheticOutliers([], [])
+
+
+@pytest.mark.parametrize("noise", [0.0, -1.0, float("nan"), "loud"])
+def test_train_config_refuses_a_bad_outlier_noise(noise: object) -> None:
+    with pytest.raises(ValueError, match="outlier_noise"):
+        TrainConfig.model_validate({"outlier_noise": noise})
 
 
 def test_noise_scale_is_the_floor_on_dense_data() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,21 @@ def test_epoch_seconds(value: Any, seconds: float | None) -> None:
 
 def test_iso_utc_format_and_unrepresentable_times() -> None:
     assert iso_utc(1_700_000_000.0137) == "2023-11-14T22:13:20.013+00:00"
+    assert iso_utc(1_099_006_878.916) == "2004-10-28T23:41:18.916+00:00"  # float error must not cost a ms
     assert iso_utc(LATEST_SECONDS) == "9999-12-31T23:59:59.000+00:00"
+    assert iso_utc(LATEST_SECONDS + 0.9) == "9999-12-31T23:59:59.900+00:00"
     assert iso_utc_many(np.array([np.nan, LATEST_SECONDS + 1, -1e300, 0.0])) == [
         None,
         None,
         None,
         "1970-01-01T00:00:00.000+00:00",
     ]
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))  # to 2100 (beyond, float seconds blur the ms)
+def test_whole_milliseconds_format_exactly_as_datetime_does(millis: int) -> None:
+    seconds = millis / 1000
+    assert iso_utc(seconds) == datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 @given(st.floats(min_value=0, max_value=LATEST_SECONDS))
