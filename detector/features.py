@@ -56,7 +56,6 @@ class Featurizer:
         self._optional = frozenset(spec.optional)
         self._index: dict[str, dict[str, int]] = {}
         self._numeric_getter = operator.itemgetter(*spec.numeric) if spec.numeric else None
-        self._categorical_getter = operator.itemgetter(*spec.categorical) if spec.categorical else None
 
     # ----------------------------------------------------------------- fitting
     def fit(self, records: Records) -> Featurizer:
@@ -184,33 +183,11 @@ class Featurizer:
             if field in self._optional:
                 out[:, col] = missing[:, j]
                 col += 1
-        indices = self._categorical_fast(records)
-        if indices is None:
-            indices = np.stack([self._category_column(records, f, errors) for f in self.spec.categorical], axis=1)
-        starts = [col]
-        for field in self.spec.categorical[:-1]:
-            starts.append(starts[-1] + self._block_width(field, self._fitted_vocab()))
-        out[np.arange(n)[:, None], indices + np.asarray(starts, dtype=np.intp)] = 1.0
+        for field in self.spec.categorical:
+            idx = self._category_column(records, field, errors)
+            out[np.arange(n), col + idx] = 1.0
+            col += self._block_width(field, self._fitted_vocab())
         return out, errors
-
-    def _categorical_fast(self, records: Records) -> NDArray[np.intp] | None:
-        """``(n, n_categorical)`` vocabulary indices in one pass when every value is a string; else ``None``."""
-        n_cat = len(self.spec.categorical)
-        if n_cat == 0 or not records:
-            return np.empty((len(records), n_cat), dtype=np.intp)
-        try:
-            rows = list(map(self._categorical_getter, records))  # type: ignore[arg-type]
-        except (KeyError, TypeError):
-            return None
-        if n_cat == 1:
-            rows = [(v,) for v in rows]
-        if not set(map(type, chain.from_iterable(rows))) <= {str}:
-            return None
-        out = np.empty((len(rows), n_cat), dtype=np.intp)
-        for j, (field, column) in enumerate(zip(self.spec.categorical, zip(*rows, strict=True), strict=True)):
-            index = self._index[field]
-            out[:, j] = list(map(index.get, column, repeat(len(index), len(rows))))
-        return out
 
     def _numeric_fast(self, records: Records) -> NDArray[np.float64] | None:
         """Whole numeric block in one pass when every value is a finite int/float; else ``None``.

@@ -18,7 +18,7 @@ def test_every_outlier_differs_from_its_row_and_one_hot_blocks_stay_one_hot() ->
     assert outliers[:, 3:].sum(1).eq(1).all()
     moved_numeric = outliers[:, :3].ne(0).any(1)
     moved_category = outliers[:, 3].ne(1)
-    # at least one field per row is altered (a category may be redrawn as itself: then a numeric one moved or not)
+    # one field per row at least is drawn; a redrawn category may land on its old value, so a few rows stay put
     assert (moved_numeric | moved_category).float().mean() > 0.9
     assert outliers[:, :3][outliers[:, :3] != 0].abs().mean() > 2.0  # about 5 sigmas of noise where altered
 
