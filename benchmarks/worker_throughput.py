@@ -82,6 +82,15 @@ def pipeline_rates(model_dir: Path, values: list[bytes], batch: int = 500, passe
     return rates
 
 
+def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> None:
+    print(f"events: {len(values)}, mean size {np.mean([len(v) for v in values]):.0f} bytes")
+    rates = pipeline_rates(model_dir, values)
+    print(
+        f"pipeline alone (batch 500, 1 thread): median {np.median(rates):,.0f} events/s over {len(rates)} passes "
+        f"(range {min(rates):,.0f}-{max(rates):,.0f})"
+    )
+
+
 def worker_rate(model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int]) -> tuple[float, WorkerProcess]:
     worker = WorkerProcess(model_dir, bootstrap, topics)
     worker.wait_ready(60)
@@ -155,17 +164,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--pipeline-only", action="store_true", help="only the pure-pipeline figure (no broker)")
     args = parser.parse_args()
+    if args.pipeline_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_pipeline_rate(build_tiny_model(Path(tmp) / "model").path, make_events(args.events))
+        return
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         model_dir = build_tiny_model(Path(tmp) / "model").path
         bootstrap = broker.bootstrap_servers
         values = make_events(args.events)
-        print(f"events: {len(values)}, mean size {np.mean([len(v) for v in values]):.0f} bytes")
-        rates = pipeline_rates(model_dir, values)
-        print(
-            f"pipeline alone (batch 500, 1 thread): median {np.median(rates):,.0f} events/s over {len(rates)} passes "
-            f"(range {min(rates):,.0f}-{max(rates):,.0f})"
-        )
+        print_pipeline_rate(model_dir, values)
         topics = Topics.unique(bootstrap)
         ends = produce(bootstrap, topics.input, values, linger_ms=20, batch_size=256 * 1024)
         bare = bare_consumer_rate(bootstrap, topics.input, len(values))
