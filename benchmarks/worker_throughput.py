@@ -30,11 +30,24 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "worker")]
 
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, produce, wait_for  # noqa: E402
-from tiny_model import build_tiny_model, load_rows, to_event  # noqa: E402
+from tiny_model import load_rows, to_event  # noqa: E402
 
 from detector.model import Detector  # noqa: E402
+from detector.spec_inference import infer_spec  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.fit import FitConfig, fit_detector  # noqa: E402
 from worker.embedded_broker import EmbeddedBroker  # noqa: E402
-from worker.pipeline import RawRecord, score_batch  # noqa: E402
+from worker.outcomes import RawRecord  # noqa: E402
+from worker.pipeline import score_batch  # noqa: E402
+
+
+def train_model(out_dir: Path) -> Path:
+    """The model the worker is measured with: trained with the trainer's defaults on NSL-KDD's normal rows."""
+    rows = load_rows(30_000)
+    normal = [to_event(r, i, 1_700_000_000.0 + i) for i, r in enumerate(rows) if r["label"] == "normal"]
+    spec = infer_spec(normal, id_field="event_id", timestamp_field="ts")
+    fit = fit_detector(normal, spec, FitConfig(train=TrainConfig(threads=2, progress=False)))
+    return fit.detector.save(out_dir, fit.metadata)
 
 
 def make_events(n: int, attack_share: float = 0.05) -> list[bytes]:
@@ -85,6 +98,15 @@ def pipeline_rates(model_dir: Path, values: list[bytes], batch: int = 500, passe
 def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> None:
     print(f"events: {len(values)}, mean size {np.mean([len(v) for v in values]):.0f} bytes")
     rates = pipeline_rates(model_dir, values)
+    detector = Detector.load(model_dir)
+    records = [RawRecord("events", 0, i, 0, None, v) for i, v in enumerate(values)]
+    flagged = sum(
+        len(score_batch(records[i : i + 500], detector, max_value_bytes=65536, now_s=0.0).flagged)
+        for i in range(0, len(records), 500)
+    )
+    print(
+        f"model {detector.version}: {flagged:,} of {len(values):,} events flagged ({100 * flagged / len(values):.1f}%)"
+    )
     print(
         f"pipeline alone (batch 500, 1 thread): median {np.median(rates):,.0f} events/s over {len(rates)} passes "
         f"(range {min(rates):,.0f}-{max(rates):,.0f})"
@@ -165,15 +187,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--pipeline-only", action="store_true", help="only the pure-pipeline figure (no broker)")
+    parser.add_argument("--model", type=Path, default=None, help="model to measure (default: train one, ~15 s)")
     args = parser.parse_args()
-    if args.pipeline_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            print_pipeline_rate(build_tiny_model(Path(tmp) / "model").path, make_events(args.events))
-        return
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
-        model_dir = build_tiny_model(Path(tmp) / "model").path
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or train_model(Path(tmp) / "model")
+        if args.pipeline_only:
+            print_pipeline_rate(model_dir, make_events(args.events))
+        else:
+            run_all(model_dir, args.events, args.latency_seconds)
+
+
+def run_all(model_dir: Path, n_events: int, latency_seconds: float) -> None:
+    with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
-        values = make_events(args.events)
+        values = make_events(n_events)
         print_pipeline_rate(model_dir, values)
         topics = Topics.unique(bootstrap)
         ends = produce(bootstrap, topics.input, values, linger_ms=20, batch_size=256 * 1024)
@@ -184,9 +211,9 @@ def main() -> None:
         worker.terminate(30)
         print(f"worker throughput: {rate:,.0f} events/s = {100 * rate / bare:.0f}% of the bare consumer")
         print(f"worker memory after the throughput run: RSS {rss:.0f} MB, peak {hwm:.0f} MB")
-        lat = steady_latency(model_dir, bootstrap, 2000, args.latency_seconds)
+        lat = steady_latency(model_dir, bootstrap, 2000, latency_seconds)
         print(
-            f"steady 2,000 events/s for {args.latency_seconds:.0f} s: {lat['anomalies']:.0f} anomaly records, "
+            f"steady 2,000 events/s for {latency_seconds:.0f} s: {lat['anomalies']:.0f} anomaly records, "
             f"end-to-end p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
             f"(worker histogram p99 <= {lat['worker_hist_p99_le_s']} s); RSS {lat['rss_mb']:.0f} MB, "
             f"peak {lat['hwm_mb']:.0f} MB"

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from detector.errors import InvalidEventError, NotFittedError
 from detector.schema import FeatureSpec
+from detector.typed_decode import DecodedBatch
 from detector.values import MISSING, canonical_category, parse_numeric
 
 UNKNOWN = "<unknown>"
@@ -34,6 +35,10 @@ DEFAULT_MAX_CATEGORIES = 256
 
 Records = Sequence[Mapping[str, Any]]
 _NUMBER_TYPES = frozenset({int, float})
+
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 class Featurizer:
@@ -166,28 +171,45 @@ class Featurizer:
         if self.center_ is None or self.scale_ is None or self.median_ is None:
             raise NotFittedError("the featurizer is not fitted")
         n = len(records)
-        out = np.zeros((n, self.n_features), dtype=np.float32)
         errors: dict[int, InvalidEventError] = {}
-        n_num = len(self.spec.numeric)
         raw = self._numeric_fast(records)
         if raw is None:
-            raw = np.empty((n, n_num), dtype=np.float64)
+            raw = np.empty((n, len(self.spec.numeric)), dtype=np.float64)
             for j, field in enumerate(self.spec.numeric):
                 raw[:, j] = self._numeric_column(records, field, errors)
+        categories = [self._category_column(records, field, errors) for field in self.spec.categorical]
+        return self._assemble(raw, categories), errors
+
+    def transform_decoded(self, batch: DecodedBatch) -> NDArray[np.float32]:
+        """Featurize columns that :class:`detector.typed_decode.TypedDecoder` already validated."""
+        categories = [
+            self._category_index(field, values)
+            for field, values in zip(self.spec.categorical, batch.categorical, strict=True)
+        ]
+        return self._assemble(batch.numeric, categories)
+
+    def _assemble(self, raw: NDArray[np.float64], categories: list[NDArray[np.intp]]) -> NDArray[np.float32]:
+        """The output matrix from raw numeric values (NaN = missing) and category indices."""
+        if self.center_ is None or self.scale_ is None or self.median_ is None:
+            raise NotFittedError("the featurizer is not fitted")
+        n = len(raw)
+        out = np.zeros((n, self.n_features), dtype=np.float32)
+        n_num = len(self.spec.numeric)
         raw = self._log(raw)
         missing = np.isnan(raw)
-        z = (np.where(missing, self.median_, raw) - self.center_) / self.scale_
+        with np.errstate(over="ignore"):  # a value beyond float range after scaling is clipped below
+            z = (np.where(missing, self.median_, raw) - self.center_) / self.scale_
         out[:, :n_num] = np.clip(z, -CLIP, CLIP)
         col = n_num
         for j, field in enumerate(self.spec.numeric):
             if field in self._optional:
                 out[:, col] = missing[:, j]
                 col += 1
-        for field in self.spec.categorical:
-            idx = self._category_column(records, field, errors)
-            out[np.arange(n), col + idx] = 1.0
+        rows = np.arange(n)
+        for field, idx in zip(self.spec.categorical, categories, strict=True):
+            out[rows, col + idx] = 1.0
             col += self._block_width(field, self._fitted_vocab())
-        return out, errors
+        return out
 
     def _numeric_fast(self, records: Records) -> NDArray[np.float64] | None:
         """Whole numeric block in one pass when every value is a finite int/float; else ``None``.
@@ -234,12 +256,22 @@ class Featurizer:
                 out[i] = 0.0
         return out
 
+    def _category_index(self, field: str, values: Sequence[str | None]) -> NDArray[np.intp]:
+        """Vocabulary positions of valid values: unknown bucket for unseen, missing bucket for ``None``."""
+        index = self._index[field]
+        unknown = len(index)
+        # None is never a vocabulary key: the lookup gives the unknown bucket, shifted to <missing> below.
+        idx = np.fromiter(map(index.get, values, repeat(unknown, len(values))), dtype=np.intp, count=len(values))  # type: ignore[arg-type]
+        if field in self._optional:
+            idx[np.fromiter(map(_is_none, values), dtype=bool, count=len(values))] = unknown + 1
+        return idx
+
     def _category_column(self, records: Records, field: str, errors: dict[int, InvalidEventError]) -> NDArray[np.intp]:
         index = self._index[field]
         unknown = len(index)
         values = [r.get(field, MISSING) for r in records]
         if set(map(type, values)) <= {str}:
-            return np.array(list(map(index.get, values, repeat(unknown, len(values)))), dtype=np.intp)
+            return self._category_index(field, values)
         optional = field in self._optional
         out = np.empty(len(values), dtype=np.intp)
         for i, value in enumerate(values):

@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from worker.errors import BrokerError, CommitError, PublishError
-from worker.pipeline import RawRecord
+from worker.outcomes import RawRecord
 from worker.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)

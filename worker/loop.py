@@ -22,8 +22,9 @@ import numpy as np
 from worker.errors import BrokerError, CommitError, PublishError
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel
+from worker.outcomes import BatchResult, RawRecord
 from worker.outputs import Sink, send_outputs
-from worker.pipeline import BatchResult, RawRecord, score_batch
+from worker.pipeline import score_batch
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from worker.anomaly_record import MODEL_VERSION_HEADER, encode_anomaly_record
-from worker.pipeline import BatchResult, Rejected
+from worker.outcomes import BatchResult, Rejected
 
 Header = tuple[str, bytes]
 

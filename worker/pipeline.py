@@ -1,8 +1,14 @@
 """The pure scoring pipeline: raw Kafka records + a loaded detector -> one outcome per record.
 
-No I/O, no Kafka, no metrics, no clock (the caller passes ``now_s``). Per batch: one orjson
-decode per record, one featurize (:meth:`Featurizer.transform_valid`), one encoder forward pass,
-one distance computation, and explanations only for the flagged rows.
+No I/O, no Kafka, no metrics, no clock (the caller passes ``now_s``). Per batch: one JSON
+decode per record, one featurize, one encoder forward pass, one distance computation, and
+explanations only for the flagged rows. Valid events of the expected JSON types (the common
+case) are decoded by the spec-typed decoder straight to feature columns
+(:class:`detector.typed_decode.TypedDecoder`; only flagged events are parsed to dicts, for their
+anomaly records); the values it refuses take the exact path (``orjson`` to dicts,
+:meth:`Featurizer.transform_valid`), which scores what is valid there (a numeric string, an
+integer category code) and says why the rest is rejected. Both paths score a valid event
+identically, and the batch still makes one forward pass.
 
 Rejection reasons decided here, before parsing: ``empty`` (no value or zero bytes), ``too_large``
 (more than ``max_value_bytes``), ``not_utf8``, ``invalid_json`` (including NaN/Infinity literals,
@@ -23,99 +29,10 @@ from numpy.typing import NDArray
 
 from detector.errors import InvalidEventError
 from detector.model import Detector
+from detector.scorer import ScoreResult
 from worker.anomaly_record import build_anomaly_record
 from worker.event_time import LATEST_SECONDS, MILLISECONDS_ABOVE, epoch_seconds, iso_utc, iso_utc_many
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One consumed Kafka record (``timestamp_ms``: the record's Kafka timestamp)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Normal:
-    """A scored event below the threshold."""
-
-    record: RawRecord
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class Flagged:
-    """A scored event above the threshold, with its anomaly record (a JSON-able dict)."""
-
-    record: RawRecord
-    event_id: str
-    score: float
-    nearest_class: str
-    anomaly: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record that breaks the inbound contract; it goes to the dead-letter topic untouched."""
-
-    record: RawRecord
-    reason: str
-    error_type: str
-    message: str
-
-
-Outcome = Normal | Flagged | Rejected
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """Outcomes of one batch, kept in the shape the worker consumes them.
-
-    Normal events get no per-event object (they are most of the stream and only counted);
-    :meth:`outcomes` builds the full per-record list on demand.
-
-    Attributes:
-        records: the input records.
-        scored: ``(m,)`` input positions of the scored (not rejected) records, ascending.
-        scores: ``(m,)`` their scores, same order.
-        flagged: the scored events above the threshold, in input order.
-        flagged_at: ``(f,)`` their input positions.
-        rejected: the records that break the inbound contract, in input order.
-        event_times_s: ``(n,)`` unix seconds per input record: the event timestamp, else the
-            Kafka record timestamp (for end-to-end latency).
-        model_version: the detector version that scored the batch.
-    """
-
-    records: Sequence[RawRecord]
-    scored: NDArray[np.intp]
-    scores: NDArray[np.float64]
-    flagged: list[Flagged]
-    flagged_at: NDArray[np.intp]
-    rejected: list[Rejected]
-    event_times_s: NDArray[np.float64]
-    model_version: str
-
-    @property
-    def n_normal(self) -> int:
-        return len(self.scores) - len(self.flagged)
-
-    def outcomes(self) -> list[Outcome]:
-        """One outcome per input record, in input order."""
-        out: list[Outcome | None] = [None] * len(self.records)
-        for position, score in zip(self.scored.tolist(), self.scores.tolist(), strict=True):
-            out[position] = Normal(self.records[position], score)
-        for position, flagged in zip(self.flagged_at.tolist(), self.flagged, strict=True):
-            out[position] = flagged
-        rejected_at = np.setdiff1d(np.arange(len(self.records)), self.scored).tolist()
-        for position, rejected in zip(rejected_at, self.rejected, strict=True):
-            out[position] = rejected
-        done = [o for o in out if o is not None]
-        assert len(done) == len(self.records), "every record must get an outcome"
-        return done
+from worker.outcomes import BatchResult, Flagged, RawRecord, Rejected
 
 
 def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_bytes: int, now_s: float) -> BatchResult:
@@ -128,43 +45,95 @@ def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_b
         now_s: unix seconds used as ``detected_at`` of anomaly records.
     """
     event_times = np.fromiter(map(_timestamp_ms, records), dtype=np.float64, count=len(records)) / 1000.0
-    events, positions, rejected = _parse_all(records, max_value_bytes)
-    scored = _Scored.empty()
-    if events:
-        scored = _score_events(records, events, np.asarray(positions, dtype=np.intp), detector, event_times, now_s)
-        if scored.rejected:
-            rejected = sorted(rejected + scored.rejected, key=lambda item: item[0])
+    values = list(map(_value, records))
+    typed = detector.typed_decoder.decode_batch(_screened(values, max_value_bytes))
+    rows = _Rows(
+        features=detector.featurizer.transform_decoded(typed),
+        positions=np.setdiff1d(np.arange(len(records)), typed.failed) if typed.failed else np.arange(len(records)),
+        own_times=_event_times(typed.timestamps),
+        events={},
+    )
+    rejected: list[tuple[int, Rejected]] = []
+    if typed.failed:
+        exact, rejected = _exact_rows(records, values, typed.failed, detector, max_value_bytes)
+        rows = rows.merged(exact)
+    scored, flagged = _score_rows(records, values, rows, detector, event_times, now_s)
     return BatchResult(
         records=records,
-        scored=scored.positions,
-        scores=scored.scores,
-        flagged=scored.flagged,
-        flagged_at=scored.flagged_at,
+        scored=rows.positions,
+        scores=scored.score,
+        flagged=flagged,
+        flagged_at=rows.positions[scored.flagged],
         rejected=[r for _, r in rejected],
         event_times_s=event_times,
         model_version=detector.version,
     )
 
 
-def _parse_all(
-    records: Sequence[RawRecord], max_value_bytes: int
-) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, Rejected]]]:
-    """JSON objects with their input positions, and the rejected records with theirs.
+@dataclass(frozen=True)
+class _Rows:
+    """Valid events of a batch, featurized, by ascending input position.
 
-    A batch of well-formed records (the common case) is parsed by one ``map``; the first bad
-    record sends the batch down the record-by-record path that says why each one is rejected.
+    ``events`` holds the dicts the exact path parsed (by input position); the typed path's events
+    are parsed from their bytes only when flagged.
     """
-    values = list(map(_value, records))
+
+    features: NDArray[np.float32]
+    positions: NDArray[np.intp]
+    own_times: NDArray[np.float64]
+    events: dict[int, dict[str, Any]]
+
+    def merged(self, other: _Rows) -> _Rows:
+        positions = np.concatenate([self.positions, other.positions])
+        order = np.argsort(positions, kind="stable")
+        return _Rows(
+            features=np.concatenate([self.features, other.features])[order],
+            positions=positions[order],
+            own_times=np.concatenate([self.own_times, other.own_times])[order],
+            events={**self.events, **other.events},
+        )
+
+
+def _screened(values: list[bytes | None], max_value_bytes: int) -> list[bytes | None]:
+    """The values, with oversized ones blanked so that only the exact path looks at them."""
     try:
-        if values and max(map(len, values)) <= max_value_bytes:
-            events = list(map(orjson.loads, values))
-            if set(map(type, events)) == {dict}:
-                return events, list(range(len(records))), []
-    except (orjson.JSONDecodeError, TypeError):
+        if max(map(len, values), default=0) <= max_value_bytes:  # type: ignore[arg-type]
+            return values
+    except TypeError:  # a record without a value: the typed decoder refuses None too
         pass
+    return [v if v is None or len(v) <= max_value_bytes else None for v in values]
+
+
+def _exact_rows(
+    records: Sequence[RawRecord],
+    values: list[bytes | None],
+    failed: list[int],
+    detector: Detector,
+    max_value_bytes: int,
+) -> tuple[_Rows, list[tuple[int, Rejected]]]:
+    """The exact path for the values the typed decoder refused: what is valid, and why the rest is not."""
+    subset = np.asarray(failed, dtype=np.intp)
+    sub_records = [records[i] for i in failed]
+    events, parsed_at, rejected = _parse_all(sub_records, [values[i] for i in failed], max_value_bytes)
+    features, errors = detector.featurizer.transform_valid(events)
+    if errors:
+        rejected += [(parsed_at[j], _rejected(sub_records[parsed_at[j]], err)) for j, err in errors.items()]
+        rejected.sort(key=lambda item: item[0])
+        keep = [j for j in range(len(events)) if j not in errors]
+        features, events, parsed_at = features[keep], [events[j] for j in keep], [parsed_at[j] for j in keep]
+    positions = subset[np.asarray(parsed_at, dtype=np.intp)]
+    field = detector.spec.timestamp_field
+    own_times = _event_times([event.get(field) for event in events] if field is not None else [None] * len(events))
+    rows = _Rows(features, positions, own_times, dict(zip(positions.tolist(), events, strict=True)))
+    return rows, [(int(subset[i]), r) for i, r in rejected]
+
+
+def _parse_all(
+    records: Sequence[RawRecord], values: list[bytes | None], max_value_bytes: int
+) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, Rejected]]]:
+    """JSON objects with their positions in ``records``, and the rejected records with theirs."""
     events, positions, rejected = [], [], []
-    for i, record in enumerate(records):
-        value = record.value
+    for i, (record, value) in enumerate(zip(records, values, strict=True)):
         if value and len(value) <= max_value_bytes:
             try:
                 event = orjson.loads(value)
@@ -183,7 +152,7 @@ _timestamp_ms = attrgetter("timestamp_ms")
 
 
 def _rejection(record: RawRecord, max_value_bytes: int) -> Rejected:
-    """Why a record that failed the inline fast path is rejected."""
+    """Why a record whose value is not a JSON object within the size limit is rejected."""
     value = record.value
     if not value:
         return Rejected(record, "empty", "InvalidEventError", "the record has no value")
@@ -201,81 +170,66 @@ def _rejection(record: RawRecord, max_value_bytes: int) -> Rejected:
     return Rejected(record, "not_an_object", "InvalidEventError", f"JSON value is a {type(event).__name__}")
 
 
-@dataclass(frozen=True)
-class _Scored:
-    positions: NDArray[np.intp]
-    scores: NDArray[np.float64]
-    flagged: list[Flagged]
-    flagged_at: NDArray[np.intp]
-    rejected: list[tuple[int, Rejected]]
-
-    @staticmethod
-    def empty() -> _Scored:
-        none = np.zeros(0, dtype=np.intp)
-        return _Scored(none, np.zeros(0, dtype=np.float64), [], none, [])
-
-
-def _score_events(
+def _score_rows(
     records: Sequence[RawRecord],
-    events: list[dict[str, Any]],
-    positions: NDArray[np.intp],
+    values: list[bytes | None],
+    rows: _Rows,
     detector: Detector,
     event_times: NDArray[np.float64],
     now_s: float,
-) -> _Scored:
-    """Featurize, embed and score the parsed events; anomaly records for the flagged ones."""
-    features, errors = detector.featurizer.transform_valid(events)
-    rejected = [(int(positions[j]), _rejected(records[positions[j]], err)) for j, err in errors.items()]
-    if errors:
-        valid = np.setdiff1d(np.arange(len(events)), np.fromiter(errors, dtype=np.intp, count=len(errors)))
-        if len(valid) == 0:
-            return _Scored(valid, np.zeros(0, dtype=np.float64), [], valid, rejected)
-        features, positions, events = features[valid], positions[valid], [events[j] for j in valid.tolist()]
-    result = detector.scorer.score(detector.embed(features))
-    own_times = _event_times(events, detector.spec.timestamp_field)
-    known = ~np.isnan(own_times)
-    event_times[positions[known]] = own_times[known]
+) -> tuple[ScoreResult, list[Flagged]]:
+    """Embed and score the rows (one forward pass); anomaly records for the flagged ones.
+
+    Writes each row's own event time into ``event_times`` (per input position) where it has one.
+    """
+    result = detector.scorer.score(detector.embed(rows.features))
+    known = ~np.isnan(rows.own_times)
+    event_times[rows.positions[known]] = rows.own_times[known]
     flagged: list[Flagged] = []
-    rows = np.flatnonzero(result.flagged)
-    if len(rows):
-        flagged_events = [events[k] for k in rows.tolist()]
-        explanations = detector.explainer.explain(features[rows], result.nearest_centroid[rows], flagged_events, top=3)
-        detected_at = iso_utc(now_s)
-        timestamps = iso_utc_many(own_times[rows])
-        for k, event, deviations, timestamp in zip(
-            rows.tolist(), flagged_events, explanations, timestamps, strict=True
-        ):
-            record = records[positions[k]]
-            event_id = _event_id(event, detector.spec.id_field, record)
-            nearest_class = detector.scorer.class_names[int(result.nearest_class[k])]
-            score = float(result.score[k])
-            anomaly = build_anomaly_record(
-                event_id=event_id,
-                event_timestamp=timestamp,
-                detected_at=detected_at,
-                score=score,
-                threshold=detector.threshold,
-                p_value=float(result.p_value[k]),
-                nearest_class=nearest_class,
-                nearest_distance=float(result.distance[k]),
-                margin=float(result.margin[k]),
-                model_version=detector.version,
-                deviations=deviations,
-                event=event,
-            )
-            flagged.append(Flagged(record, event_id, score, nearest_class, anomaly))
-    return _Scored(positions, result.score, flagged, positions[rows], rejected)
+    flagged_rows = np.flatnonzero(result.flagged)
+    if not len(flagged_rows):
+        return result, flagged
+    at = rows.positions[flagged_rows].tolist()
+    events = [rows.events[p] if p in rows.events else orjson.loads(values[p]) for p in at]
+    explanations = detector.explainer.explain(
+        rows.features[flagged_rows], result.nearest_centroid[flagged_rows], events, top=3
+    )
+    detected_at = iso_utc(now_s)
+    timestamps = iso_utc_many(rows.own_times[flagged_rows])
+    for k, position, event, deviations, timestamp in zip(
+        flagged_rows.tolist(), at, events, explanations, timestamps, strict=True
+    ):
+        record = records[position]
+        event_id = _event_id(event, detector.spec.id_field, record)
+        nearest_class = detector.scorer.class_names[int(result.nearest_class[k])]
+        score = float(result.score[k])
+        anomaly = build_anomaly_record(
+            event_id=event_id,
+            event_timestamp=timestamp,
+            detected_at=detected_at,
+            score=score,
+            threshold=detector.threshold,
+            p_value=float(result.p_value[k]),
+            nearest_class=nearest_class,
+            nearest_distance=float(result.distance[k]),
+            margin=float(result.margin[k]),
+            model_version=detector.version,
+            deviations=deviations,
+            event=event,
+        )
+        flagged.append(Flagged(record, event_id, score, nearest_class, anomaly))
+    return result, flagged
 
 
-def _event_times(events: list[dict[str, Any]], field: str | None) -> NDArray[np.float64]:
-    """Event time (unix seconds) of each event, NaN where absent or unusable.
+def _event_times(values: list[Any]) -> NDArray[np.float64]:
+    """Event time (unix seconds) of each timestamp-field value, NaN where absent or unusable.
 
     One vectorised pass when all are plain numbers; otherwise value by value.
     """
-    if field is None:
-        return np.full(len(events), np.nan)
-    values = [event.get(field) for event in events]
-    if values and set(map(type, values)) <= {float, int}:
+    types = set(map(type, values))
+    if types <= {type(None)}:
+        return np.full(len(values), np.nan)
+    if types <= {float, int}:
         seconds = np.asarray(values, dtype=np.float64)
         if np.isfinite(seconds).all() and (seconds >= 0).all():
             seconds = np.where(seconds > MILLISECONDS_ABOVE, seconds / 1000.0, seconds)

@@ -15,8 +15,8 @@ from worker.errors import BrokerError, CommitError, PublishError
 from worker.loop import LoopConfig, Partition, PartitionsCallback, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
+from worker.outcomes import RawRecord
 from worker.outputs import MAX_DEAD_LETTER_VALUE_BYTES
-from worker.pipeline import RawRecord
 
 CONFIG = LoopConfig(
     output_topic="out", dead_letter_topic="dlq", batch_wait_ms=0, idle_poll_ms=1,

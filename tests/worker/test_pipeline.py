@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -12,7 +14,8 @@ from tiny_model import TinyModel
 
 from detector.model import Detector
 from worker.anomaly_record import RECORD_FIELDS
-from worker.pipeline import Flagged, Normal, RawRecord, Rejected, score_batch
+from worker.outcomes import Flagged, Normal, RawRecord, Rejected
+from worker.pipeline import score_batch
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +192,48 @@ def test_the_same_record_object_twice_gets_two_outcomes(detector: Detector, tiny
     assert first is result.rejected[0] and last is result.rejected[1]
     assert isinstance(middle, Normal | Flagged) and middle.record is good
     assert len(result.rejected) == 2 and result.scored.tolist() == [1]
+
+
+def test_clean_batches_take_the_typed_fast_path_with_the_exact_paths_results(
+    detector: Detector, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = tiny_model.normal_events[:100] + tiny_model.attack_events[:100]
+    records = [_record(orjson.dumps(e), i) for i, e in enumerate(events)]
+    assert detector.typed_decoder.decode_batch([r.value for r in records]).failed == []
+    fast = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0)
+    decoder = Detector.load(tiny_model.path).typed_decoder
+    calls: list[bytes] = []
+
+    def refuse(value: bytes) -> None:
+        calls.append(value)
+        raise msgspec.ValidationError("refused")
+
+    monkeypatch.setattr(detector, "typed_decoder", decoder)
+    monkeypatch.setattr(decoder, "_decode", refuse)
+    exact = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0)
+    assert calls  # the second run went down the exact path
+    assert fast.flagged and len(fast.flagged) < len(events)
+    np.testing.assert_array_equal(fast.scores, exact.scores)
+    np.testing.assert_array_equal(fast.scored, exact.scored)
+    np.testing.assert_array_equal(fast.event_times_s, exact.event_times_s)
+    assert [f.anomaly for f in fast.flagged] == [f.anomaly for f in exact.flagged]
+
+
+def test_values_the_typed_decoder_refuses_are_scored_on_the_exact_path(
+    detector: Detector, tiny_model: TinyModel
+) -> None:
+    events = tiny_model.normal_events[:50] + tiny_model.attack_events[:50]
+    clean = [orjson.dumps(e) for e in events]
+    odd = list(clean)
+    odd[3] = orjson.dumps({**events[3], "src_bytes": str(events[3]["src_bytes"])})  # numeric string: valid
+    odd[60] = orjson.dumps({**events[60], "protocol_type": 7})  # integer category code: valid (unknown)
+    odd[70] = b"{oops"
+    assert detector.typed_decoder.decode_batch(odd).failed == [3, 60, 70]
+    base = score_batch([_record(v, i) for i, v in enumerate(clean)], detector, max_value_bytes=65536, now_s=0.0)
+    mixed = score_batch([_record(v, i) for i, v in enumerate(odd)], detector, max_value_bytes=65536, now_s=0.0)
+    assert [r.record.offset for r in mixed.rejected] == [70]
+    assert mixed.scored.tolist() == [i for i in range(100) if i != 70]
+    same = [i for i in range(100) if i not in (60, 70)]
+    np.testing.assert_array_equal(mixed.scores[[p for p in range(99) if p != 60]], base.scores[same])
+    assert [f.record.offset for f in mixed.flagged] == sorted(f.record.offset for f in mixed.flagged)
+    np.testing.assert_array_equal(mixed.flagged_at, [f.record.offset for f in mixed.flagged])
