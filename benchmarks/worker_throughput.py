@@ -39,6 +39,7 @@ from training.fit import FitConfig, fit_detector  # noqa: E402
 from worker.embedded_broker import EmbeddedBroker  # noqa: E402
 from worker.outcomes import RawRecord  # noqa: E402
 from worker.pipeline import score_batch  # noqa: E402
+from worker.typed_decode import TypedDecoder  # noqa: E402
 
 
 def train_model(out_dir: Path) -> Path:
@@ -84,13 +85,14 @@ def pipeline_rates(model_dir: Path, values: list[bytes], batch: int = 500, passe
     torch.set_num_threads(1)
     threadpool_limits(limits=1, user_api="blas")  # as the worker does
     detector = Detector.load(model_dir)
+    decoder = TypedDecoder(detector.spec)  # built once per model, as the worker does
     records = [RawRecord("events", 0, i, 0, None, v) for i, v in enumerate(values)]
-    score_batch(records[:batch], detector, max_value_bytes=65536, now_s=0.0)
+    score_batch(records[:batch], detector, max_value_bytes=65536, now_s=0.0, decoder=decoder)
     rates = []
     for _ in range(passes):
         start = time.perf_counter()
         for i in range(0, len(records), batch):
-            score_batch(records[i : i + batch], detector, max_value_bytes=65536, now_s=0.0)
+            score_batch(records[i : i + batch], detector, max_value_bytes=65536, now_s=0.0, decoder=decoder)
         rates.append(len(records) / (time.perf_counter() - start))
     return rates
 

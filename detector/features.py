@@ -23,7 +23,6 @@ from numpy.typing import NDArray
 
 from detector.errors import InvalidEventError, NotFittedError
 from detector.schema import FeatureSpec
-from detector.typed_decode import DecodedBatch
 from detector.values import MISSING, canonical_category, parse_numeric
 
 UNKNOWN = "<unknown>"
@@ -180,13 +179,22 @@ class Featurizer:
         categories = [self._category_column(records, field, errors) for field in self.spec.categorical]
         return self._assemble(raw, categories), errors
 
-    def transform_decoded(self, batch: DecodedBatch) -> NDArray[np.float32]:
-        """Featurize columns that :class:`detector.typed_decode.TypedDecoder` already validated."""
+    def transform_columns(
+        self, numeric: NDArray[np.float64], categorical: Sequence[Sequence[str | None]]
+    ) -> NDArray[np.float32]:
+        """Featurize already-validated columns (for decoders that read events straight to columns).
+
+        Args:
+            numeric: ``(n, n_numeric)`` finite values in spec order; NaN only where an optional
+                field is absent.
+            categorical: one column per categorical field: category strings, ``None`` where an
+                optional field is absent.
+        """
         categories = [
             self._category_index(field, values)
-            for field, values in zip(self.spec.categorical, batch.categorical, strict=True)
+            for field, values in zip(self.spec.categorical, categorical, strict=True)
         ]
-        return self._assemble(batch.numeric, categories)
+        return self._assemble(numeric, categories)
 
     def _assemble(self, raw: NDArray[np.float64], categories: list[NDArray[np.intp]]) -> NDArray[np.float32]:
         """The output matrix from raw numeric values (NaN = missing) and category indices."""

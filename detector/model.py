@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from detector.explain import Explainer, FieldDeviation, describe
 from detector.features import Featurizer
 from detector.schema import FeatureSpec
 from detector.scorer import CentroidScorer, ScoreResult
-from detector.typed_decode import TypedDecoder
 
 
 @dataclass(frozen=True)
@@ -70,11 +68,6 @@ class Detector:
     @property
     def threshold(self) -> float:
         return self.scorer.threshold
-
-    @cached_property
-    def typed_decoder(self) -> TypedDecoder:
-        """Decoder of raw JSON event bytes into this spec's feature columns (the streaming fast path)."""
-        return TypedDecoder(self.spec)
 
     # ------------------------------------------------------------------ scoring
     def embed(self, features: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -183,7 +183,13 @@ class WorkerLoop:
     def _handle(self, records: list[RawRecord]) -> None:
         start = time.perf_counter()
         model = self._model
-        result = score_batch(records, model.detector, max_value_bytes=self.config.max_value_bytes, now_s=time.time())
+        result = score_batch(
+            records,
+            model.detector,
+            max_value_bytes=self.config.max_value_bytes,
+            now_s=time.time(),
+            decoder=model.decoder,
+        )
         _, dead_letters = send_outputs(result, self._sink, self.config.output_topic, self.config.dead_letter_topic)
         if not self._flush_until_acked():
             self._abandoned = True  # stopping with outputs unacknowledged: nothing of this batch is committed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from detector.errors import ArtifactError
 from detector.model import Detector
+from worker.typed_decode import TypedDecoder
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,14 @@ class LoadedModel:
         load_seconds: wall time the load took.
         created_unix_s: when the model was trained (from the manifest), if known.
         target_fpr: the calibrated target false-positive rate (from the manifest), if known.
+        decoder: the typed decoder of the model's events (the pipeline's fast path).
     """
 
     detector: Detector
     load_seconds: float
     created_unix_s: float | None
     target_fpr: float | None
+    decoder: TypedDecoder
 
 
 def load_model(model_dir: Path) -> LoadedModel:
@@ -37,7 +40,7 @@ def load_model(model_dir: Path) -> LoadedModel:
     start = time.perf_counter()
     detector = Detector.load(model_dir)
     elapsed = time.perf_counter() - start
-    return LoadedModel(detector, elapsed, _created(detector), _target_fpr(detector))
+    return LoadedModel(detector, elapsed, _created(detector), _target_fpr(detector), TypedDecoder(detector.spec))
 
 
 def _created(detector: Detector) -> float | None:

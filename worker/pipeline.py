@@ -4,7 +4,7 @@ No I/O, no Kafka, no metrics, no clock (the caller passes ``now_s``). Per batch:
 decode per record, one featurize, one encoder forward pass, one distance computation, and
 explanations only for the flagged rows. Valid events of the expected JSON types (the common
 case) are decoded by the spec-typed decoder straight to feature columns
-(:class:`detector.typed_decode.TypedDecoder`; only flagged events are parsed to dicts, for their
+(:class:`worker.typed_decode.TypedDecoder`; only flagged events are parsed to dicts, for their
 anomaly records); the values it refuses take the exact path (``orjson`` to dicts,
 :meth:`Featurizer.transform_valid`), which scores what is valid there (a numeric string, an
 integer category code) and says why the rest is rejected. Both paths score a valid event
@@ -33,9 +33,17 @@ from detector.scorer import ScoreResult
 from worker.anomaly_record import build_anomaly_record
 from worker.event_time import LATEST_SECONDS, MILLISECONDS_ABOVE, epoch_seconds, iso_utc, iso_utc_many
 from worker.outcomes import BatchResult, Flagged, RawRecord, Rejected
+from worker.typed_decode import TypedDecoder
 
 
-def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_bytes: int, now_s: float) -> BatchResult:
+def score_batch(
+    records: Sequence[RawRecord],
+    detector: Detector,
+    *,
+    max_value_bytes: int,
+    now_s: float,
+    decoder: TypedDecoder | None = None,
+) -> BatchResult:
     """Validate and score a batch; never raises for bad input (every record gets an outcome).
 
     Args:
@@ -43,12 +51,15 @@ def score_batch(records: Sequence[RawRecord], detector: Detector, *, max_value_b
         detector: the live detector.
         max_value_bytes: values longer than this are rejected as ``too_large`` unparsed.
         now_s: unix seconds used as ``detected_at`` of anomaly records.
+        decoder: the detector's typed decoder (built once per model by the caller; built here
+            when not given).
     """
     event_times = np.fromiter(map(_timestamp_ms, records), dtype=np.float64, count=len(records)) / 1000.0
     values = list(map(_value, records))
-    typed = detector.typed_decoder.decode_batch(_screened(values, max_value_bytes))
+    decoder = decoder if decoder is not None else TypedDecoder(detector.spec)
+    typed = decoder.decode_batch(_screened(values, max_value_bytes))
     rows = _Rows(
-        features=detector.featurizer.transform_decoded(typed),
+        features=detector.featurizer.transform_columns(typed.numeric, typed.categorical),
         positions=np.setdiff1d(np.arange(len(records)), typed.failed) if typed.failed else np.arange(len(records)),
         own_times=_event_times(typed.timestamps),
         events={},
@@ -131,7 +142,18 @@ def _exact_rows(
 def _parse_all(
     records: Sequence[RawRecord], values: list[bytes | None], max_value_bytes: int
 ) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, Rejected]]]:
-    """JSON objects with their positions in ``records``, and the rejected records with theirs."""
+    """JSON objects with their positions in ``records``, and the rejected records with theirs.
+
+    A batch of JSON objects is parsed by one ``map``; the first bad record sends the batch down
+    the record-by-record path that says why each one is rejected.
+    """
+    try:
+        if values and max(map(len, values)) <= max_value_bytes:  # type: ignore[arg-type]
+            events = list(map(orjson.loads, values))  # type: ignore[arg-type]
+            if set(map(type, events)) == {dict}:
+                return events, list(range(len(records))), []
+    except (orjson.JSONDecodeError, TypeError):
+        pass
     events, positions, rejected = [], [], []
     for i, (record, value) in enumerate(zip(records, values, strict=True)):
         if value and len(value) <= max_value_bytes:

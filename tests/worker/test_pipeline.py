@@ -16,6 +16,7 @@ from detector.model import Detector
 from worker.anomaly_record import RECORD_FIELDS
 from worker.outcomes import Flagged, Normal, RawRecord, Rejected
 from worker.pipeline import score_batch
+from worker.typed_decode import TypedDecoder
 
 
 @pytest.fixture(scope="module")
@@ -194,29 +195,66 @@ def test_the_same_record_object_twice_gets_two_outcomes(detector: Detector, tiny
     assert len(result.rejected) == 2 and result.scored.tolist() == [1]
 
 
+def _refusing_decoder(detector: Detector, monkeypatch: pytest.MonkeyPatch) -> TypedDecoder:
+    """A decoder that refuses every value: the whole batch takes the exact path."""
+    decoder = TypedDecoder(detector.spec)
+
+    def refuse(value: bytes) -> None:
+        raise msgspec.ValidationError("refused")
+
+    monkeypatch.setattr(decoder, "_decode", refuse)
+    return decoder
+
+
+def _same_outcomes(a: Any, b: Any) -> None:
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.scored, b.scored)
+    np.testing.assert_array_equal(a.flagged_at, b.flagged_at)
+    np.testing.assert_array_equal(a.event_times_s, b.event_times_s)
+    assert [f.anomaly for f in a.flagged] == [f.anomaly for f in b.flagged]
+    assert [(r.record.offset, r.reason, r.message) for r in a.rejected] == [
+        (r.record.offset, r.reason, r.message) for r in b.rejected
+    ]
+
+
 def test_clean_batches_take_the_typed_fast_path_with_the_exact_paths_results(
     detector: Detector, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = tiny_model.normal_events[:100] + tiny_model.attack_events[:100]
     records = [_record(orjson.dumps(e), i) for i, e in enumerate(events)]
-    assert detector.typed_decoder.decode_batch([r.value for r in records]).failed == []
-    fast = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0)
-    decoder = Detector.load(tiny_model.path).typed_decoder
-    calls: list[bytes] = []
-
-    def refuse(value: bytes) -> None:
-        calls.append(value)
-        raise msgspec.ValidationError("refused")
-
-    monkeypatch.setattr(detector, "typed_decoder", decoder)
-    monkeypatch.setattr(decoder, "_decode", refuse)
-    exact = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0)
-    assert calls  # the second run went down the exact path
+    decoder = TypedDecoder(detector.spec)
+    assert decoder.decode_batch([r.value for r in records]).failed == []
+    fast = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0, decoder=decoder)
+    refusing = _refusing_decoder(detector, monkeypatch)
+    exact = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0, decoder=refusing)
     assert fast.flagged and len(fast.flagged) < len(events)
-    np.testing.assert_array_equal(fast.scores, exact.scores)
-    np.testing.assert_array_equal(fast.scored, exact.scored)
-    np.testing.assert_array_equal(fast.event_times_s, exact.event_times_s)
-    assert [f.anomaly for f in fast.flagged] == [f.anomaly for f in exact.flagged]
+    _same_outcomes(fast, exact)
+
+
+def test_hostile_values_get_the_same_outcome_on_both_paths(
+    detector: Detector, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attack, normal = tiny_model.attack_events[0], tiny_model.normal_events[0]
+    base = [orjson.dumps(attack), orjson.dumps(normal)]
+    junk = [
+        b',"junk":"\xff"', b',"junk":2e308', b',"j\xff":1', b',"junk":[1e99999]', b',"ts2":1' + b"0" * 400,
+        b',"deep":' + b"[" * 1100 + b"]" * 1100, b',"junk":"\\ud800"', b',"label":"normal"',
+    ]  # fmt: skip
+    values = [v[:-1] + j + b"}" for v in base for j in junk]
+    values += [v.replace(b'"ts":', b'"ts":1' + b"0" * 400 + b',"was":') for v in base]
+    values += [v.replace(b'"src_bytes":', b'"src_bytes":"1",' + b'"was":') for v in base]
+    values += [*base, b"", None, b"{oops", b"[1]"]  # type: ignore[list-item]
+    records = [_record(v, i) for i, v in enumerate(values)]
+    fast = score_batch(records, detector, max_value_bytes=65536, now_s=1_800_000_000.0)
+    exact = score_batch(
+        records,
+        detector,
+        max_value_bytes=65536,
+        now_s=1_800_000_000.0,
+        decoder=_refusing_decoder(detector, monkeypatch),
+    )
+    _same_outcomes(fast, exact)
+    assert len(fast.rejected) > 4 and len(fast.scores) > 2
 
 
 def test_values_the_typed_decoder_refuses_are_scored_on_the_exact_path(
@@ -228,12 +266,17 @@ def test_values_the_typed_decoder_refuses_are_scored_on_the_exact_path(
     odd[3] = orjson.dumps({**events[3], "src_bytes": str(events[3]["src_bytes"])})  # numeric string: valid
     odd[60] = orjson.dumps({**events[60], "protocol_type": 7})  # integer category code: valid (unknown)
     odd[70] = b"{oops"
-    assert detector.typed_decoder.decode_batch(odd).failed == [3, 60, 70]
+    assert TypedDecoder(detector.spec).decode_batch(odd).failed == [3, 60, 70]
     base = score_batch([_record(v, i) for i, v in enumerate(clean)], detector, max_value_bytes=65536, now_s=0.0)
     mixed = score_batch([_record(v, i) for i, v in enumerate(odd)], detector, max_value_bytes=65536, now_s=0.0)
     assert [r.record.offset for r in mixed.rejected] == [70]
     assert mixed.scored.tolist() == [i for i in range(100) if i != 70]
     same = [i for i in range(100) if i not in (60, 70)]
     np.testing.assert_array_equal(mixed.scores[[p for p in range(99) if p != 60]], base.scores[same])
-    assert [f.record.offset for f in mixed.flagged] == sorted(f.record.offset for f in mixed.flagged)
     np.testing.assert_array_equal(mixed.flagged_at, [f.record.offset for f in mixed.flagged])
+
+
+def test_empty_and_all_rejected_batches(detector: Detector) -> None:
+    assert score_batch([], detector, max_value_bytes=65536, now_s=0.0).outcomes() == []
+    result = score_batch([_record(None, 0), _record(b"{", 1)], detector, max_value_bytes=65536, now_s=0.0)
+    assert [r.reason for r in result.rejected] == ["empty", "invalid_json"] and len(result.scores) == 0

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from detector.features import Featurizer
 from detector.schema import FeatureSpec
-from detector.typed_decode import TypedDecoder
+from worker.typed_decode import TypedDecoder
 
 # Field names that are not Python identifiers or that clash with the generated attribute names.
 SPEC = FeatureSpec(
@@ -63,7 +63,7 @@ def test_valid_events_decode_to_the_exact_paths_features(featurizer: Featurizer)
     assert batch.failed == []
     exact, errors = featurizer.transform_valid(events)
     assert not errors
-    np.testing.assert_array_equal(featurizer.transform_decoded(batch), exact)
+    np.testing.assert_array_equal(featurizer.transform_columns(batch.numeric, batch.categorical), exact)
     assert np.isnan(batch.numeric[1:3, 2]).all() and batch.categorical[1][1:3] == (None, None)
     assert batch.timestamps == [1_700_000_000.5] * 4
 
@@ -87,6 +87,9 @@ def test_valid_events_decode_to_the_exact_paths_features(featurizer: Featurizer)
         b"\xef\xbb\xbf" + orjson.dumps(_event()),  # BOM
         b"[1, 2]",
         b"",
+        orjson.dumps(_event(extra=1)),  # a field the spec does not name: msgspec would skip it unchecked
+        orjson.dumps(_event(id={"a": 1})),  # ids, timestamps and labels are JSON scalars here
+        orjson.dumps(_event()).replace(b'"ts":1700000000.5', b'"ts":1' + b"0" * 400),
     ],
 )
 def test_anything_unusual_is_left_to_the_exact_path(value: bytes) -> None:
@@ -100,18 +103,47 @@ def test_a_missing_value_is_left_to_the_exact_path() -> None:
     assert batch.failed == [0] and batch.numeric.shape == (1, 4)
 
 
-def test_unknown_fields_are_ignored_and_duplicate_keys_read_as_orjson_does(featurizer: Featurizer) -> None:
-    value = orjson.dumps(_event(extra={"nested": [1, 2]})).replace(b'"x":1.5', b'"x":1.5,"x":2.5')
+def test_duplicate_keys_read_as_orjson_does(featurizer: Featurizer) -> None:
+    value = orjson.dumps(_event()).replace(b'"x":1.5', b'"x":1.5,"x":2.5')
     batch = _decode(value)
     assert batch.failed == []
     exact, _ = featurizer.transform_valid([orjson.loads(value)])
-    np.testing.assert_array_equal(featurizer.transform_decoded(batch), exact)
+    np.testing.assert_array_equal(featurizer.transform_columns(batch.numeric, batch.categorical), exact)
+
+
+@pytest.mark.parametrize("name", ['a"b', "back\\slash", "tab\there", "nul\x00"])
+def test_field_names_msgspec_cannot_match_send_everything_to_the_exact_path(name: str) -> None:
+    decoder = TypedDecoder(FeatureSpec(numeric=[name, "y"]))
+    assert not decoder.enabled
+    assert decoder.decode_batch([orjson.dumps({name: 1, "y": 2}), None]).failed == [0, 1]
 
 
 def test_a_spec_without_timestamp_field() -> None:
     spec = FeatureSpec(numeric=["x"], categorical=["c"])
-    batch = TypedDecoder(spec).decode_batch([b'{"x": 3, "c": "a", "ts": 5}'])
-    assert batch.failed == [] and batch.timestamps == [None] and batch.numeric.tolist() == [[3.0]]
+    batch = TypedDecoder(spec).decode_batch([b'{"x": 3, "c": "a"}', b'{"x": 3, "c": "a", "ts": 5}'])
+    assert batch.failed == [1] and batch.timestamps == [None] and batch.numeric.tolist() == [[3.0]]
+
+
+_member = st.one_of(
+    st.binary(max_size=12),
+    st.sampled_from([b"1e400", b"-1e309", b"1" + b"0" * 400, b"\xff", b"[" * 1100 + b"]" * 1100, b"1e-400", b"-0"]),
+    st.text(max_size=6).map(lambda t: json.dumps(t, ensure_ascii=False).encode()),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([b"extra", b"ts", b"id", b"x", b"class"]), _member, st.binary(max_size=3))
+def test_whatever_the_fast_path_accepts_orjson_and_the_exact_path_accept(
+    featurizer: Featurizer, key: bytes, member: bytes, raw: bytes
+) -> None:
+    """Raw bytes (not UTF-8, out-of-range numbers, deep nesting, ...) in a member's value."""
+    value = orjson.dumps(_event()).replace(b'"id":"e1"', b'"' + key + b'":' + member + raw + b',"id":"e1"')
+    batch = _decode(value)
+    if batch.failed == []:
+        event = orjson.loads(value)  # raises if orjson refuses what the fast path took
+        exact, errors = featurizer.transform_valid([event])
+        assert not errors
+        np.testing.assert_array_equal(featurizer.transform_columns(batch.numeric, batch.categorical), exact)
 
 
 _numbers = st.one_of(
@@ -147,4 +179,16 @@ def test_fast_path_accepts_a_subset_of_the_exact_path_with_identical_features(
     assert batch.failed == [i for i, ok in enumerate(plain) if not ok]
     decoded = [i for i, ok in enumerate(plain) if ok]
     assert not set(decoded) & set(errors)  # what the fast path takes, the exact path accepts...
-    np.testing.assert_array_equal(featurizer.transform_decoded(batch), exact[decoded])  # ...and reads alike
+    np.testing.assert_array_equal(
+        featurizer.transform_columns(batch.numeric, batch.categorical), exact[decoded]
+    )  # ...and reads alike
+
+
+def test_a_batch_whose_first_values_are_mostly_refused_is_left_whole_to_the_exact_path() -> None:
+    good, extra = orjson.dumps(_event()), orjson.dumps(_event(src_ip="10.0.0.1"))
+    mostly_extra = TypedDecoder(SPEC).decode_batch([extra] * 5 + [good] * 45)
+    assert mostly_extra.failed == list(range(50)) and len(mostly_extra.numeric) == 0
+    late = TypedDecoder(SPEC).decode_batch([good] * 10 + [extra] * 40)  # the probe passed: value by value
+    assert late.failed == list(range(10, 50)) and len(late.numeric) == 10
+    short = TypedDecoder(SPEC).decode_batch([extra] * 5 + [good] * 5)  # too short to probe
+    assert short.failed == list(range(5)) and len(short.numeric) == 5
