@@ -1,4 +1,4 @@
-"""Featurizer: turns a batch of event dicts into a float32 matrix.
+"""Featurizer: turns a batch of event dicts (or already-validated columns) into a float32 matrix.
 
 Columns, in order: one standardised value per numeric field (after ``sign(x)*log1p(|x|)`` for
 ``log_scale`` fields), one 0/1 missing indicator per optional numeric field, then one one-hot

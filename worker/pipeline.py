@@ -1,14 +1,14 @@
 """The pure scoring pipeline: raw Kafka records + a loaded detector -> one outcome per record.
 
-No I/O, no Kafka, no metrics, no clock (the caller passes ``now_s``). Per batch: one JSON
-decode per record, one featurize, one encoder forward pass, one distance computation, and
-explanations only for the flagged rows. Valid events of the expected JSON types (the common
-case) are decoded by the spec-typed decoder straight to feature columns
-(:class:`worker.typed_decode.TypedDecoder`; only flagged events are parsed to dicts, for their
-anomaly records); the values it refuses take the exact path (``orjson`` to dicts,
-:meth:`Featurizer.transform_valid`), which scores what is valid there (a numeric string, an
-integer category code) and says why the rest is rejected. Both paths score a valid event
-identically, and the batch still makes one forward pass.
+No I/O, no Kafka, no metrics, no clock (the caller passes ``now_s``). Per batch: one encoder
+forward pass, one distance computation, and explanations only for the flagged rows. Events that
+carry the spec's fields and no others, with values of the expected JSON types (the common case),
+are decoded once by the spec-typed decoder straight to feature columns
+(:class:`worker.typed_decode.TypedDecoder`); flagged ones are parsed again to dicts, for their
+anomaly records. The values it refuses take the exact path (``orjson`` to dicts,
+:meth:`Featurizer.transform_valid`), which scores what is valid there (an extra field, a numeric
+string, an integer category code) and says why the rest is rejected. Both paths give a record the
+same outcome, whatever else is in its batch.
 
 Rejection reasons decided here, before parsing: ``empty`` (no value or zero bytes), ``too_large``
 (more than ``max_value_bytes``), ``not_utf8``, ``invalid_json`` (including NaN/Infinity literals,
