@@ -7,8 +7,9 @@ are decoded once by the spec-typed decoder straight to feature columns
 (:class:`worker.typed_decode.TypedDecoder`); flagged ones are parsed again to dicts, for their
 anomaly records. The values it refuses take the exact path (``orjson`` to dicts,
 :meth:`Featurizer.transform_valid`), which scores what is valid there (an extra field, a numeric
-string, an integer category code) and says why the rest is rejected. Both paths give a record the
-same outcome, whatever else is in its batch.
+string, an integer category code) and says why the rest is rejected. Which path a record takes
+does not change its outcome (scores can still differ in the last float32 bits with the batch's
+size, as any batched forward pass does).
 
 Rejection reasons decided here, before parsing: ``empty`` (no value or zero bytes), ``too_large``
 (more than ``max_value_bytes``), ``not_utf8``, ``invalid_json`` (including NaN/Infinity literals,
@@ -52,11 +53,12 @@ def score_batch(
         max_value_bytes: values longer than this are rejected as ``too_large`` unparsed.
         now_s: unix seconds used as ``detected_at`` of anomaly records.
         decoder: the detector's typed decoder (built once per model by the caller; built here
-            when not given).
+            when not given or built for another spec).
     """
     event_times = np.fromiter(map(_timestamp_ms, records), dtype=np.float64, count=len(records)) / 1000.0
     values = list(map(_value, records))
-    decoder = decoder if decoder is not None else TypedDecoder(detector.spec)
+    if decoder is None or decoder.spec is not detector.spec:
+        decoder = TypedDecoder(detector.spec)
     typed = decoder.decode_batch(_screened(values, max_value_bytes))
     rows = _Rows(
         features=detector.featurizer.transform_columns(typed.numeric, typed.categorical),

@@ -61,6 +61,7 @@ class TypedDecoder:
     """Decoder of JSON event bytes for one spec (build once per model; thread-safe)."""
 
     def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
         optional = set(spec.optional)
         names = [*spec.numeric, *spec.categorical]
         fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
@@ -103,7 +104,7 @@ class TypedDecoder:
         failed: list[int] = []
         if len(values) > 2 * PROBE:
             self._decode_range(values, 0, PROBE, events, failed)
-            if len(failed) > PROBE // 2:
+            if sum(1 for i in failed if values[i]) > PROBE // 2:  # empty values are rejected anyway
                 return self._nothing(len(values))
         self._decode_range(values, len(events) + len(failed), len(values), events, failed)
         numeric = self._numeric_block(events)
@@ -117,14 +118,17 @@ class TypedDecoder:
         """Decode ``values[start:stop]`` into ``events``: one map, resumed after each refused value."""
         decode = self._decode
         assert decode is not None
-        while start < stop:
+        rest = islice(values, start, stop)  # one iterator: a refused value is already consumed when map raises
+        position = start
+        while True:
             done = len(events)
             try:
-                events.extend(map(decode, islice(values, start, stop)))  # type: ignore[arg-type]
+                events.extend(map(decode, rest))  # type: ignore[arg-type]
                 return
             except _REFUSED:  # extend keeps what it decoded before the refused value
-                failed.append(start + len(events) - done)
-                start = failed[-1] + 1
+                position += len(events) - done
+                failed.append(position)
+                position += 1
 
     def _nothing(self, n: int) -> DecodedBatch:
         empty = np.empty((0, self._n_numeric), dtype=np.float64)

@@ -192,3 +192,11 @@ def test_a_batch_whose_first_values_are_mostly_refused_is_left_whole_to_the_exac
     assert late.failed == list(range(10, 50)) and len(late.numeric) == 10
     short = TypedDecoder(SPEC).decode_batch([extra] * 5 + [good] * 5)  # too short to probe
     assert short.failed == list(range(5)) and len(short.numeric) == 5
+
+
+def test_refusals_resume_in_place_and_empty_values_do_not_trip_the_probe() -> None:
+    good, extra = orjson.dumps(_event()), orjson.dumps(_event(src_ip="10.0.0.1"))
+    values: list[bytes | None] = [None, b"", None, b"", None, good, good, good] + [extra, good] * 20
+    batch = TypedDecoder(SPEC).decode_batch(values)
+    assert batch.failed == [0, 1, 2, 3, 4, *range(8, 48, 2)]
+    assert len(batch.numeric) == 3 + 20
