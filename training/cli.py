@@ -54,9 +54,15 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-dim", type=int, default=None, help="embedding size")
     parser.add_argument(
         "--unlabelled-objective",
-        choices=["one_class", "views", "views_one_class"],
+        choices=["auto", "clusters", "one_class", "views", "views_one_class"],
         default=None,
         help="positives when the normal data has no class labels (see the README)",
+    )
+    parser.add_argument(
+        "--projection",
+        choices=["auto", "sphere", "stereographic"],
+        default=None,
+        help="how the encoder's output is put on the unit sphere (see the README)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

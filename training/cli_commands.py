@@ -96,6 +96,7 @@ def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None
         "min_steps": args.min_steps,
         "embedding_dim": args.embedding_dim,
         "unlabelled_positives": getattr(args, "unlabelled_objective", None),
+        "projection": getattr(args, "projection", None),
         "seed": args.seed,
         "threads": args.threads,
     }

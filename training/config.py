@@ -20,15 +20,22 @@ class TrainConfig(BaseModel):
         min_steps: a small data set is passed over ``k`` times as many epochs (and patience) so
             that training makes at least about this many optimiser steps.
         patience: epochs without a held-out improvement before stopping.
-        unlabelled_positives: without normal-class labels: ``one_class`` (every normal row is a
-            positive of every other; synthetic outliers are the negatives), ``views`` (SCARF: two
-            corrupted views of a row are a positive pair, other rows negatives) or
-            ``views_one_class`` (SCARF views as augmentation, every row a positive).
+        unlabelled_positives: without normal-class labels: ``auto`` (``clusters`` when the
+            featurized rows show clear cluster structure, else ``one_class``; see
+            :mod:`training.coassociation`), ``clusters`` (co-association of several k-means
+            clusterings as soft pair targets), ``one_class`` (every normal row is a positive of
+            every other; synthetic outliers are the negatives), ``views`` (SCARF: two corrupted
+            views of a row are a positive pair, other rows negatives) or ``views_one_class``
+            (SCARF views as augmentation, every row a positive).
+        projection: how the encoder puts its output on the sphere (:mod:`detector.encoder`):
+            ``auto`` = ``stereographic`` when the normals are trained as one compact class (no
+            labels, no cluster structure), ``sphere`` (L2 normalisation) when there are classes.
         corruption_rate: share of fields replaced in a SCARF view.
         outlier_exposure: add synthetic outliers as negatives (see :mod:`training.outliers`).
         outlier_rate: share of fields altered in a synthetic outlier.
         outlier_noise: standard deviations of noise added to an altered numeric field, or
-            ``"auto"``: from the training rows' neighbour gaps (:func:`training.outliers.noise_scale_for`).
+            ``"auto"``: from the training rows' neighbour gaps (:func:`training.outliers.noise_scale_for`);
+            ``None`` (default): ``"auto"`` when the normals are trained as one class, 5 otherwise.
         validation_fraction: share of the training normals held out for early stopping.
         threads: torch CPU threads (None = leave torch's default).
         max_seconds: wall-clock budget for the loop (None = unbounded).
@@ -47,11 +54,12 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-5, ge=0)
     hidden: tuple[int, ...] = (256, 128)
     embedding_dim: int = Field(default=64, ge=2)
-    unlabelled_positives: Literal["one_class", "views", "views_one_class"] = "one_class"
+    unlabelled_positives: Literal["auto", "clusters", "one_class", "views", "views_one_class"] = "auto"
+    projection: Literal["auto", "sphere", "stereographic"] = "auto"
     corruption_rate: float = Field(default=0.3, ge=0, le=1)
     outlier_exposure: bool = True
     outlier_rate: float = Field(default=0.1, gt=0, le=1)
-    outlier_noise: float | Literal["auto"] = Field(default=5.0)
+    outlier_noise: float | Literal["auto"] | None = None
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)
@@ -60,8 +68,8 @@ class TrainConfig(BaseModel):
 
     @field_validator("outlier_noise")
     @classmethod
-    def _positive_noise(cls, value: float | str) -> float | str:
-        if not isinstance(value, str) and not value > 0:  # NaN too
+    def _positive_noise(cls, value: float | str | None) -> float | str | None:
+        if value is not None and not isinstance(value, str) and not value > 0:  # NaN too
             raise ValueError("outlier_noise must be positive or 'auto'")
         return value
 

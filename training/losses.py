@@ -168,6 +168,39 @@ class ContrastiveLoss(LabelledMetricLoss):
             return zero_loss(z, z_negative)
         return (0.5 * torch.relu(self.margin - self.distance(z, z_negative)).pow(2)).mean()
 
+    def soft_loss(self, embeddings: Tensor, affinity: Tensor) -> Tensor:
+        """Contrastive loss with soft pair targets (every unordered pair ``i < j`` of the batch).
+
+        A pair with affinity ``p`` in ``[0, 1]`` is a positive with weight ``p`` and a negative
+        with weight ``1 - p``: it costs ``p * 0.5 * d^2 + (1 - p) * 0.5 * max(0, margin - d)^2``.
+        With ``balance`` the two parts are weighted means (weights ``p`` and ``1 - p``), so an
+        affinity of only 0s and 1s gives exactly the labelled loss.
+
+        Args:
+            embeddings: ``(n, d)`` embeddings.
+            affinity: ``(n, n)`` pair targets (e.g. the co-association of several clusterings);
+                only the upper triangle is read.
+
+        Raises:
+            ValueError: wrong shapes, or values outside ``[0, 1]`` / non-finite.
+        """
+        check_embeddings(embeddings)
+        n = embeddings.shape[0]
+        if affinity.shape != (n, n) or not affinity.is_floating_point():
+            shape = tuple(affinity.shape)
+            raise ValueError(f"affinity must be a float ({n}, {n}) tensor, got {affinity.dtype} {shape}")
+        if not bool(((affinity >= 0) & (affinity <= 1)).all()):
+            raise ValueError("affinity values must lie in [0, 1]")
+        first, second = torch.triu_indices(n, n, offset=1, device=embeddings.device)
+        dist = self.distance(embeddings, embeddings)[first, second]
+        p = affinity.to(embeddings)[first, second]
+        positive = 0.5 * dist.pow(2)
+        negative = 0.5 * torch.relu(self.margin - dist).pow(2)
+        if not self.balance:
+            return (p * positive + (1 - p) * negative).mean() if n > 1 else zero_loss(embeddings)
+        terms = [(w * t).sum() / w.sum() for w, t in ((p, positive), (1 - p, negative)) if float(w.sum()) > 0]
+        return sum(terms, start=zero_loss(embeddings))
+
     def _reduce(self, dist: Tensor, same: Tensor, first: Tensor, *others: Tensor) -> Tensor:
         positive = 0.5 * dist[same].pow(2)
         negative = 0.5 * torch.relu(self.margin - dist[~same]).pow(2)

@@ -7,6 +7,9 @@ Positives and negatives, per batch:
 * no labels, ``positives="views"`` (SCARF, Bahri et al. 2022): two randomly corrupted views of
   the same row are a positive pair, other rows negatives;
 * no labels, ``positives="one_class"``: all normal rows form one class (compactness only);
+* no labels, clustered rows (``positives="auto"`` / ``"clusters"``, :mod:`training.coassociation`):
+  ``labels`` is ``(n, C)``, the rows' clusters in C k-means clusterings; a pair's target is the
+  share of clusterings that put both rows together (:meth:`ContrastiveLoss.soft_loss`);
 * in every case, with outlier exposure on, each row also yields a synthetic outlier
   (:mod:`training.outliers`) that is a negative for every normal row: the contrastive loss adds
   ``0.5 * max(0, margin - d)^2`` over every (normal, outlier) pair of the batch as a separate
@@ -24,6 +27,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from detector.encoder import Encoder
+from training.coassociation import coassociation
 from training.config import TrainConfig
 from training.corruption import ScarfCorruption
 from training.losses import ContrastiveLoss, TripletLoss
@@ -37,7 +41,8 @@ class MetricObjective:
     """Loss of one batch and the batches of one epoch.
 
     Args:
-        labels: class index per row, or ``None`` (no labels).
+        labels: ``(n,)`` class index per row, ``(n, C)`` cluster index per row and clustering
+            (co-association targets; contrastive loss only), or ``None`` (no labels).
         config: loss, margin, mining, batch size, unlabelled positives.
         views: SCARF corruption for ``positives="views"`` (``None`` otherwise).
         outliers: synthetic-outlier generator (``None`` = no outlier exposure).
@@ -50,10 +55,13 @@ class MetricObjective:
         views: ScarfCorruption | None,
         outliers: SyntheticOutliers | None,
     ) -> None:
+        self.coassociated = labels is not None and labels.ndim == 2
+        if self.coassociated and config.loss != "contrastive":
+            raise ValueError("co-association targets need the contrastive loss")
         self.labels = labels
-        self.n_classes = 0 if labels is None else len(np.unique(labels))
+        self.n_classes = 0 if labels is None or self.coassociated else len(np.unique(labels))
         self.batch_size = config.batch_size
-        self.views = views if self.n_classes < 2 else None
+        self.views = views if self.n_classes < 2 and not self.coassociated else None
         self.view_negatives = config.unlabelled_positives == "views"
         self.outliers = outliers
         self.criterion: nn.Module
@@ -66,6 +74,8 @@ class MetricObjective:
         """E.g. ``contrastive; positives: labelled classes; negatives: other classes, synthetic outliers``."""
         if self.n_classes >= 2:
             positives, negatives = "labelled classes", ["other classes"]
+        elif self.coassociated:
+            positives, negatives = "co-clustered rows (k-means co-association)", ["rows clustered apart"]
         elif self.views is not None:
             positives = "SCARF views of a row" if self.view_negatives else "all normal rows (SCARF views)"
             negatives = ["other rows"] if self.view_negatives else []
@@ -95,6 +105,13 @@ class MetricObjective:
     def loss(self, encoder: Encoder, x: Tensor, labels: Tensor | None) -> Tensor:
         """Scalar loss of one batch of normal rows ``x`` (``labels`` when classes are known)."""
         n = x.shape[0]
+        if labels is not None and labels.dim() == 2:
+            z = encoder(x)
+            assert isinstance(self.criterion, ContrastiveLoss)  # checked in __init__
+            class_loss: Tensor = self.criterion.soft_loss(z, coassociation(labels))
+            if self.outliers is None:
+                return class_loss
+            return class_loss + self.criterion.negatives_loss(z, encoder(self.outliers(x)))
         if self.views is not None:
             z = torch.cat([encoder(self.views(x)), encoder(self.views(x))])
             y = torch.arange(n).repeat(2) if self.view_negatives else torch.zeros(2 * n, dtype=torch.long)

@@ -76,6 +76,8 @@ class SyntheticOutliers:
         return out
 
 
+#: Noise of synthetic outliers, in standard deviations, unless the data sets it (``outlier_noise``).
+DEFAULT_NOISE_SCALE = 5.0
 #: Synthetic outliers are pushed at least this many standard deviations off (dense data sets).
 MIN_NOISE_SCALE = 5.0
 #: ... and at least this many typical neighbour gaps (the median distance to the 5th nearest neighbour).

@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,10 +18,12 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from detector.encoder import Encoder, EncoderConfig
+from training.clustering import kmeans
+from training.coassociation import STRUCTURE_CANDIDATES, find_structure
 from training.config import TrainConfig
 from training.corruption import ScarfCorruption, column_groups_from_fields
 from training.objective import MetricObjective
-from training.outliers import ColumnLayout, SyntheticOutliers, noise_scale_for
+from training.outliers import DEFAULT_NOISE_SCALE, ColumnLayout, SyntheticOutliers, noise_scale_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ class TrainingHistory:
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    projection: str = "sphere"
+    outlier_noise: float | None = None
+    cluster_structure: dict[str, object] | None = None
 
     def summary(self) -> dict[str, object]:
         return {
@@ -45,6 +51,9 @@ class TrainingHistory:
             "final_train_loss": round(self.train_loss[-1], 6) if self.train_loss else None,
             "stopped_early": self.stopped_early,
             "seconds": round(self.seconds, 2),
+            "projection": self.projection,
+            "outlier_noise": None if self.outlier_noise is None else round(self.outlier_noise, 3),
+            "cluster_structure": self.cluster_structure,
         }
 
 
@@ -70,10 +79,15 @@ def make_objective(
     layout: ColumnLayout,
     config: TrainConfig,
     seed: int,
+    noise_scale: float = DEFAULT_NOISE_SCALE,
 ) -> MetricObjective:
-    """The objective for these rows (see :mod:`training.objective`), its randomness seeded."""
+    """The objective for these rows (see :mod:`training.objective`), its randomness seeded.
+
+    ``noise_scale``: standard deviations of the synthetic outliers' noise (:func:`resolve_noise`).
+    """
     views = None
-    if (labels is None or len(np.unique(labels)) < 2) and config.unlabelled_positives != "one_class":
+    one_class = labels is None or (labels.ndim == 1 and len(np.unique(labels)) < 2)
+    if one_class and config.unlabelled_positives in ("views", "views_one_class"):
         groups = column_groups_from_fields(layout.column_fields)
         views = ScarfCorruption(x_fit, groups, config.corruption_rate, seed)
     outliers = None
@@ -82,10 +96,60 @@ def make_objective(
             layout.numeric_columns,
             layout.category_blocks,
             config.outlier_rate,
-            noise_scale_for(x_fit, seed) if config.outlier_noise == "auto" else config.outlier_noise,
+            noise_scale,
             seed,
         )
     return MetricObjective(labels, config, views, outliers)
+
+
+def training_targets(
+    x: NDArray[np.float32], labels: NDArray[np.intp] | None, config: TrainConfig
+) -> tuple[NDArray[np.intp] | None, dict[str, object] | None]:
+    """What the objective learns from: the labels, or for unlabelled rows cluster targets.
+
+    Unlabelled with ``unlabelled_positives`` ``auto`` / ``clusters``: when the rows show cluster
+    structure (or ``clusters`` forces it), ``(n, C)`` k-means assignments whose co-association is
+    the contrastive target; the triplet loss takes the clusters of the best k as classes.
+    Returns the targets (``None`` = one class) and the structure test's summary.
+    """
+    if labels is not None or config.unlabelled_positives not in ("auto", "clusters"):
+        return labels, None
+    forced = config.unlabelled_positives == "clusters"
+    structure = find_structure(x, STRUCTURE_CANDIDATES, config.seed, force=forced)
+    if structure.assignments is None:
+        return None, structure.summary()
+    if config.loss == "triplet":
+        k = max(structure.best_k, 2)
+        return kmeans(x, k, config.seed + k).labels.astype(np.intp), structure.summary() | {"triplet_classes": k}
+    return structure.assignments, structure.summary()
+
+
+def trains_one_class(targets: NDArray[np.intp] | None, config: TrainConfig) -> bool:
+    """True when the normals are trained as one compact class (no classes, clusters or SCARF negatives)."""
+    if targets is not None and (targets.ndim == 2 or len(np.unique(targets)) >= 2):
+        return False
+    return config.unlabelled_positives != "views"
+
+
+def resolve_projection(targets: NDArray[np.intp] | None, config: TrainConfig) -> Literal["sphere", "stereographic"]:
+    """``projection="auto"``: stereographic for one compact class, the plain sphere otherwise."""
+    if config.projection != "auto":
+        return config.projection
+    return "stereographic" if trains_one_class(targets, config) else "sphere"
+
+
+def resolve_noise(x_fit: NDArray[np.float32], targets: NDArray[np.intp] | None, config: TrainConfig) -> float:
+    """Synthetic-outlier noise in standard deviations; ``outlier_noise=None`` picks by the objective.
+
+    One compact class: ``"auto"`` (from the training rows' neighbour gaps): outliers inside the
+    normals' own gaps would be pulled in by the one-class positives and pushed out as outliers at
+    once. With classes, the negatives between classes shape the space, and the fixed 5 standard
+    deviations measured better (README, Benchmarks).
+    """
+    noise = config.outlier_noise
+    if noise is None:
+        noise = "auto" if trains_one_class(targets, config) else DEFAULT_NOISE_SCALE
+    return noise_scale_for(x_fit, config.seed) if noise == "auto" else float(noise)
 
 
 def train_encoder(
@@ -98,7 +162,8 @@ def train_encoder(
 
     Args:
         x: ``(n, F)`` featurized training normals.
-        labels: ``(n,)`` normal-class indices, or ``None`` (self-supervised).
+        labels: ``(n,)`` normal-class indices, or ``None`` (self-supervised; cluster targets
+            when the rows are clustered, see :func:`training_targets`).
         layout: the featurizer's column layout (SCARF groups, synthetic outliers).
         config: hyper-parameters.
 
@@ -108,15 +173,25 @@ def train_encoder(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    fit_idx, val_idx = split_validation(len(x), labels, config.validation_fraction, config.seed)
+    targets, structure = training_targets(x, labels, config)
+    stratify = targets if targets is not None and targets.ndim == 1 else None
+    fit_idx, val_idx = split_validation(len(x), stratify, config.validation_fraction, config.seed)
     x_fit, x_val = torch.from_numpy(x[fit_idx]), torch.from_numpy(x[val_idx])
-    y_fit = None if labels is None else torch.from_numpy(labels[fit_idx].astype(np.int64))
-    y_val = None if labels is None else torch.from_numpy(labels[val_idx].astype(np.int64))
-    fit_labels = None if labels is None else labels[fit_idx]
-    objective = make_objective(x[fit_idx], fit_labels, layout, config, config.seed)
-    encoder = Encoder(EncoderConfig(input_dim=x.shape[1], hidden=config.hidden, embedding_dim=config.embedding_dim))
+    y_fit = None if targets is None else torch.from_numpy(targets[fit_idx].astype(np.int64))
+    y_val = None if targets is None else torch.from_numpy(targets[val_idx].astype(np.int64))
+    fit_targets = None if targets is None else targets[fit_idx]
+    noise = resolve_noise(x[fit_idx], targets, config)
+    objective = make_objective(x[fit_idx], fit_targets, layout, config, config.seed, noise)
+    projection = resolve_projection(targets, config)
+    encoder = Encoder(
+        EncoderConfig(
+            input_dim=x.shape[1], hidden=config.hidden, embedding_dim=config.embedding_dim, projection=projection
+        )
+    )
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    history = TrainingHistory(objective=objective.describe())
+    history = TrainingHistory(
+        objective=objective.describe(), projection=projection, outlier_noise=noise, cluster_structure=structure
+    )
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
     # Small data sets get more passes so that training always takes about min_steps steps.
@@ -126,7 +201,7 @@ def train_encoder(
     bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not config.progress, leave=False)
     for epoch in bar:
         history.train_loss.append(_train_epoch(encoder, objective, optimiser, x_fit, y_fit, config.seed + epoch))
-        val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config)
+        val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config, noise)
         history.validation_loss.append(val_loss)
         bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
         if val_loss < best - 1e-4:
@@ -175,12 +250,13 @@ def _validation_loss(
     y_val: torch.Tensor | None,
     layout: ColumnLayout,
     config: TrainConfig,
+    noise_scale: float,
 ) -> float:
     """Loss on the held-out rows with fixed batches and fixed corrupted views (repeatable)."""
     if len(x_val) < 2:
         return 0.0
     labels = None if y_val is None else y_val.numpy()
-    objective = make_objective(x_val_np, labels, layout, config, seed=10_000 + config.seed)
+    objective = make_objective(x_val_np, labels, layout, config, 10_000 + config.seed, noise_scale)
     encoder.eval()
     total, count = 0.0, 0
     with torch.no_grad():

@@ -14,6 +14,7 @@ from detector.errors import DataError
 from detector.model import Detector
 from detector.schema import FeatureSpec
 from training.calibration import MIN_EXCEEDANCES, calibrate_threshold
+from training.coassociation import STRUCTURE_SILHOUETTE
 from training.config import TrainConfig
 from training.data import iter_records
 from training.evaluation import roc_auc
@@ -75,10 +76,16 @@ def test_attacks_score_higher_than_held_out_normals(nsl: tuple[FitResult, Any, A
 def test_fit_records_what_it_did(nsl: tuple[FitResult, Any, Any]) -> None:
     result, _, _ = nsl
     training = result.metadata["training"]
-    # no label column: every normal row is a positive, synthetic outliers the negatives
+    # no label column; NSL-KDD's normal traffic is clustered (services), so the default ("auto")
+    # learns from the co-association of k-means clusterings, on the plain sphere
     assert training["objective"] == (
-        "contrastive; positives: all normal rows (one class); negatives: synthetic outliers"
+        "contrastive; positives: co-clustered rows (k-means co-association); "
+        "negatives: rows clustered apart, synthetic outliers"
     )
+    structure = training["cluster_structure"]
+    assert structure["clustered"] is True
+    assert max(structure["silhouettes"].values()) >= STRUCTURE_SILHOUETTE
+    assert training["projection"] == "sphere"
     assert training["epochs_run"] == len(result.history.train_loss) <= 2
     assert training["n_train"] == 1350
     assert training["n_centroids"] == len(result.detector.scorer.centroids) >= training["n_classes"] >= 1

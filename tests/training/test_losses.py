@@ -286,3 +286,36 @@ def test_negatives_loss_by_hand() -> None:
     value.backward()
     assert zn.grad is not None and torch.isfinite(zn.grad).all()
     assert zn.grad[1].abs().sum().item() == 0.0  # beyond the margin: no gradient
+
+
+# ------------------------------------------------------------- contrastive, soft targets
+def test_soft_contrastive_by_hand() -> None:
+    # The contrastive points (margin 1): pair distances d01 = 0.6, d02 = 5, d12 = sqrt(20.56).
+    #   affinities p01 = 0.5, p02 = 0, p12 = 0.25
+    #   positive part, weights p: (0.5 * 0.5 * 0.36 + 0 + 0.25 * 10.28) / 0.75 = (0.09 + 2.57) / 0.75
+    #   negative part, weights 1 - p: (0.5 * 0.08 + 1 * 0 + 0.75 * 0) / 2.25 = 0.04 / 2.25
+    affinity = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.25], [0.0, 0.25, 1.0]], dtype=torch.float64)
+    loss = ContrastiveLoss(margin=1.0).soft_loss(tensor(CONTRASTIVE_POINTS), affinity)
+    assert loss.item() == pytest.approx(2.66 / 0.75 + 0.04 / 2.25, abs=1e-9)
+    unbalanced = ContrastiveLoss(margin=1.0, balance=False).soft_loss(tensor(CONTRASTIVE_POINTS), affinity)
+    # per pair p * pos + (1 - p) * neg: 0.09 + 0.04, 0, 2.57; mean over 3 pairs
+    assert unbalanced.item() == pytest.approx((0.13 + 2.57) / 3, abs=1e-9)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_soft_contrastive_with_zero_one_affinity_is_the_labelled_loss(balance: bool) -> None:
+    points = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    values = labels([0, 1, 1, 2, 0, 2, 2])
+    affinity = (values[:, None] == values[None, :]).to(torch.float64)
+    criterion = ContrastiveLoss(margin=1.5, balance=balance)
+    assert criterion.soft_loss(points, affinity).item() == pytest.approx(criterion(points, values).item(), abs=1e-12)
+
+
+def test_soft_contrastive_rejects_bad_affinity() -> None:
+    points = tensor(CONTRASTIVE_POINTS)
+    with pytest.raises(ValueError, match=r"float \(3, 3\)"):
+        ContrastiveLoss().soft_loss(points, torch.ones(3, 2))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ContrastiveLoss().soft_loss(points, torch.full((3, 3), 1.5))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ContrastiveLoss().soft_loss(points, torch.full((3, 3), float("nan")))
