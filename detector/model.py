@@ -126,7 +126,7 @@ class Detector:
             "created_at": created.isoformat(),
             "spec": self.spec.model_dump(mode="json"),
             "featurizer": self.featurizer.to_state(),
-            "encoder": self.encoder.config.model_dump(mode="json"),
+            "encoder": _encoder_manifest(self.encoder.config),
             "scorer": {"class_names": self.scorer.class_names, "threshold": self.scorer.threshold},
             **dict(metadata or {}),
         }
@@ -181,3 +181,15 @@ def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensors[name].detach().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _encoder_manifest(config: EncoderConfig) -> dict[str, Any]:
+    """The encoder's config for the manifest; ``projection`` only when it is not the plain sphere.
+
+    Builds from before the projection existed read a sphere model unchanged; they refuse a
+    stereographic one (unknown field ``projection``) rather than score it wrongly.
+    """
+    out = config.model_dump(mode="json")
+    if out.get("projection") == "sphere":
+        del out["projection"]
+    return out

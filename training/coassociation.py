@@ -10,7 +10,10 @@ together are positives, rows never clustered together negatives, rows on a shift
 partly both; no single k has to be right.
 
 Criterion for "clear clusters": the best mean silhouette over k-means with the
-``cluster_candidates`` k values reaches ``STRUCTURE_SILHOUETTE`` (0.4). A continuum (thyroid,
+``STRUCTURE_CANDIDATES`` k values, on a sample of at most 2000 rows, reaches
+``STRUCTURE_SILHOUETTE`` (0.4). A clustering with a cluster smaller than ``MIN_CLUSTER_SHARE``
+(2%) of the sample does not count: a few extreme rows split off by k-means would otherwise give a
+high silhouette to data with no structure at all. A continuum (thyroid,
 cardio: 0.17-0.37 on their training rows) is cut arbitrarily by k-means, and separating the
 pieces costs detection quality, so such data keeps the one-class objective.
 """
@@ -25,10 +28,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from training.clustering import choose_k, kmeans
+from training.clustering import SILHOUETTE_SAMPLE, kmeans, silhouette
 
 #: Best silhouette at or above which unlabelled normals count as clustered (see module docstring).
 STRUCTURE_SILHOUETTE = 0.4
+#: A clustering whose smallest cluster holds less than this share of the sample is not counted.
+MIN_CLUSTER_SHARE = 0.02
 #: k values whose silhouettes are compared.
 STRUCTURE_CANDIDATES: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
 #: k values of the clusterings whose co-association is the training target.
@@ -40,7 +45,7 @@ class ClusterStructure:
     """The silhouette test and, when it passes, one cluster index per row and clustering.
 
     Attributes:
-        silhouettes: mean silhouette per candidate k.
+        silhouettes: mean silhouette per counted candidate k (see MIN_CLUSTER_SHARE).
         best_k: the k with the best silhouette (1 when no k reaches the threshold).
         assignments: ``(n, C)`` cluster index of each row in each of C clusterings, or ``None``
             when the rows show no clear clusters.
@@ -56,7 +61,10 @@ class ClusterStructure:
 
     def summary(self) -> dict[str, object]:
         return {
-            "criterion": f"best silhouette of k-means on the featurized rows >= {STRUCTURE_SILHOUETTE}",
+            "criterion": (
+                f"best silhouette of k-means on the featurized rows >= {STRUCTURE_SILHOUETTE}, "
+                f"clusterings with a cluster under {MIN_CLUSTER_SHARE:.0%} of the rows not counted"
+            ),
             "silhouettes": {k: round(v, 3) for k, v in self.silhouettes.items()},
             "clustered": self.clustered,
             "coassociation_ks": list(COASSOCIATION_KS) if self.clustered else [],
@@ -67,7 +75,19 @@ def find_structure(
     x: NDArray[np.float32], candidates: Sequence[int], seed: int, force: bool = False
 ) -> ClusterStructure:
     """Test featurized rows for cluster structure; cluster them when it passes (or ``force``)."""
-    best_k, silhouettes = choose_k(x, candidates, seed, min_silhouette=STRUCTURE_SILHOUETTE)
+    data = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    sample = data[rng.choice(len(data), SILHOUETTE_SAMPLE, replace=False)] if len(data) > SILHOUETTE_SAMPLE else data
+    silhouettes: dict[int, float] = {}
+    for k in sorted(set(candidates)):
+        if k < 2 or k >= len(sample):
+            continue
+        labels = kmeans(sample, k, seed, n_init=2).labels
+        if np.bincount(labels, minlength=k).min() < MIN_CLUSTER_SHARE * len(sample):
+            continue  # a few extreme rows split off (or fewer distinct rows than k)
+        silhouettes[k] = silhouette(sample, labels)
+    good = {k: v for k, v in silhouettes.items() if v >= STRUCTURE_SILHOUETTE}
+    best_k = max(good, key=lambda k: (good[k], -k)) if good else 1
     if best_k < 2 and not force:
         return ClusterStructure(silhouettes, 1, None)
     assignments = np.stack([kmeans(x, k, seed + k).labels for k in COASSOCIATION_KS], axis=1).astype(np.intp)

@@ -87,12 +87,12 @@ NEIGHBOUR_GAPS = 15.0
 def noise_scale_for(x: NDArray[np.float32], seed: int, sample: int = 2000, chunk: int = 256) -> float:
     """Outlier noise scale from featurized training rows: ``max(5, 15 * median 5-NN distance)``.
 
-    The opt-in ``outlier_noise="auto"``. On dense data (NSL-KDD's normal traffic: median distance
-    to the 5th neighbour 0.34 in standardised units) this is about 5 standard deviations. Where
-    normal rows lie far apart (satellite 1.6, cardio 2.2), outliers 5 deviations off in a few
-    fields sit inside the normals' own gaps, and the scale grows with the gaps. Measured effect
-    (README, Benchmarks): satellite 0.824 -> 0.881 AUROC, cardio and thyroid slightly up,
-    NSL-KDD 0.961 -> 0.957, pendigits 0.980 -> 0.976; hence not the default.
+    ``outlier_noise="auto"``, the default when the normals are trained as one class
+    (:func:`training.trainer.resolve_noise`). On dense data (NSL-KDD's normal traffic: median
+    distance to the 5th neighbour 0.34 in standardised units) this is about 5 standard deviations.
+    Where normal rows lie far apart (satellite 1.6, cardio 2.2), outliers 5 deviations off in a few
+    fields sit inside the normals' own gaps, and the scale grows with the gaps. With labelled
+    classes it cost pendigits 0.980 -> 0.976 AUROC, so classes keep the fixed 5 (README, Benchmarks).
     """
     if len(x) < 7:
         return MIN_NOISE_SCALE

@@ -199,6 +199,8 @@ def _base_config(live: Detector | None) -> FitConfig:
     known = {k: v for k, v in saved.items() if k in FitConfig.model_fields}
     if isinstance(known.get("train"), dict):
         known["train"] = {k: v for k, v in known["train"].items() if k in TrainConfig.model_fields}
+        # Saved before the projection was configurable: such models were all on the plain sphere.
+        known["train"].setdefault("projection", "sphere")
     if len(known) < len(saved):
         logger.warning("retrain_config_keys_ignored", extra={"keys": sorted(set(saved) - set(known))})
     try:

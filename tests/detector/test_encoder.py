@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,14 @@ def test_a_stereographic_model_round_trips_through_the_artifact(tiny_model: Tiny
     assert loaded.encoder.config.projection == "stereographic"
     x = detector.featurizer.transform(tiny_model.normal_events[:20])
     np.testing.assert_array_equal(embed(loaded.encoder, x), embed(stereo, x))
+
+
+def test_the_manifest_names_the_projection_only_when_it_is_not_the_plain_sphere(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    detector = Detector.load(tiny_model.path)
+    detector.save(tmp_path / "sphere")
+    assert "projection" not in json.loads((tmp_path / "sphere" / "manifest.json").read_text())["encoder"]
+    detector.encoder = Encoder(detector.encoder.config.model_copy(update={"projection": "stereographic"})).eval()
+    detector.save(tmp_path / "stereo")
+    assert json.loads((tmp_path / "stereo" / "manifest.json").read_text())["encoder"]["projection"] == "stereographic"

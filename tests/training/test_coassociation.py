@@ -56,3 +56,14 @@ def test_structure_is_deterministic_for_a_seed() -> None:
     assert a.silhouettes == b.silhouettes
     assert a.assignments is not None and b.assignments is not None
     np.testing.assert_array_equal(a.assignments, b.assignments)
+
+
+@pytest.mark.parametrize("n_far", [2, 10])
+def test_a_few_extreme_rows_do_not_make_a_continuum_clustered(n_far: int) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    x[:n_far] += 30.0  # k-means splits these off with a silhouette near 1
+    for seed in (0, 1, 2):
+        structure = find_structure(x, STRUCTURE_CANDIDATES, seed=seed)
+        assert not structure.clustered, structure.silhouettes
+        assert all(v < 0.4 for v in structure.silhouettes.values())

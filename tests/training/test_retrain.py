@@ -174,3 +174,17 @@ def test_from_kafka_window_options_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["retrain", "--registry", str(tmp_path), "--from-kafka", "--last", "5", "--since-minutes", "5"])
     assert exc.value.code == EXIT_USAGE
+
+
+def test_a_model_saved_before_projections_existed_is_retrained_on_the_plain_sphere() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from training.retrain import _base_config  # noqa: PLC0415
+
+    old = {"train": {"unlabelled_positives": "one_class", "outlier_noise": 5.0, "seed": 3}}
+    live = SimpleNamespace(manifest={"training": {"config": old}})
+    config = _base_config(live)  # type: ignore[arg-type]
+    assert config.train.projection == "sphere"
+    assert (config.train.unlabelled_positives, config.train.outlier_noise, config.train.seed) == ("one_class", 5.0, 3)
+    new = {"train": {"projection": "auto"}}
+    assert _base_config(SimpleNamespace(manifest={"training": {"config": new}})).train.projection == "auto"  # type: ignore[arg-type]
