@@ -101,9 +101,17 @@ def silhouette(x: NDArray[np.floating], labels: NDArray[np.intp]) -> float:
 
 
 def choose_k(
-    x: NDArray[np.floating], candidates: Sequence[int], seed: int, min_silhouette: float = 0.25
+    x: NDArray[np.floating],
+    candidates: Sequence[int],
+    seed: int,
+    min_silhouette: float = 0.25,
+    min_cluster_share: float = 0.0,
 ) -> tuple[int, dict[int, float]]:
-    """Pick k by the silhouette criterion (see module docstring). Returns k and every k's silhouette."""
+    """Pick k by the silhouette criterion (see module docstring). Returns k and every counted k's silhouette.
+
+    A clustering whose smallest cluster holds less than ``min_cluster_share`` of the sample is not
+    counted (a few extreme rows split off score a silhouette near 1).
+    """
     data = np.asarray(x, dtype=np.float64)
     rng = np.random.default_rng(seed)
     sample = data[rng.choice(len(data), SILHOUETTE_SAMPLE, replace=False)] if len(data) > SILHOUETTE_SAMPLE else data
@@ -112,6 +120,8 @@ def choose_k(
         if k < 2 or k >= len(sample):
             continue
         labels = kmeans(sample, k, seed, n_init=2).labels
+        if np.bincount(labels, minlength=k).min() < min_cluster_share * len(sample):
+            continue
         scores[k] = silhouette(sample, labels)
     good = {k: s for k, s in scores.items() if s >= min_silhouette}
     if not good:

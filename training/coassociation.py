@@ -28,7 +28,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from training.clustering import SILHOUETTE_SAMPLE, kmeans, silhouette
+from training.clustering import choose_k, kmeans
 
 #: Best silhouette at or above which unlabelled normals count as clustered (see module docstring).
 STRUCTURE_SILHOUETTE = 0.4
@@ -75,19 +75,9 @@ def find_structure(
     x: NDArray[np.float32], candidates: Sequence[int], seed: int, force: bool = False
 ) -> ClusterStructure:
     """Test featurized rows for cluster structure; cluster them when it passes (or ``force``)."""
-    data = np.asarray(x, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    sample = data[rng.choice(len(data), SILHOUETTE_SAMPLE, replace=False)] if len(data) > SILHOUETTE_SAMPLE else data
-    silhouettes: dict[int, float] = {}
-    for k in sorted(set(candidates)):
-        if k < 2 or k >= len(sample):
-            continue
-        labels = kmeans(sample, k, seed, n_init=2).labels
-        if np.bincount(labels, minlength=k).min() < MIN_CLUSTER_SHARE * len(sample):
-            continue  # a few extreme rows split off (or fewer distinct rows than k)
-        silhouettes[k] = silhouette(sample, labels)
-    good = {k: v for k, v in silhouettes.items() if v >= STRUCTURE_SILHOUETTE}
-    best_k = max(good, key=lambda k: (good[k], -k)) if good else 1
+    best_k, silhouettes = choose_k(
+        x, candidates, seed, min_silhouette=STRUCTURE_SILHOUETTE, min_cluster_share=MIN_CLUSTER_SHARE
+    )
     if best_k < 2 and not force:
         return ClusterStructure(silhouettes, 1, None)
     assignments = np.stack([kmeans(x, k, seed + k).labels for k in COASSOCIATION_KS], axis=1).astype(np.intp)

@@ -180,7 +180,8 @@ def train_encoder(
     y_fit = None if targets is None else torch.from_numpy(targets[fit_idx].astype(np.int64))
     y_val = None if targets is None else torch.from_numpy(targets[val_idx].astype(np.int64))
     fit_targets = None if targets is None else targets[fit_idx]
-    noise = resolve_noise(x[fit_idx], targets, config)
+    # No synthetic outliers, no noise scale to compute (the gap-based one costs a neighbour search).
+    noise = resolve_noise(x[fit_idx], targets, config) if config.outlier_exposure else DEFAULT_NOISE_SCALE
     objective = make_objective(x[fit_idx], fit_targets, layout, config, config.seed, noise)
     projection = resolve_projection(targets, config)
     encoder = Encoder(
@@ -190,7 +191,10 @@ def train_encoder(
     )
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history = TrainingHistory(
-        objective=objective.describe(), projection=projection, outlier_noise=noise, cluster_structure=structure
+        objective=objective.describe(),
+        projection=projection,
+        outlier_noise=noise if config.outlier_exposure else None,
+        cluster_structure=structure,
     )
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
