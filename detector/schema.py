@@ -21,7 +21,8 @@ class FeatureSpec(BaseModel):
     """Which fields are features, identifiers or labels.
 
     Attributes:
-        numeric: numeric feature fields (JSON numbers; numeric strings are accepted too).
+        numeric: numeric feature fields (JSON numbers; strings spelled exactly as JSON numbers,
+            such as ``"12"``, are accepted too, see :mod:`detector.values`).
         categorical: categorical feature fields (strings, integers or booleans).
         log_scale: numeric fields transformed with ``sign(x) * log1p(|x|)`` before scaling
             (heavy-tailed counts and byte sizes).

@@ -2,9 +2,11 @@
 
 Rules (documented in the README):
 
-* a column whose every present value is a number (or numeric string) is numeric, otherwise it is
-  categorical — except that a column of numbers with a few (<= 1%) stray non-numeric values
-  ("nan", "n/a") is refused with an error naming the row, rather than silently made categorical;
+* a column whose every present value is a number (or a string spelled as a JSON number: exactly
+  what the worker accepts, see :mod:`detector.values`) is numeric, otherwise it is categorical —
+  except that a column of numbers with a few (<= 1%) stray non-numeric values ("nan", "n/a") is
+  refused with an error naming the row, rather than silently made categorical, and so is a column
+  whose only non-numbers are numbers in a spelling events may not use (" 12", "+5", "007");
 * a column with any missing/null value is optional (imputed + missing indicator);
 * a numeric column is log-scaled when it is non-negative, reaches at least 100 and is heavy-tailed:
   its maximum is at least 50 times its 90th percentile (both plus one).
@@ -18,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.errors import SpecError
+from detector.errors import InvalidEventError, SpecError
 from detector.schema import FeatureSpec
+from detector.values import parse_numeric
 
 _HEAVY_TAIL_RATIO = 50.0
 _HEAVY_TAIL_MIN_MAX = 100.0
@@ -81,19 +84,37 @@ def infer_spec(
         raise SpecError(f"cannot infer a feature spec: {exc}") from exc
 
 
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+def _number(value: Any) -> float | None:
+    """The finite number the worker would read from ``value`` (a present value), else ``None``."""
+    try:
+        number = parse_numeric(value, "", optional=False)
+    except InvalidEventError:
+        return None
+    return number
+
+
+def _is_misspelt_number(value: Any) -> bool:
+    """A string Python reads as a finite number but the worker refuses (" 12", "+5", "007", "1_000")."""
+    if not isinstance(value, str):
         return False
     try:
         return math.isfinite(float(value))
-    except (ValueError, OverflowError):
+    except ValueError:
         return False
 
 
 def _refuse_mostly_numeric(field: str, values: list[Any]) -> None:
-    """A column of numbers with a few stray strings ("nan", "n/a") is a data error, not a category."""
+    """A column of numbers with a few stray strings ("nan", "n/a"), or with numbers the worker would
+    refuse (" 12"), is a data error, not a category."""
     present = [(i, v) for i, v in enumerate(values) if v is not None and v != ""]
-    bad = [(i, v) for i, v in present if not _is_number(v)]
+    bad = [(i, v) for i, v in present if _number(v) is None]
+    if bad and all(_is_misspelt_number(v) for _, v in bad):
+        row, value = bad[0]
+        raise SpecError(
+            f"column {field!r} holds numbers spelled in a way events may not use, e.g. row {row + 1}: "
+            f"{str(value)[:40]!r}; write them as JSON numbers (no spaces, '+', leading zeros or '_'), "
+            "or give a spec that declares the column categorical"
+        )
     if present and len(bad) <= _STRAY_SHARE * len(present):
         row, value = bad[0]
         raise SpecError(
@@ -105,14 +126,10 @@ def _refuse_mostly_numeric(field: str, values: list[Any]) -> None:
 def _as_numbers(values: list[Any]) -> np.ndarray | None:
     out = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        number = _number(value)
+        if number is None:
             return None
-        try:
-            out[i] = float(value)
-        except ValueError:
-            return None
-        if not math.isfinite(out[i]):
-            return None
+        out[i] = number
     return out if len(values) else None
 
 

@@ -1,9 +1,13 @@
 """Reading event files: CSV with a header, or JSON Lines; gzip or not.
 
 Shared by the trainer (training data) and the worker's replayer (publishing a file to a topic).
-CSV cells that look like numbers become ``int``/``float``; empty cells become ``None``; other
-cells stay strings (so ``"nan"`` in a numeric column is reported as a bad value, not silently
-accepted). Columns named in ``text_columns`` (ids, timestamps) are never converted.
+A CSV cell becomes a number exactly when a live event's string would be read as one
+(:func:`detector.values.number_from_text`): the whole cell spelled as a JSON number, ASCII digits,
+no surrounding spaces (``12`` -> ``12``, ``1.5e3`` -> ``1500.0``; ``" 12"``, ``+5``, ``.5``, ``007``,
+``1_000`` stay strings, which a numeric column then refuses, naming the row). An empty cell
+becomes ``None``; every other cell stays a string (so ``"nan"`` in a numeric column is reported as
+a bad value, not silently accepted). Columns named in ``text_columns`` (ids, timestamps) are never
+converted.
 """
 
 from __future__ import annotations
@@ -12,16 +16,14 @@ import csv
 import gzip
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from detector.errors import DataError
+from detector.values import number_from_text
 
 Record = dict[str, Any]
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -43,15 +45,11 @@ def _format_of(path: Path, first_char: str) -> str:
 
 
 def convert_cell(cell: str) -> Any:
-    """CSV cell -> ``None`` (empty), ``int``, ``float`` or the string itself."""
-    text = cell.strip()
-    if text == "":
+    """CSV cell -> ``None`` (empty), ``int``/``float`` (a JSON number's exact spelling) or the string itself."""
+    if cell == "":
         return None
-    if _INT.match(text):
-        return int(text)
-    if _FLOAT.match(text):
-        return float(text)
-    return cell
+    number = number_from_text(cell)
+    return cell if number is None else number
 
 
 def iter_records(path: Path, text_columns: Iterable[str] = ()) -> Iterator[Record]:

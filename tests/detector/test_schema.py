@@ -102,6 +102,23 @@ def test_inference_treats_bool_and_non_finite_values_as_categorical() -> None:
     assert spec.categorical == ["flag", "ratio"]
 
 
+def test_inference_reads_numeric_strings_as_the_worker_does() -> None:
+    records = [{"s": "12", "t": "1e3"}, {"s": "-0.5", "t": "2E-1"}]
+    assert infer_spec(records).numeric == ["s", "t"]
+
+
+@pytest.mark.parametrize("spelling", [" 12", "12 ", "+12", "012", "1_2", "١٢"])
+def test_inference_refuses_a_column_of_numbers_the_worker_would_refuse(spelling: str) -> None:
+    """Made categorical, such a column would put every live (JSON-number) value in the unknown bucket."""
+    records = [{"v": 3}, {"v": spelling}, {"v": 5}]
+    with pytest.raises(SpecError, match=r"column 'v' holds numbers spelled in a way events may not use, e.g. row 2"):
+        infer_spec(records)
+
+
+def test_inference_keeps_a_column_of_words_and_numbers_categorical() -> None:
+    assert infer_spec([{"v": "12"}, {"v": "tcp"}, {"v": " 7"}]).categorical == ["v"]
+
+
 def test_inference_excludes_fields_and_fails_when_nothing_is_left() -> None:
     assert infer_spec([{"a": 1, "truth": "x"}], exclude=["truth"]).features == ["a"]
     with pytest.raises(SpecError, match="cannot infer a feature spec"):

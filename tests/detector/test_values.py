@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detector.errors import InvalidEventError
-from detector.values import MISSING, canonical_category, parse_numeric
+from detector.table_reader import convert_cell
+from detector.values import MISSING, canonical_category, number_from_text, parse_numeric
+
+#: RFC 8259's number grammar, written out independently of detector.values.
+JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+json_number_texts = st.from_regex(re.compile(JSON_NUMBER, re.ASCII), fullmatch=True)
+#: Characters Python's float() skips or reads as digits but the JSON grammar refuses.
+LENIENT_EXTRAS = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\xa0", "\u2003", "\u3000", "_"]
+NON_ASCII_DIGITS = st.characters(categories=["Nd"]).filter(lambda c: not "0" <= c <= "9")
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(
@@ -29,15 +38,42 @@ def reason_of(call: Any) -> tuple[str, str | None]:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(3, 3.0), (-2.5, -2.5), ("12", 12.0), (" 12 ", 12.0), ("-1.5e3", -1500.0), ("0", 0.0), (2**70, float(2**70))],
+    [
+        (3, 3.0),
+        (-2.5, -2.5),
+        ("12", 12.0),
+        ("-1.5e3", -1500.0),
+        ("1E5", 100000.0),
+        ("1e+5", 100000.0),
+        ("0", 0.0),
+        ("-0", 0.0),
+        ("0.25", 0.25),
+        (2**70, float(2**70)),
+    ],
 )
 def test_numbers_and_numeric_strings_are_accepted(value: Any, expected: float) -> None:
     assert parse_numeric(value, "x", optional=False) == expected
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "nan", "NaN", "inf", "-inf", "Infinity", "1e999"])
+@pytest.mark.parametrize(
+    "value",
+    [" 12 ", "12 ", " 12", "\t12", "12\n", "1_000", "١٢", "１２", "+5", ".5", "5.", "007", "-", "1e", "1e5 ", "1.5.2"],
+)
+def test_numeric_strings_not_spelled_as_json_numbers_are_the_wrong_type(value: str) -> None:
+    assert reason_of(lambda: parse_numeric(value, "bytes", optional=False)) == ("wrong_type", "bytes")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, math.inf, -math.inf, "nan", "NaN", "+nan", "inf", "-inf", "Infinity", "-INFINITY", "1e999", "-1e999"],
+)
 def test_nan_and_inf_in_float_and_string_form_are_not_finite(value: Any) -> None:
     assert reason_of(lambda: parse_numeric(value, "bytes", optional=False)) == ("not_finite", "bytes")
+
+
+@pytest.mark.parametrize("value", [" nan", "NaN ", "ınf", "İnf", "nan1", "infinit"])
+def test_nan_and_inf_words_with_anything_around_or_non_ascii_letters_are_the_wrong_type(value: str) -> None:
+    assert reason_of(lambda: parse_numeric(value, "bytes", optional=False)) == ("wrong_type", "bytes")
 
 
 def test_an_int_beyond_float_range_is_not_finite_even_past_the_int_printing_limit() -> None:
@@ -46,7 +82,7 @@ def test_an_int_beyond_float_range_is_not_finite_even_past_the_int_printing_limi
     assert reason_of(lambda: parse_numeric(10**5000, "n", optional=False)) == ("not_finite", "n")
 
 
-@pytest.mark.parametrize("value", [True, False, [1], {"a": 1}, "abc", "0x10", "1,5", b"1"])
+@pytest.mark.parametrize("value", [True, False, [1], {"a": 1}, "abc", "0x10", "1,5", b"1", " ", "\x00"])
 def test_wrong_types_name_the_field(value: Any) -> None:
     reason, field = reason_of(lambda: parse_numeric(value, "duration", optional=False))
     assert (reason, field) == ("wrong_type", "duration")
@@ -103,3 +139,56 @@ def test_canonical_category_raises_only_invalid_event_error(value: Any, optional
         assert exc.reason in {"missing_field", "wrong_type"}
         return
     assert isinstance(text, str) or (optional and text is None)
+
+
+@given(text=json_number_texts)
+@example(text="-0")
+@example(text="1" * 5000)
+def test_strings_spelled_as_json_numbers_are_accepted_and_equal_float(text: str) -> None:
+    number = float(text)
+    if math.isfinite(number):
+        assert parse_numeric(text, "f", optional=False) == number
+        assert number_from_text(text) == number
+    else:  # "1e999": a number, beyond float range
+        assert reason_of(lambda: parse_numeric(text, "f", optional=False)) == ("not_finite", "f")
+
+
+@given(
+    text=json_number_texts,
+    extra=st.sampled_from(LENIENT_EXTRAS),
+    where=st.sampled_from(["before", "after", "inside"]),
+)
+def test_json_numbers_with_whitespace_or_underscores_are_the_wrong_type(text: str, extra: str, where: str) -> None:
+    if where == "inside" and len(text) < 2:
+        text += "0"  # "7" has no inside; "70" does
+    spelled = {"before": extra + text, "after": text + extra, "inside": text[:1] + extra + text[1:]}[where]
+    assert reason_of(lambda: parse_numeric(spelled, "f", optional=False)) == ("wrong_type", "f")
+    assert number_from_text(spelled) is None
+
+
+@given(text=json_number_texts, digit=NON_ASCII_DIGITS, data=st.data())
+def test_json_numbers_with_a_non_ascii_digit_are_the_wrong_type(text: str, digit: str, data: st.DataObject) -> None:
+    positions = [i for i, c in enumerate(text) if c.isdigit()]
+    at = data.draw(st.sampled_from(positions))
+    spelled = text[:at] + digit + text[at + 1 :]
+    assert reason_of(lambda: parse_numeric(spelled, "f", optional=False)) == ("wrong_type", "f")
+    assert number_from_text(spelled) is None
+
+
+@given(cell=st.text(max_size=12) | json_number_texts | st.sampled_from(["nan", "-Infinity", " 7", "1e999", "007"]))
+def test_csv_cells_and_event_strings_agree_on_what_is_a_number(cell: str) -> None:
+    """A CSV cell becomes a number exactly when the same text in an event would be read as one."""
+    converted = convert_cell(cell)
+    if cell == "":
+        assert converted is None
+        return
+    if isinstance(converted, str):
+        with pytest.raises(InvalidEventError) as info:
+            parse_numeric(cell, "f", optional=False)
+        assert info.value.reason in {"wrong_type", "not_finite"}  # not_finite: "nan", "inf" words
+        return
+    assert type(converted) in (int, float)
+    if math.isfinite(converted):
+        assert parse_numeric(cell, "f", optional=False) == float(converted)
+    else:
+        assert reason_of(lambda: parse_numeric(cell, "f", optional=False)) == ("not_finite", "f")
