@@ -1,27 +1,45 @@
-"""The only module that imports ``prometheus_client``: worker metrics and the HTTP endpoints.
+"""The only module that imports ``prometheus_client``: worker metrics, health state, exposition.
 
-Every metric lives on the :class:`CollectorRegistry` passed in (tests pass a fresh one). One
-HTTP server serves ``/metrics``, ``/healthz`` (the loop is alive) and ``/readyz`` (partitions
-assigned, model loaded, broker reachable).
+Every metric lives on the :class:`CollectorRegistry` passed in (tests pass a fresh one).
+:class:`MetricsServer` serves ``/metrics``, ``/healthz`` (the loop is alive) and ``/readyz``
+(partitions assigned, model loaded, broker reachable); the serving itself, with its limits on
+threads, connections and time, is :class:`worker.http_endpoint.HttpEndpoint`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from worker.http_endpoint import EndpointLimits, HttpEndpoint
+
 QUANTILES = (0.5, 0.9, 0.99)
 ROLLING_WINDOW = 10_000
 SCORE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0, float("inf"))
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, float("inf"))
+EVENT_LAG_BUCKETS = (
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6 * 3600.0,
+    86400.0,
+    7 * 86400.0,
+    float("inf"),
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))
 
 
@@ -44,11 +62,35 @@ class WorkerMetrics:
             "kestrel_batch_processing_seconds", "Pipeline + publish + commit time per batch.", registry=r
         )
         self.latency = Histogram(
-            "kestrel_end_to_end_latency_seconds",
-            "Event timestamp (else Kafka timestamp) to outputs acknowledged.",
+            "kestrel_processing_latency_seconds",
+            "Kafka record timestamp (else the moment the worker read it) to outputs acknowledged.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.implausible_timestamps = Counter(
+            "kestrel_record_timestamp_implausible",
+            "Records whose Kafka timestamp was over a day old or in the future (latency counted from read time).",
+            registry=r,
+        )
+        self.event_time_lag = Histogram(
+            "kestrel_event_time_lag_seconds",
+            "Outputs acknowledged minus the event's own timestamp, clamped to [0, 7 days] (freshness, not alerts).",
+            buckets=EVENT_LAG_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters_undeliverable = Counter(
+            "kestrel_dead_letters_undeliverable", "Dead letters the broker refused for good (given up).", registry=r
+        )
+        self.anomalies_undeliverable = Counter(
+            "kestrel_anomaly_records_undeliverable", "Anomaly records the broker refused for good.", registry=r
+        )
+        self.client_rebuilds = Counter(
+            "kestrel_kafka_client_rebuilds", "Kafka clients closed and rebuilt after failures.", ["client"], registry=r
+        )
+        self.build_info = Gauge(
+            "kestrel_build_info", "1, labelled with the Kafka client and its checksum implementation.",
+            ["kafka_client", "crc32c"], registry=r,
+        )  # fmt: skip
         self.lag = Gauge(
             "kestrel_consumer_lag", "High watermark - committed offset.", ["topic", "partition"], registry=r
         )
@@ -74,6 +116,8 @@ class WorkerMetrics:
         )
         for outcome in ("normal", "anomaly", "rejected"):
             self.events.labels(outcome)
+        for client in ("consumer", "producer"):
+            self.client_rebuilds.labels(client)
         self._window = np.zeros(ROLLING_WINDOW, dtype=np.float64)
         self._window_flags = np.zeros(ROLLING_WINDOW, dtype=bool)
         self._window_fill = 0
@@ -96,9 +140,14 @@ class WorkerMetrics:
             for q, value in zip(QUANTILES, np.quantile(window, QUANTILES), strict=True):
                 self.score_quantile.labels(str(q)).set(float(value))
 
-    def observe_latencies(self, seconds: Iterable[float]) -> None:
-        for value in seconds:
+    def observe_processing_latencies(self, seconds: NDArray[np.float64], implausible: int) -> None:
+        for value in seconds.tolist():
             self.latency.observe(value)
+        self.implausible_timestamps.inc(implausible)
+
+    def observe_event_time_lags(self, seconds: NDArray[np.float64]) -> None:
+        for value in seconds.tolist():
+            self.event_time_lag.observe(value)
 
     def set_model(
         self,
@@ -142,20 +191,34 @@ class WorkerMetrics:
 class HealthState:
     """Liveness and readiness shared between the loop (writer) and the HTTP server (reader).
 
+    Liveness (``/healthz``) says a restart would help: the loop has not turned for
+    ``stall_after_s`` (stuck in a call), or it has made no progress (no commit) for
+    ``no_progress_after_s`` while work is pending (see :meth:`progressed`). Readiness
+    (``/readyz``) says whether it is processing now: a broker outage makes it unready, not dead.
+
     Args:
         stall_after_s: the loop counts as dead when it has not ticked for this long.
+        no_progress_after_s: ... or when it has not progressed for this long.
     """
 
-    def __init__(self, stall_after_s: float = 60.0) -> None:
+    def __init__(self, stall_after_s: float = 60.0, no_progress_after_s: float = 300.0) -> None:
         self.stall_after_s = stall_after_s
+        self.no_progress_after_s = no_progress_after_s
         self._lock = threading.Lock()
         self._last_tick = time.monotonic()
+        self._last_progress = self._last_tick
         self._running = True
         self._ready = False
 
     def tick(self) -> None:
+        """The loop is turning (called at least once per batch and per retry)."""
         with self._lock:
             self._last_tick = time.monotonic()
+
+    def progressed(self) -> None:
+        """The loop committed something, or has nothing left to do."""
+        with self._lock:
+            self._last_progress = time.monotonic()
 
     def set_ready(self, ready: bool) -> None:
         with self._lock:
@@ -168,8 +231,11 @@ class HealthState:
 
     @property
     def alive(self) -> bool:
+        """Running, turning, and not without progress for ``no_progress_after_s`` while work is pending."""
         with self._lock:
-            return self._running and time.monotonic() - self._last_tick < self.stall_after_s
+            now = time.monotonic()
+            turning = now - self._last_tick < self.stall_after_s
+            return self._running and turning and now - self._last_progress < self.no_progress_after_s
 
     @property
     def ready(self) -> bool:
@@ -177,54 +243,27 @@ class HealthState:
             return self._ready and self._running
 
 
-class MetricsServer:
-    """HTTP server for ``/metrics``, ``/healthz`` and ``/readyz`` on a daemon thread.
+def render_metrics(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """Return ``(body, content_type)`` of the Prometheus text exposition of ``registry``."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class MetricsServer(HttpEndpoint):
+    """:class:`HttpEndpoint` serving ``registry`` on ``/metrics`` and ``health`` on the probes.
+
+    Bound on construction (``OSError`` when the address is taken), served after :meth:`start`.
 
     Args:
         host, port: where to listen (port 0 picks a free port; see :attr:`port`).
+        limits: threads, connections and timeouts (:class:`EndpointLimits` defaults when ``None``).
     """
 
-    def __init__(self, registry: CollectorRegistry, health: HealthState, host: str, port: int) -> None:
-        handler = _handler(registry, health)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(registry: CollectorRegistry, health: HealthState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                ok = health.alive
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"loop not alive\n")
-            elif path == "/readyz":
-                ok = health.ready
-                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-            else:
-                self._reply(404, b"not found\n")
-
-        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # scrapes are not worth a log line each
-
-    return Handler
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        health: HealthState,
+        host: str,
+        port: int,
+        limits: EndpointLimits | None = None,
+    ) -> None:
+        super().__init__(functools.partial(render_metrics, registry), health, host, port, limits)
