@@ -8,7 +8,7 @@ Measures, on NSL-KDD-shaped events with about 5 % attacks, in one run:
 3. the worker's throughput (``python -m worker`` subprocess) on the same topic;
 4. end-to-end latency at a steady 2,000 events/s with the default batch wait: anomaly record
    arrival on the output topic minus the event timestamp (p50/p99), plus the worker's own
-   ``kestrel_end_to_end_latency_seconds`` histogram p99 bucket;
+   ``kestrel_processing_latency_seconds`` histogram p99 bucket;
 5. the worker's resident memory (VmRSS and peak VmHWM).
 """
 
@@ -168,7 +168,7 @@ def steady_latency(model_dir: Path, bootstrap: str, rate: int, seconds: float) -
 def _hist_p99(text: str) -> float:
     buckets = []
     for line in text.splitlines():
-        if line.startswith("kestrel_end_to_end_latency_seconds_bucket"):
+        if line.startswith("kestrel_processing_latency_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
     total = buckets[-1][1]

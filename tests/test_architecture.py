@@ -12,7 +12,7 @@ PACKAGES = ("detector", "training", "worker")
 
 #: Third-party modules confined to a few files.
 CONFINED = {
-    "kafka": {"worker/kafka_io.py", "worker/topic_tools.py", "training/kafka_source.py"},
+    "kafka": {"worker/kafka_io.py", "worker/kafka_sink.py", "worker/topic_tools.py", "training/kafka_source.py"},
     "prometheus_client": {"worker/metrics.py"},
 }
 FORBIDDEN = {"pickle", "dill", "joblib", "cloudpickle"}

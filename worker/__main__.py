@@ -1,8 +1,11 @@
 """``python -m worker --model MODEL_DIR`` (or ``--registry REGISTRY_DIR``): run the worker.
 
 Flags override ``WORKER_*`` environment settings. Exit codes: 0 after a clean stop (SIGTERM /
-SIGINT, everything committed); 1 when stopped with work left uncommitted or on an unexpected
-error; 2 for a bad setting, a bad or incompatible model, or a metrics port that cannot be bound.
+SIGINT, everything committed, also when stopped before the broker was ever reached); 1 when
+stopped with work left uncommitted (the drain time ran out, or an output was refused under
+``WORKER_UNDELIVERABLE_POLICY=stop``) or on an unexpected error; 2 for a bad setting, a bad or
+incompatible model, or a metrics port that cannot be bound. The last log line is
+``worker_stopped`` with ``reason`` and ``exit_code``.
 """
 
 from __future__ import annotations
@@ -11,25 +14,23 @@ import argparse
 import logging
 import signal
 import sys
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from threadpoolctl import threadpool_limits
 
 from detector.errors import DetectorError
-from worker.errors import BrokerError, SettingsError
-from worker.kafka_io import KafkaSink, KafkaSource
+from worker.errors import SettingsError
+from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer
+from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
-from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.loop import LoopConfig, PartitionsCallback, SourceFactory, WorkerLoop
 from worker.metrics import HealthState, MetricsServer, WorkerMetrics
-from worker.model_loading import LoadedModel, live_model_dir, load_model
+from worker.model_loading import LoadedModel, load_live_model, load_model
 from worker.reload import RegistryWatcher
 from worker.settings import WorkerSettings, effective_settings, load_settings
 
 logger = logging.getLogger("worker")
-T = TypeVar("T")
 
 _FLAGS: dict[str, tuple[str, ...]] = {
     "--model": ("model_dir",),
@@ -73,37 +74,27 @@ def _load_initial_model(settings: WorkerSettings) -> LoadedModel:
     if settings.model_dir is not None:
         return load_model(settings.model_dir)
     assert settings.registry_dir is not None
-    return load_model(live_model_dir(settings.registry_dir))
+    return load_live_model(settings.registry_dir)
 
 
-def _until_connected(create: Callable[[], T], stop: list[bool], health: HealthState) -> T:
-    """Call ``create`` until the broker answers, backing off from 0.5 s to 10 s; exit 1 if stopped.
-
-    The worker is alive while it waits (liveness ticks), only not ready.
-    """
-    backoff = 0.5
-    while True:
-        health.tick()
-        try:
-            return create()
-        except BrokerError as exc:
-            logger.warning("broker_unavailable", extra={"error": str(exc), "retry_in_s": backoff})
-        if stop[0]:
-            raise SystemExit(1)
-        time.sleep(backoff)
-        backoff = min(backoff * 2, 10.0)
-
-
-def _connect(settings: WorkerSettings, stop: list[bool], health: HealthState) -> KafkaSink:
-    """Create the producer, retrying with backoff while the broker is unreachable."""
-    return _until_connected(lambda: KafkaSink(settings.kafka), stop, health)
-
-
-def _source_factory(settings: WorkerSettings, stop: list[bool], health: HealthState) -> Any:
+def _source_factory(settings: WorkerSettings) -> SourceFactory:
     def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> KafkaSource:
-        return _until_connected(lambda: KafkaSource(settings.kafka, on_revoked, on_assigned), stop, health)
+        return KafkaSource(settings.kafka, on_revoked, on_assigned)
 
     return build
+
+
+def _loop_config(settings: WorkerSettings) -> LoopConfig:
+    return LoopConfig(
+        output_topic=settings.kafka.output_topic,
+        dead_letter_topic=settings.kafka.dead_letter_topic,
+        batch_size=settings.batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+        max_value_bytes=settings.kafka.max_message_bytes,
+        max_request_bytes=settings.kafka.max_request_bytes,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        undeliverable=settings.undeliverable_policy.value,
+    )
 
 
 def _start_watcher(settings: WorkerSettings, loop: WorkerLoop, metrics: WorkerMetrics) -> RegistryWatcher | None:
@@ -130,38 +121,27 @@ def run(settings: WorkerSettings) -> int:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     logger.info("model_loaded", extra={"model_version": model.detector.version, "seconds": model.load_seconds})
-    metrics, health = WorkerMetrics(), HealthState()
+    metrics, health = WorkerMetrics(), HealthState(no_progress_after_s=settings.no_progress_timeout_s)
+    crc = crc32c_implementation()
+    metrics.build_info.labels("kafka-python", crc).set(1)
+    if crc != "c":
+        logger.warning("kafka_crc32c_pure_python", extra={"hint": "pip install crc32c (~10x faster consuming)"})
     try:
         server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port)
     except OSError as exc:
         print(f"error: cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}", file=sys.stderr)
         return 2
     server.start()
-    stop = [False]
-    loop_box: list[WorkerLoop] = []
+    sink = KafkaSink(lambda: make_producer(settings.kafka))
+    loop = WorkerLoop(_source_factory(settings), sink, model, metrics, health, _loop_config(settings))
 
     def on_signal(signum: int, frame: object) -> None:
-        stop[0] = True
-        if loop_box:
-            loop_box[0].request_stop()
+        loop.request_stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sink = _connect(settings, stop, health)
-    config = LoopConfig(
-        output_topic=settings.kafka.output_topic,
-        dead_letter_topic=settings.kafka.dead_letter_topic,
-        batch_size=settings.batch_size,
-        batch_wait_ms=settings.batch_wait_ms,
-        max_value_bytes=settings.kafka.max_message_bytes,
-        shutdown_timeout_s=settings.shutdown_timeout_s,
-    )
-    loop = WorkerLoop(_source_factory(settings, stop, health), sink, model, metrics, health, config)
-    loop_box.append(loop)
-    if stop[0]:
-        loop.request_stop()
     watcher = _start_watcher(settings, loop, metrics)
-    logger.info("worker_started", extra={"metrics_port": server.port})
+    logger.info("worker_started", extra={"metrics_port": server.port, "kafka_client": "kafka-python", "crc32c": crc})
     try:
         clean = loop.run()
     except Exception:
@@ -171,7 +151,9 @@ def run(settings: WorkerSettings) -> int:
         if watcher is not None:
             watcher.stop()
         server.stop()
-    return 0 if clean else 1
+    code = 0 if clean else 1
+    logger.info("worker_stopped", extra={"reason": loop.stop_reason, "clean": clean, "exit_code": code})
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format.value)
+    # The worker reports broker trouble itself (broker_unavailable, publish_failed, ...), once per
+    # outage; kafka-python would add several lines per retry.
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     logger.info("settings", extra={"settings": effective_settings(settings)})
     return run(settings)
 

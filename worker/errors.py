@@ -14,7 +14,14 @@ class SettingsError(WorkerError, ValueError):
 
 
 class BrokerError(WorkerError):
-    """The Kafka broker could not be reached or refused a request (retryable)."""
+    """The Kafka broker could not be reached or refused a request (retryable).
+
+    ``fatal`` says the client itself is broken: retrying with it is useless, it must be rebuilt.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class PublishError(BrokerError):
@@ -23,6 +30,10 @@ class PublishError(BrokerError):
 
 class CommitError(BrokerError):
     """An offset commit failed; the offsets stay uncommitted and will be retried."""
+
+
+class UndeliverableOutputError(WorkerError):
+    """An output the broker refuses for good, with the policy ``stop``: the worker stops."""
 
 
 class BrokerStartError(WorkerError):

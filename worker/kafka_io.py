@@ -1,20 +1,21 @@
-"""The only module that imports ``kafka`` (kafka-python): a consumer source and a producer sink.
+"""The kafka-python consumer source, and the settings -> client configuration of both clients.
 
-kafka-python errors are mapped to :mod:`worker.errors`: :class:`BrokerError` for polling,
-:class:`PublishError` for unacknowledged output, :class:`CommitError` for failed commits.
-Partitions are plain ``(topic, partition)`` tuples outside this module.
+With :mod:`worker.kafka_sink` the only modules that import ``kafka``. kafka-python errors are
+mapped to :mod:`worker.errors`: :class:`BrokerError` for polling and connecting,
+:class:`CommitError` for failed commits (``fatal`` when the client itself is broken).
+Partitions are plain ``(topic, partition)`` tuples outside these modules.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import IllegalStateError, KafkaError
+from kafka.record import util as record_util
 from kafka.structs import OffsetAndMetadata
 
 from worker.errors import BrokerError, CommitError, PublishError
@@ -29,6 +30,42 @@ PartitionsCallback = Callable[[list[Partition]], None]
 
 #: Longest wait for a broker answer on a single request (fetch, metadata, commit).
 REQUEST_TIMEOUT_MS = 7000
+#: Longest a producer ``send`` blocks (waiting for topic metadata or buffer space).
+MAX_BLOCK_MS = 2000
+
+
+def crc32c_implementation() -> str:
+    """``"c"`` when kafka-python verifies record checksums with the C ``crc32c`` package, else
+    ``"python"`` (its pure-Python fallback, ~10x slower to consume)."""
+    return "python" if record_util._crc32c is record_util.crc32c_py else "c"
+
+
+def _fatal(exc: KafkaError) -> bool:
+    """Only a closed or broken client is fatal: other errors (a commit refused after a rebalance,
+    a broker away) clear by themselves, or by the loop's rebuild after repeated failures."""
+    return isinstance(exc, IllegalStateError)
+
+
+def make_producer(settings: KafkaSettings) -> KafkaProducer:
+    """A producer for the worker's outputs (acks=all; idempotent as kafka-python 3 defaults).
+
+    Raises:
+        BrokerError: the bootstrap servers did not answer within ``connect_timeout_ms``.
+    """
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=f"kestrel-worker-{settings.group_id}",
+            acks="all",
+            linger_ms=2,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            max_block_ms=MAX_BLOCK_MS,
+            max_request_size=settings.max_request_bytes,
+            bootstrap_timeout_ms=settings.connect_timeout_ms,
+            **_security(settings),
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot create the producer: {type(exc).__name__}: {exc}") from exc
 
 
 def _security(settings: KafkaSettings) -> dict[str, Any]:
@@ -79,6 +116,7 @@ class KafkaSource:
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 request_timeout_ms=max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms + 1000),
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                bootstrap_timeout_ms=settings.connect_timeout_ms,
                 **_security(settings),
             )
             self._consumer.subscribe([settings.input_topic], listener=_Listener(on_revoked, on_assigned))
@@ -94,9 +132,9 @@ class KafkaSource:
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
-            raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}") from exc
+            raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
         return [
-            RawRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
+            RawRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, tuple(m.headers or ()))
             for messages in batches.values()
             for m in messages
         ]
@@ -113,7 +151,7 @@ class KafkaSource:
         try:
             self._consumer.commit(offsets=payload, timeout_ms=timeout_ms)
         except KafkaError as exc:
-            raise CommitError(f"commit failed: {type(exc).__name__}: {exc}") from exc
+            raise CommitError(f"commit failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
 
     def assignment(self) -> set[Partition]:
         """Partitions currently assigned to this consumer."""
@@ -145,78 +183,44 @@ class KafkaSource:
             logger.warning("consumer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
-@dataclass
-class _Pending:
-    topic: str
-    value: bytes | None
-    key: bytes | None
-    headers: list[Header]
-    future: Any = field(default=None)
+class KafkaPublisher:
+    """A plain producer for tools (the replayer): :meth:`flush` raises if anything was not acknowledged.
 
-
-class KafkaSink:
-    """Producer for anomaly records and dead letters that tracks acknowledgements.
-
-    :meth:`send` queues a record; :meth:`flush` returns only when every record sent since the
-    last successful flush is acknowledged by the broker, resending records whose delivery failed.
+    Raises:
+        BrokerError: the bootstrap servers did not answer (at construction).
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
-        try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=settings.bootstrap_servers.split(","),
-                client_id=f"kestrel-worker-{settings.group_id}",
-                acks="all",
-                linger_ms=2,
-                request_timeout_ms=REQUEST_TIMEOUT_MS,
-                max_block_ms=REQUEST_TIMEOUT_MS,
-                **_security(settings),
-            )
-        except KafkaError as exc:
-            raise BrokerError(f"cannot create the producer: {type(exc).__name__}: {exc}") from exc
-        self._pending: list[_Pending] = []
+        self._producer = make_producer(settings)
+        self._futures: list[Any] = []
 
-    @property
-    def pending(self) -> int:
-        """Records sent but not yet acknowledged."""
-        return len(self._pending)
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Header]) -> None:
-        """Queue one record; delivery is confirmed by :meth:`flush`."""
-        entry = _Pending(topic, value, key, headers)
-        self._pending.append(entry)
-        self._dispatch(entry)
-
-    def _dispatch(self, entry: _Pending) -> None:
-        try:
-            entry.future = self._producer.send(entry.topic, value=entry.value, key=entry.key, headers=entry.headers)
-        except KafkaError as exc:  # metadata unavailable, buffer full: retried by flush()
-            entry.future = None
-            logger.debug("send_deferred", extra={"error": f"{type(exc).__name__}: {exc}"})
-
-    def flush(self, timeout_s: float) -> None:
-        """Wait until every pending record is acknowledged.
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        """Queue one record.
 
         Raises:
-            PublishError: some records are not acknowledged (timed out, failed or not sent);
-                they stay pending and are resent or awaited again by the next call.
+            PublishError: the client refused it (e.g. no metadata for the topic in time).
         """
-        for entry in self._pending:
-            if entry.future is None or (entry.future.is_done and entry.future.failed()):
-                self._dispatch(entry)
+        try:
+            self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
+        except KafkaError as exc:
+            raise PublishError(f"send failed: {type(exc).__name__}: {exc}") from exc
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for every record sent so far.
+
+        Raises:
+            PublishError: some records were not acknowledged in ``timeout_s``.
+        """
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
-            raise PublishError(f"{self.pending} records not acknowledged: {type(exc).__name__}") from exc
-        failed = [e for e in self._pending if e.future is None or not e.future.is_done or e.future.failed()]
+            raise PublishError(f"flush failed: {type(exc).__name__}: {exc}") from exc
+        failed = [f for f in self._futures if not f.is_done or f.failed()]
+        self._futures = []
         if failed:
-            first = next((e.future.exception for e in failed if e.future is not None and e.future.is_done), None)
-            self._pending = failed
-            raise PublishError(f"{len(failed)} records not acknowledged: {first!r}")
-        self._pending = []
+            raise PublishError(f"{len(failed)} records not acknowledged")
 
     def close(self, timeout_s: float) -> None:
-        """Close the producer (pending records are abandoned; they were never committed)."""
         try:
             self._producer.close(timeout=timeout_s)
         except KafkaError as exc:

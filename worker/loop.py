@@ -1,11 +1,13 @@
 """The I/O shell: poll a batch -> pipeline -> publish -> dead-letter -> flush -> THEN commit.
 
-At-least-once: offsets are committed only after the broker acknowledged every output of the
-records before them; a crash repeats at most the uncommitted batch. Broker trouble never stops
-the loop: flushes are retried with backoff (the batch is not committed until they succeed),
-failed commits are retried with the next batch, readiness is false meanwhile. A stop request
-(SIGTERM) finishes the batch, flushes and commits within ``shutdown_timeout_s``. A new model is
-swapped in only between batches (:meth:`WorkerLoop.swap_model` or the ``model_updates`` hook).
+At-least-once: offsets are committed only after the broker acknowledged (or, by the operator's
+``undeliverable`` policy, gave up) every output of the records before them; a crash repeats at
+most the uncommitted batch. Broker trouble never stops the loop: the consumer is (re)built with
+backoff, flushes are retried with backoff (the batch is not committed until they succeed), failed
+commits are retried with the next batch, and a client that stays broken (or reports a fatal
+error) is closed and rebuilt without losing the uncommitted batch. A stop request (SIGTERM)
+finishes the batch, flushes and commits within ``shutdown_timeout_s``, in every state. A new
+model is swapped in only between batches (:meth:`WorkerLoop.swap_model` or ``model_updates``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
+from worker.broker_health import Backoff, ClientHealth
 from worker.errors import BrokerError, CommitError, PublishError
+from worker.latency import event_time_lags, processing_latencies
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel
+from worker.offsets import OffsetBook
 from worker.outcomes import BatchResult, RawRecord
-from worker.outputs import Sink, send_outputs
+from worker.outputs import Sink, Undeliverable, send_outputs
 from worker.pipeline import score_batch
 
 logger = logging.getLogger(__name__)
@@ -45,19 +48,26 @@ class Source(Protocol):
     def close(self, timeout_ms: int) -> None: ...
 
 
-#: Builds the source given the loop's (on_revoked, on_assigned) rebalance callbacks.
+#: Builds the source given the loop's (on_revoked, on_assigned) rebalance callbacks; raises
+#: :class:`BrokerError` when the broker cannot be reached.
 SourceFactory = Callable[[PartitionsCallback, PartitionsCallback], Source]
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Topics, batching and retry timing of the loop (times in seconds unless named ``_ms``)."""
+    """Topics, batching, limits and retry timing of the loop (seconds unless named ``_ms``).
+
+    ``undeliverable``: what to do with an output the broker refuses ``max_attempts`` times:
+    ``skip`` (count, log its source coordinates, commit past it) or ``stop`` (stop the worker
+    without committing the batch, exit code 1).
+    """
 
     output_topic: str
     dead_letter_topic: str
     batch_size: int = 500
     batch_wait_ms: int = 20
     max_value_bytes: int = 65536
+    max_request_bytes: int = 1_000_000
     idle_poll_ms: int = 100
     flush_timeout_s: float = 5.0
     commit_timeout_ms: int = 5000
@@ -66,6 +76,9 @@ class LoopConfig:
     probe_interval_s: float = 2.0
     lag_interval_s: float = 1.0
     shutdown_timeout_s: float = 20.0
+    rebuild_after_failures: int = 3
+    rebuild_after_s: float = 10.0
+    undeliverable: str = "skip"
 
 
 class WorkerLoop:
@@ -80,6 +93,7 @@ class WorkerLoop:
         health: HealthState,
         config: LoopConfig,
         model_updates: ModelUpdates | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -90,16 +104,22 @@ class WorkerLoop:
         self._pending_model: LoadedModel | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._committed: dict[Partition, int] = {}
-        self._processed: dict[Partition, int] = {}
+        self.stop_reason = "not stopped"
+        self._offsets = OffsetBook()
         #: A batch was given up while stopping (its outputs were never acknowledged).
         self._abandoned = False
         self._drain_deadline: float | None = None
+        self._clock = clock
         self._broker_ok = True
-        self._last_broker_ok = time.monotonic()
-        self._last_lag = 0.0
-        self._lag_partitions: set[Partition] = set()
-        self._source = source_factory(self._on_revoked, self._on_assigned)
+        self._last_broker_ok = clock()
+        self._last_lag = -float("inf")
+        self._lag: dict[Partition, int] = {}
+        self._source_factory = source_factory
+        self._source: Source | None = None
+        self._connect_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
+        after = (config.rebuild_after_failures, config.rebuild_after_s)
+        self._consumer_health = ClientHealth("consumer", *after, clock=clock)
+        self._producer_health = ClientHealth("producer", *after, clock=clock)
         self._describe_model(model)
 
     # ------------------------------------------------------------- control
@@ -107,8 +127,10 @@ class WorkerLoop:
     def model(self) -> LoadedModel:
         return self._model
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "signal") -> None:
         """Ask the loop to finish the current batch, flush, commit and return (signal-safe)."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
         self._stop_deadline()
         self._stop.set()
 
@@ -126,7 +148,7 @@ class WorkerLoop:
     @property
     def uncommitted(self) -> dict[Partition, int]:
         """Processed offsets not yet committed."""
-        return dict(self._processed)
+        return self._offsets.uncommitted
 
     # ---------------------------------------------------------------- run
     def run(self) -> bool:
@@ -143,7 +165,8 @@ class WorkerLoop:
 
     def _close_quietly(self) -> None:
         try:
-            self._source.close(1000)
+            if self._source is not None:
+                self._source.close(1000)
             self._sink.close(1.0)
         except Exception as exc:  # best effort on the way out of a crash
             logger.warning("close_after_crash_failed", extra={"error": str(exc)})
@@ -152,143 +175,201 @@ class WorkerLoop:
         """Poll and fully handle one batch (possibly empty); return its number of records."""
         self.health.tick()
         self._apply_model_update()
-        records = self._collect()
-        if records:
-            self._handle(records)
-        elif self._processed:
-            self._try_commit()
-        elif time.monotonic() - self._last_broker_ok > self.config.probe_interval_s:
-            self._probe()
+        source = self._connected_source()
+        records: list[RawRecord] = []
+        if source is not None:
+            records = self._collect(source)
+            if records:
+                self._handle(source, records)
+            elif self._offsets.uncommitted:
+                self._try_commit()
+            elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
+                self._probe(source)
+            if self._consumer_health.needs_rebuild():
+                self._rebuild_source()
         self._update_lag()
         self._update_ready()
         return len(records)
 
-    def _collect(self) -> list[RawRecord]:
+    # ----------------------------------------------------------- consumer
+    def _connected_source(self) -> Source | None:
+        """The consumer, built now if needed; ``None`` while the broker cannot be reached."""
+        if self._source is not None:
+            return self._source
+        if not self._connect_backoff.ready():
+            self._stop.wait(min(self._connect_backoff.wait_s(), 0.25))
+            return None
+        try:
+            self._source = self._source_factory(self._on_revoked, self._on_assigned)
+        except BrokerError as exc:
+            delay = self._connect_backoff.failed()
+            self._broker_failed("broker_unavailable", exc, retry_in_s=delay)
+            return None
+        self._connect_backoff.succeeded()
+        return self._source
+
+    def _rebuild_source(self) -> None:
+        """Close the consumer; its successor joins the group afresh (uncommitted work is re-read)."""
+        source, self._source = self._source, None
+        self._offsets.forget_all()
+        self._consumer_health.rebuilt()
+        self.metrics.client_rebuilds.labels("consumer").inc()
+        if source is not None:
+            try:
+                source.close(1000)
+            except BrokerError as exc:
+                logger.warning("consumer_close_failed", extra={"error": str(exc)})
+
+    def _collect(self, source: Source) -> list[RawRecord]:
         cfg = self.config
         records: list[RawRecord] = []
         try:
-            records = self._source.poll(cfg.batch_size, cfg.idle_poll_ms)
+            records = source.poll(cfg.batch_size, cfg.idle_poll_ms)
             deadline = time.monotonic() + cfg.batch_wait_ms / 1000.0
             while records and len(records) < cfg.batch_size and not self._stop.is_set():
                 left_ms = int((deadline - time.monotonic()) * 1000)
                 if left_ms <= 0:
                     break
-                records += self._source.poll(cfg.batch_size - len(records), left_ms)
+                records += source.poll(cfg.batch_size - len(records), left_ms)
+            self._consumer_health.succeeded()
         except BrokerError as exc:
             # Records already returned by an earlier poll are past the consumer's position:
             # they must be processed, or a later commit would skip them.
+            self._consumer_health.failed(exc.fatal)
             self._broker_failed("poll_failed", exc)
+            if not records:
+                self._stop.wait(self.config.backoff_initial_s)
+        self._offsets.saw(records)
         return records
 
-    def _handle(self, records: list[RawRecord]) -> None:
-        start = time.perf_counter()
+    # -------------------------------------------------------------- batch
+    def _handle(self, source: Source, records: list[RawRecord]) -> None:
+        start, read_at = time.perf_counter(), time.time()
         model = self._model
         result = score_batch(
             records,
             model.detector,
             max_value_bytes=self.config.max_value_bytes,
-            now_s=time.time(),
+            now_s=read_at,
             decoder=model.decoder,
         )
-        _, dead_letters = send_outputs(result, self._sink, self.config.output_topic, self.config.dead_letter_topic)
-        if not self._flush_until_acked():
+        cfg = self.config
+        send_outputs(result, self._sink, cfg.output_topic, cfg.dead_letter_topic, cfg.max_request_bytes)
+        given_up = self._flush_until_acked()
+        if given_up is None:
             self._abandoned = True  # stopping with outputs unacknowledged: nothing of this batch is committed
             return
         acked_at = time.time()
         # A partition revoked while this batch was collected now belongs to another member:
         # its records were processed (at-least-once), but only its new owner commits it.
-        assigned = self._source.assignment()
-        for record in records:
-            key = (record.topic, record.partition)
-            if key in assigned:
-                self._processed[key] = max(self._processed.get(key, 0), record.offset + 1)
-        self._count(result, dead_letters, acked_at)
+        self._offsets.processed(records, source.assignment())
+        self._count(result, given_up, read_at, acked_at)
         self._try_commit()
         self.metrics.batch_seconds.observe(time.perf_counter() - start)
 
-    def _flush_until_acked(self) -> bool:
-        backoff = self.config.backoff_initial_s
+    def _flush_until_acked(self) -> list[Undeliverable] | None:
+        """Flush until every output is acknowledged or given up; ``None`` if the batch must not
+        be committed (stop deadline passed, or an output given up under the ``stop`` policy)."""
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         while True:
             self.health.tick()  # retrying through an outage is alive, only not ready
             try:
-                self._sink.flush(self.config.flush_timeout_s)
-                self._broker_succeeded()
-                return True
+                given_up = self._sink.flush(self.config.flush_timeout_s)
             except PublishError as exc:
                 self.metrics.publish_failures.inc()
+                self._producer_health.failed(exc.fatal)
                 self._broker_failed("publish_failed", exc)
+                if self._producer_health.needs_rebuild():
+                    self._sink.reset()
+                    self._producer_health.rebuilt()
+                    self.metrics.client_rebuilds.labels("producer").inc()
+            else:
+                self._producer_health.succeeded()
+                self._broker_succeeded()
+                return None if self._refuse(given_up) else given_up
+            self._update_lag()
             if self._stop.is_set() and time.monotonic() > self._stop_deadline():
-                logger.error("stop_with_unacknowledged_outputs")
-                return False
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.config.backoff_max_s)
+                logger.error("stop_with_unacknowledged_outputs", extra={"pending": self._sink.pending})
+                return None
+            self._stop.wait(backoff.failed())
+
+    def _refuse(self, given_up: list[Undeliverable]) -> bool:
+        """Count and log outputs given up; return whether the policy says to stop."""
+        for item in given_up:
+            record = item.record
+            counter = self.metrics.dead_letters_undeliverable if record.kind == "dead_letter" else None
+            (counter or self.metrics.anomalies_undeliverable).inc()
+            logger.error(
+                "output_undeliverable",
+                extra={"kind": record.kind, "output_topic": record.topic, "size": record.size,
+                       "error": item.error, "policy": self.config.undeliverable, **record.where()},
+            )  # fmt: skip
+        if given_up and self.config.undeliverable == "stop":
+            self.request_stop("undeliverable_output")
+            return True
+        return False
 
     def _try_commit(self) -> bool:
-        offsets = dict(self._processed)
-        if not offsets:
-            return True
+        offsets = self._offsets.uncommitted
+        if not offsets or self._source is None:
+            return not offsets
         try:
             self._source.commit(offsets, self.config.commit_timeout_ms)
         except CommitError as exc:
             self.metrics.commit_failures.inc()
+            self._consumer_health.failed(exc.fatal)
             self._broker_failed("commit_failed", exc)
             self._stop.wait(self.config.backoff_initial_s)
             return False
-        self._committed.update(offsets)
-        for key, offset in offsets.items():
-            if self._processed.get(key) == offset:
-                del self._processed[key]
+        self._offsets.committed(offsets)
+        self.health.progressed()
         self._broker_succeeded()
         return True
 
-    def _probe(self) -> None:
+    def _probe(self, source: Source) -> None:
         """Re-commit known offsets to learn whether the broker answers while idle."""
-        assigned = self._source.assignment()
-        offsets = {p: o for p, o in self._committed.items() if p in assigned}
-        self._last_broker_ok = time.monotonic()  # one probe per interval, whatever the outcome
+        offsets = self._offsets.committed_in(source.assignment())
+        self._last_broker_ok = self._clock()  # one probe per interval, whatever the outcome
         if not offsets:
             return
         try:
-            self._source.commit(offsets, self.config.commit_timeout_ms)
+            source.commit(offsets, self.config.commit_timeout_ms)
             self._broker_succeeded()
         except CommitError as exc:
             self._broker_failed("broker_probe_failed", exc)
 
     def _shutdown(self) -> bool:
         deadline = self._stop_deadline()
-        while self._processed and time.monotonic() < deadline and not self._try_commit():
+        while self._offsets.uncommitted and time.monotonic() < deadline and not self._try_commit():
             time.sleep(self.config.backoff_initial_s)
-        clean = not self._processed and not self._abandoned
+        clean = not self._offsets.uncommitted and not self._abandoned
         # Closing gets what is left of the drain time, at least a moment to leave the group.
-        self._source.close(int(max(0.5, deadline - time.monotonic()) * 1000))
+        if self._source is not None:
+            self._source.close(int(max(0.5, deadline - time.monotonic()) * 1000))
         self._sink.close(max(0.5, deadline - time.monotonic()))
-        logger.info("worker_stopped", extra={"clean": clean})
+        logger.info("worker_drained", extra={"clean": clean, "reason": self.stop_reason})
         return clean
 
     # ------------------------------------------------------------ rebalance
     def _on_revoked(self, partitions: list[Partition]) -> None:
         """Commit what was processed for the revoked partitions, then forget them."""
-        revoked = set(partitions)
-        offsets = {p: o for p, o in self._processed.items() if p in revoked}
-        if offsets:
+        offsets = self._offsets.revoke(partitions)
+        if offsets and self._source is not None:
             try:
                 self._source.commit(offsets, self.config.commit_timeout_ms)
             except CommitError as exc:
                 self.metrics.commit_failures.inc()
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
-        for p in revoked:
-            self._processed.pop(p, None)
-            self._committed.pop(p, None)
-        logger.info("partitions_revoked", extra={"partitions": sorted(revoked)})
+        logger.info("partitions_revoked", extra={"partitions": sorted(partitions)})
 
     def _on_assigned(self, partitions: list[Partition]) -> None:
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
     # --------------------------------------------------------------- state
-    def _broker_failed(self, event: str, exc: Exception) -> None:
+    def _broker_failed(self, event: str, exc: Exception, **fields: object) -> None:
         self.metrics.broker_errors.inc()
         if self._broker_ok:
-            logger.warning(event, extra={"error": str(exc)})
+            logger.warning(event, extra={"error": str(exc), **fields})
         self._broker_ok = False
         self._update_ready()
 
@@ -296,27 +377,27 @@ class WorkerLoop:
         if not self._broker_ok:
             logger.info("broker_recovered")
         self._broker_ok = True
-        self._last_broker_ok = time.monotonic()
+        self._last_broker_ok = self._clock()
 
     def _update_ready(self) -> None:
-        ready = self._broker_ok and bool(self._source.assignment()) and self._source.coordinator_known()
+        source = self._source
+        ready = self._broker_ok and source is not None and bool(source.assignment()) and source.coordinator_known()
         self.health.set_ready(ready)
         self.metrics.ready.set(1 if ready else 0)
 
     def _update_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._last_lag < self.config.lag_interval_s:
-            return
-        self._last_lag = now
-        lag: dict[Partition, int] = {}
-        for p in self._source.assignment():
-            high, done = self._source.highwater(p), self._committed.get(p)
-            if high is not None and done is not None:
-                lag[p] = max(0, high - done)
-        self.metrics.set_lag(lag, self._lag_partitions - set(lag))
-        self._lag_partitions = set(lag)
+        """Lag per assigned partition, and liveness progress when no work is pending."""
+        now = self._clock()
+        if now - self._last_lag >= self.config.lag_interval_s:
+            self._last_lag = now
+            source = self._source
+            lag = {} if source is None else self._offsets.lag(source.assignment(), source.highwater)
+            self.metrics.set_lag(lag, set(self._lag) - set(lag))
+            self._lag = lag
+        if not self._offsets.work_pending(self._lag) and not self._sink.pending:
+            self.health.progressed()
 
-    def _count(self, result: BatchResult, dead_letters: int, acked_at: float) -> None:
+    def _count(self, result: BatchResult, given_up: list[Undeliverable], read_at: float, acked_at: float) -> None:
         m = self.metrics
         for flagged in result.flagged:
             m.anomalies.labels(flagged.nearest_class).inc()
@@ -325,10 +406,12 @@ class WorkerLoop:
         m.events.labels("normal").inc(result.n_normal)
         m.events.labels("anomaly").inc(len(result.flagged))
         m.events.labels("rejected").inc(len(result.rejected))
-        m.dead_letters.inc(dead_letters)
+        m.dead_letters.inc(len(result.rejected) - sum(g.record.kind == "dead_letter" for g in given_up))
         m.batch_size.observe(len(result.records))
         m.observe_scores(result.scores, self._model.detector.threshold)
-        m.observe_latencies(np.maximum(acked_at - result.event_times_s, 0.0).tolist())
+        latencies, implausible = processing_latencies(result.records, read_at, acked_at)
+        m.observe_processing_latencies(latencies, implausible)
+        m.observe_event_time_lags(event_time_lags(result.event_times_s, acked_at))
 
     def _apply_model_update(self) -> None:
         with self._lock:

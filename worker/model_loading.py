@@ -9,6 +9,7 @@ from pathlib import Path
 
 from detector.errors import ArtifactError
 from detector.model import Detector
+from detector.registry import ModelRegistry
 from worker.typed_decode import TypedDecoder
 
 
@@ -58,21 +59,37 @@ def _target_fpr(detector: Detector) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-LIVE_POINTER = "LIVE"
+def load_live_model(registry_dir: Path) -> LoadedModel:
+    """Load the version the registry's ``LIVE`` pointer names, through the registry's own reader.
 
-
-def live_model_dir(registry_dir: Path) -> Path:
-    """The artifact directory the registry's ``LIVE`` pointer names (``versions/<version>``).
+    The same checks as a hot reload (:class:`worker.reload.RegistryWatcher`): a valid version
+    name, a registered version, a directory inside the registry, a manifest of that version.
 
     Raises:
-        ArtifactError: no readable pointer, or it names a missing version.
+        ArtifactError: no registry, no live version, or an artifact that fails those checks.
+        RegistryError: a malformed pointer or one naming an unregistered version.
     """
-    pointer = registry_dir / LIVE_POINTER
-    try:
-        version = pointer.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ArtifactError(f"registry {registry_dir}: cannot read {LIVE_POINTER}: {exc.strerror}") from exc
-    model_dir = registry_dir / "versions" / version
-    if not version or not model_dir.is_dir():
-        raise ArtifactError(f"registry {registry_dir}: {LIVE_POINTER} names a missing version {version!r}")
-    return model_dir
+    if not registry_dir.is_dir():
+        raise ArtifactError(f"registry {registry_dir} is not a directory")
+    registry = ModelRegistry(registry_dir)
+    version = registry.live_version()
+    if version is None:
+        raise ArtifactError(f"registry {registry_dir}: no live version (promote one first)")
+    return load_registry_version(registry, registry_dir, version)
+
+
+def load_registry_version(registry: ModelRegistry, registry_dir: Path, version: str) -> LoadedModel:
+    """Load a registered version, refusing one stored outside the registry or naming another version.
+
+    Raises:
+        ArtifactError: the version directory resolves outside ``registry_dir``, or its manifest
+            names another version, or the artifact does not verify.
+        RegistryError: unknown version or invalid name.
+    """
+    path = registry.version_path(version)
+    if not path.resolve().is_relative_to(registry_dir.resolve()):
+        raise ArtifactError(f"versions/{version} resolves outside the registry ({path.resolve()})")
+    model = load_model(path)
+    if model.detector.version != version:
+        raise ArtifactError(f"artifact under versions/{version} has model_version {model.detector.version!r}")
+    return model

@@ -17,7 +17,11 @@ from numpy.typing import NDArray
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """One consumed Kafka record (``timestamp_ms``: the record's Kafka timestamp)."""
+    """One consumed Kafka record.
+
+    ``timestamp_ms`` is the record's Kafka timestamp; ``headers`` its Kafka headers, carried into
+    its dead letter (``traceparent``, schema ids, ...).
+    """
 
     topic: str
     partition: int
@@ -25,6 +29,7 @@ class RawRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +78,9 @@ class BatchResult:
         flagged: the scored events above the threshold, in input order.
         flagged_at: ``(f,)`` their input positions.
         rejected: the records that break the inbound contract, in input order.
-        event_times_s: ``(n,)`` unix seconds per input record: the event timestamp, else the
-            Kafka record timestamp (for end-to-end latency).
+        event_times_s: ``(n,)`` unix seconds per input record: the event's own timestamp, NaN
+            where it has none (rejected records, no timestamp field, unusable value). Chosen by
+            the producer of the event, so only for the event-time lag metric, never for alerts.
         model_version: the detector version that scored the batch.
     """
 

@@ -1,60 +1,66 @@
-"""What the worker publishes for a batch: anomaly records and dead letters (shared contracts)."""
+"""What the worker publishes for a batch: anomaly records and dead letters (shared contracts).
+
+Every output is fitted to the producer's request limit first (:mod:`worker.output_guard`), so
+no input record, however hostile, can make an output the client or broker refuses.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from worker.anomaly_record import MODEL_VERSION_HEADER, encode_anomaly_record
-from worker.outcomes import BatchResult, Rejected
+from worker.outcomes import BatchResult
+from worker.output_guard import OutputRecord, fit_anomaly, fit_dead_letter
 
-Header = tuple[str, bytes]
+
+@dataclass(frozen=True, slots=True)
+class Undeliverable:
+    """An output given up after the broker or client refused it ``max_attempts`` times."""
+
+    record: OutputRecord
+    error: str
 
 
 class Sink(Protocol):
-    """Where outputs go (a Kafka producer in production, a list in tests)."""
+    """Where outputs go (a Kafka producer in production, a list in tests).
 
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Header]) -> None: ...
+    The contract (tests/worker/test_sink_contract.py holds every implementation to it):
+    ``send`` never raises and never blocks for long; ``flush`` returns once every record sent is
+    acknowledged or given up (returning those given up) and raises
+    :class:`worker.errors.PublishError` while some are neither; ``reset`` discards the client,
+    keeping every pending record for the next ``flush``.
+    """
 
-    def flush(self, timeout_s: float) -> None: ...
+    @property
+    def pending(self) -> int:
+        """Records sent but neither acknowledged nor given up."""
+        ...
+
+    def send(self, record: OutputRecord) -> None: ...
+
+    def flush(self, timeout_s: float) -> list[Undeliverable]: ...
+
+    def reset(self) -> None: ...
 
     def close(self, timeout_s: float) -> None: ...
 
 
-def dead_letter_headers(rejected: Rejected) -> list[Header]:
-    """KIP-1034-style headers: error type, reason, message and the source coordinates."""
-    record = rejected.record
-    return [
-        ("kestrel.error.type", rejected.error_type.encode()),
-        ("kestrel.error.reason", rejected.reason.encode()),
-        ("kestrel.error.message", rejected.message.encode("utf-8", "replace")),
-        ("kestrel.source.topic", record.topic.encode()),
-        ("kestrel.source.partition", str(record.partition).encode()),
-        ("kestrel.source.offset", str(record.offset).encode()),
-    ]
+def build_outputs(
+    result: BatchResult, output_topic: str, dead_letter_topic: str, max_request_bytes: int
+) -> list[OutputRecord]:
+    """Anomaly records for the flagged events, then dead letters for the rejected records."""
+    outputs = [fit_anomaly(output_topic, f, result.model_version, max_request_bytes) for f in result.flagged]
+    outputs += [fit_dead_letter(dead_letter_topic, r, max_request_bytes) for r in result.rejected]
+    return outputs
 
 
-#: Dead letters with a larger value are sent without it (header ``kestrel.error.value_dropped``
-#: holds the original size): a value above the producer's 1 MiB request limit could never be
-#: delivered and would stall the partition for ever.
-MAX_DEAD_LETTER_VALUE_BYTES = 900_000
-
-
-def send_outputs(result: BatchResult, sink: Sink, output_topic: str, dead_letter_topic: str) -> tuple[int, int]:
+def send_outputs(
+    result: BatchResult, sink: Sink, output_topic: str, dead_letter_topic: str, max_request_bytes: int
+) -> tuple[int, int]:
     """Send every flagged event's anomaly record and every rejected record's dead letter.
 
-    The dead letter's value is the original bytes untouched (null stays null) and its key
-    the original key, except a value over :data:`MAX_DEAD_LETTER_VALUE_BYTES`, which is
-    dropped and its size recorded in a header. Returns ``(anomalies sent, dead letters sent)``.
+    Returns ``(anomaly records sent, dead letters sent)``.
     """
-    version_header = [(MODEL_VERSION_HEADER, result.model_version.encode())]
-    for flagged in result.flagged:
-        sink.send(output_topic, encode_anomaly_record(flagged.anomaly), flagged.event_id.encode(), version_header)
-    for rejected in result.rejected:
-        record = rejected.record
-        headers = dead_letter_headers(rejected)
-        if record.value is not None and len(record.value) > MAX_DEAD_LETTER_VALUE_BYTES:
-            headers.append(("kestrel.error.value_dropped", str(len(record.value)).encode()))
-            sink.send(dead_letter_topic, None, record.key, headers)
-        else:
-            sink.send(dead_letter_topic, record.value, record.key, headers)
+    for record in build_outputs(result, output_topic, dead_letter_topic, max_request_bytes):
+        sink.send(record)
     return len(result.flagged), len(result.rejected)

@@ -55,7 +55,7 @@ def score_batch(
         decoder: the detector's typed decoder (built once per model by the caller; built here
             when not given or built for another spec).
     """
-    event_times = np.fromiter(map(_timestamp_ms, records), dtype=np.float64, count=len(records)) / 1000.0
+    event_times = np.full(len(records), np.nan)
     values = list(map(_value, records))
     if decoder is None or decoder.spec is not detector.spec:
         decoder = TypedDecoder(detector.spec)
@@ -172,7 +172,6 @@ def _parse_all(
 
 
 _value = attrgetter("value")
-_timestamp_ms = attrgetter("timestamp_ms")
 
 
 def _rejection(record: RawRecord, max_value_bytes: int) -> Rejected:

@@ -25,7 +25,7 @@ from pathlib import Path
 from detector.errors import DetectorError
 from detector.registry import ModelRegistry
 from worker.metrics import WorkerMetrics
-from worker.model_loading import LoadedModel, load_model
+from worker.model_loading import LoadedModel, load_registry_version
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class RegistryWatcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = ModelRegistry(registry_dir)
+        self._registry_dir = registry_dir
         self.interval_s = interval_s
         self.retry_backoff_s = retry_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -132,9 +133,7 @@ class RegistryWatcher:
 
     def _load_and_swap(self, version: str) -> LoadedModel | None:
         try:
-            model = load_model(self.registry.version_path(version))
-            if model.detector.version != version:
-                raise DetectorError(f"artifact under versions/{version} has model_version {model.detector.version!r}")
+            model = load_registry_version(self.registry, self._registry_dir, version)
         except (DetectorError, OSError) as exc:
             self._failed(version, version, exc)
             return None

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from worker.kafka_io import KafkaSink  # noqa: PLC0415 - --help works without importing kafka
+    from worker.kafka_io import KafkaPublisher  # noqa: PLC0415 - --help works without importing kafka
 
     options = ReplayOptions(
         topic=args.topic,
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = next(rows, None)  # a missing or unreadable file fails here, before connecting
         if first is None:
             raise DataError(f"{args.data}: no records")
-        sink = KafkaSink(KafkaSettings(bootstrap_servers=args.bootstrap_servers))
+        sink = KafkaPublisher(KafkaSettings(bootstrap_servers=args.bootstrap_servers))
         summary = replay(itertools.chain([first], rows), sink, options)
         sink.close(5.0)
     except (DataError, BrokerError, PublishError, ValueError) as exc:

@@ -6,6 +6,7 @@ object. Secrets are :class:`pydantic.SecretStr` and are masked in :func:`effecti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,19 @@ class SaslMechanism(StrEnum):
     PLAIN = "PLAIN"
     SCRAM_SHA_256 = "SCRAM-SHA-256"
     SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class UndeliverablePolicy(StrEnum):
+    """What to do with an output the broker refuses for good (see worker.loop.LoopConfig)."""
+
+    SKIP = "skip"
+    STOP = "stop"
+
+
+#: Kafka's legal topic names (the broker and both clients refuse anything else).
+TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+#: The smallest producer request limit the output guard can fit every output into.
+MIN_REQUEST_BYTES = 16_384
 
 
 class LogFormat(StrEnum):
@@ -56,8 +70,14 @@ class KafkaSettings(BaseModel):
     #: Longest broker-side wait of a fetch. Kafka answers as soon as data arrives, but some
     #: brokers (the embedded one) hold every fetch this long, so it bounds added latency.
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
-    #: Input values larger than this are dead-lettered as ``too_large`` without parsing.
+    #: Input values larger than this are dead-lettered as ``too_large`` without parsing. At most
+    #: a third of ``max_request_bytes``: an anomaly record carries the event plus its explanation.
     max_message_bytes: int = Field(default=65536, gt=0)
+    #: The producer's request limit (kafka ``max_request_size``); every output is fitted under it.
+    #: Keep it at most the broker's/topic's ``message.max.bytes`` (1 MB by default).
+    max_request_bytes: int = Field(default=1_000_000, ge=MIN_REQUEST_BYTES, le=100_000_000)
+    #: How long one attempt to reach the bootstrap servers may take before it is retried.
+    connect_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
 
     @model_validator(mode="after")
     def _check_consistent(self) -> KafkaSettings:
@@ -69,6 +89,14 @@ class KafkaSettings(BaseModel):
         if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
             raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a file")
         topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
+        for topic in topics:
+            if not TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
+                raise ValueError(f"{topic!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; 1-249)")
+        if self.max_message_bytes > self.max_request_bytes // 3:
+            raise ValueError(
+                f"max_message_bytes ({self.max_message_bytes}) must be at most a third of max_request_bytes "
+                f"({self.max_request_bytes}): an anomaly record carries the event and its explanation"
+            )
         if len(set(topics)) != len(topics):
             raise ValueError("input, output and dead-letter topics must all differ")
         return self
@@ -102,6 +130,10 @@ class WorkerSettings(BaseSettings):
     reload_interval_s: float = Field(default=10.0, gt=0)
     #: How long a stop (SIGTERM) may take to flush and commit before the worker gives up.
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    #: An output the broker refuses for good: ``skip`` (count, log, move on) or ``stop``.
+    undeliverable_policy: UndeliverablePolicy = UndeliverablePolicy.SKIP
+    #: Liveness (/healthz) fails after this long without a commit while work is pending.
+    no_progress_timeout_s: float = Field(default=300.0, ge=5.0)
 
     @model_validator(mode="after")
     def _check_model_source(self) -> WorkerSettings:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from deploy.demo.tally import Tally, metric_sum, parse_metrics
 from detector.table_reader import iter_records
 from worker.embedded_broker import EmbeddedBroker, free_port
-from worker.kafka_io import KafkaSink
+from worker.kafka_io import KafkaPublisher
 from worker.replay import ReplayOptions, replay
 from worker.settings import KafkaSettings
 from worker.topic_tools import TopicTail, create_topics
@@ -125,7 +125,7 @@ def counted_rows(args: argparse.Namespace, tally: Tally) -> Iterator[Mapping[str
 
 def send_events(args: argparse.Namespace, bootstrap: str, tally: Tally, failure: list[BaseException]) -> None:
     try:
-        sink = KafkaSink(KafkaSettings(bootstrap_servers=bootstrap))
+        sink = KafkaPublisher(KafkaSettings(bootstrap_servers=bootstrap))
         for value in MALFORMED[: args.malformed]:
             sink.send(args.topic, value, None, [])
             tally.sent_malformed += 1

@@ -16,7 +16,7 @@ REQUIRED_PANELS = {
     "Anomaly rate",
     "Score distribution",
     "Consumer lag by partition",
-    "End-to-end latency",
+    "Processing latency",
     "Live model version",
     "Model version over time",
 }

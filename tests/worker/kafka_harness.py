@@ -44,6 +44,12 @@ class Topics:
     def unique(cls, bootstrap: str, partitions: int = 3) -> Topics:
         tag = uuid.uuid4().hex[:10]
         topics = cls(f"events-{tag}", f"anomalies-{tag}", f"dlq-{tag}", f"group-{tag}")
+        cls.create(bootstrap, topics, partitions)
+        return topics
+
+    @staticmethod
+    def create(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
+        """Create the three topics (again, e.g. on a restarted in-memory broker)."""
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             admin.create_topics(
@@ -51,7 +57,6 @@ class Topics:
             )
         finally:
             admin.close()
-        return topics
 
 
 def produce(

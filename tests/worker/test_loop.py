@@ -3,78 +3,25 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import replace
 
 import orjson
 import pytest
+from fakes import FakeSink, FakeSource
 from prometheus_client import CollectorRegistry, generate_latest
 from tiny_model import TinyModel
 
-from worker.errors import BrokerError, CommitError, PublishError
-from worker.loop import LoopConfig, Partition, PartitionsCallback, WorkerLoop
+from worker.errors import BrokerError
+from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
 from worker.outcomes import RawRecord
-from worker.outputs import MAX_DEAD_LETTER_VALUE_BYTES
+from worker.output_guard import OutputRecord
 
 CONFIG = LoopConfig(
     output_topic="out", dead_letter_topic="dlq", batch_wait_ms=0, idle_poll_ms=1,
     backoff_initial_s=0.001, backoff_max_s=0.002, shutdown_timeout_s=0.2, flush_timeout_s=0.01,
 )  # fmt: skip
-
-
-class FakeSource:
-    def __init__(self, journal: list[str], batches: list[list[RawRecord]]) -> None:
-        self.journal = journal
-        self.batches = batches
-        self.commits: list[dict[Partition, int]] = []
-        self.fail_commits = 0
-        self.closed = False
-        self.on_revoked: PartitionsCallback | None = None
-
-    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
-        return self.batches.pop(0) if self.batches else []
-
-    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
-        if self.fail_commits:
-            self.fail_commits -= 1
-            raise CommitError("broker away")
-        self.journal.append("commit")
-        self.commits.append(dict(offsets))
-
-    def assignment(self) -> set[Partition]:
-        return {("in", 0), ("in", 1)}
-
-    def highwater(self, partition: Partition) -> int | None:
-        return 10
-
-    def coordinator_known(self) -> bool:
-        return True
-
-    def close(self, timeout_ms: int) -> None:
-        self.closed = True
-
-
-class FakeSink:
-    def __init__(self, journal: list[str]) -> None:
-        self.journal = journal
-        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-        self.fail_flushes = 0
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        self.journal.append(f"send:{topic}")
-        self.sent.append((topic, value, key, headers))
-
-    def flush(self, timeout_s: float) -> None:
-        if self.fail_flushes:
-            self.fail_flushes -= 1
-            self.journal.append("flush-failed")
-            raise PublishError("not acknowledged")
-        self.journal.append("flush")
-
-    def close(self, timeout_s: float) -> None:
-        self.journal.append("sink-closed")
 
 
 @pytest.fixture(scope="module")
@@ -220,13 +167,13 @@ def test_a_poll_error_mid_batch_keeps_the_records_already_polled(model: LoadedMo
 
 
 def test_a_dead_letter_too_big_to_deliver_goes_out_without_its_value(model: LoadedModel) -> None:
-    huge = RawRecord("in", 0, 0, 0, b"k", b"x" * (MAX_DEAD_LETTER_VALUE_BYTES + 1))
+    huge = RawRecord("in", 0, 0, 0, b"k", b"x" * CONFIG.max_request_bytes)
     small = RawRecord("in", 0, 1, 0, b"k", b"y" * 70_000)  # too large for the worker, small enough to keep
     loop, source, sink, _ = _loop(model, [[huge, small]])
     loop.run_once()
-    (topic, value, key, headers), (_, kept, _, kept_headers) = sink.sent
+    (topic, value, key, headers), (_, kept, _, kept_headers) = sink.delivered
     assert topic == "dlq" and value is None and key == b"k"
-    assert dict(headers)["kestrel.error.value_dropped"] == str(MAX_DEAD_LETTER_VALUE_BYTES + 1).encode()
+    assert dict(headers)["kestrel.error.value_dropped"] == str(CONFIG.max_request_bytes).encode()
     assert dict(headers)["kestrel.error.reason"] == b"too_large"
     assert kept == small.value and "kestrel.error.value_dropped" not in dict(kept_headers)
     assert source.commits[-1] == {("in", 0): 2}
@@ -236,7 +183,7 @@ def test_a_crash_closes_the_consumer_and_re_raises(model: LoadedModel, tiny_mode
     bad = RawRecord("in", 0, 5, 0, None, b"not json")  # always dead-lettered, so send is always called
     loop, source, sink, journal = _loop(model, [[*_records(tiny_model, 0, 0, 5), bad]])
 
-    def broken_send(topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def broken_send(record: OutputRecord) -> None:
         raise RuntimeError("programming error")
 
     sink.send = broken_send  # type: ignore[method-assign]

@@ -10,10 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel, build_tiny_model
 
+from detector.errors import DetectorError
 from detector.model import Detector
 from detector.registry import ModelRegistry
 from worker.metrics import QUANTILES, WorkerMetrics
-from worker.model_loading import LoadedModel, load_model
+from worker.model_loading import LoadedModel, load_live_model, load_model
 from worker.reload import RegistryWatcher
 
 
@@ -184,3 +185,28 @@ def test_calibration_quantiles_equal_the_manifest_figures_of_a_trained_model(
     for q in QUANTILES:
         exported = _value(metrics, "kestrel_calibration_score_quantile", {"quantile": str(q)})
         assert exported == pytest.approx(manifest_quantiles[str(q)], rel=1e-6)
+
+
+@pytest.mark.parametrize("pointer", ["..", "/etc", "../outside", "versions/x", ""])
+def test_start_up_refuses_a_pointer_the_registry_would_refuse(registry: ModelRegistry, pointer: str) -> None:
+    root = registry.storage.local_path("LIVE").parent
+    (root / "LIVE").write_text(pointer)
+    with pytest.raises(DetectorError):
+        load_live_model(root)
+
+
+def test_start_up_refuses_a_version_directory_outside_the_registry_or_naming_another_version(
+    registry: ModelRegistry, tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    root = registry.storage.local_path("LIVE").parent
+    assert load_live_model(root).detector.version == tiny_model.version  # the same reader as the watcher
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(tiny_model.path, outside)
+    (root / "versions" / "20990101T000000Z-linked01").symlink_to(outside, target_is_directory=True)
+    (root / "LIVE").write_text("20990101T000000Z-linked01")
+    with pytest.raises(DetectorError, match="outside the registry"):
+        load_live_model(root)
+    shutil.copytree(tiny_model.path, root / "versions" / "20990101T000000Z-renamed2")
+    (root / "LIVE").write_text("20990101T000000Z-renamed2")
+    with pytest.raises(DetectorError, match="has model_version"):
+        load_live_model(root)

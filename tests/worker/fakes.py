@@ -1,0 +1,138 @@
+"""In-memory stand-ins for the Kafka source and sink, held to the real ones by the contract tests.
+
+``tests/worker/test_kafka_contract.py`` runs one behaviour suite against these fakes *and* the
+kafka-python adapters on the embedded broker: a fake may not accept what the real client
+refuses (a record with neither key nor value, a record over the request limit), nor refuse
+what it accepts (tombstones, keyless records, headers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from worker.errors import CommitError, PublishError
+from worker.outcomes import RawRecord
+from worker.output_guard import OutputRecord, record_size
+from worker.outputs import Undeliverable
+
+Partition = tuple[str, int]
+Delivered = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+class FakeSource:
+    """A group consumer over a fixed list of batches; ``poll`` hands out one batch per call."""
+
+    def __init__(self, journal: list[str], batches: list[list[RawRecord]], partitions: int = 2) -> None:
+        self.journal = journal
+        self.batches = batches
+        self.commits: list[dict[Partition, int]] = []
+        self.fail_commits = 0
+        self.fail_polls = 0
+        self.closed = False
+        self.on_revoked = None
+        self._assigned = {("in", p) for p in range(partitions)}
+        self._high: dict[Partition, int] = {}
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        if self.fail_polls:
+            from worker.errors import BrokerError  # noqa: PLC0415
+
+            self.fail_polls -= 1
+            raise BrokerError("broker away")
+        batch = self.batches.pop(0) if self.batches else []
+        for r in batch:
+            key = (r.topic, r.partition)
+            self._high[key] = max(self._high.get(key, 0), r.offset + 1)
+        return batch
+
+    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise CommitError("broker away")
+        self.journal.append("commit")
+        self.commits.append(dict(offsets))
+
+    def assignment(self) -> set[Partition]:
+        return set(self._assigned)
+
+    def highwater(self, partition: Partition) -> int | None:
+        return self._high.get(partition)
+
+    def set_highwater(self, partition: Partition, offset: int) -> None:
+        self._high[partition] = offset
+
+    def coordinator_known(self) -> bool:
+        return True
+
+    def close(self, timeout_ms: int) -> None:
+        self.closed = True
+
+
+class FakeSink:
+    """The :class:`worker.outputs.Sink` contract in memory, refusing what kafka-python refuses.
+
+    Args:
+        max_request_bytes: records larger than this are refused (as the producer's ``max_request_size``).
+        max_attempts: refusals of a record before it is given up (as :class:`worker.kafka_sink.KafkaSink`).
+    """
+
+    def __init__(self, journal: list[str] | None = None, max_request_bytes: int = 1_000_000, max_attempts: int = 3):
+        self.journal = journal if journal is not None else []
+        self.max_request_bytes = max_request_bytes
+        self.max_attempts = max_attempts
+        self.sent: list[Delivered] = []  # every send, in order (what the loop asked for)
+        self.delivered: list[Delivered] = []  # what the "broker" acknowledged
+        self.fail_flushes = 0
+        self.fatal_flushes = 0
+        self.resets = 0
+        self._pending: list[tuple[OutputRecord, int]] = []
+        self._given_up: list[Undeliverable] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def send(self, record: OutputRecord) -> None:
+        self.journal.append(f"send:{record.topic}")
+        self.sent.append((record.topic, record.value, record.key, record.headers))
+        self._pending.append((record, 0))
+
+    def flush(self, timeout_s: float) -> list[Undeliverable]:
+        if self.fatal_flushes:
+            self.fatal_flushes -= 1
+            self.journal.append("flush-failed")
+            raise PublishError("producer fenced", fatal=True)
+        if self.fail_flushes:
+            self.fail_flushes -= 1
+            self.journal.append("flush-failed")
+            raise PublishError("not acknowledged")
+        still: list[tuple[OutputRecord, int]] = []
+        for record, refusals in self._pending:
+            error = self._refusal(record)
+            if error is None:
+                self.delivered.append((record.topic, record.value, record.key, record.headers))
+            elif refusals + 1 >= self.max_attempts:
+                self._given_up.append(Undeliverable(record, error))
+            else:
+                still.append((record, refusals + 1))
+        self._pending = still
+        if still:
+            self.journal.append("flush-failed")
+            raise PublishError(f"{len(still)} records refused")
+        self.journal.append("flush")
+        given_up, self._given_up = self._given_up, []
+        return given_up
+
+    def _refusal(self, record: OutputRecord) -> str | None:
+        if record.key is None and record.value is None:
+            return "ValueError('Need at least one: key or value')"
+        if record_size(record.key, record.value, record.headers) > self.max_request_bytes:
+            return "MessageSizeTooLargeError()"
+        return None
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.journal.append("sink-reset")
+
+    def close(self, timeout_s: float) -> None:
+        self.journal.append("sink-closed")

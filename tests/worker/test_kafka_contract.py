@@ -1,0 +1,209 @@
+"""One behaviour suite for the Kafka adapters, run against the test fakes *and* the real client.
+
+A fake may be used by other tests only for what this suite shows it does like the real thing:
+kafka-python on the embedded broker (or ``KAFKA_BOOTSTRAP_SERVERS``). Records the real client
+refuses (neither key nor value; over the request limit) must be refused by the fake too; records
+real producers send (keyless tombstones, from librdkafka) must come through the source intact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer as LibrdkafkaProducer
+from fakes import FakeSink, FakeSource
+from kafka_harness import TopicReader, Topics, wait_for
+
+from worker.errors import BrokerError, PublishError
+from worker.kafka_io import KafkaSource, make_producer
+from worker.kafka_sink import KafkaSink
+from worker.outcomes import RawRecord
+from worker.output_guard import OutputRecord
+from worker.settings import KafkaSettings
+
+pytestmark = pytest.mark.kafka
+
+LIMIT = 50_000
+SOURCE = RawRecord("events", 0, 7, 0, None, None)
+
+
+def _out(
+    topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+) -> OutputRecord:
+    return OutputRecord("dead_letter", topic, key, value, headers or [], SOURCE)
+
+
+@dataclass
+class SinkUnderTest:
+    sink: Any
+    topic: str
+    delivered: Callable[[int], list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]]
+    break_broker: Callable[[], None]
+    heal_broker: Callable[[], None]
+
+
+def _fake_sink() -> SinkUnderTest:
+    sink = FakeSink(max_request_bytes=LIMIT)
+    state = {"down": False}
+    original = sink.flush
+
+    def flush(timeout_s: float) -> Any:
+        if state["down"]:
+            raise PublishError("broker away")
+        return original(timeout_s)
+
+    sink.flush = flush  # type: ignore[method-assign]
+    return SinkUnderTest(
+        sink,
+        "out",
+        lambda n: [(v, k, h) for _t, v, k, h in sink.delivered],
+        lambda: state.update(down=True),
+        lambda: state.update(down=False),
+    )
+
+
+def _real_sink(bootstrap: str) -> Iterator[SinkUnderTest]:
+    topics = Topics.unique(bootstrap, partitions=1)
+    good = KafkaSettings(bootstrap_servers=bootstrap, max_request_bytes=LIMIT, max_message_bytes=LIMIT // 3)
+    settings = {"now": good}
+    sink = KafkaSink(lambda: make_producer(settings["now"]))
+    reader = TopicReader(bootstrap, topics.output)
+
+    def delivered(n: int) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        messages = reader.wait_count(n, 30) if n else reader.drain_all()
+        return [(m.value, m.key, list(m.headers)) for m in messages]
+
+    def break_broker() -> None:
+        sink.reset()  # the next producer is built against a port nobody listens on
+        settings["now"] = good.model_copy(update={"bootstrap_servers": "127.0.0.1:1", "connect_timeout_ms": 300})
+
+    def heal_broker() -> None:
+        settings["now"] = good
+
+    try:
+        yield SinkUnderTest(sink, topics.output, delivered, break_broker, heal_broker)
+    finally:
+        sink.close(2.0)
+        reader.close()
+
+
+@pytest.fixture(params=["fake", "kafka-python"])
+def under_test(request: pytest.FixtureRequest) -> Iterator[SinkUnderTest]:
+    if request.param == "fake":
+        yield _fake_sink()
+    else:
+        yield from _real_sink(request.getfixturevalue("kafka_broker").bootstrap_servers)
+
+
+def _flush_until_settled(sink: Any, attempts: int = 10) -> list[Any]:
+    given_up: list[Any] = []
+    for _ in range(attempts):
+        try:
+            return given_up + sink.flush(5.0)
+        except PublishError:
+            continue
+    raise AssertionError("flush never settled")
+
+
+def test_sink_delivers_keys_values_tombstones_and_headers(under_test: SinkUnderTest) -> None:
+    sink, topic = under_test.sink, under_test.topic
+    sink.send(_out(topic, b"k1", b"v1", [("traceparent", b"00-1-2-01")]))
+    sink.send(_out(topic, None, b"keyless"))
+    sink.send(_out(topic, b"tomb", None))
+    assert sink.flush(10.0) == []
+    assert sink.pending == 0
+    assert under_test.delivered(3) == [
+        (b"v1", b"k1", [("traceparent", b"00-1-2-01")]),
+        (b"keyless", None, []),
+        (None, b"tomb", []),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(None, None), (b"k", b"x" * LIMIT), (b"k" * LIMIT, None)],
+    ids=["no-key-no-value", "value-over-limit", "key-over-limit"],
+)
+def test_sink_gives_up_on_what_the_client_refuses_and_keeps_the_rest(
+    under_test: SinkUnderTest, key: bytes | None, value: bytes | None
+) -> None:
+    sink, topic = under_test.sink, under_test.topic
+    sink.send(_out(topic, key, value))  # never raises
+    sink.send(_out(topic, b"ok", b"fine"))
+    given_up = _flush_until_settled(sink)
+    assert [(g.record.key, g.record.value) for g in given_up] == [(key, value)]
+    assert sink.pending == 0
+    assert under_test.delivered(1) == [(b"fine", b"ok", [])]
+
+
+def test_sink_keeps_records_through_an_outage_and_a_reset(under_test: SinkUnderTest) -> None:
+    sink, topic = under_test.sink, under_test.topic
+    under_test.break_broker()
+    sink.send(_out(topic, b"k", b"during-outage"))
+    with pytest.raises(PublishError):
+        sink.flush(0.5)
+    assert sink.pending == 1
+    under_test.heal_broker()
+    sink.reset()
+    assert _flush_until_settled(sink) == []
+    assert under_test.delivered(1) == [(b"during-outage", b"k", [])]
+
+
+# ------------------------------------------------------------------ source
+
+
+def _librdkafka_produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, partition=0, headers=[("h", b"1")] if value else None)
+    assert producer.flush(30) == 0
+
+
+RECORDS: list[tuple[bytes | None, bytes | None]] = [(b"k", b"{}"), (None, None), (None, b"v"), (b"t", None)]
+
+
+@pytest.fixture(params=["fake", "kafka-python"])
+def polled(request: pytest.FixtureRequest) -> Iterator[tuple[Any, list[RawRecord]]]:
+    if request.param == "fake":
+        batch = [RawRecord("in", 0, i, 0, k, v, (("h", b"1"),) if v else ()) for i, (k, v) in enumerate(RECORDS)]
+        source = FakeSource([], [batch])
+        yield source, source.poll(100, 200)
+        return
+    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=1)
+    _librdkafka_produce(bootstrap, topics.input, RECORDS)
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=f"g-{uuid.uuid4().hex}")
+    source = KafkaSource(settings, lambda p: None, lambda p: None)
+    got: list[RawRecord] = []
+
+    def more() -> bool:
+        got.extend(source.poll(100, 200))
+        return len(got) >= len(RECORDS)
+
+    wait_for(more, 30, "records from the real broker")
+    try:
+        yield source, got
+    finally:
+        source.close(1000)
+
+
+def test_source_returns_tombstones_keyless_records_and_headers_intact(polled: tuple[Any, list[RawRecord]]) -> None:
+    source, records = polled
+    assert [(r.key, r.value) for r in records] == RECORDS
+    assert [r.offset for r in records] == [0, 1, 2, 3]
+    assert records[0].headers == (("h", b"1"),) and records[1].headers == ()
+    partition = (records[0].topic, 0)
+    assert partition in source.assignment()
+    assert source.highwater(partition) == 4
+
+
+def test_source_construction_fails_with_a_broker_error_when_nobody_answers() -> None:
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1", connect_timeout_ms=300)
+    with pytest.raises(BrokerError):
+        KafkaSource(settings, lambda p: None, lambda p: None)
+    with pytest.raises(BrokerError):
+        make_producer(settings)

@@ -1,0 +1,188 @@
+"""The loop's fault handling with fakes: refused outputs, broken clients, outages, liveness, latency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import orjson
+import pytest
+from fakes import FakeSink, FakeSource
+from prometheus_client import CollectorRegistry
+from tiny_model import TinyModel
+
+from worker.errors import BrokerError
+from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.metrics import HealthState, WorkerMetrics
+from worker.model_loading import LoadedModel, load_model
+from worker.outcomes import RawRecord
+
+CONFIG = LoopConfig(
+    output_topic="out", dead_letter_topic="dlq", batch_wait_ms=0, idle_poll_ms=1, max_request_bytes=20_000,
+    backoff_initial_s=0.001, backoff_max_s=0.002, shutdown_timeout_s=0.5, flush_timeout_s=0.01,
+    rebuild_after_failures=3, rebuild_after_s=0.0, lag_interval_s=0.0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model: TinyModel) -> LoadedModel:
+    return load_model(tiny_model.path)
+
+
+def _loop(
+    model: LoadedModel,
+    source: FakeSource,
+    sink: FakeSink,
+    config: LoopConfig = CONFIG,
+    health: HealthState | None = None,
+) -> WorkerLoop:
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source.on_revoked = on_revoked  # type: ignore[assignment]
+        return source
+
+    return WorkerLoop(factory, sink, model, WorkerMetrics(CollectorRegistry()), health or HealthState(), config)
+
+
+def _poison(offset: int, key: bytes | None, value: bytes | None) -> RawRecord:
+    return RawRecord("in", 0, offset, 0, key, value)
+
+
+def test_a_refused_dead_letter_is_given_up_counted_and_committed_past_under_skip(model: LoadedModel) -> None:
+    journal: list[str] = []
+    # A fake broker with a smaller limit than the loop's: the fitted dead letter is still refused.
+    sink = FakeSink(journal, max_request_bytes=1000)
+    source = FakeSource(journal, [[_poison(0, b"k", b"x" * 5000), _poison(1, b"k", b"{bad")]])
+    loop = _loop(model, source, sink)
+    loop.run_once()
+    assert source.commits == [{("in", 0): 2}]
+    assert loop.metrics.dead_letters_undeliverable._value.get() == 1
+    assert loop.metrics.dead_letters._value.get() == 1  # the other one was delivered
+    assert [d[1] for d in sink.delivered] == [b"{bad"]
+
+
+def test_a_refused_output_under_stop_stops_without_committing(model: LoadedModel) -> None:
+    journal: list[str] = []
+    sink = FakeSink(journal, max_request_bytes=1000)
+    source = FakeSource(journal, [[_poison(0, b"k", b"x" * 5000)], [_poison(1, b"k", b"{bad")]])
+    loop = _loop(model, source, sink, replace(CONFIG, undeliverable="stop"))
+    assert loop.run() is False
+    assert source.commits == [] and loop.stop_reason == "undeliverable_output"
+    assert loop.metrics.dead_letters_undeliverable._value.get() == 1
+
+
+def test_keyless_tombstone_and_oversized_keyless_value_go_out_with_coordinates(model: LoadedModel) -> None:
+    journal: list[str] = []
+    sink = FakeSink(journal, max_request_bytes=CONFIG.max_request_bytes)
+    batch = [_poison(0, None, None), _poison(1, None, b"x" * CONFIG.max_request_bytes)]
+    source = FakeSource(journal, [batch])
+    loop = _loop(model, source, sink)
+    loop.run_once()
+    assert [d[2] for d in sink.delivered] == [b"in:0:0", b"in:0:1"]
+    assert source.commits == [{("in", 0): 2}]
+    assert loop.metrics.dead_letters_undeliverable._value.get() == 0
+
+
+def test_a_fatal_producer_is_rebuilt_and_the_batch_resent_then_committed(model: LoadedModel) -> None:
+    journal: list[str] = []
+    sink = FakeSink(journal)
+    sink.fatal_flushes = 1
+    source = FakeSource(journal, [[_poison(0, b"k", b"{bad")]])
+    loop = _loop(model, source, sink)
+    loop.run_once()
+    assert sink.resets == 1 and journal.index("sink-reset") < journal.index("flush") < journal.index("commit")
+    assert len(sink.delivered) == 1 and source.commits == [{("in", 0): 1}]
+    assert loop.metrics.client_rebuilds.labels("producer")._value.get() == 1
+
+
+def test_a_producer_failing_again_and_again_is_rebuilt(model: LoadedModel) -> None:
+    journal: list[str] = []
+    sink = FakeSink(journal)
+    sink.fail_flushes = 7
+    source = FakeSource(journal, [[_poison(0, b"k", b"{bad")]])
+    loop = _loop(model, source, sink)
+    loop.run_once()
+    assert sink.resets == 2  # after 3 failures, then after 3 more (rebuild_after_s = 0 here)
+    assert source.commits == [{("in", 0): 1}]
+
+
+def test_a_consumer_failing_again_and_again_is_rebuilt_and_rejoins(model: LoadedModel, tiny_model: TinyModel) -> None:
+    journal: list[str] = []
+    sources: list[FakeSource] = []
+    event = orjson.dumps(tiny_model.normal_events[0])
+
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source = FakeSource(journal, [[RawRecord("in", 0, 5, 0, None, event)]])
+        source.fail_polls = 3 if not sources else 0
+        sources.append(source)
+        return source
+
+    loop = WorkerLoop(factory, FakeSink(journal), model, WorkerMetrics(CollectorRegistry()), HealthState(), CONFIG)
+    for _ in range(4):
+        loop.run_once()
+    assert len(sources) == 2 and sources[0].closed
+    assert sources[1].commits == [{("in", 0): 6}]
+    assert loop.metrics.client_rebuilds.labels("consumer")._value.get() == 1
+
+
+def test_an_unreachable_broker_keeps_the_loop_alive_unready_and_stoppable(model: LoadedModel) -> None:
+    attempts: list[float] = []
+
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        attempts.append(time.monotonic())
+        raise BrokerError("no broker at 127.0.0.1:1")
+
+    config = replace(CONFIG, backoff_initial_s=0.01, backoff_max_s=0.05)
+    loop = WorkerLoop(factory, FakeSink(), model, WorkerMetrics(CollectorRegistry()), HealthState(), config)
+    stopper = threading.Timer(0.5, loop.request_stop, args=("SIGTERM",))
+    started = time.monotonic()
+    stopper.start()
+    assert loop.run() is True  # nothing was ever read, so nothing is left uncommitted
+    assert time.monotonic() - started < 3.0
+    assert loop.stop_reason == "SIGTERM"
+    assert 3 <= len(attempts) < 60  # retried with backoff, not in a tight loop
+    assert loop.metrics.ready._value.get() == 0
+
+
+def test_a_stuck_worker_reports_lag_and_turns_not_alive(model: LoadedModel) -> None:
+    journal: list[str] = []
+    sink = FakeSink(journal)
+    sink.fail_flushes = 10**9
+    source = FakeSource(journal, [[_poison(40, b"k", b"{bad")]])
+    source.set_highwater(("in", 0), 100)
+    health = HealthState(no_progress_after_s=0.3)
+    loop = _loop(model, source, sink, replace(CONFIG, rebuild_after_s=1e9), health)
+    stopper = threading.Timer(1.0, loop.request_stop)
+    stopper.start()
+    observed: list[bool] = []
+    watcher = threading.Timer(0.7, lambda: observed.append(health.alive))
+    watcher.start()
+    assert loop.run() is False
+    assert loop.metrics.lag.labels("in", "0")._value.get() == 60  # 100 - first offset seen, nothing committed
+    assert observed == [False]  # pending work and no commit for longer than no_progress_after_s
+
+
+def test_an_idle_worker_stays_alive(model: LoadedModel) -> None:
+    health = HealthState(no_progress_after_s=0.2)
+    loop = _loop(model, FakeSource([], []), FakeSink(), health=health)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        loop.run_once()
+    assert health.alive
+
+
+def test_producer_chosen_timestamps_do_not_reach_the_alerting_latency(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    now_ms = int(time.time() * 1000)
+    events = [dict(e, ts=0) for e in tiny_model.normal_events[:3]]  # event time: 1970
+    batch = [
+        RawRecord("in", 0, i, ts, None, orjson.dumps(e))
+        for i, (ts, e) in enumerate(zip([now_ms, 5, 2**50], events, strict=True))
+    ]
+    loop = _loop(model, FakeSource([], [batch]), FakeSink())
+    loop.run_once()
+    m = loop.metrics
+    assert m.implausible_timestamps._value.get() == 2  # 1970 and the far future: counted from read time
+    assert m.latency._sum.get() < 5.0  # no record adds 56 years to the alerting histogram
+    assert m.event_time_lag._sum.get() == pytest.approx(3 * 7 * 86400)  # clamped to a week each

@@ -1,0 +1,185 @@
+"""The kafka-python producer behind the :class:`worker.outputs.Sink` contract.
+
+Every record sent is kept until the broker acknowledges it. :meth:`KafkaSink.flush` resends what
+failed, and sorts failures into three kinds:
+
+- **transient** (broker away, timeouts, leader changes): kept and retried for ever, so an
+  outage never loses an output; ``flush`` raises :class:`PublishError`;
+- **refused** (the client or broker will never take this record: too large, invalid): retried
+  ``max_attempts`` times, then given up and returned by ``flush`` as :class:`Undeliverable`
+  (the loop counts and logs them and applies the operator's policy);
+- **fatal** (the producer itself is broken, e.g. an idempotent producer whose id was lost in a
+  broker restart): ``flush`` raises :class:`PublishError` with ``fatal=True``; :meth:`reset`
+  closes the producer and the next call builds a new one, resending every pending record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka import errors as kafka_errors
+from kafka.errors import KafkaError
+
+from worker.errors import BrokerError, PublishError
+from worker.output_guard import OutputRecord
+from worker.outputs import Undeliverable
+
+logger = logging.getLogger(__name__)
+
+#: Errors that say *this record* will never be accepted (client-side refusals are ValueError/TypeError).
+REFUSED = (
+    ValueError,
+    TypeError,
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.InvalidRecordError,
+    kafka_errors.CorruptRecordError,
+)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    return isinstance(exc, REFUSED)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """A producer-level error no retry of the same producer can clear."""
+    if is_refusal(exc):
+        return False
+    if isinstance(exc, kafka_errors.IllegalStateError):
+        return True
+    return isinstance(exc, KafkaError) and not getattr(exc, "retriable", False)
+
+
+@dataclass
+class _Pending:
+    record: OutputRecord
+    future: Any = None
+    refusals: int = 0
+    last_error: BaseException | None = field(default=None)
+
+
+class KafkaSink:
+    """Producer for anomaly records and dead letters that tracks acknowledgements.
+
+    Args:
+        make_producer: builds a connected ``KafkaProducer``; raises :class:`BrokerError` when the
+            broker cannot be reached (called lazily, again after :meth:`reset`).
+        max_attempts: sends of a record the broker or client refuses before it is given up.
+    """
+
+    def __init__(self, make_producer: Callable[[], KafkaProducer], max_attempts: int = 3) -> None:
+        self._make_producer = make_producer
+        self._producer: KafkaProducer | None = None
+        self.max_attempts = max_attempts
+        self._pending: list[_Pending] = []
+        self._given_up: list[Undeliverable] = []
+        self._fatal: BaseException | None = None
+
+    @property
+    def pending(self) -> int:
+        """Records sent but neither acknowledged nor given up."""
+        return len(self._pending)
+
+    def send(self, record: OutputRecord) -> None:
+        """Queue one record; delivery is confirmed (or given up) by :meth:`flush`. Never raises."""
+        entry = _Pending(record)
+        self._pending.append(entry)
+        if self._producer is not None and self._fatal is None:
+            self._dispatch(entry, set())
+
+    def _dispatch(self, entry: _Pending, stalled: set[str]) -> None:
+        if entry.record.topic in stalled or self._producer is None:
+            return
+        r = entry.record
+        try:
+            entry.future = self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers)
+        except kafka_errors.KafkaTimeoutError as exc:  # no metadata for the topic (yet)
+            entry.future, entry.last_error = None, exc
+            stalled.add(r.topic)  # one wait per topic and flush, not one per record
+        except (KafkaError, ValueError, TypeError) as exc:
+            entry.future, entry.last_error = None, exc
+            if is_refusal(exc):
+                entry.refusals += 1
+            elif is_fatal(exc):
+                self._fatal = exc
+
+    def flush(self, timeout_s: float) -> list[Undeliverable]:
+        """Wait until every pending record is acknowledged or given up.
+
+        Returns:
+            the records given up since the last successful flush (refused ``max_attempts`` times).
+
+        Raises:
+            PublishError: some records are neither acknowledged nor given up; they stay pending
+                and are resent by the next call. ``fatal`` says the producer must be :meth:`reset`.
+        """
+        self._connect()
+        stalled: set[str] = set()
+        for entry in self._pending:
+            if entry.future is None or (entry.future.is_done and entry.future.failed()):
+                self._dispatch(entry, stalled)
+        try:
+            if self._producer is not None and self._fatal is None:
+                self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            self._fatal = self._fatal or (exc if is_fatal(exc) else None)
+        self._settle()
+        if self._pending:
+            first = next((e.last_error for e in self._pending if e.last_error is not None), None)
+            raise PublishError(
+                f"{len(self._pending)} records not acknowledged: {first!r}", fatal=self._fatal is not None
+            )
+        given_up, self._given_up = self._given_up, []
+        return given_up
+
+    def _connect(self) -> None:
+        if self._producer is not None:
+            return
+        try:
+            self._producer = self._make_producer()
+        except BrokerError as exc:
+            raise PublishError(f"{len(self._pending)} records not sent: {exc}") from exc
+
+    def _settle(self) -> None:
+        """Drop acknowledged entries, count refusals, give up on records refused too often."""
+        still: list[_Pending] = []
+        for entry in self._pending:
+            future = entry.future
+            if future is not None and future.is_done:
+                if future.succeeded():
+                    continue
+                entry.last_error, entry.future = future.exception, None
+                if is_refusal(future.exception):
+                    entry.refusals += 1
+                elif is_fatal(future.exception):
+                    self._fatal = future.exception
+            if entry.refusals >= self.max_attempts:
+                self._given_up.append(Undeliverable(entry.record, repr(entry.last_error)))
+            else:
+                still.append(entry)
+        self._pending = still
+
+    def reset(self) -> None:
+        """Close the producer; the next :meth:`flush` builds a new one and resends everything pending."""
+        producer, self._producer, self._fatal = self._producer, None, None
+        for entry in self._pending:
+            entry.future = None
+        if producer is not None:
+            _close(producer, 0.5)
+
+    def close(self, timeout_s: float) -> None:
+        """Close the producer (pending records are abandoned; they were never committed)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            _close(producer, timeout_s)
+
+
+def _close(producer: KafkaProducer, timeout_s: float) -> None:
+    try:
+        producer.close(timeout=timeout_s)
+    except (KafkaError, OSError) as exc:
+        logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
