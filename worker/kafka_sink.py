@@ -78,6 +78,9 @@ class KafkaSink:
         self._pending: list[_Pending] = []
         self._given_up: list[Undeliverable] = []
         self._fatal: BaseException | None = None
+        #: Topics whose metadata did not come within ``max_block_ms``: their records wait for the
+        #: next flush instead of blocking once per record.
+        self._stalled: set[str] = set()
 
     @property
     def pending(self) -> int:
@@ -89,17 +92,17 @@ class KafkaSink:
         entry = _Pending(record)
         self._pending.append(entry)
         if self._producer is not None and self._fatal is None:
-            self._dispatch(entry, set())
+            self._dispatch(entry)
 
-    def _dispatch(self, entry: _Pending, stalled: set[str]) -> None:
-        if entry.record.topic in stalled or self._producer is None:
+    def _dispatch(self, entry: _Pending) -> None:
+        if entry.record.topic in self._stalled or self._producer is None:
             return
         r = entry.record
         try:
             entry.future = self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers)
         except kafka_errors.KafkaTimeoutError as exc:  # no metadata for the topic (yet)
             entry.future, entry.last_error = None, exc
-            stalled.add(r.topic)  # one wait per topic and flush, not one per record
+            self._stalled.add(r.topic)  # one wait per topic and flush, not one per record
         except (KafkaError, ValueError, TypeError) as exc:
             entry.future, entry.last_error = None, exc
             if is_refusal(exc):
@@ -118,10 +121,10 @@ class KafkaSink:
                 and are resent by the next call. ``fatal`` says the producer must be :meth:`reset`.
         """
         self._connect()
-        stalled: set[str] = set()
+        self._stalled.clear()
         for entry in self._pending:
             if entry.future is None or (entry.future.is_done and entry.future.failed()):
-                self._dispatch(entry, stalled)
+                self._dispatch(entry)
         try:
             if self._producer is not None and self._fatal is None:
                 self._producer.flush(timeout=timeout_s)
