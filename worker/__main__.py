@@ -14,6 +14,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
 import torch
@@ -136,7 +137,10 @@ def run(settings: WorkerSettings) -> int:
     loop = WorkerLoop(_source_factory(settings), sink, model, metrics, health, _loop_config(settings))
 
     def on_signal(signum: int, frame: object) -> None:
-        loop.request_stop(signal.Signals(signum).name)
+        # Not request_stop() here: the handler runs on the main thread, possibly inside the loop's
+        # Event.wait() holding the Event's lock, which Event.set() would then wait for forever.
+        name = signal.Signals(signum).name
+        threading.Thread(target=loop.request_stop, args=(name,), name="stop-request", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -32,9 +32,5 @@ class CommitError(BrokerError):
     """An offset commit failed; the offsets stay uncommitted and will be retried."""
 
 
-class UndeliverableOutputError(WorkerError):
-    """An output the broker refuses for good, with the policy ``stop``: the worker stops."""
-
-
 class BrokerStartError(WorkerError):
     """The embedded broker could not be started."""

@@ -46,6 +46,17 @@ def _fatal(exc: KafkaError) -> bool:
     return isinstance(exc, IllegalStateError)
 
 
+def _timestamp(value: int | None) -> int:
+    """A record's timestamp; -1 for none (message format v0), which latency treats as implausible."""
+    return -1 if value is None else int(value)
+
+
+def _headers(headers: list[tuple[str, bytes | None]] | None) -> tuple[tuple[str, bytes], ...]:
+    """Headers as ``(str, bytes)``: a null header value (legal in Kafka) becomes ``b""``, which
+    every client can send back in a dead letter."""
+    return tuple((name, b"" if value is None else value) for name, value in headers or ())
+
+
 def make_producer(settings: KafkaSettings) -> KafkaProducer:
     """A producer for the worker's outputs (acks=all; idempotent as kafka-python 3 defaults).
 
@@ -133,8 +144,10 @@ class KafkaSource:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:  # a record the client cannot parse
+            raise BrokerError(f"poll failed on an unparseable record: {type(exc).__name__}: {exc}") from exc
         return [
-            RawRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, tuple(m.headers or ()))
+            RawRecord(m.topic, m.partition, m.offset, _timestamp(m.timestamp), m.key, m.value, _headers(m.headers))
             for messages in batches.values()
             for m in messages
         ]

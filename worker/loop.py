@@ -115,6 +115,8 @@ class WorkerLoop:
         self._last_lag = -float("inf")
         self._lag: dict[Partition, int] = {}
         self._source_factory = source_factory
+        #: Partitions revoked by a rebalance and not assigned again since.
+        self._revoked: set[Partition] = set()
         self._source: Source | None = None
         self._connect_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
         after = (config.rebuild_after_failures, config.rebuild_after_s)
@@ -185,7 +187,7 @@ class WorkerLoop:
                 self._try_commit()
             elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
                 self._probe(source)
-            if self._consumer_health.needs_rebuild():
+            if self._consumer_health.needs_rebuild() and not self._stop.is_set():
                 self._rebuild_source()
         self._update_lag()
         self._update_ready()
@@ -206,6 +208,7 @@ class WorkerLoop:
             self._broker_failed("broker_unavailable", exc, retry_in_s=delay)
             return None
         self._connect_backoff.succeeded()
+        self._revoked.clear()
         return self._source
 
     def _rebuild_source(self) -> None:
@@ -232,6 +235,14 @@ class WorkerLoop:
                     break
                 records += source.poll(cfg.batch_size - len(records), left_ms)
             self._consumer_health.succeeded()
+            if (
+                not self._broker_ok
+                and source.coordinator_known()
+                and not self._offsets.committed_in(self._owned(source))
+            ):
+                # Idle with nothing committed, the probe has no offsets to re-commit: a known
+                # coordinator is the sign the broker is back (else readiness stays off for good).
+                self._broker_succeeded()
         except BrokerError as exc:
             # Records already returned by an earlier poll are past the consumer's position:
             # they must be processed, or a later commit would skip them.
@@ -262,7 +273,7 @@ class WorkerLoop:
         acked_at = time.time()
         # A partition revoked while this batch was collected now belongs to another member:
         # its records were processed (at-least-once), but only its new owner commits it.
-        self._offsets.processed(records, source.assignment())
+        self._offsets.processed(records, self._owned(source))
         self._count(result, given_up, read_at, acked_at)
         self._try_commit()
         self.metrics.batch_seconds.observe(time.perf_counter() - start)
@@ -273,8 +284,11 @@ class WorkerLoop:
         backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         while True:
             self.health.tick()  # retrying through an outage is alive, only not ready
+            timeout = self.config.flush_timeout_s
+            if self._stop.is_set():  # the drain deadline bounds each attempt, not only the retries
+                timeout = max(0.1, min(timeout, self._stop_deadline() - time.monotonic()))
             try:
-                given_up = self._sink.flush(self.config.flush_timeout_s)
+                given_up = self._sink.flush(timeout)
             except PublishError as exc:
                 self.metrics.publish_failures.inc()
                 self._producer_health.failed(exc.fatal)
@@ -291,14 +305,15 @@ class WorkerLoop:
             if self._stop.is_set() and time.monotonic() > self._stop_deadline():
                 logger.error("stop_with_unacknowledged_outputs", extra={"pending": self._sink.pending})
                 return None
-            self._stop.wait(backoff.failed())
+            delay = backoff.failed()
+            time.sleep(delay) if self._stop.is_set() else self._stop.wait(delay)
 
     def _refuse(self, given_up: list[Undeliverable]) -> bool:
         """Count and log outputs given up; return whether the policy says to stop."""
         for item in given_up:
             record = item.record
-            counter = self.metrics.dead_letters_undeliverable if record.kind == "dead_letter" else None
-            (counter or self.metrics.anomalies_undeliverable).inc()
+            m = self.metrics
+            (m.dead_letters_undeliverable if record.kind == "dead_letter" else m.anomalies_undeliverable).inc()
             logger.error(
                 "output_undeliverable",
                 extra={"kind": record.kind, "output_topic": record.topic, "size": record.size,
@@ -309,10 +324,20 @@ class WorkerLoop:
             return True
         return False
 
+    def _owned(self, source: Source) -> set[Partition]:
+        """Assigned partitions not revoked since (kafka-python keeps revoked ones in its assignment
+        until the rebalance completes; committing them could move the new owner's offset back)."""
+        return source.assignment() - self._revoked
+
     def _try_commit(self) -> bool:
-        offsets = self._offsets.uncommitted
-        if not offsets or self._source is None:
-            return not offsets
+        if self._source is None:
+            return not self._offsets.uncommitted
+        owned = self._owned(self._source)
+        offsets = {p: o for p, o in self._offsets.uncommitted.items() if p in owned}
+        for gone in set(self._offsets.uncommitted) - owned:
+            self._offsets.revoke([gone])
+        if not offsets:
+            return True
         try:
             self._source.commit(offsets, self.config.commit_timeout_ms)
         except CommitError as exc:
@@ -353,6 +378,7 @@ class WorkerLoop:
     # ------------------------------------------------------------ rebalance
     def _on_revoked(self, partitions: list[Partition]) -> None:
         """Commit what was processed for the revoked partitions, then forget them."""
+        self._revoked |= set(partitions)
         offsets = self._offsets.revoke(partitions)
         if offsets and self._source is not None:
             try:
@@ -363,6 +389,7 @@ class WorkerLoop:
         logger.info("partitions_revoked", extra={"partitions": sorted(partitions)})
 
     def _on_assigned(self, partitions: list[Partition]) -> None:
+        self._revoked -= set(partitions)
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
     # --------------------------------------------------------------- state

@@ -33,8 +33,8 @@ from worker.outcomes import Flagged, RawRecord, Rejected
 Header = tuple[str, bytes]
 
 #: Bytes of a one-record v2 batch beyond its key, value and headers (61 batch header + at most
-#: 21 record framing), plus 10 per header (varint lengths); an upper bound, as the client's own.
-BATCH_OVERHEAD = 82
+#: 36 record framing), plus 10 per header (varint lengths); an upper bound of the client's estimate.
+BATCH_OVERHEAD = 97
 HEADER_OVERHEAD = 10
 #: Longest error message written into a dead letter's header.
 MAX_MESSAGE_CHARS = 1000

@@ -24,7 +24,7 @@ class Undeliverable:
 class Sink(Protocol):
     """Where outputs go (a Kafka producer in production, a list in tests).
 
-    The contract (tests/worker/test_sink_contract.py holds every implementation to it):
+    The contract (tests/worker/test_kafka_contract.py holds every implementation to it):
     ``send`` never raises and never blocks for long; ``flush`` returns once every record sent is
     acknowledged or given up (returning those given up) and raises
     :class:`worker.errors.PublishError` while some are neither; ``reset`` discards the client,

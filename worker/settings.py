@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import SettingsError
+from worker.output_guard import MIN_REQUEST_BYTES
 
 
 class SecurityProtocol(StrEnum):
@@ -40,8 +41,6 @@ class UndeliverablePolicy(StrEnum):
 
 #: Kafka's legal topic names (the broker and both clients refuse anything else).
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-#: The smallest producer request limit the output guard can fit every output into.
-MIN_REQUEST_BYTES = 16_384
 
 
 class LogFormat(StrEnum):

@@ -126,6 +126,8 @@ class FakeSink:
     def _refusal(self, record: OutputRecord) -> str | None:
         if record.key is None and record.value is None:
             return "ValueError('Need at least one: key or value')"
+        if not all(isinstance(name, str) and isinstance(value, bytes) for name, value in record.headers):
+            return "TypeError('All headers items must be (str, bytes) tuples')"
         if record_size(record.key, record.value, record.headers) > self.max_request_bytes:
             return "MessageSizeTooLargeError()"
         return None

@@ -186,3 +186,32 @@ def test_producer_chosen_timestamps_do_not_reach_the_alerting_latency(
     assert m.implausible_timestamps._value.get() == 2  # 1970 and the far future: counted from read time
     assert m.latency._sum.get() < 5.0  # no record adds 56 years to the alerting histogram
     assert m.event_time_lag._sum.get() == pytest.approx(3 * 7 * 86400)  # clamped to a week each
+
+
+def test_ready_again_after_an_outage_while_idle_with_nothing_committed(model: LoadedModel) -> None:
+    attempts: list[int] = []
+
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise BrokerError("broker away")
+        return FakeSource([], [])
+
+    loop = WorkerLoop(factory, FakeSink(), model, WorkerMetrics(CollectorRegistry()), HealthState(), CONFIG)
+    loop.run_once()
+    assert not loop.health.ready
+    deadline = time.monotonic() + 2.0
+    while not loop.health.ready and time.monotonic() < deadline:
+        loop.run_once()
+    assert loop.health.ready and len(attempts) == 2
+
+
+def test_offsets_of_a_partition_revoked_mid_batch_are_not_committed(model: LoadedModel) -> None:
+    journal: list[str] = []
+    source = FakeSource(journal, [[], [_poison(0, b"k", b"{bad")]])
+    loop = _loop(model, source, FakeSink(journal))
+    loop.run_once()  # builds the consumer
+    assert source.on_revoked is not None
+    source.on_revoked([("in", 0)])  # the client still lists it as assigned until the rebalance ends
+    loop.run_once()
+    assert source.commits == [] and loop.uncommitted == {}

@@ -42,6 +42,7 @@ def _poison() -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, byt
         ("huge-key", b"k" * BIG, b"{not json", None),
         ("huge-headers", b"h", b"[1]", [(f"h{i}", b"v" * 10_000) for i in range(15)]),
         ("tombstone-with-key", b"t", None, [("traceparent", b"00-4bf92f3577b34da6-00f067aa0ba902b7-01")]),
+        ("null-header-value", b"n", b"{bad", [("nullable", None)]),
     ]
 
 
@@ -127,6 +128,7 @@ def _check_dead_letters(letters: dict[str, Any], topic: str, partition: int, off
     assert h["huge-headers"]["kestrel.error.reason"] == b"not_an_object"
     assert letters["tombstone-with-key"].key == b"t"
     assert h["tombstone-with-key"]["traceparent"] == b"00-4bf92f3577b34da6-00f067aa0ba902b7-01"  # carried over
+    assert h["null-header-value"]["nullable"] == b"" and letters["null-header-value"].value == b"{bad"
 
 
 @pytest.fixture
