@@ -30,6 +30,8 @@ PartitionsCallback = Callable[[list[Partition]], None]
 
 #: Longest wait for a broker answer on a single request (fetch, metadata, commit).
 REQUEST_TIMEOUT_MS = 7000
+#: kafka-python's ``timestamp_type`` of a timestamp set by the broker (0 = CreateTime, by the producer).
+LOG_APPEND_TIME = 1
 #: Longest a producer ``send`` blocks (waiting for topic metadata or buffer space).
 MAX_BLOCK_MS = 2000
 
@@ -147,7 +149,16 @@ class KafkaSource:
         except (UnicodeDecodeError, ValueError, TypeError) as exc:  # a record the client cannot parse
             raise BrokerError(f"poll failed on an unparseable record: {type(exc).__name__}: {exc}") from exc
         return [
-            RawRecord(m.topic, m.partition, m.offset, _timestamp(m.timestamp), m.key, m.value, _headers(m.headers))
+            RawRecord(
+                m.topic,
+                m.partition,
+                m.offset,
+                _timestamp(m.timestamp),
+                m.key,
+                m.value,
+                _headers(m.headers),
+                m.timestamp_type == LOG_APPEND_TIME,
+            )
             for messages in batches.values()
             for m in messages
         ]

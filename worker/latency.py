@@ -1,11 +1,11 @@
 """Latency figures of a batch, computed so that no event's content can distort them (pure).
 
-- **Processing latency** (the one alerts use): output acknowledged minus the record's Kafka
-  timestamp. The Kafka timestamp is set by the producing client (or the broker with
-  ``LogAppendTime``), not taken from the event's JSON; still, one implausible value (older than
-  :data:`MAX_RECORD_AGE_S` or in the future by more than :data:`CLOCK_SKEW_S`) would sit in the
-  histogram's top bucket for ever, so such a record counts from the moment the worker read it
-  instead, and is counted as implausible.
+- **Processing latency** (the one alerts use): output acknowledged minus the record's *broker*
+  timestamp (topics with ``message.timestamp.type=LogAppendTime``), else minus the moment the worker
+  read it. A producer's ``CreateTime`` is chosen by whoever produces, so it never enters this
+  figure (a backlog shows in consumer lag instead). A broker timestamp older than
+  :data:`MAX_RECORD_AGE_S` or ahead by more than :data:`CLOCK_SKEW_S` (clock trouble) also counts
+  from read time, and is counted as implausible.
 - **Event-time lag**: acknowledged minus the event's own timestamp field, clamped to
   ``[0, MAX_EVENT_TIME_LAG_S]``: a separate metric for data freshness, never for alerts.
 """
@@ -30,16 +30,17 @@ MAX_EVENT_TIME_LAG_S = 7 * 24 * 3600.0
 def processing_latencies(
     records: Sequence[RawRecord], read_at: float, acked_at: float
 ) -> tuple[NDArray[np.float64], int]:
-    """Seconds from each record's Kafka timestamp (else ``read_at``) to ``acked_at``.
+    """Seconds from each record's broker timestamp (else ``read_at``) to ``acked_at``.
 
     Returns:
-        ``(latencies, implausible)``: ``(n,)`` non-negative seconds, and how many records had an
-        implausible Kafka timestamp (their latency counts from ``read_at``).
+        ``(latencies, implausible)``: ``(n,)`` non-negative seconds, and how many broker
+        timestamps were implausible (their latency counts from ``read_at``).
     """
     stamps = np.fromiter((r.timestamp_ms for r in records), dtype=np.float64, count=len(records)) / 1000.0
+    broker = np.fromiter((r.log_append_time for r in records), dtype=bool, count=len(records))
     plausible = (stamps >= read_at - MAX_RECORD_AGE_S) & (stamps <= read_at + CLOCK_SKEW_S)
-    start = np.where(plausible, stamps, read_at)
-    return np.maximum(acked_at - start, 0.0), int(len(records) - plausible.sum())
+    start = np.where(broker & plausible, stamps, read_at)
+    return np.maximum(acked_at - start, 0.0), int((broker & ~plausible).sum())
 
 
 def event_time_lags(event_times_s: NDArray[np.float64], acked_at: float) -> NDArray[np.float64]:

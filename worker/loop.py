@@ -121,6 +121,8 @@ class WorkerLoop:
         self._connect_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
         after = (config.rebuild_after_failures, config.rebuild_after_s)
         self._consumer_health = ClientHealth("consumer", *after, clock=clock)
+        #: Commits count apart from polls: a poll that succeeds must not hide commits that keep failing.
+        self._commit_health = ClientHealth("consumer", *after, clock=clock)
         self._producer_health = ClientHealth("producer", *after, clock=clock)
         self._describe_model(model)
 
@@ -187,7 +189,8 @@ class WorkerLoop:
                 self._try_commit()
             elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
                 self._probe(source)
-            if self._consumer_health.needs_rebuild() and not self._stop.is_set():
+            broken = self._consumer_health.needs_rebuild() or self._commit_health.needs_rebuild()
+            if broken and not self._stop.is_set():
                 self._rebuild_source()
         self._update_lag()
         self._update_ready()
@@ -216,6 +219,7 @@ class WorkerLoop:
         source, self._source = self._source, None
         self._offsets.forget_all()
         self._consumer_health.rebuilt()
+        self._commit_health.succeeded()
         self.metrics.client_rebuilds.labels("consumer").inc()
         if source is not None:
             try:
@@ -342,11 +346,12 @@ class WorkerLoop:
             self._source.commit(offsets, self.config.commit_timeout_ms)
         except CommitError as exc:
             self.metrics.commit_failures.inc()
-            self._consumer_health.failed(exc.fatal)
+            self._commit_health.failed(exc.fatal)
             self._broker_failed("commit_failed", exc)
             self._stop.wait(self.config.backoff_initial_s)
             return False
         self._offsets.committed(offsets)
+        self._commit_health.succeeded()
         self.health.progressed()
         self._broker_succeeded()
         return True

@@ -63,13 +63,13 @@ class WorkerMetrics:
         )
         self.latency = Histogram(
             "kestrel_processing_latency_seconds",
-            "Kafka record timestamp (else the moment the worker read it) to outputs acknowledged.",
+            "Broker (LogAppendTime) record timestamp, else the moment the worker read it, to outputs acknowledged.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.implausible_timestamps = Counter(
             "kestrel_record_timestamp_implausible",
-            "Records whose Kafka timestamp was over a day old or in the future (latency counted from read time).",
+            "Records whose broker timestamp was over a day old or in the future (latency counted from read time).",
             registry=r,
         )
         self.event_time_lag = Histogram(

@@ -19,8 +19,9 @@ from numpy.typing import NDArray
 class RawRecord:
     """One consumed Kafka record.
 
-    ``timestamp_ms`` is the record's Kafka timestamp; ``headers`` its Kafka headers, carried into
-    its dead letter (``traceparent``, schema ids, ...).
+    ``timestamp_ms`` is the record's Kafka timestamp, ``log_append_time`` whether the broker set
+    it (``LogAppendTime`` topics) rather than the producer; ``headers`` its Kafka headers, carried
+    into its dead letter (``traceparent``, schema ids, ...).
     """
 
     topic: str
@@ -30,6 +31,7 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    log_append_time: bool = False
 
 
 @dataclass(frozen=True, slots=True)

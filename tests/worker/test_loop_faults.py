@@ -175,17 +175,19 @@ def test_producer_chosen_timestamps_do_not_reach_the_alerting_latency(
     model: LoadedModel, tiny_model: TinyModel
 ) -> None:
     now_ms = int(time.time() * 1000)
-    events = [dict(e, ts=0) for e in tiny_model.normal_events[:3]]  # event time: 1970
-    batch = [
-        RawRecord("in", 0, i, ts, None, orjson.dumps(e))
-        for i, (ts, e) in enumerate(zip([now_ms, 5, 2**50], events, strict=True))
-    ]
+    events = [dict(e, ts=0) for e in tiny_model.normal_events[:6]]  # event time: 1970
+    # (Kafka timestamp, set by the broker?): producer CreateTimes of an hour and 23 hours ago, 1970
+    # and the far future; broker LogAppendTimes of 10 s ago and (clock trouble) 1970.
+    stamps = [(now_ms - 3_600_000, False), (now_ms - 23 * 3_600_000, False), (5, False), (2**50, False),
+              (now_ms - 10_000, True), (5, True)]  # fmt: skip
+    batch = [RawRecord("in", 0, i, t, None, orjson.dumps(e), (), by_broker) for i, ((t, by_broker), e) in
+             enumerate(zip(stamps, events, strict=True))]  # fmt: skip
     loop = _loop(model, FakeSource([], [batch]), FakeSink())
     loop.run_once()
     m = loop.metrics
-    assert m.implausible_timestamps._value.get() == 2  # 1970 and the far future: counted from read time
-    assert m.latency._sum.get() < 5.0  # no record adds 56 years to the alerting histogram
-    assert m.event_time_lag._sum.get() == pytest.approx(3 * 7 * 86400)  # clamped to a week each
+    assert m.implausible_timestamps._value.get() == 1  # the broker's 1970: counted from read time
+    assert 10.0 <= m.latency._sum.get() < 15.0  # only the broker's own 10 s enter the alerting histogram
+    assert m.event_time_lag._sum.get() == pytest.approx(6 * 7 * 86400)  # clamped to a week each
 
 
 def test_ready_again_after_an_outage_while_idle_with_nothing_committed(model: LoadedModel) -> None:
@@ -215,3 +217,24 @@ def test_offsets_of_a_partition_revoked_mid_batch_are_not_committed(model: Loade
     source.on_revoked([("in", 0)])  # the client still lists it as assigned until the rebalance ends
     loop.run_once()
     assert source.commits == [] and loop.uncommitted == {}
+
+
+def test_a_consumer_whose_commits_keep_failing_is_rebuilt_although_polls_succeed(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    journal: list[str] = []
+    sources: list[FakeSource] = []
+    event = orjson.dumps(tiny_model.normal_events[0])
+
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        batches = [[RawRecord("in", 0, i, 0, None, event)] for i in range(5)]
+        source = FakeSource(journal, batches)
+        source.fail_commits = 10**9 if not sources else 0
+        sources.append(source)
+        return source
+
+    loop = WorkerLoop(factory, FakeSink(journal), model, WorkerMetrics(CollectorRegistry()), HealthState(), CONFIG)
+    for _ in range(5):
+        loop.run_once()
+    assert len(sources) == 2 and sources[0].closed and sources[0].commits == []
+    assert sources[1].commits  # the new consumer commits what it re-read
