@@ -14,6 +14,7 @@ PACKAGES = ("detector", "training", "worker")
 CONFINED = {
     "kafka": {"worker/kafka_io.py", "worker/kafka_sink.py", "worker/topic_tools.py", "training/kafka_source.py"},
     "prometheus_client": {"worker/metrics.py"},
+    "confluent_kafka": {"worker/confluent_io.py"},
 }
 FORBIDDEN = {"pickle", "dill", "joblib", "cloudpickle"}
 

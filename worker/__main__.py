@@ -25,11 +25,12 @@ from worker.errors import SettingsError
 from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer
 from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
-from worker.loop import LoopConfig, PartitionsCallback, SourceFactory, WorkerLoop
+from worker.loop import LoopConfig, PartitionsCallback, Source, SourceFactory, WorkerLoop
 from worker.metrics import HealthState, MetricsServer, WorkerMetrics
 from worker.model_loading import LoadedModel, load_live_model, load_model
+from worker.outputs import Sink
 from worker.reload import RegistryWatcher
-from worker.settings import WorkerSettings, effective_settings, load_settings
+from worker.settings import KafkaClient, WorkerSettings, effective_settings, load_settings
 
 logger = logging.getLogger("worker")
 
@@ -48,6 +49,7 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "--log-level": ("log_level",),
     "--log-format": ("log_format",),
     "--torch-threads": ("torch_threads",),
+    "--kafka-client": ("kafka_client",),
 }
 
 
@@ -78,11 +80,25 @@ def _load_initial_model(settings: WorkerSettings) -> LoadedModel:
     return load_live_model(settings.registry_dir)
 
 
-def _source_factory(settings: WorkerSettings) -> SourceFactory:
-    def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> KafkaSource:
+def _clients(settings: WorkerSettings) -> tuple[SourceFactory, Sink, str]:
+    """The source factory, the sink and the checksum implementation of the chosen Kafka client."""
+    if settings.kafka_client == KafkaClient.CONFLUENT:
+        try:
+            from worker.confluent_io import ConfluentSink, ConfluentSource, make_confluent_producer  # noqa: PLC0415
+        except ImportError as exc:
+            raise SettingsError(
+                "WORKER_KAFKA_CLIENT=confluent needs confluent-kafka: pip install 'kestrel-anomaly[fast]'"
+            ) from exc
+
+        def build_confluent(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> Source:
+            return ConfluentSource(settings.kafka, on_revoked, on_assigned)
+
+        return build_confluent, ConfluentSink(lambda: make_confluent_producer(settings.kafka)), "librdkafka"
+
+    def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> Source:
         return KafkaSource(settings.kafka, on_revoked, on_assigned)
 
-    return build
+    return build, KafkaSink(lambda: make_producer(settings.kafka)), crc32c_implementation()
 
 
 def _loop_config(settings: WorkerSettings) -> LoopConfig:
@@ -122,10 +138,15 @@ def run(settings: WorkerSettings) -> int:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     logger.info("model_loaded", extra={"model_version": model.detector.version, "seconds": model.load_seconds})
+    try:
+        source_factory, sink, crc = _clients(settings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     metrics, health = WorkerMetrics(), HealthState(no_progress_after_s=settings.no_progress_timeout_s)
-    crc = crc32c_implementation()
-    metrics.build_info.labels("kafka-python", crc).set(1)
-    if crc != "c":
+    client = settings.kafka_client.value
+    metrics.build_info.labels(client, crc).set(1)
+    if crc == "python":
         logger.warning("kafka_crc32c_pure_python", extra={"hint": "pip install crc32c (~10x faster consuming)"})
     try:
         server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port)
@@ -133,8 +154,7 @@ def run(settings: WorkerSettings) -> int:
         print(f"error: cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}", file=sys.stderr)
         return 2
     server.start()
-    sink = KafkaSink(lambda: make_producer(settings.kafka))
-    loop = WorkerLoop(_source_factory(settings), sink, model, metrics, health, _loop_config(settings))
+    loop = WorkerLoop(source_factory, sink, model, metrics, health, _loop_config(settings))
 
     def on_signal(signum: int, frame: object) -> None:
         # Not request_stop() here: the handler runs on the main thread, possibly inside the loop's
@@ -145,7 +165,7 @@ def run(settings: WorkerSettings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     watcher = _start_watcher(settings, loop, metrics)
-    logger.info("worker_started", extra={"metrics_port": server.port, "kafka_client": "kafka-python", "crc32c": crc})
+    logger.info("worker_started", extra={"metrics_port": server.port, "kafka_client": client, "crc32c": crc})
     try:
         clean = loop.run()
     except Exception:
@@ -170,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     # The worker reports broker trouble itself (broker_unavailable, publish_failed, ...), once per
     # outage; kafka-python would add several lines per retry.
     if settings.log_level.upper() != "DEBUG":
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        for client_logger in ("kafka", "confluent_kafka"):
+            logging.getLogger(client_logger).setLevel(logging.CRITICAL)
     logger.info("settings", extra={"settings": effective_settings(settings)})
     return run(settings)
 

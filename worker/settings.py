@@ -43,6 +43,13 @@ class UndeliverablePolicy(StrEnum):
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
+class KafkaClient(StrEnum):
+    """Which Kafka client library the worker uses (same behaviour, different speed)."""
+
+    KAFKA_PYTHON = "kafka-python"
+    CONFLUENT = "confluent"
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -123,6 +130,8 @@ class WorkerSettings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     batch_size: int = Field(default=500, gt=0, le=100_000)
     batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
+    #: ``kafka-python`` (default, pure Python) or ``confluent`` (librdkafka; ``pip install 'kestrel-anomaly[fast]'``).
+    kafka_client: KafkaClient = KafkaClient.KAFKA_PYTHON
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
     torch_threads: int = Field(default=1, ge=1, le=256)

@@ -141,6 +141,8 @@ class WorkerProcess:
     topics: Topics
     extra: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: The Kafka client the worker uses (``--kafka-client``).
+    client: str = "kafka-python"
 
     #: How the worker is given ``model_dir``: a model directory, or a registry (subclasses).
     model_flag = "--model"
@@ -151,7 +153,7 @@ class WorkerProcess:
         command += ["--bootstrap-servers", self.bootstrap, "--input-topic", self.topics.input]
         command += ["--output-topic", self.topics.output, "--dead-letter-topic", self.topics.dlq]
         command += ["--group-id", self.topics.group, "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port)]
-        command += ["--log-format", "text", *self.extra]
+        command += ["--log-format", "text", "--kafka-client", self.client, *self.extra]
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(

@@ -73,7 +73,7 @@ def _merge(*ends: dict[int, int]) -> dict[int, int]:
 
 
 def test_poison_records_never_stall_two_workers_and_every_offset_is_accounted(
-    kafka_broker: Any, tiny_model: TinyModel
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=2)
@@ -81,7 +81,7 @@ def test_poison_records_never_stall_two_workers_and_every_offset_is_accounted(
     expected = expected_flags(tiny_model.path, events)
     out, dlq = TopicReader(bootstrap, topics.output), TopicReader(bootstrap, topics.dlq)
     with ExitStack() as stack:
-        workers = [WorkerProcess(tiny_model.path, bootstrap, topics, env=LIMITS) for _ in range(2)]
+        workers = [WorkerProcess(tiny_model.path, bootstrap, topics, env=LIMITS, client=kafka_client) for _ in range(2)]
         for w in workers:
             stack.callback(w.stop_quietly)
             w.wait_ready()
@@ -147,7 +147,7 @@ def _all_accounted(bootstrap: str, topics: Topics, ends: dict[int, int], out: To
 
 
 def test_broker_sigkill_and_restart_on_the_same_port_heals_without_a_worker_restart(
-    own_broker: EmbeddedBroker, tiny_model: TinyModel
+    kafka_client: str, own_broker: EmbeddedBroker, tiny_model: TinyModel
 ) -> None:
     """The embedded broker keeps data in memory: after the restart topics and offsets start
     afresh, so each life of the broker is accounted on its own (a real Kafka keeps both)."""
@@ -156,7 +156,7 @@ def test_broker_sigkill_and_restart_on_the_same_port_heals_without_a_worker_rest
     first = renumber(tiny_model.attack_events[:200] + tiny_model.normal_events[:200], "one")
     second = renumber(tiny_model.attack_events[200:300] + tiny_model.normal_events[200:300], "two")
     with ExitStack() as stack:
-        workers = [WorkerProcess(tiny_model.path, bootstrap, topics) for _ in range(2)]
+        workers = [WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client) for _ in range(2)]
         for w in workers:
             stack.callback(w.stop_quietly)
             w.wait_ready()
@@ -193,27 +193,36 @@ class _Reader:
         self.reader.close()
 
 
-def test_stop_during_an_outage_is_prompt_and_says_why(tiny_model: TinyModel) -> None:
+def test_stop_during_an_outage_is_prompt_and_says_why(kafka_client: str, tiny_model: TinyModel) -> None:
     nobody = f"127.0.0.1:{free_port()}"
     topics = Topics("events", "anomalies", "events.dlq", "g")
-    worker = WorkerProcess(tiny_model.path, nobody, topics, env={"WORKER_SHUTDOWN_TIMEOUT_S": "5"})
+    worker = WorkerProcess(tiny_model.path, nobody, topics, env={"WORKER_SHUTDOWN_TIMEOUT_S": "5"}, client=kafka_client)
     try:
-        wait_for(lambda: "broker_unavailable" in worker.log(), 15, "the worker to report the outage")
+        # kafka-python fails to connect (broker_unavailable); librdkafka connects lazily (poll_failed).
+        wait_for(lambda: _outage_lines(worker.log()) > 0, 15, "the worker to report the outage")
         assert worker.status("/healthz") == 200 and worker.status("/readyz") == 503
         started = time.monotonic()
         assert worker.terminate(30) == 0, worker.log()  # nothing was read: nothing is left uncommitted
         assert time.monotonic() - started < 7.0
         log = worker.log()
         assert "worker_stopped" in log and "SIGTERM" in log
-        assert log.count("broker_unavailable") == 1  # once per outage, not once per retry
+        assert _outage_lines(log) == 1  # once per outage, not once per retry
     finally:
         worker.stop_quietly()
 
 
-def test_stop_while_the_broker_is_frozen_is_prompt(own_broker: EmbeddedBroker, tiny_model: TinyModel) -> None:
+def _outage_lines(log: str) -> int:
+    return log.count("broker_unavailable") + log.count("poll_failed")
+
+
+def test_stop_while_the_broker_is_frozen_is_prompt(
+    kafka_client: str, own_broker: EmbeddedBroker, tiny_model: TinyModel
+) -> None:
     bootstrap = own_broker.bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=1)
-    worker = WorkerProcess(tiny_model.path, bootstrap, topics, env={"WORKER_SHUTDOWN_TIMEOUT_S": "5"})
+    worker = WorkerProcess(
+        tiny_model.path, bootstrap, topics, env={"WORKER_SHUTDOWN_TIMEOUT_S": "5"}, client=kafka_client
+    )
     try:
         worker.wait_ready()
         produce(bootstrap, topics.input, events_bytes(renumber(tiny_model.normal_events[:50], "z")))
@@ -231,11 +240,11 @@ def test_stop_while_the_broker_is_frozen_is_prompt(own_broker: EmbeddedBroker, t
 
 
 def test_a_flood_of_idle_connections_does_not_silence_the_health_endpoint(
-    kafka_broker: Any, tiny_model: TinyModel
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=1)
-    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client)
     try:
         worker.wait_ready()
         with ExitStack() as stack:

@@ -70,7 +70,7 @@ def _check_anomaly(message: Any, threshold: float) -> dict[str, Any]:
     return dict(record)
 
 
-def test_scores_events_and_dead_letters_bad_input(kafka_broker: Any, tiny_model: TinyModel) -> None:
+def test_scores_events_and_dead_letters_bad_input(kafka_client: str, kafka_broker: Any, tiny_model: TinyModel) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap)
     normals = renumber(tiny_model.normal_events, "n")
@@ -83,7 +83,7 @@ def test_scores_events_and_dead_letters_bad_input(kafka_broker: Any, tiny_model:
         bootstrap, topics.input, [v for v, _ in bad], keys=[f"bad-{i}".encode() for i in range(len(bad))]
     )
     ends = {p: max(ends.get(p, 0), bad_ends.get(p, 0)) for p in {*ends, *bad_ends}}
-    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client)
     out, dlq = TopicReader(bootstrap, topics.output), TopicReader(bootstrap, topics.dlq)
     try:
         worker.wait_ready()
@@ -116,12 +116,14 @@ def test_scores_events_and_dead_letters_bad_input(kafka_broker: Any, tiny_model:
         worker.stop_quietly()
 
 
-def test_sigterm_exits_zero_with_everything_committed(kafka_broker: Any, tiny_model: TinyModel) -> None:
+def test_sigterm_exits_zero_with_everything_committed(
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
+) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap)
     events = renumber(tiny_model.attack_events[:300] + tiny_model.normal_events[:300], "t")
     ends = produce(bootstrap, topics.input, events_bytes(events))
-    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client)
     try:
         worker.wait_ready()
         wait_for(lambda: worker.metric("kestrel_events_total") >= len(events), 30, "all events scored")
@@ -148,7 +150,7 @@ def _accounted(bootstrap: str, topics: Topics, ends: dict[int, int], out: TopicR
 
 
 @pytest.mark.slow
-def test_kill_9_and_restart_loses_nothing(kafka_broker: Any, tiny_model: TinyModel) -> None:
+def test_kill_9_and_restart_loses_nothing(kafka_client: str, kafka_broker: Any, tiny_model: TinyModel) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap)
     events = renumber((tiny_model.attack_events + tiny_model.normal_events) * 2, "k")[:5000]
@@ -159,7 +161,7 @@ def test_kill_9_and_restart_loses_nothing(kafka_broker: Any, tiny_model: TinyMod
         target=_produce_slowly, args=(bootstrap, topics.input, events_bytes(events), 2000.0, ends)
     )
     out = TopicReader(bootstrap, topics.output)
-    first = WorkerProcess(tiny_model.path, bootstrap, topics, extra=["--batch-size", str(batch)])
+    first = WorkerProcess(tiny_model.path, bootstrap, topics, extra=["--batch-size", str(batch)], client=kafka_client)
     second: WorkerProcess | None = None
     try:
         first.wait_ready()
@@ -167,7 +169,9 @@ def test_kill_9_and_restart_loses_nothing(kafka_broker: Any, tiny_model: TinyMod
         out.wait_count(50, 30)
         first.kill()  # SIGKILL mid-stream
         assert producer.is_alive(), "the stream should still be running when the worker is killed"
-        second = WorkerProcess(tiny_model.path, bootstrap, topics, extra=["--batch-size", str(batch)])
+        second = WorkerProcess(
+            tiny_model.path, bootstrap, topics, extra=["--batch-size", str(batch)], client=kafka_client
+        )
         second.wait_ready()
         producer.join(60)
         ids = _accounted(bootstrap, topics, ends, out, 60)
@@ -182,15 +186,17 @@ def test_kill_9_and_restart_loses_nothing(kafka_broker: Any, tiny_model: TinyMod
 
 
 @pytest.mark.slow
-def test_two_workers_split_partitions_and_hand_over(kafka_broker: Any, tiny_model: TinyModel) -> None:
+def test_two_workers_split_partitions_and_hand_over(
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
+) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=4)
     events = renumber(tiny_model.attack_events + tiny_model.normal_events, "s")
     half = len(events) // 2
     expected = expected_flags(tiny_model.path, events)
     out = TopicReader(bootstrap, topics.output)
-    a = WorkerProcess(tiny_model.path, bootstrap, topics)
-    b = WorkerProcess(tiny_model.path, bootstrap, topics)
+    a = WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client)
+    b = WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client)
     try:
         a.wait_ready()
         b.wait_ready()
@@ -211,7 +217,9 @@ def test_two_workers_split_partitions_and_hand_over(kafka_broker: Any, tiny_mode
 
 
 @pytest.mark.slow
-def test_broker_freeze_makes_worker_unready_then_recovers(kafka_broker: Any, tiny_model: TinyModel) -> None:
+def test_broker_freeze_makes_worker_unready_then_recovers(
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
+) -> None:
     if kafka_broker.embedded is None:
         pytest.skip("freezing the broker needs the embedded broker process")
     bootstrap = kafka_broker.bootstrap_servers
@@ -220,7 +228,7 @@ def test_broker_freeze_makes_worker_unready_then_recovers(kafka_broker: Any, tin
     half = len(events) // 2
     expected = expected_flags(tiny_model.path, events)
     out = TopicReader(bootstrap, topics.output)
-    worker = WorkerProcess(tiny_model.path, bootstrap, topics)
+    worker = WorkerProcess(tiny_model.path, bootstrap, topics, client=kafka_client)
     pid = kafka_broker.embedded.pid
     try:
         worker.wait_ready()

@@ -1,0 +1,391 @@
+"""The librdkafka client (``confluent-kafka``, extra ``[fast]``) behind the same Source/Sink contracts.
+
+The only module that imports ``confluent_kafka``. Same semantics as :mod:`worker.kafka_io` and
+:mod:`worker.kafka_sink` (held to them by one contract suite, tests/worker/test_kafka_contract.py):
+manual commits only (``enable.auto.commit=false``, ``enable.auto.offset.store=false``), offsets
+committed by the loop after every output before them is acknowledged; delivery reports sorted into
+acknowledged, refused (given up after ``max_attempts``), fatal (the producer is rebuilt) and
+transient (resent for ever). Fetching, decompression and checksums run on librdkafka's own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from worker.errors import BrokerError, CommitError, PublishError
+from worker.outcomes import RawRecord
+from worker.output_guard import OutputRecord
+from worker.outputs import Undeliverable
+from worker.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+PartitionsCallback = Callable[[list[Partition]], None]
+
+#: Delivery errors that say *this record* will never be accepted.
+REFUSED_CODES = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_MSG",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_RECORD",
+        "_INVALID_ARG",
+        "TOPIC_EXCEPTION",
+        "_MSG_SIZE_TOO_LARGE",
+    )
+    if hasattr(KafkaError, name)
+)
+#: Errors meaning no broker answers (the loop then reports not ready).
+DOWN_CODES = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+
+
+def security_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The settings' security part in librdkafka's names (kafka_io has kafka-python's)."""
+    config: dict[str, Any] = {"security.protocol": settings.security_protocol.value}
+    if settings.sasl_mechanism is not None:
+        config["sasl.mechanism"] = settings.sasl_mechanism.value
+        config["sasl.username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            config["sasl.password"] = settings.sasl_password.get_secret_value()
+    if settings.ssl_cafile is not None:
+        config["ssl.ca.location"] = str(settings.ssl_cafile)
+    return config
+
+
+#: Longest wait for a broker answer on one request (as kafka-python's ``request_timeout_ms``):
+#: bounds a commit or a flush during a broker freeze.
+SOCKET_TIMEOUT_MS = 7000
+
+
+def _common(settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": f"kestrel-worker-{settings.group_id}",
+        "socket.connection.setup.timeout.ms": settings.connect_timeout_ms,
+        "socket.timeout.ms": SOCKET_TIMEOUT_MS,
+        "logger": logging.getLogger("confluent_kafka"),
+        **security_config(settings),
+    }
+
+
+class ConfluentSource:
+    """Group consumer of the input topic with manual commits (librdkafka)."""
+
+    def __init__(
+        self, settings: KafkaSettings, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback
+    ) -> None:
+        self._down = threading.Event()
+        self._commit_result: KafkaError | bool | None = None
+        self._committing = False
+        #: Messages a commit wait happened to receive: handed out first by the next poll.
+        self._held: list[Message] = []
+        config = {
+            **_common(settings),
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            "error_cb": self._on_error,
+            "on_commit": self._on_commit,
+            # Broker states once a second: the only way librdkafka tells that brokers are back.
+            "statistics.interval.ms": 1000,
+            "stats_cb": self._on_stats,
+        }
+        try:
+            self._consumer = Consumer(config)
+            self._consumer.subscribe(
+                [settings.input_topic],
+                on_assign=lambda c, parts: on_assigned(_partitions(parts)),
+                on_revoke=lambda c, parts: on_revoked(_partitions(parts)),
+            )
+        except (KafkaException, ValueError) as exc:
+            raise BrokerError(f"cannot create the consumer: {exc}") from exc
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in DOWN_CODES:
+            self._down.set()
+
+    def _on_stats(self, raw: str) -> None:
+        """Down when no broker learnt from metadata is UP (bootstrap entries have nodeid -1)."""
+        brokers = [b for b in orjson.loads(raw).get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
+        if brokers:
+            (self._down.clear if any(b.get("state") == "UP" for b in brokers) else self._down.set)()
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        """Fetch up to ``max_records`` records, waiting at most about ``timeout_ms``.
+
+        Raises:
+            BrokerError: the client reported an error (``fatal`` when the consumer is unusable).
+        """
+        try:
+            if self._held:
+                messages, self._held = self._held[:max_records], self._held[max_records:]
+            else:
+                messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
+        except (KafkaException, RuntimeError) as exc:
+            raise BrokerError(f"poll failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
+        records: list[RawRecord] = []
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                if error.fatal():
+                    raise BrokerError(f"poll failed: {error.str()}", fatal=True)
+                continue  # informational (partition EOF, transient fetch errors): librdkafka retries
+            records.append(_record(m))
+        if records:
+            self._down.clear()
+        elif self._down.is_set():
+            raise BrokerError("no broker answers (librdkafka: all brokers down)")
+        return records
+
+    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
+        """Commit ``offsets`` (the next offset to read per partition), waiting at most ``timeout_ms``.
+
+        librdkafka's synchronous commit has no timeout (it waits out a frozen broker), so the
+        commit is asynchronous and its result is awaited by serving callbacks with every assigned
+        partition paused: no record is fetched meanwhile (paused partitions resume from the
+        position after the last record returned). A commit from a rebalance callback during that
+        wait is sent without waiting.
+
+        Raises:
+            CommitError: the commit failed or timed out; nothing is known to be committed.
+        """
+        if not offsets:
+            return
+        payload = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self._commit_result = None
+        try:
+            self._consumer.commit(offsets=payload, asynchronous=True)
+        except (KafkaException, RuntimeError) as exc:
+            raise CommitError(f"commit failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
+        if self._committing:
+            return  # inside a wait already (a rebalance callback): fire and forget
+        self._await_commit(time.monotonic() + timeout_ms / 1000.0)
+        result = self._commit_result
+        if result is None:
+            raise CommitError(f"commit not acknowledged within {timeout_ms} ms")
+        if isinstance(result, KafkaError):
+            raise CommitError(f"commit failed: {result.str()}", fatal=result.fatal())
+        self._down.clear()
+
+    def _await_commit(self, deadline: float) -> None:
+        self._committing = True
+        paused = self._consumer.assignment()
+        try:
+            self._consumer.pause(paused)
+            while self._commit_result is None and time.monotonic() < deadline:
+                self._held += self._consumer.consume(num_messages=100, timeout=0.05)
+        except (KafkaException, RuntimeError) as exc:
+            self._commit_result = KafkaError(KafkaError._FAIL, str(exc))
+        finally:
+            self._committing = False
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self._consumer.resume([tp for tp in paused if tp in self._consumer.assignment()])
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        failed = next((tp.error for tp in partitions if tp.error is not None), None)
+        self._commit_result = error or failed or True
+
+    def assignment(self) -> set[Partition]:
+        try:
+            return set(_partitions(self._consumer.assignment()))
+        except (KafkaException, RuntimeError):
+            return set()
+
+    def highwater(self, partition: Partition) -> int | None:
+        """High watermark from the last fetch (librdkafka's cache), or ``None`` when unknown."""
+        try:
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)
+        except (KafkaException, RuntimeError):
+            return None
+        return None if high is None or high < 0 else int(high)
+
+    def coordinator_known(self) -> bool:
+        """False after librdkafka reported every broker down, until records or a commit come through."""
+        return not self._down.is_set()
+
+    def close(self, timeout_ms: int) -> None:
+        """Leave the group (rebalance callbacks run) and close connections, waiting at most
+        ``timeout_ms`` (librdkafka's close has no timeout: a frozen broker would hold it)."""
+
+        def close() -> None:
+            try:
+                self._consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                logger.warning("consumer_close_failed", extra={"error": str(exc)})
+
+        closer = threading.Thread(target=close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(timeout_ms / 1000.0)
+        if closer.is_alive():
+            logger.warning("consumer_close_timed_out", extra={"timeout_ms": timeout_ms})
+
+
+def _partitions(parts: list[TopicPartition]) -> list[Partition]:
+    return [(tp.topic, tp.partition) for tp in parts]
+
+
+def _record(m: Message) -> RawRecord:
+    kind, stamp = m.timestamp()
+    raw = m.headers() or ()
+    raw_headers: list[tuple[str, Any]] = list(raw.items() if isinstance(raw, dict) else raw)
+    return RawRecord(
+        str(m.topic()), int(m.partition() or 0), int(m.offset() or 0), -1 if stamp is None else int(stamp),
+        _bytes_or_none(m.key()), _bytes_or_none(m.value()),
+        tuple((name, _bytes_or_none(value) or b"") for name, value in raw_headers),
+        kind == TIMESTAMP_LOG_APPEND_TIME,
+    )  # fmt: skip
+
+
+def _bytes_or_none(value: str | bytes | None) -> bytes | None:
+    """Bytes as given (a null header value becomes ``b""`` at the caller)."""
+    if value is None:
+        return None
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+@dataclass
+class _Pending:
+    record: OutputRecord
+    state: str = "unsent"  # unsent -> sent -> acked | failed
+    refusals: int = 0
+    error: KafkaError | Exception | None = None
+    generation: int = 0
+
+
+def make_confluent_producer(settings: KafkaSettings) -> Producer:
+    """A producer for the worker's outputs (acks=all, idempotent, ``max_request_bytes`` per request)."""
+    config = {
+        **_common(settings),
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 2,
+        "message.max.bytes": settings.max_request_bytes,
+    }
+    try:
+        return Producer(config)
+    except (KafkaException, ValueError) as exc:
+        raise BrokerError(f"cannot create the producer: {exc}") from exc
+
+
+class ConfluentSink:
+    """The :class:`worker.outputs.Sink` contract on a librdkafka producer (see the module docstring).
+
+    Args:
+        make_producer: builds the producer (lazily, again after :meth:`reset`).
+        max_attempts: refusals of a record before it is given up.
+    """
+
+    def __init__(self, make_producer: Callable[[], Producer], max_attempts: int = 3) -> None:
+        self._make_producer = make_producer
+        self._producer: Producer | None = None
+        self.max_attempts = max_attempts
+        self._pending: list[_Pending] = []
+        self._given_up: list[Undeliverable] = []
+        self._fatal: KafkaError | None = None
+        self._generation = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def send(self, record: OutputRecord) -> None:
+        """Queue one record; delivery is confirmed (or given up) by :meth:`flush`. Never raises."""
+        entry = _Pending(record)
+        self._pending.append(entry)
+        if self._producer is not None:
+            self._dispatch(entry)
+
+    def _dispatch(self, entry: _Pending) -> None:
+        assert self._producer is not None
+        r = entry.record
+        entry.state, entry.generation = "sent", self._generation
+        try:
+            headers: list[tuple[str, str | bytes | None]] = list(r.headers)
+            self._producer.produce(r.topic, value=r.value, key=r.key, headers=headers, on_delivery=self._report(entry))
+        except BufferError:  # the local queue is full: sent again by the next flush
+            entry.state = "unsent"
+        except (KafkaException, ValueError, TypeError) as exc:
+            entry.state, entry.error = "failed", exc
+            code = exc.args[0].code() if isinstance(exc, KafkaException) and exc.args else None
+            if code is None or code in REFUSED_CODES:
+                entry.refusals += 1
+
+    def _report(self, entry: _Pending) -> Callable[[KafkaError | None, Message], None]:
+        generation = self._generation
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                entry.state = "acked"  # delivered, even by a producer since reset
+            elif generation == entry.generation:
+                entry.state, entry.error = "failed", error
+                if error.code() in REFUSED_CODES:
+                    entry.refusals += 1
+                elif error.fatal():
+                    self._fatal = error
+
+        return delivered
+
+    def flush(self, timeout_s: float) -> list[Undeliverable]:
+        """Wait until every pending record is acknowledged or given up (see :class:`worker.outputs.Sink`).
+
+        Raises:
+            PublishError: some records are neither; ``fatal`` says the producer must be reset.
+        """
+        if self._producer is None:
+            try:
+                self._producer = self._make_producer()
+            except BrokerError as exc:
+                raise PublishError(f"{len(self._pending)} records not sent: {exc}") from exc
+        for entry in self._pending:
+            if entry.state in ("unsent", "failed") and entry.refusals < self.max_attempts:
+                self._dispatch(entry)
+        self._producer.flush(timeout_s)
+        still: list[_Pending] = []
+        for entry in self._pending:
+            if entry.state == "acked":
+                continue
+            if entry.refusals >= self.max_attempts:
+                self._given_up.append(Undeliverable(entry.record, repr(entry.error)))
+            else:
+                still.append(entry)
+        self._pending = still
+        if still:
+            first = next((e.error for e in still if e.error is not None), None)
+            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=self._fatal is not None)
+        given_up, self._given_up = self._given_up, []
+        return given_up
+
+    def reset(self) -> None:
+        """Drop the producer; the next flush builds a new one and resends everything pending."""
+        self._producer, self._fatal = None, None
+        self._generation += 1
+        for entry in self._pending:
+            entry.state = "unsent"
+
+    def close(self, timeout_s: float) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout_s)
+            self._producer = None
