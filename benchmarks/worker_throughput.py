@@ -1,15 +1,16 @@
 """Worker performance figures against the embedded broker (prints them; not a timed test).
 
-Run: ``.venv/bin/python benchmarks/worker_throughput.py [--events 100000]``
+Run: ``.venv/bin/python benchmarks/worker_throughput.py [--events 100000] [--client both]``
 
 Measures, on NSL-KDD-shaped events with about 5 % attacks, in one run:
-1. a bare kafka-python consumer's read rate on the topic (the client's ceiling);
-2. the pure pipeline alone at batch 500 on one core (torch.set_num_threads(1));
-3. the worker's throughput (``python -m worker`` subprocess) on the same topic;
-4. end-to-end latency at a steady 2,000 events/s with the default batch wait: anomaly record
-   arrival on the output topic minus the event timestamp (p50/p99), plus the worker's own
-   ``kestrel_processing_latency_seconds`` histogram p99 bucket;
-5. the worker's resident memory (VmRSS and peak VmHWM).
+1. the pure pipeline alone at batch 500 on one core (torch.set_num_threads(1));
+2. per client (``--client kafka-python|confluent|both``): a bare consumer's read rate on the
+   topic (kafka-python ``poll(500)`` / librdkafka ``consume(1000)``), and the worker's throughput
+   (``python -m worker --kafka-client ...`` subprocess) on the same topic, with ratios;
+3. per client, end-to-end latency at steady 2,000 and 20,000 events/s with the default batch
+   wait: anomaly record arrival on the output topic minus the event timestamp (p50/p99), plus the
+   worker's own ``kestrel_processing_latency_seconds`` histogram p99 bucket;
+4. the worker's resident memory (VmRSS and peak VmHWM).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "worker")]
 
-from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+from confluent_kafka import Consumer as LibrdkafkaConsumer  # noqa: E402
+from confluent_kafka import Producer as LibrdkafkaProducer  # noqa: E402
+from kafka import KafkaConsumer  # noqa: E402
 from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, produce, wait_for  # noqa: E402
 from tiny_model import load_rows, to_event  # noqa: E402
 
@@ -80,6 +83,24 @@ def bare_consumer_rate(bootstrap: str, topic: str, n: int) -> float:
     return rate
 
 
+def bare_librdkafka_rate(bootstrap: str, topic: str, n: int) -> float:
+    consumer = LibrdkafkaConsumer({
+        "bootstrap.servers": bootstrap, "group.id": f"bare-{time.time_ns()}", "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })  # fmt: skip
+    consumer.subscribe([topic])
+    seen, start = 0, None
+    while seen < n:
+        messages = consumer.consume(num_messages=1000, timeout=0.5)
+        if messages:
+            start = start or time.perf_counter()
+            seen += sum(1 for m in messages if m.error() is None)
+    assert start is not None
+    rate = seen / (time.perf_counter() - start)
+    consumer.close()
+    return rate
+
+
 def pipeline_rates(model_dir: Path, values: list[bytes], batch: int = 500, passes: int = 5) -> list[float]:
     """Events/s of ``passes`` timed passes over all events (after one warm-up batch)."""
     torch.set_num_threads(1)
@@ -97,7 +118,7 @@ def pipeline_rates(model_dir: Path, values: list[bytes], batch: int = 500, passe
     return rates
 
 
-def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> None:
+def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> float:
     print(f"events: {len(values)}, mean size {np.mean([len(v) for v in values]):.0f} bytes")
     rates = pipeline_rates(model_dir, values)
     detector = Detector.load(model_dir)
@@ -113,10 +134,13 @@ def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> None:
         f"pipeline alone (batch 500, 1 thread): median {np.median(rates):,.0f} events/s over {len(rates)} passes "
         f"(range {min(rates):,.0f}-{max(rates):,.0f})"
     )
+    return float(np.median(rates))
 
 
-def worker_rate(model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int]) -> tuple[float, WorkerProcess]:
-    worker = WorkerProcess(model_dir, bootstrap, topics)
+def worker_rate(
+    model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int], client: str
+) -> tuple[float, WorkerProcess]:
+    worker = WorkerProcess(model_dir, bootstrap, topics, client=client)
     worker.wait_ready(60)
     total = sum(ends.values())
     wait_for(lambda: worker.metric("kestrel_events_total") > 0, 30, "first batch", interval_s=0.01)
@@ -127,26 +151,26 @@ def worker_rate(model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int,
     return total / elapsed, worker
 
 
-def steady_latency(model_dir: Path, bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
+def steady_latency(model_dir: Path, bootstrap: str, rate: int, seconds: float, client: str) -> dict[str, float]:
     topics = Topics.unique(bootstrap)
-    worker = WorkerProcess(model_dir, bootstrap, topics)
+    worker = WorkerProcess(model_dir, bootstrap, topics, client=client)
     out = TopicReader(bootstrap, topics.output)
     try:
         worker.wait_ready(60)
-        template = make_events(2000)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+        template = [orjson.loads(v) for v in make_events(2000)]
+        producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "linger.ms": 1})  # the cheaper generator
         start, sent = time.perf_counter(), 0
         while sent < rate * seconds:
             due = int((time.perf_counter() - start) * rate)
             while sent < due:
-                event = orjson.loads(template[sent % len(template)])
+                event = template[sent % len(template)]
                 event["ts"] = time.time()
                 event["event_id"] = f"lat-{sent}"
-                producer.send(topics.input, orjson.dumps(event))
+                producer.produce(topics.input, orjson.dumps(event))
                 sent += 1
-            producer.flush()
+            producer.poll(0)
             time.sleep(0.002)  # pacing the generator
-        producer.flush()
+        producer.flush(30)
         wait_for(lambda: worker.metric("kestrel_events_total") >= sent, 60, "latency run drained")
         arrivals: list[float] = []
         for message in out.drain_all():
@@ -190,36 +214,49 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--pipeline-only", action="store_true", help="only the pure-pipeline figure (no broker)")
     parser.add_argument("--model", type=Path, default=None, help="model to measure (default: train one, ~15 s)")
+    parser.add_argument("--client", choices=["kafka-python", "confluent", "both"], default="both")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or train_model(Path(tmp) / "model")
         if args.pipeline_only:
             print_pipeline_rate(model_dir, make_events(args.events))
         else:
-            run_all(model_dir, args.events, args.latency_seconds)
+            clients = ["kafka-python", "confluent"] if args.client == "both" else [args.client]
+            run_all(model_dir, args.events, args.latency_seconds, clients)
 
 
-def run_all(model_dir: Path, n_events: int, latency_seconds: float) -> None:
+def run_all(model_dir: Path, n_events: int, latency_seconds: float, clients: list[str]) -> None:
+    bare_rate = {"kafka-python": bare_consumer_rate, "confluent": bare_librdkafka_rate}
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
         values = make_events(n_events)
-        print_pipeline_rate(model_dir, values)
+        pipeline = print_pipeline_rate(model_dir, values)
         topics = Topics.unique(bootstrap)
         ends = produce(bootstrap, topics.input, values, linger_ms=20, batch_size=256 * 1024)
-        bare = bare_consumer_rate(bootstrap, topics.input, len(values))
-        print(f"bare kafka-python consumer read rate: {bare:,.0f} msgs/s")
-        rate, worker = worker_rate(model_dir, bootstrap, topics, ends)
-        rss, hwm = _memory(worker.process.pid)
-        worker.terminate(30)
-        print(f"worker throughput: {rate:,.0f} events/s = {100 * rate / bare:.0f}% of the bare consumer")
-        print(f"worker memory after the throughput run: RSS {rss:.0f} MB, peak {hwm:.0f} MB")
-        lat = steady_latency(model_dir, bootstrap, 2000, latency_seconds)
-        print(
-            f"steady 2,000 events/s for {latency_seconds:.0f} s: {lat['anomalies']:.0f} anomaly records, "
-            f"end-to-end p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-            f"(worker histogram p99 <= {lat['worker_hist_p99_le_s']} s); RSS {lat['rss_mb']:.0f} MB, "
-            f"peak {lat['hwm_mb']:.0f} MB"
-        )
+        rates: dict[str, float] = {}
+        for client in clients:
+            bare = bare_rate[client](bootstrap, topics.input, len(values))
+            print(f"[{client}] bare consumer read rate: {bare:,.0f} msgs/s")
+            worker_topics = Topics(topics.input, topics.output, topics.dlq, f"{topics.group}-{client}")
+            rate, worker = worker_rate(model_dir, bootstrap, worker_topics, ends, client)
+            rss, hwm = _memory(worker.process.pid)
+            worker.terminate(30)
+            rates[client] = rate
+            print(
+                f"[{client}] worker throughput: {rate:,.0f} events/s = {rate / bare:.2f}x its bare consumer, "
+                f"{rate / pipeline:.2f}x the pure pipeline; RSS after {rss:.0f} MB, peak {hwm:.0f} MB"
+            )
+        if len(rates) == 2:
+            print(f"confluent / kafka-python worker: {rates['confluent'] / rates['kafka-python']:.2f}x")
+        for client in clients:
+            for steady in (2000, 20000):
+                lat = steady_latency(model_dir, bootstrap, steady, latency_seconds, client)
+                print(
+                    f"[{client}] steady {steady:,} events/s for {latency_seconds:.0f} s: {lat['anomalies']:.0f} "
+                    f"anomaly records, end-to-end p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+                    f"(worker histogram p99 <= {lat['worker_hist_p99_le_s']} s); RSS {lat['rss_mb']:.0f} MB, "
+                    f"peak {lat['hwm_mb']:.0f} MB"
+                )
 
 
 if __name__ == "__main__":

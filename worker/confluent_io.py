@@ -96,6 +96,7 @@ class ConfluentSource:
         self._down = threading.Event()
         self._commit_result: KafkaError | bool | None = None
         self._committing = False
+        self._no_broker_up = 0
         #: Messages a commit wait happened to receive: handed out first by the next poll.
         self._held: list[Message] = []
         config = {
@@ -117,21 +118,35 @@ class ConfluentSource:
             self._consumer = Consumer(config)
             self._consumer.subscribe(
                 [settings.input_topic],
-                on_assign=lambda c, parts: on_assigned(_partitions(parts)),
+                on_assign=lambda c, parts: self._assigned(parts, on_assigned),
                 on_revoke=lambda c, parts: on_revoked(_partitions(parts)),
             )
         except (KafkaException, ValueError) as exc:
             raise BrokerError(f"cannot create the consumer: {exc}") from exc
+
+    def _assigned(self, parts: list[TopicPartition], on_assigned: PartitionsCallback) -> None:
+        # A partition paused by a commit wait when it was revoked keeps its pause: undo it.
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._consumer.resume(parts)
+        on_assigned(_partitions(parts))
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in DOWN_CODES:
             self._down.set()
 
     def _on_stats(self, raw: str) -> None:
-        """Down when no broker learnt from metadata is UP (bootstrap entries have nodeid -1)."""
+        """Down when no broker learnt from metadata is UP in two reports running (bootstrap entries
+        have nodeid -1)."""
         brokers = [b for b in orjson.loads(raw).get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
-        if brokers:
-            (self._down.clear if any(b.get("state") == "UP" for b in brokers) else self._down.set)()
+        if not brokers:
+            return
+        if any(b.get("state") == "UP" for b in brokers):
+            self._no_broker_up = 0
+            self._down.clear()
+            return
+        self._no_broker_up += 1
+        if self._no_broker_up >= 2:  # two reports in a row: not a connection still being set up
+            self._down.set()
 
     def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
         """Fetch up to ``max_records`` records, waiting at most about ``timeout_ms``.
@@ -202,7 +217,7 @@ class ConfluentSource:
         finally:
             self._committing = False
             with contextlib.suppress(KafkaException, RuntimeError):
-                self._consumer.resume([tp for tp in paused if tp in self._consumer.assignment()])
+                self._consumer.resume(paused)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         failed = next((tp.error for tp in partitions if tp.error is not None), None)

@@ -90,8 +90,8 @@ def test_base_image_is_pinned_by_digest() -> None:
 def test_project_is_installed_with_the_constraints_file() -> None:
     commands = _commands()
     runs = [(i, c.value[0]) for i, c in enumerate(commands) if c.cmd == "RUN"]
-    step, run = next((i, run) for i, run in runs if re.search(r"pip install .*\.(\s|$)", run))
-    assert re.search(r"pip install -c deploy/constraints\.txt \.(\s|$)", run), run
+    step, run = next((i, run) for i, run in runs if re.search(r"pip install .*\.(\[fast\]\")?(\s|$)", run))
+    assert re.search(r"pip install -c deploy/constraints\.txt \"\.\[fast\]\"(\s|$)", run), run  # the librdkafka extra
     copies = [c.value for c in commands[:step] if c.cmd == "COPY" and not c.flags]
     assert ["deploy/constraints.txt", "./deploy/constraints.txt"] in [list(v) for v in copies]
 
@@ -130,7 +130,9 @@ def test_kafka_python_pin_is_in_the_major_pyproject_requires() -> None:
 def test_cpu_torch_is_installed_before_the_project() -> None:
     runs = [c.value[0] for c in _commands() if c.cmd == "RUN"]
     torch_step = next(i for i, run in enumerate(runs) if "torch==" in run)
-    project_step = next(i for i, run in enumerate(runs) if re.search(r"pip install (-c \S+ )?\.(\s|$)", run))
+    project_step = next(
+        i for i, run in enumerate(runs) if re.search(r"pip install (-c \S+ )?\"?\.(\[fast\]\")?(\s|$)", run)
+    )
     assert torch_step < project_step
     assert "--index-url" in runs[torch_step]
     args = _arg_defaults()
