@@ -10,10 +10,8 @@ transient (resent for ever). Fetching, decompression and checksums run on librdk
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -94,11 +92,11 @@ class ConfluentSource:
         self, settings: KafkaSettings, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback
     ) -> None:
         self._down = threading.Event()
-        self._commit_result: KafkaError | bool | None = None
-        self._committing = False
+        self._commit_error: KafkaError | None = None
+        self._broker_error: KafkaError | None = None
+        #: The offsets of the commits sent, committed again synchronously on close.
+        self._last_commit: dict[Partition, int] = {}
         self._no_broker_up = 0
-        #: Messages a commit wait happened to receive: handed out first by the next poll.
-        self._held: list[Message] = []
         config = {
             **_common(settings),
             "group.id": settings.group_id,
@@ -118,21 +116,17 @@ class ConfluentSource:
             self._consumer = Consumer(config)
             self._consumer.subscribe(
                 [settings.input_topic],
-                on_assign=lambda c, parts: self._assigned(parts, on_assigned),
+                on_assign=lambda c, parts: on_assigned(_partitions(parts)),
                 on_revoke=lambda c, parts: on_revoked(_partitions(parts)),
             )
         except (KafkaException, ValueError) as exc:
             raise BrokerError(f"cannot create the consumer: {exc}") from exc
 
-    def _assigned(self, parts: list[TopicPartition], on_assigned: PartitionsCallback) -> None:
-        # A partition paused by a commit wait when it was revoked keeps its pause: undo it.
-        with contextlib.suppress(KafkaException, RuntimeError):
-            self._consumer.resume(parts)
-        on_assigned(_partitions(parts))
-
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in DOWN_CODES:
             self._down.set()
+        if error.code() in DOWN_CODES or error.code() == KafkaError._TIMED_OUT:
+            self._broker_error = error  # raised by the next poll that returns nothing
 
     def _on_stats(self, raw: str) -> None:
         """Down when no broker learnt from metadata is UP in two reports running (bootstrap entries
@@ -155,10 +149,7 @@ class ConfluentSource:
             BrokerError: the client reported an error (``fatal`` when the consumer is unusable).
         """
         try:
-            if self._held:
-                messages, self._held = self._held[:max_records], self._held[max_records:]
-            else:
-                messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
+            messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
         except (KafkaException, RuntimeError) as exc:
             raise BrokerError(f"poll failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
         records: list[RawRecord] = []
@@ -169,59 +160,46 @@ class ConfluentSource:
                     raise BrokerError(f"poll failed: {error.str()}", fatal=True)
                 continue  # informational (partition EOF, transient fetch errors): librdkafka retries
             records.append(_record(m))
+        error, self._broker_error = self._broker_error, None
         if records:
             self._down.clear()
         elif self._down.is_set():
             raise BrokerError("no broker answers (librdkafka: all brokers down)")
+        elif error is not None:
+            raise BrokerError(f"broker connection trouble: {error.str()}")
         return records
 
     def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
-        """Commit ``offsets`` (the next offset to read per partition), waiting at most ``timeout_ms``.
+        """Send a commit of ``offsets`` (the next offset to read per partition) without waiting.
 
-        librdkafka's synchronous commit has no timeout (it waits out a frozen broker), so the
-        commit is asynchronous and its result is awaited by serving callbacks with every assigned
-        partition paused: no record is fetched meanwhile (paused partitions resume from the
-        position after the last record returned). A commit from a rebalance callback during that
-        wait is sent without waiting.
+        librdkafka's synchronous commit has no timeout: it waits out a frozen broker, and while
+        it waits ``consume`` blocks too, so a stop would hang. The commit is therefore sent
+        asynchronously; its result comes back through ``on_commit`` during later polls, and a
+        failure is raised by the next call (whose offsets, the same or newer, are retried by the
+        loop). :meth:`close` commits the last offsets synchronously, bounded by its timeout.
+        Committing later than acknowledged outputs keeps at-least-once: a lost commit repeats work.
 
         Raises:
-            CommitError: the commit failed or timed out; nothing is known to be committed.
+            CommitError: this commit could not be sent, or an earlier one failed.
         """
         if not offsets:
             return
+        failed, self._commit_error = self._commit_error, None
         payload = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        self._commit_result = None
         try:
             self._consumer.commit(offsets=payload, asynchronous=True)
         except (KafkaException, RuntimeError) as exc:
             raise CommitError(f"commit failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
-        if self._committing:
-            return  # inside a wait already (a rebalance callback): fire and forget
-        self._await_commit(time.monotonic() + timeout_ms / 1000.0)
-        result = self._commit_result
-        if result is None:
-            raise CommitError(f"commit not acknowledged within {timeout_ms} ms")
-        if isinstance(result, KafkaError):
-            raise CommitError(f"commit failed: {result.str()}", fatal=result.fatal())
-        self._down.clear()
-
-    def _await_commit(self, deadline: float) -> None:
-        self._committing = True
-        paused = self._consumer.assignment()
-        try:
-            self._consumer.pause(paused)
-            while self._commit_result is None and time.monotonic() < deadline:
-                self._held += self._consumer.consume(num_messages=100, timeout=0.05)
-        except (KafkaException, RuntimeError) as exc:
-            self._commit_result = KafkaError(KafkaError._FAIL, str(exc))
-        finally:
-            self._committing = False
-            with contextlib.suppress(KafkaException, RuntimeError):
-                self._consumer.resume(paused)
+        self._last_commit.update(offsets)
+        if failed is not None:
+            raise CommitError(f"an earlier commit failed: {failed.str()}", fatal=failed.fatal())
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        failed = next((tp.error for tp in partitions if tp.error is not None), None)
-        self._commit_result = error or failed or True
+        failed = error or next((tp.error for tp in partitions if tp.error is not None), None)
+        if failed is not None and failed.code() != KafkaError._NO_OFFSET:
+            self._commit_error = failed
+        elif failed is None:
+            self._down.clear()
 
     def assignment(self) -> set[Partition]:
         try:
@@ -247,6 +225,10 @@ class ConfluentSource:
 
         def close() -> None:
             try:
+                owned = set(_partitions(self._consumer.assignment()))
+                last = [TopicPartition(t, p, o) for (t, p), o in self._last_commit.items() if (t, p) in owned]
+                if last:
+                    self._consumer.commit(offsets=last, asynchronous=False)
                 self._consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 logger.warning("consumer_close_failed", extra={"error": str(exc)})

@@ -36,3 +36,34 @@ def test_undeliverable_policy_values() -> None:
     assert load_settings({"model_dir": "m", "undeliverable_policy": "stop"}).undeliverable_policy == "stop"
     with pytest.raises(SettingsError):
         load_settings({"model_dir": "m", "undeliverable_policy": "retry-forever"})
+
+
+def test_kafka_client_choice() -> None:
+    assert load_settings({"model_dir": "m"}).kafka_client == "kafka-python"
+    assert load_settings({"model_dir": "m", "kafka_client": "confluent"}).kafka_client == "confluent"
+    with pytest.raises(SettingsError):
+        load_settings({"model_dir": "m", "kafka_client": "librdkafka"})
+
+
+def test_both_clients_get_the_same_security_settings() -> None:
+    from worker.confluent_io import security_config  # noqa: PLC0415
+    from worker.kafka_io import _security  # noqa: PLC0415
+
+    settings = load_settings(
+        {
+            "model_dir": "m",
+            "kafka": {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "u",
+                "sasl_password": "p",
+            },
+        }
+    ).kafka
+    assert security_config(settings) == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u", "sasl.password": "p",
+    }  # fmt: skip
+    assert _security(settings) == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "u", "sasl_plain_password": "p",
+    }  # fmt: skip

@@ -248,7 +248,10 @@ def test_broker_freeze_makes_worker_unready_then_recovers(
         ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in {*ends, *more}}
         ids = _accounted(bootstrap, topics, ends, out, 60)
         assert expected.must_flag <= set(ids) <= expected.may_flag
-        assert worker.metric("kestrel_broker_errors_total") > 0
+        if kafka_client == "kafka-python":
+            assert worker.metric("kestrel_broker_errors_total") > 0
+        else:  # librdkafka rides out an 8 s freeze without an error; the lost session shows instead
+            assert "partitions_revoked" in worker.log()
     finally:
         out.close()
         worker.stop_quietly()
