@@ -149,7 +149,14 @@ class ConfluentSource:
             BrokerError: the client reported an error (``fatal`` when the consumer is unusable).
         """
         try:
-            messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
+            # consume(n, t) waits until n messages or t: return as soon as any are there instead
+            # (as kafka-python's poll does), else every idle poll adds its whole timeout to latency.
+            messages = self._consumer.consume(num_messages=max_records, timeout=0)
+            if not messages:
+                first = self._consumer.poll(timeout_ms / 1000.0)
+                if first is not None:
+                    rest = self._consumer.consume(num_messages=max_records - 1, timeout=0) if max_records > 1 else []
+                    messages = [first, *rest]
         except (KafkaException, RuntimeError) as exc:
             raise BrokerError(f"poll failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
         records: list[RawRecord] = []
