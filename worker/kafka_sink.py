@@ -8,8 +8,8 @@ failed, and sorts failures into three kinds:
 - **refused** (the client or broker will never take this record: too large, invalid): retried
   ``max_attempts`` times, then given up and returned by ``flush`` as :class:`Undeliverable`
   (the loop counts and logs them and applies the operator's policy);
-- **fatal** (the producer itself is broken, e.g. an idempotent producer whose id was lost in a
-  broker restart): ``flush`` raises :class:`PublishError` with ``fatal=True``; :meth:`reset`
+- **fatal** (the producer itself is broken: closed, or a non-retriable producer-level error):
+  ``flush`` raises :class:`PublishError` with ``fatal=True``; :meth:`reset`
   closes the producer and the next call builds a new one, resending every pending record.
 """
 

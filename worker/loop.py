@@ -310,7 +310,10 @@ class WorkerLoop:
                 logger.error("stop_with_unacknowledged_outputs", extra={"pending": self._sink.pending})
                 return None
             delay = backoff.failed()
-            time.sleep(delay) if self._stop.is_set() else self._stop.wait(delay)
+            if self._stop.is_set():
+                time.sleep(delay)  # the stop Event is set: waiting on it would not wait at all
+            else:
+                self._stop.wait(delay)
 
     def _refuse(self, given_up: list[Undeliverable]) -> bool:
         """Count and log outputs given up; return whether the policy says to stop."""
