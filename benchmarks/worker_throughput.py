@@ -1,12 +1,13 @@
 """Worker performance figures against the embedded broker (prints them; not a timed test).
 
-Run: ``.venv/bin/python benchmarks/worker_throughput.py [--events 100000] [--client both]``
+Run: ``.venv/bin/python benchmarks/worker_throughput.py [--events 100000] [--client both] [--overlap both]``
 
 Measures, on NSL-KDD-shaped events with about 5 % attacks, in one run:
 1. the pure pipeline alone at batch 500 on one core (torch.set_num_threads(1));
 2. per client (``--client kafka-python|confluent|both``): a bare consumer's read rate on the
    topic (kafka-python ``poll(500)`` / librdkafka ``consume(1000)``), and the worker's throughput
-   (``python -m worker --kafka-client ...`` subprocess) on the same topic, with ratios;
+   (``python -m worker --kafka-client ...`` subprocess) on the same topic, with ratios; with
+   ``--overlap both`` once with ``--overlap-batches true`` (the default) and once ``false``;
 3. per client, end-to-end latency at steady 2,000 and 20,000 events/s with the default batch
    wait: anomaly record arrival on the output topic minus the event timestamp (p50/p99), plus the
    worker's own ``kestrel_processing_latency_seconds`` histogram p99 bucket;
@@ -138,22 +139,40 @@ def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> float:
 
 
 def worker_rate(
-    model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int], client: str
+    model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int], client: str, overlap: bool = True
 ) -> tuple[float, WorkerProcess]:
-    worker = WorkerProcess(model_dir, bootstrap, topics, client=client)
+    worker = WorkerProcess(model_dir, bootstrap, topics, client=client, extra=_overlap_flag(overlap))
     worker.wait_ready(60)
     total = sum(ends.values())
-    wait_for(lambda: worker.metric("kestrel_events_total") > 0, 30, "first batch", interval_s=0.01)
-    start = time.perf_counter()
-    wait_for(lambda: worker.metric("kestrel_events_total") >= total, 300, "all events", interval_s=0.05)
-    elapsed = time.perf_counter() - start
+    # Rendering /metrics costs the worker CPU (polled every 50 ms it took 13% of its samples), so
+    # it is read five times a second and the rate taken between the first and the last reading
+    # that fell strictly inside the run: steady-state, whatever the reading interval.
+    samples: list[tuple[float, float]] = []
+    deadline = time.monotonic() + 300
+    while not samples or samples[-1][1] < total:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the worker did not read all {total} events in 300 s")
+        samples.append((time.perf_counter(), worker.metric("kestrel_events_total")))
+        time.sleep(0.2)
+    inside = [(t, n) for t, n in samples if 0 < n < total]
+    if len(inside) >= 2 and inside[-1][0] - inside[0][0] >= 1.0:
+        rate = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+    else:  # too short a run to have two readings inside it: whole run, reading interval included
+        first = next(t for t, n in samples if n > 0)
+        rate = total / max(samples[-1][0] - first, 1e-9)
     wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == ends, 30, "commit")
-    return total / elapsed, worker
+    return rate, worker
 
 
-def steady_latency(model_dir: Path, bootstrap: str, rate: int, seconds: float, client: str) -> dict[str, float]:
+def _overlap_flag(overlap: bool) -> list[str]:
+    return ["--overlap-batches", "true" if overlap else "false"]
+
+
+def steady_latency(
+    model_dir: Path, bootstrap: str, rate: int, seconds: float, client: str, overlap: bool = True
+) -> dict[str, float]:
     topics = Topics.unique(bootstrap)
-    worker = WorkerProcess(model_dir, bootstrap, topics, client=client)
+    worker = WorkerProcess(model_dir, bootstrap, topics, client=client, extra=_overlap_flag(overlap))
     out = TopicReader(bootstrap, topics.output)
     try:
         worker.wait_ready(60)
@@ -215,6 +234,10 @@ def main() -> None:
     parser.add_argument("--pipeline-only", action="store_true", help="only the pure-pipeline figure (no broker)")
     parser.add_argument("--model", type=Path, default=None, help="model to measure (default: train one, ~15 s)")
     parser.add_argument("--client", choices=["kafka-python", "confluent", "both"], default="both")
+    parser.add_argument(
+        "--overlap", choices=["on", "off", "both"], default="on",
+        help="the worker's WORKER_OVERLAP_BATCHES (both: measure each, and their ratio)",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or train_model(Path(tmp) / "model")
@@ -222,10 +245,11 @@ def main() -> None:
             print_pipeline_rate(model_dir, make_events(args.events))
         else:
             clients = ["kafka-python", "confluent"] if args.client == "both" else [args.client]
-            run_all(model_dir, args.events, args.latency_seconds, clients)
+            overlaps = {"on": [True], "off": [False], "both": [True, False]}[args.overlap]
+            run_all(model_dir, args.events, args.latency_seconds, clients, overlaps)
 
 
-def run_all(model_dir: Path, n_events: int, latency_seconds: float, clients: list[str]) -> None:
+def run_all(model_dir: Path, n_events: int, latency_seconds: float, clients: list[str], overlaps: list[bool]) -> None:
     bare_rate = {"kafka-python": bare_consumer_rate, "confluent": bare_librdkafka_rate}
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
@@ -233,24 +257,31 @@ def run_all(model_dir: Path, n_events: int, latency_seconds: float, clients: lis
         pipeline = print_pipeline_rate(model_dir, values)
         topics = Topics.unique(bootstrap)
         ends = produce(bootstrap, topics.input, values, linger_ms=20, batch_size=256 * 1024)
-        rates: dict[str, float] = {}
+        rates: dict[tuple[str, bool], float] = {}
         for client in clients:
             bare = bare_rate[client](bootstrap, topics.input, len(values))
             print(f"[{client}] bare consumer read rate: {bare:,.0f} msgs/s")
-            worker_topics = Topics(topics.input, topics.output, topics.dlq, f"{topics.group}-{client}")
-            rate, worker = worker_rate(model_dir, bootstrap, worker_topics, ends, client)
-            rss, hwm = _memory(worker.process.pid)
-            worker.terminate(30)
-            rates[client] = rate
-            print(
-                f"[{client}] worker throughput: {rate:,.0f} events/s = {rate / bare:.2f}x its bare consumer, "
-                f"{rate / pipeline:.2f}x the pure pipeline; RSS after {rss:.0f} MB, peak {hwm:.0f} MB"
-            )
-        if len(rates) == 2:
-            print(f"confluent / kafka-python worker: {rates['confluent'] / rates['kafka-python']:.2f}x")
+            for overlap in overlaps:
+                label = f"{client}, overlap {'on' if overlap else 'off'}"
+                group = f"{topics.group}-{client}-{int(overlap)}"
+                worker_topics = Topics(topics.input, topics.output, topics.dlq, group)
+                rate, worker = worker_rate(model_dir, bootstrap, worker_topics, ends, client, overlap)
+                rss, hwm = _memory(worker.process.pid)
+                worker.terminate(30)
+                rates[client, overlap] = rate
+                print(
+                    f"[{label}] worker throughput: {rate:,.0f} events/s = {rate / bare:.2f}x its bare consumer, "
+                    f"{rate / pipeline:.2f}x the pure pipeline; RSS after {rss:.0f} MB, peak {hwm:.0f} MB"
+                )
+            if len(overlaps) == 2:
+                print(f"[{client}] overlap on / off: {rates[client, True] / rates[client, False]:.2f}x")
+        for overlap in overlaps:
+            if len(clients) == 2:
+                ratio = rates["confluent", overlap] / rates["kafka-python", overlap]
+                print(f"confluent / kafka-python worker, overlap {'on' if overlap else 'off'}: {ratio:.2f}x")
         for client in clients:
             for steady in (2000, 20000):
-                lat = steady_latency(model_dir, bootstrap, steady, latency_seconds, client)
+                lat = steady_latency(model_dir, bootstrap, steady, latency_seconds, client, overlaps[0])
                 print(
                     f"[{client}] steady {steady:,} events/s for {latency_seconds:.0f} s: {lat['anomalies']:.0f} "
                     f"anomaly records, end-to-end p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from confluent_kafka import (
 from worker.errors import BrokerError, CommitError, PublishError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
-from worker.outputs import Undeliverable
+from worker.outputs import GivenUpRecords, Undeliverable
 from worker.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class ConfluentSource:
         self._broker_error: KafkaError | None = None
         #: The offsets of the commits sent, committed again synchronously on close.
         self._last_commit: dict[Partition, int] = {}
+        #: Inside a rebalance callback: ``revoke`` (commits wait, bounded) or ``lost`` (no commits).
+        self._revoke_mode: str | None = None
         self._no_broker_up = 0
         config = {
             **_common(settings),
@@ -117,10 +120,23 @@ class ConfluentSource:
             self._consumer.subscribe(
                 [settings.input_topic],
                 on_assign=lambda c, parts: on_assigned(_partitions(parts)),
-                on_revoke=lambda c, parts: on_revoked(_partitions(parts)),
+                on_revoke=lambda c, parts: self._revoking(on_revoked, parts, "revoke"),
+                on_lost=lambda c, parts: self._revoking(on_revoked, parts, "lost"),
             )
         except (KafkaException, ValueError) as exc:
             raise BrokerError(f"cannot create the consumer: {exc}") from exc
+
+    def _revoking(self, on_revoked: PartitionsCallback, parts: list[TopicPartition], how: str) -> None:
+        """Run the loop's revoke callback. In a rebalance (``revoke``) its commit waits for the
+        broker: an asynchronous one may land after the group re-read the committed offsets, and
+        the partitions' next owner (often this consumer again) would repeat the batch. Partitions
+        already ``lost`` (session expired, e.g. a frozen broker) are not committed at all: the
+        group has moved on and the commit could only fail."""
+        self._revoke_mode = how
+        try:
+            on_revoked(_partitions(parts))
+        finally:
+            self._revoke_mode = None
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in DOWN_CODES:
@@ -185,14 +201,27 @@ class ConfluentSource:
         failure is raised by the next call (whose offsets, the same or newer, are retried by the
         loop). :meth:`close` commits the last offsets synchronously, bounded by its timeout.
         Committing later than acknowledged outputs keeps at-least-once: a lost commit repeats work.
+        The exception is a rebalance's revoke callback (see ``_revoking``), where it waits (the
+        broker just answered the rebalance; the request is bounded by ``socket.timeout.ms``); for
+        partitions lost it does nothing.
 
         Raises:
             CommitError: this commit could not be sent, or an earlier one failed.
         """
-        if not offsets:
+        if not offsets or self._revoke_mode == "lost":
+            return
+        payload = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self._revoke_mode == "revoke" and not self._down.is_set():
+            # On the consuming thread, inside the callback: the only place librdkafka answers a
+            # synchronous commit during a rebalance (from a helper thread it went unanswered). The
+            # coordinator just ran the rebalance; a request to it is bounded by socket.timeout.ms.
+            try:
+                self._consumer.commit(offsets=payload, asynchronous=False)
+            except (KafkaException, RuntimeError) as exc:
+                raise CommitError(f"commit failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
+            self._last_commit.update(offsets)
             return
         failed, self._commit_error = self._commit_error, None
-        payload = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             self._consumer.commit(offsets=payload, asynchronous=True)
         except (KafkaException, RuntimeError) as exc:
@@ -253,13 +282,14 @@ def _partitions(parts: list[TopicPartition]) -> list[Partition]:
 
 def _record(m: Message) -> RawRecord:
     kind, stamp = m.timestamp()
-    raw = m.headers() or ()
-    raw_headers: list[tuple[str, Any]] = list(raw.items() if isinstance(raw, dict) else raw)
+    raw = m.headers()
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if raw:  # most records have none: no per-record tuple building then
+        pairs: list[tuple[str, Any]] = list(raw.items() if isinstance(raw, dict) else raw)
+        headers = tuple((name, _bytes_or_none(value) or b"") for name, value in pairs)
     return RawRecord(
         str(m.topic()), int(m.partition() or 0), int(m.offset() or 0), -1 if stamp is None else int(stamp),
-        _bytes_or_none(m.key()), _bytes_or_none(m.value()),
-        tuple((name, _bytes_or_none(value) or b"") for name, value in raw_headers),
-        kind == TIMESTAMP_LOG_APPEND_TIME,
+        _bytes_or_none(m.key()), _bytes_or_none(m.value()), headers, kind == TIMESTAMP_LOG_APPEND_TIME,
     )  # fmt: skip
 
 
@@ -273,6 +303,7 @@ def _bytes_or_none(value: str | bytes | None) -> bytes | None:
 @dataclass
 class _Pending:
     record: OutputRecord
+    number: int
     state: str = "unsent"  # unsent -> sent -> acked | failed
     refusals: int = 0
     error: KafkaError | Exception | None = None
@@ -307,7 +338,8 @@ class ConfluentSink:
         self._producer: Producer | None = None
         self.max_attempts = max_attempts
         self._pending: list[_Pending] = []
-        self._given_up: list[Undeliverable] = []
+        self._given_up = GivenUpRecords()
+        self._sent = 0
         self._fatal: KafkaError | None = None
         self._generation = 0
 
@@ -317,10 +349,22 @@ class ConfluentSink:
 
     def send(self, record: OutputRecord) -> None:
         """Queue one record; delivery is confirmed (or given up) by :meth:`flush`. Never raises."""
-        entry = _Pending(record)
+        entry = _Pending(record, self._sent)
+        self._sent += 1
         self._pending.append(entry)
         if self._producer is not None:
             self._dispatch(entry)
+
+    def mark(self) -> int:
+        """The number the next record sent will get."""
+        return self._sent
+
+    def acknowledged(self, through: int) -> bool:
+        """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
+        if self._producer is not None:
+            self._producer.poll(0)  # runs the delivery reports that arrived
+        self._settle()
+        return not self._pending or self._pending[0].number >= through
 
     def _dispatch(self, entry: _Pending) -> None:
         assert self._producer is not None
@@ -352,35 +396,46 @@ class ConfluentSink:
 
         return delivered
 
-    def flush(self, timeout_s: float) -> list[Undeliverable]:
-        """Wait until every pending record is acknowledged or given up (see :class:`worker.outputs.Sink`).
+    def flush(self, timeout_s: float, through: int | None = None) -> list[Undeliverable]:
+        """Wait until every record numbered below ``through`` (default: every record sent) is
+        acknowledged or given up; return those of them given up (see :class:`worker.outputs.Sink`).
 
         Raises:
-            PublishError: some records are neither; ``fatal`` says the producer must be reset.
+            PublishError: some of them are neither; ``fatal`` says the producer must be reset.
         """
         if self._producer is None:
             try:
                 self._producer = self._make_producer()
             except BrokerError as exc:
                 raise PublishError(f"{len(self._pending)} records not sent: {exc}") from exc
-        for entry in self._pending:
+        head = [e for e in self._pending if through is None or e.number < through]
+        for entry in head:
             if entry.state in ("unsent", "failed") and entry.refusals < self.max_attempts:
                 self._dispatch(entry)
-        self._producer.flush(timeout_s)
+        if through is None:
+            self._producer.flush(timeout_s)
+        else:  # delivery reports of these records only: later ones stay in flight
+            deadline = time.monotonic() + timeout_s
+            while any(e.state == "sent" for e in head) and (left := deadline - time.monotonic()) > 0:
+                self._producer.poll(min(left, 0.05))
+        self._settle()
+        still = [e for e in self._pending if through is None or e.number < through]
+        if still:
+            first = next((e.error for e in still if e.error is not None), None)
+            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=self._fatal is not None)
+        return self._given_up.take(through)
+
+    def _settle(self) -> None:
+        """Drop acknowledged records; give up on those refused ``max_attempts`` times."""
         still: list[_Pending] = []
         for entry in self._pending:
             if entry.state == "acked":
                 continue
             if entry.refusals >= self.max_attempts:
-                self._given_up.append(Undeliverable(entry.record, repr(entry.error)))
+                self._given_up.add(entry.number, Undeliverable(entry.record, repr(entry.error)))
             else:
                 still.append(entry)
         self._pending = still
-        if still:
-            first = next((e.error for e in still if e.error is not None), None)
-            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=self._fatal is not None)
-        given_up, self._given_up = self._given_up, []
-        return given_up
 
     def reset(self) -> None:
         """Drop the producer; the next flush builds a new one and resends everything pending."""

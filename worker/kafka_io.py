@@ -8,12 +8,13 @@ Partitions are plain ``(topic, partition)`` tuples outside these modules.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import IllegalStateError, KafkaError
 from kafka.record import util as record_util
 from kafka.structs import OffsetAndMetadata
@@ -81,6 +82,11 @@ def make_producer(settings: KafkaSettings) -> KafkaProducer:
         raise BrokerError(f"cannot create the producer: {type(exc).__name__}: {exc}") from exc
 
 
+def security_config(settings: KafkaSettings) -> dict[str, Any]:
+    """kafka-python keyword arguments for the security settings (also used by the tools' consumers)."""
+    return _security(settings)
+
+
 def _security(settings: KafkaSettings) -> dict[str, Any]:
     config: dict[str, Any] = {"security_protocol": settings.security_protocol.value}
     if settings.sasl_mechanism is not None:
@@ -93,15 +99,32 @@ def _security(settings: KafkaSettings) -> dict[str, Any]:
     return config
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """The loop's rebalance callbacks, run by kafka-python 3 on its I/O thread.
+
+    The caller's ``poll`` waits meanwhile, so the callbacks see the loop's state undisturbed; but a
+    blocking consumer call made there raises (``Cannot block on net.run() from the IO thread``). A
+    commit the revoke callback asks for is therefore collected by the source and awaited here, on
+    the I/O thread's own loop, before the partitions are given up.
+    """
+
+    def __init__(self, source: KafkaSource, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
+        self._source = source
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._on_revoked([(tp.topic, tp.partition) for tp in revoked])
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        with self._source.collecting_commits() as commits:
+            self._on_revoked([(tp.topic, tp.partition) for tp in revoked])
+        await self._source.commit_collected(commits)
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        """Partitions taken away without a rebalance (the member was evicted): nothing is committed,
+        the group has moved on (their next owner reads the uncommitted records again)."""
+        with self._source.collecting_commits():  # and dropped
+            self._on_revoked([(tp.topic, tp.partition) for tp in lost])
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self._on_assigned([(tp.topic, tp.partition) for tp in assigned])
 
 
@@ -111,13 +134,17 @@ class KafkaSource:
     Args:
         settings: connection and group settings.
         on_revoked: called (inside :meth:`poll`) with partitions about to be taken away; it may
-            call :meth:`commit` to commit what was processed.
+            call :meth:`commit` to commit what was processed (made before the partitions go;
+            a failure is logged, as ``revoke_commit_failed``, not raised).
         on_assigned: called (inside :meth:`poll`) with newly assigned partitions.
     """
 
     def __init__(
         self, settings: KafkaSettings, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback
     ) -> None:
+        #: Commits asked for inside the revoke callback (see :class:`_Listener`), else ``None``.
+        self._collected: dict[Partition, int] | None = None
+        self._collected_timeout_ms = REQUEST_TIMEOUT_MS
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -132,7 +159,7 @@ class KafkaSource:
                 bootstrap_timeout_ms=settings.connect_timeout_ms,
                 **_security(settings),
             )
-            self._consumer.subscribe([settings.input_topic], listener=_Listener(on_revoked, on_assigned))
+            self._consumer.subscribe([settings.input_topic], listener=_Listener(self, on_revoked, on_assigned))
         except KafkaError as exc:
             raise BrokerError(f"cannot create the consumer: {type(exc).__name__}: {exc}") from exc
 
@@ -171,11 +198,36 @@ class KafkaSource:
         """
         if not offsets:
             return
-        payload = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        if self._collected is not None:  # inside the revoke callback: committed when it returns
+            self._collected.update(offsets)
+            self._collected_timeout_ms = timeout_ms
+            return
         try:
-            self._consumer.commit(offsets=payload, timeout_ms=timeout_ms)
+            self._consumer.commit(offsets=_payload(offsets), timeout_ms=timeout_ms)
         except KafkaError as exc:
             raise CommitError(f"commit failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
+
+    @contextlib.contextmanager
+    def collecting_commits(self) -> Iterator[dict[Partition, int]]:
+        """While open, :meth:`commit` collects offsets into the yielded dict instead of blocking."""
+        collected: dict[Partition, int] = {}
+        self._collected = collected
+        try:
+            yield collected
+        finally:
+            self._collected = None
+
+    async def commit_collected(self, offsets: Mapping[Partition, int]) -> None:
+        """Commit on the client's I/O thread (from the rebalance listener); failures are logged."""
+        if not offsets:
+            return
+        try:
+            # The coroutine behind KafkaConsumer.commit (its sync facade refuses the I/O thread).
+            await self._consumer._coordinator._commit_offsets_sync_async(
+                _payload(offsets), timeout_ms=self._collected_timeout_ms
+            )
+        except KafkaError as exc:
+            logger.warning("revoke_commit_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def assignment(self) -> set[Partition]:
         """Partitions currently assigned to this consumer."""
@@ -205,6 +257,10 @@ class KafkaSource:
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
         except KafkaError as exc:
             logger.warning("consumer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _payload(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
 
 
 class KafkaPublisher:

@@ -15,7 +15,9 @@ failed, and sorts failures into three kinds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,7 @@ from kafka.errors import KafkaError
 
 from worker.errors import BrokerError, PublishError
 from worker.output_guard import OutputRecord
-from worker.outputs import Undeliverable
+from worker.outputs import GivenUpRecords, Undeliverable
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ def is_fatal(exc: BaseException) -> bool:
 @dataclass
 class _Pending:
     record: OutputRecord
+    number: int
     future: Any = None
     refusals: int = 0
     last_error: BaseException | None = field(default=None)
@@ -76,7 +79,8 @@ class KafkaSink:
         self._producer: KafkaProducer | None = None
         self.max_attempts = max_attempts
         self._pending: list[_Pending] = []
-        self._given_up: list[Undeliverable] = []
+        self._given_up = GivenUpRecords()
+        self._sent = 0
         self._fatal: BaseException | None = None
         #: Topics whose metadata did not come within ``max_block_ms``: their records wait for the
         #: next flush instead of blocking once per record.
@@ -89,10 +93,20 @@ class KafkaSink:
 
     def send(self, record: OutputRecord) -> None:
         """Queue one record; delivery is confirmed (or given up) by :meth:`flush`. Never raises."""
-        entry = _Pending(record)
+        entry = _Pending(record, self._sent)
+        self._sent += 1
         self._pending.append(entry)
         if self._producer is not None and self._fatal is None:
             self._dispatch(entry)
+
+    def mark(self) -> int:
+        """The number the next record sent will get."""
+        return self._sent
+
+    def acknowledged(self, through: int) -> bool:
+        """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
+        self._settle()
+        return not self._pending or self._pending[0].number >= through
 
     def _dispatch(self, entry: _Pending) -> None:
         if entry.record.topic in self._stalled or self._producer is None:
@@ -110,34 +124,37 @@ class KafkaSink:
             elif is_fatal(exc):
                 self._fatal = exc
 
-    def flush(self, timeout_s: float) -> list[Undeliverable]:
-        """Wait until every pending record is acknowledged or given up.
+    def flush(self, timeout_s: float, through: int | None = None) -> list[Undeliverable]:
+        """Wait until every record numbered below ``through`` (default: every record sent) is
+        acknowledged or given up; records sent later are not waited for.
 
         Returns:
-            the records given up since the last successful flush (refused ``max_attempts`` times).
+            those of them given up (refused ``max_attempts`` times).
 
         Raises:
-            PublishError: some records are neither acknowledged nor given up; they stay pending
+            PublishError: some of them are neither acknowledged nor given up; they stay pending
                 and are resent by the next call. ``fatal`` says the producer must be :meth:`reset`.
         """
         self._connect()
         self._stalled.clear()
-        for entry in self._pending:
+        head = [e for e in self._pending if through is None or e.number < through]
+        for entry in head:
             if entry.future is None or (entry.future.is_done and entry.future.failed()):
                 self._dispatch(entry)
         try:
             if self._producer is not None and self._fatal is None:
-                self._producer.flush(timeout=timeout_s)
+                if through is None:
+                    self._producer.flush(timeout=timeout_s)
+                else:
+                    _wait_for(head, timeout_s)
         except KafkaError as exc:
             self._fatal = self._fatal or (exc if is_fatal(exc) else None)
         self._settle()
-        if self._pending:
-            first = next((e.last_error for e in self._pending if e.last_error is not None), None)
-            raise PublishError(
-                f"{len(self._pending)} records not acknowledged: {first!r}", fatal=self._fatal is not None
-            )
-        given_up, self._given_up = self._given_up, []
-        return given_up
+        still = [e for e in self._pending if through is None or e.number < through]
+        if still:
+            first = next((e.last_error for e in still if e.last_error is not None), None)
+            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=self._fatal is not None)
+        return self._given_up.take(through)
 
     def _connect(self) -> None:
         if self._producer is not None:
@@ -161,7 +178,7 @@ class KafkaSink:
                 elif is_fatal(future.exception):
                     self._fatal = future.exception
             if entry.refusals >= self.max_attempts:
-                self._given_up.append(Undeliverable(entry.record, repr(entry.last_error)))
+                self._given_up.add(entry.number, Undeliverable(entry.record, repr(entry.last_error)))
             else:
                 still.append(entry)
         self._pending = still
@@ -179,6 +196,24 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         if producer is not None:
             _close(producer, timeout_s)
+
+
+def _wait_for(entries: list[_Pending], timeout_s: float) -> None:
+    """Wait (at most ``timeout_s`` in all) until each entry's send has an outcome.
+
+    The outcome itself is read from the future by ``_settle``: ``get`` raises the record's own
+    error (any exception type the client hands back) or a timeout, neither of which is an error here.
+    """
+    deadline = time.monotonic() + timeout_s
+    for entry in entries:
+        future = entry.future
+        left = deadline - time.monotonic()
+        if future is None or future.is_done:
+            continue
+        if left <= 0:
+            return
+        with contextlib.suppress(Exception):  # classified by _settle, from the future itself
+            future.get(timeout=left)
 
 
 def _close(producer: KafkaProducer, timeout_s: float) -> None:

@@ -1,13 +1,18 @@
-"""The I/O shell: poll a batch -> pipeline -> publish -> dead-letter -> flush -> THEN commit.
+"""The I/O shell: poll a batch -> pipeline -> publish -> dead-letter -> acknowledged -> THEN commit.
 
 At-least-once: offsets are committed only after the broker acknowledged (or, by the operator's
 ``undeliverable`` policy, gave up) every output of the records before them; a crash repeats at
-most the uncommitted batch. Broker trouble never stops the loop: the consumer is (re)built with
-backoff, flushes are retried with backoff (the batch is not committed until they succeed), failed
-commits are retried with the next batch, and a client that stays broken (or reports a fatal
-error) is closed and rebuilt without losing the uncommitted batch. A stop request (SIGTERM)
-finishes the batch, flushes and commits within ``shutdown_timeout_s``, in every state. A new
-model is swapped in only between batches (:meth:`WorkerLoop.swap_model` or ``model_updates``).
+most the uncommitted batches. With ``overlap_batches`` (the default) one batch may be in flight
+while the next is polled and scored: batch N's outputs are sent, batch N+1 is polled, scored and
+sent, and only then does the loop wait for N's acknowledgements (usually there by then) and
+commit N. Batches finish strictly in order, so a commit never passes an unacknowledged output.
+
+Broker trouble never stops the loop: the consumer is (re)built with backoff, flushes are retried
+with backoff (the batch is not committed until they succeed), failed commits are retried with the
+next batch, and a client that stays broken (or reports a fatal error) is closed and rebuilt without
+losing the uncommitted batch. A stop request (SIGTERM) finishes the batch, flushes and commits
+within ``shutdown_timeout_s``, in every state. A new model is swapped in only between batches
+(:meth:`WorkerLoop.swap_model` or ``model_updates``).
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ class LoopConfig:
 
     ``undeliverable``: what to do with an output the broker refuses ``max_attempts`` times:
     ``skip`` (count, log its source coordinates, commit past it) or ``stop`` (stop the worker
-    without committing the batch, exit code 1).
+    without committing the batch, exit code 1). ``overlap_batches``: poll and score the next
+    batch while this one's outputs are in flight (see the module docstring).
     """
 
     output_topic: str
@@ -79,6 +85,23 @@ class LoopConfig:
     rebuild_after_failures: int = 3
     rebuild_after_s: float = 10.0
     undeliverable: str = "skip"
+    overlap_batches: bool = True
+    #: Longest wait, inside a rebalance, for the batch in flight to be acknowledged (kafka-python
+    #: runs the callback on its I/O thread: no heartbeats meanwhile, so well under the session timeout).
+    revoke_flush_timeout_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch scored and sent, its outputs not yet all acknowledged: ``mark`` numbers its last."""
+
+    source: Source
+    records: list[RawRecord]
+    result: BatchResult
+    mark: int
+    threshold: float
+    read_at: float
+    started: float
 
 
 class WorkerLoop:
@@ -106,8 +129,10 @@ class WorkerLoop:
         self._stop = threading.Event()
         self.stop_reason = "not stopped"
         self._offsets = OffsetBook()
-        #: A batch was given up while stopping (its outputs were never acknowledged).
+        #: A batch was given up while stopping (its outputs were never acknowledged): nothing
+        #: after it may be committed either, or the commit would pass its records.
         self._abandoned = False
+        self._in_flight: _InFlight | None = None
         self._drain_deadline: float | None = None
         self._clock = clock
         self._broker_ok = True
@@ -118,6 +143,8 @@ class WorkerLoop:
         #: Partitions revoked by a rebalance and not assigned again since.
         self._revoked: set[Partition] = set()
         self._source: Source | None = None
+        #: Bumped for each consumer built or dropped: callbacks of a consumer since closed are ignored.
+        self._source_generation = 0
         self._connect_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
         after = (config.rebuild_after_failures, config.rebuild_after_s)
         self._consumer_health = ClientHealth("consumer", *after, clock=clock)
@@ -179,13 +206,16 @@ class WorkerLoop:
         """Poll and fully handle one batch (possibly empty); return its number of records."""
         self.health.tick()
         self._apply_model_update()
+        self._finish_if_acknowledged(0.0)
         source = self._connected_source()
         records: list[RawRecord] = []
-        if source is not None:
+        if source is None:
+            self._finish_in_flight()
+        else:
             records = self._collect(source)
             if records:
                 self._handle(source, records)
-            elif self._offsets.uncommitted:
+            elif self._finish_in_flight() or self._offsets.uncommitted:
                 self._try_commit()
             elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
                 self._probe(source)
@@ -204,8 +234,13 @@ class WorkerLoop:
         if not self._connect_backoff.ready():
             self._stop.wait(min(self._connect_backoff.wait_s(), 0.25))
             return None
+        self._source_generation += 1
+        generation = self._source_generation
         try:
-            self._source = self._source_factory(self._on_revoked, self._on_assigned)
+            self._source = self._source_factory(
+                lambda partitions: self._on_revoked(partitions, generation),
+                lambda partitions: self._on_assigned(partitions, generation),
+            )
         except BrokerError as exc:
             delay = self._connect_backoff.failed()
             self._broker_failed("broker_unavailable", exc, retry_in_s=delay)
@@ -217,6 +252,7 @@ class WorkerLoop:
     def _rebuild_source(self) -> None:
         """Close the consumer; its successor joins the group afresh (uncommitted work is re-read)."""
         source, self._source = self._source, None
+        self._source_generation += 1  # its callbacks (librdkafka: on a closing thread) change nothing now
         self._offsets.forget_all()
         self._consumer_health.rebuilt()
         self._commit_health.succeeded()
@@ -270,21 +306,60 @@ class WorkerLoop:
         )
         cfg = self.config
         send_outputs(result, self._sink, cfg.output_topic, cfg.dead_letter_topic, cfg.max_request_bytes)
-        given_up = self._flush_until_acked()
+        batch = _InFlight(source, records, result, self._sink.mark(), model.detector.threshold, read_at, start)
+        # The batch before had this one's poll and scoring time to be acknowledged.
+        self._finish_in_flight()
+        if self._abandoned:
+            return  # nothing from here on is committed (see _finish)
+        self._in_flight = batch
+        if not cfg.overlap_batches:
+            self._finish_in_flight()
+        else:
+            self._finish_if_acknowledged(0.0)  # no outputs, or acknowledged already
+        self._try_commit()
+
+    def _finish_in_flight(self) -> bool:
+        """Wait for the batch in flight (retrying through outages); return whether one finished."""
+        batch, self._in_flight = self._in_flight, None
+        if batch is None:
+            return False
+        given_up = self._flush_until_acked(batch.mark)
         if given_up is None:
             self._abandoned = True  # stopping with outputs unacknowledged: nothing of this batch is committed
+            return False
+        self._finish(batch, given_up)
+        return True
+
+    def _finish_if_acknowledged(self, timeout_s: float) -> None:
+        """Finish the batch in flight if its outputs are acknowledged (``0``: without waiting),
+        else leave it in flight."""
+        batch = self._in_flight
+        if batch is None or (timeout_s <= 0 and not self._sink.acknowledged(batch.mark)):
+            return
+        try:
+            given_up = self._sink.flush(timeout_s, through=batch.mark)
+        except PublishError:
+            return  # still in flight: the next blocking finish retries and counts the failure
+        self._in_flight = None
+        self._finish(batch, given_up)
+
+    def _finish(self, batch: _InFlight, given_up: list[Undeliverable]) -> None:
+        """Count a batch whose outputs are all acknowledged or given up and mark it processed."""
+        if self._refuse(given_up) or self._abandoned:
+            self._abandoned = True
             return
         acked_at = time.time()
         # A partition revoked while this batch was collected now belongs to another member:
-        # its records were processed (at-least-once), but only its new owner commits it.
-        self._offsets.processed(records, self._owned(source))
-        self._count(result, given_up, read_at, acked_at)
-        self._try_commit()
-        self.metrics.batch_seconds.observe(time.perf_counter() - start)
+        # its records were processed (at-least-once), but only its new owner commits it. A batch
+        # read by a consumer since rebuilt is not committed at all: its successor reads it again.
+        if batch.source is self._source:
+            self._offsets.processed(batch.records, self._owned(batch.source))
+        self._count(batch.result, given_up, batch.threshold, batch.read_at, acked_at)
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
-    def _flush_until_acked(self) -> list[Undeliverable] | None:
-        """Flush until every output is acknowledged or given up; ``None`` if the batch must not
-        be committed (stop deadline passed, or an output given up under the ``stop`` policy)."""
+    def _flush_until_acked(self, through: int) -> list[Undeliverable] | None:
+        """Flush until every output numbered below ``through`` is acknowledged or given up;
+        ``None`` if the stop deadline passed first (the batch must not be committed)."""
         backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         while True:
             self.health.tick()  # retrying through an outage is alive, only not ready
@@ -292,7 +367,7 @@ class WorkerLoop:
             if self._stop.is_set():  # the drain deadline bounds each attempt, not only the retries
                 timeout = max(0.1, min(timeout, self._stop_deadline() - time.monotonic()))
             try:
-                given_up = self._sink.flush(timeout)
+                given_up = self._sink.flush(timeout, through=through)
             except PublishError as exc:
                 self.metrics.publish_failures.inc()
                 self._producer_health.failed(exc.fatal)
@@ -304,7 +379,7 @@ class WorkerLoop:
             else:
                 self._producer_health.succeeded()
                 self._broker_succeeded()
-                return None if self._refuse(given_up) else given_up
+                return given_up
             self._update_lag()
             if self._stop.is_set() and time.monotonic() > self._stop_deadline():
                 logger.error("stop_with_unacknowledged_outputs", extra={"pending": self._sink.pending})
@@ -373,6 +448,10 @@ class WorkerLoop:
 
     def _shutdown(self) -> bool:
         deadline = self._stop_deadline()
+        if self._abandoned:
+            self._in_flight = None
+        elif self._finish_in_flight():
+            self._try_commit()
         while self._offsets.uncommitted and time.monotonic() < deadline and not self._try_commit():
             time.sleep(self.config.backoff_initial_s)
         clean = not self._offsets.uncommitted and not self._abandoned
@@ -384,19 +463,32 @@ class WorkerLoop:
         return clean
 
     # ------------------------------------------------------------ rebalance
-    def _on_revoked(self, partitions: list[Partition]) -> None:
+    def _on_revoked(self, partitions: list[Partition], generation: int) -> None:
         """Commit what was processed for the revoked partitions, then forget them."""
+        if generation != self._source_generation:
+            logger.info("partitions_revoked_from_closed_consumer", extra={"partitions": sorted(partitions)})
+            return
+        stopping = self._stop.is_set()
+        if not stopping and not self._abandoned:
+            # The batch in flight may hold records of these partitions: a short wait lets it
+            # finish (else their next owner reads them again: at-least-once, not lost).
+            self._finish_if_acknowledged(self.config.revoke_flush_timeout_s)
         self._revoked |= set(partitions)
         offsets = self._offsets.revoke(partitions)
+        timeout_ms = self.config.commit_timeout_ms
+        if stopping:  # leaving the group on stop: what is left of the drain time, at least a moment
+            timeout_ms = min(timeout_ms, max(500, int((self._stop_deadline() - time.monotonic()) * 1000)))
         if offsets and self._source is not None:
             try:
-                self._source.commit(offsets, self.config.commit_timeout_ms)
+                self._source.commit(offsets, timeout_ms)
             except CommitError as exc:
                 self.metrics.commit_failures.inc()
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
         logger.info("partitions_revoked", extra={"partitions": sorted(partitions)})
 
-    def _on_assigned(self, partitions: list[Partition]) -> None:
+    def _on_assigned(self, partitions: list[Partition], generation: int) -> None:
+        if generation != self._source_generation:
+            return
         self._revoked -= set(partitions)
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
@@ -429,10 +521,12 @@ class WorkerLoop:
             lag = {} if source is None else self._offsets.lag(source.assignment(), source.highwater)
             self.metrics.set_lag(lag, set(self._lag) - set(lag))
             self._lag = lag
-        if not self._offsets.work_pending(self._lag) and not self._sink.pending:
+        if not self._offsets.work_pending(self._lag) and not self._sink.pending and self._in_flight is None:
             self.health.progressed()
 
-    def _count(self, result: BatchResult, given_up: list[Undeliverable], read_at: float, acked_at: float) -> None:
+    def _count(
+        self, result: BatchResult, given_up: list[Undeliverable], threshold: float, read_at: float, acked_at: float
+    ) -> None:
         m = self.metrics
         for flagged in result.flagged:
             m.anomalies.labels(flagged.nearest_class).inc()
@@ -443,7 +537,7 @@ class WorkerLoop:
         m.events.labels("rejected").inc(len(result.rejected))
         m.dead_letters.inc(len(result.rejected) - sum(g.record.kind == "dead_letter" for g in given_up))
         m.batch_size.observe(len(result.records))
-        m.observe_scores(result.scores, self._model.detector.threshold)
+        m.observe_scores(result.scores, threshold)
         latencies, implausible = processing_latencies(result.records, read_at, acked_at)
         m.observe_processing_latencies(latencies, implausible)
         m.observe_event_time_lags(event_time_lags(result.event_times_s, acked_at))

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from worker.batch_histogram import BatchHistogram
 from worker.http_endpoint import EndpointLimits, HttpEndpoint
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -54,14 +55,14 @@ class WorkerMetrics:
         self.rejected = Counter("kestrel_rejected", "Rejected events by reason.", ["reason"], registry=r)
         self.dead_letters = Counter("kestrel_dead_letter", "Dead-letter publishes acknowledged.", registry=r)
         self.anomalies = Counter("kestrel_anomalies", "Anomalies by nearest class.", ["nearest_class"], registry=r)
-        self.score = Histogram(
+        self.score = BatchHistogram(
             "kestrel_anomaly_score", "Score of every scored event.", buckets=SCORE_BUCKETS, registry=r
         )
         self.batch_size = Histogram("kestrel_batch_size", "Records per batch.", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram(
             "kestrel_batch_processing_seconds", "Pipeline + publish + commit time per batch.", registry=r
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "kestrel_processing_latency_seconds",
             "Broker (LogAppendTime) record timestamp, else the moment the worker read it, to outputs acknowledged.",
             buckets=LATENCY_BUCKETS,
@@ -72,7 +73,7 @@ class WorkerMetrics:
             "Records whose broker timestamp was over a day old or in the future (latency counted from read time).",
             registry=r,
         )
-        self.event_time_lag = Histogram(
+        self.event_time_lag = BatchHistogram(
             "kestrel_event_time_lag_seconds",
             "Outputs acknowledged minus the event's own timestamp, clamped to [0, 7 days] (freshness, not alerts).",
             buckets=EVENT_LAG_BUCKETS,
@@ -126,8 +127,7 @@ class WorkerMetrics:
 
     def observe_scores(self, scores: NDArray[np.float64], threshold: float) -> None:
         """Record scored events: histogram plus rolling flag rate and score quantiles."""
-        for value in scores.tolist():
-            self.score.observe(value)
+        self.score.observe_many(scores)
         take = scores[-ROLLING_WINDOW:]
         idx = (self._window_pos + np.arange(len(take))) % ROLLING_WINDOW
         self._window[idx] = take
@@ -141,13 +141,11 @@ class WorkerMetrics:
                 self.score_quantile.labels(str(q)).set(float(value))
 
     def observe_processing_latencies(self, seconds: NDArray[np.float64], implausible: int) -> None:
-        for value in seconds.tolist():
-            self.latency.observe(value)
+        self.latency.observe_many(seconds)
         self.implausible_timestamps.inc(implausible)
 
     def observe_event_time_lags(self, seconds: NDArray[np.float64]) -> None:
-        for value in seconds.tolist():
-            self.event_time_lag.observe(value)
+        self.event_time_lag.observe_many(seconds)
 
     def set_model(
         self,

@@ -29,6 +29,11 @@ class Sink(Protocol):
     acknowledged or given up (returning those given up) and raises
     :class:`worker.errors.PublishError` while some are neither; ``reset`` discards the client,
     keeping every pending record for the next ``flush``.
+
+    Records are numbered in the order sent. ``mark()`` taken after a batch's sends, passed to
+    ``flush(timeout_s, through=mark)``, waits for that batch and everything sent before it but
+    not for records sent later (so the loop can score the next batch while one is in flight);
+    ``acknowledged(mark)`` asks the same without waiting.
     """
 
     @property
@@ -38,7 +43,18 @@ class Sink(Protocol):
 
     def send(self, record: OutputRecord) -> None: ...
 
-    def flush(self, timeout_s: float) -> list[Undeliverable]: ...
+    def mark(self) -> int:
+        """The number the next record sent will get (records sent so far)."""
+        ...
+
+    def flush(self, timeout_s: float, through: int | None = None) -> list[Undeliverable]:
+        """Wait until every record numbered below ``through`` (default: every record) is
+        acknowledged or given up; return those of them given up."""
+        ...
+
+    def acknowledged(self, through: int) -> bool:
+        """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
+        ...
 
     def reset(self) -> None: ...
 
@@ -64,3 +80,19 @@ def send_outputs(
     for record in build_outputs(result, output_topic, dead_letter_topic, max_request_bytes):
         sink.send(record)
     return len(result.flagged), len(result.rejected)
+
+
+class GivenUpRecords:
+    """Outputs a sink gave up on, kept by number until a flush that covers them returns them."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, Undeliverable]] = []
+
+    def add(self, number: int, item: Undeliverable) -> None:
+        self._items.append((number, item))
+
+    def take(self, through: int | None) -> list[Undeliverable]:
+        """Remove and return those numbered below ``through`` (all with ``None``), in order."""
+        taken = [item for number, item in self._items if through is None or number < through]
+        self._items = [(n, item) for n, item in self._items if through is not None and n >= through]
+        return taken

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from worker.batch_histogram import BatchHistogram
 from worker.metrics import WorkerMetrics
 
 # Labels Prometheus adds to every scraped series (target labels in compose and Kubernetes).
@@ -26,12 +27,13 @@ def worker_series() -> dict[str, set[str]]:
     metrics = WorkerMetrics(registry)
     series: dict[str, set[str]] = {}
     for collector in vars(metrics).values():
-        if not isinstance(collector, MetricWrapperBase):
+        if isinstance(collector, BatchHistogram):  # the worker's own, fed a batch at a time
+            name, kind, labels = collector.name, "histogram", set()
+        elif isinstance(collector, MetricWrapperBase):
+            # prometheus_client keeps the family name and label names on these attributes.
+            name, kind, labels = collector._name, str(collector._type), set(collector._labelnames)
+        else:
             continue
-        # prometheus_client keeps the family name and label names on these attributes.
-        name: str = collector._name
-        kind = str(collector._type)
-        labels = set(collector._labelnames)
         for suffix in _SUFFIXES[kind]:
             series[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     registered = {family.name for family in registry.collect()}

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from worker.errors import CommitError, PublishError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord, record_size
-from worker.outputs import Undeliverable
+from worker.outputs import GivenUpRecords, Undeliverable
 
 Partition = tuple[str, int]
 Delivered = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -85,8 +85,10 @@ class FakeSink:
         self.fail_flushes = 0
         self.fatal_flushes = 0
         self.resets = 0
-        self._pending: list[tuple[OutputRecord, int]] = []
-        self._given_up: list[Undeliverable] = []
+        #: Acknowledge by itself (as a real producer's I/O thread does) when asked ``acknowledged``.
+        self.auto_ack = False
+        self._pending: list[tuple[int, OutputRecord, int]] = []  # (number, record, refusals)
+        self._given_up = GivenUpRecords()
 
     @property
     def pending(self) -> int:
@@ -95,9 +97,19 @@ class FakeSink:
     def send(self, record: OutputRecord) -> None:
         self.journal.append(f"send:{record.topic}")
         self.sent.append((record.topic, record.value, record.key, record.headers))
-        self._pending.append((record, 0))
+        self._pending.append((len(self.sent) - 1, record, 0))
 
-    def flush(self, timeout_s: float) -> list[Undeliverable]:
+    def mark(self) -> int:
+        return len(self.sent)
+
+    def acknowledged(self, through: int) -> bool:
+        """Without ``auto_ack`` nothing is acknowledged before a flush covers it (the slowest
+        broker the contract allows); with it, what a flush would deliver is delivered now."""
+        if self.auto_ack and not (self.fail_flushes or self.fatal_flushes):
+            self._deliver(through)
+        return not any(number < through for number, _, _ in self._pending)
+
+    def flush(self, timeout_s: float, through: int | None = None) -> list[Undeliverable]:
         if self.fatal_flushes:
             self.fatal_flushes -= 1
             self.journal.append("flush-failed")
@@ -106,22 +118,27 @@ class FakeSink:
             self.fail_flushes -= 1
             self.journal.append("flush-failed")
             raise PublishError("not acknowledged")
-        still: list[tuple[OutputRecord, int]] = []
-        for record, refusals in self._pending:
+        self._deliver(through)
+        if any(through is None or number < through for number, _, _ in self._pending):
+            self.journal.append("flush-failed")
+            raise PublishError(f"{len(self._pending)} records refused")
+        self.journal.append("flush")
+        return self._given_up.take(through)
+
+    def _deliver(self, through: int | None) -> None:
+        """One delivery attempt of every pending record numbered below ``through``."""
+        still: list[tuple[int, OutputRecord, int]] = []
+        for number, record, refusals in self._pending:
             error = self._refusal(record)
-            if error is None:
+            if through is not None and number >= through:
+                still.append((number, record, refusals))
+            elif error is None:
                 self.delivered.append((record.topic, record.value, record.key, record.headers))
             elif refusals + 1 >= self.max_attempts:
-                self._given_up.append(Undeliverable(record, error))
+                self._given_up.add(number, Undeliverable(record, error))
             else:
-                still.append((record, refusals + 1))
+                still.append((number, record, refusals + 1))
         self._pending = still
-        if still:
-            self.journal.append("flush-failed")
-            raise PublishError(f"{len(still)} records refused")
-        self.journal.append("flush")
-        given_up, self._given_up = self._given_up, []
-        return given_up
 
     def _refusal(self, record: OutputRecord) -> str | None:
         if record.key is None and record.value is None:

@@ -53,10 +53,10 @@ def _fake_sink() -> SinkUnderTest:
     state = {"down": False}
     original = sink.flush
 
-    def flush(timeout_s: float) -> Any:
+    def flush(timeout_s: float, through: int | None = None) -> Any:
         if state["down"]:
             raise PublishError("broker away")
-        return original(timeout_s)
+        return original(timeout_s, through)
 
     sink.flush = flush  # type: ignore[method-assign]
     return SinkUnderTest(
@@ -165,6 +165,53 @@ def test_sink_keeps_records_through_an_outage_and_a_reset(under_test: SinkUnderT
     sink.reset()
     assert _flush_until_settled(sink) == []
     assert under_test.delivered(1) == [(b"during-outage", b"k", [])]
+
+
+def test_sink_flush_through_a_mark_waits_for_the_records_before_it(under_test: SinkUnderTest) -> None:
+    sink, topic = under_test.sink, under_test.topic
+    assert sink.acknowledged(sink.mark())  # nothing sent yet
+    sink.send(_out(topic, b"a", b"1"))
+    sink.send(_out(topic, b"a", b"2"))
+    mark = sink.mark()
+    sink.send(_out(topic, b"b", b"x" * LIMIT))  # refused, but after the mark: not this flush's business
+    sink.send(_out(topic, b"b", b"3"))
+    assert sink.flush(10.0, through=mark) == []
+    assert sink.acknowledged(mark) and 1 <= sink.pending <= 2
+    given_up = _flush_until_settled(sink)
+    assert [(g.record.key, len(g.record.value)) for g in given_up] == [(b"b", LIMIT)]
+    assert sink.pending == 0 and sink.acknowledged(sink.mark())
+    assert under_test.delivered(3) == [(b"1", b"a", []), (b"2", b"a", []), (b"3", b"b", [])]
+
+
+def test_sink_gives_up_before_a_mark_only_what_was_sent_before_it(under_test: SinkUnderTest) -> None:
+    sink, topic = under_test.sink, under_test.topic
+    sink.send(_out(topic, b"a", b"x" * LIMIT))
+    mark = sink.mark()
+    sink.send(_out(topic, b"b", b"y" * LIMIT))
+    given_up: list[Any] = []
+    for _ in range(10):
+        try:
+            given_up = sink.flush(5.0, through=mark)
+            break
+        except PublishError:
+            continue
+    assert [g.record.key for g in given_up] == [b"a"] and sink.pending == 1
+    assert [g.record.key for g in _flush_until_settled(sink)] == [b"b"]
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_real_sinks_learn_of_acknowledgements_without_a_flush(client: str, kafka_broker: Any) -> None:
+    """What lets the loop finish a batch before its next poll: acknowledgements arrive by themselves."""
+    real = _real_sink(kafka_broker.bootstrap_servers, client)
+    sink, topic = (under_test := next(real)).sink, under_test.topic
+    try:
+        assert sink.flush(10.0) == []  # builds the producer
+        sink.send(_out(topic, b"k", b"v"))
+        mark = sink.mark()
+        wait_for(lambda: sink.acknowledged(mark), 10.0, "the acknowledgement")
+        assert sink.pending == 0 and sink.flush(0.0, through=mark) == []
+    finally:
+        real.close()  # closes the sink and the reader
 
 
 # ------------------------------------------------------------------ source

@@ -47,11 +47,19 @@ def _loop(model: LoadedModel, batches: list[list[RawRecord]]) -> tuple[WorkerLoo
     return loop, source, sink, journal
 
 
+def _run_batch(loop: WorkerLoop) -> None:
+    """Poll, score and send a batch; the empty poll after it waits for its outputs and commits it."""
+    loop.run_once()
+    loop.run_once()
+
+
 def test_commits_only_after_flush(model: LoadedModel, tiny_model: TinyModel) -> None:
     batch = _records(tiny_model, 0, 0, 200) + _records(tiny_model, 1, 0, 5, attack=False)
     loop, source, _sink, journal = _loop(model, [batch])
     loop.run_once()
     assert any(entry == "send:out" for entry in journal)
+    assert "commit" not in journal and "flush" not in journal  # in flight: sent, not yet acknowledged
+    loop.run_once()
     assert journal[-2:] == ["flush", "commit"]
     assert source.commits == [{("in", 0): 200, ("in", 1): 5}]
     assert loop.health.ready
@@ -60,7 +68,7 @@ def test_commits_only_after_flush(model: LoadedModel, tiny_model: TinyModel) -> 
 def test_failed_flush_is_retried_and_nothing_committed_before(model: LoadedModel, tiny_model: TinyModel) -> None:
     loop, _source, sink, journal = _loop(model, [_records(tiny_model, 0, 0, 100)])
     sink.fail_flushes = 3
-    loop.run_once()
+    _run_batch(loop)
     assert journal.count("flush-failed") == 3
     assert (
         journal.index("commit") > journal.index("flush") > max(i for i, e in enumerate(journal) if e == "flush-failed")
@@ -72,7 +80,7 @@ def test_failed_flush_is_retried_and_nothing_committed_before(model: LoadedModel
 def test_dead_letter_path(model: LoadedModel) -> None:
     bad = [RawRecord("in", 0, 7, 0, b"k", b"{nope"), RawRecord("in", 0, 8, 0, None, None)]
     loop, source, sink, _journal = _loop(model, [bad])
-    loop.run_once()
+    _run_batch(loop)
     assert [s[0] for s in sink.sent] == ["dlq", "dlq"]
     _topic, value, key, headers = sink.sent[0]
     assert (value, key) == (b"{nope", b"k")
@@ -84,12 +92,14 @@ def test_dead_letter_path(model: LoadedModel) -> None:
 
 
 def test_failed_commit_is_retried_with_the_next_batch(model: LoadedModel, tiny_model: TinyModel) -> None:
-    loop, source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10), _records(tiny_model, 0, 10, 10)])
+    dead_letters = [RawRecord("in", 0, 10 + i, 0, None, b"not json") for i in range(10)]  # outputs for sure
+    loop, source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10), dead_letters])
     source.fail_commits = 1
-    loop.run_once()
+    loop.run_once()  # batch 1 in flight
+    loop.run_once()  # batch 2 in flight, batch 1 acknowledged: its commit fails
     assert source.commits == [] and loop.uncommitted == {("in", 0): 10}
     assert not loop.health.ready
-    loop.run_once()
+    loop.run_once()  # batch 2 acknowledged: one commit covers both
     assert source.commits == [{("in", 0): 20}] and loop.uncommitted == {}
     assert loop.health.ready
 
@@ -97,10 +107,22 @@ def test_failed_commit_is_retried_with_the_next_batch(model: LoadedModel, tiny_m
 def test_revoke_commits_processed_offsets(model: LoadedModel, tiny_model: TinyModel) -> None:
     loop, source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10)])
     source.fail_commits = 1
-    loop.run_once()
-    assert source.on_revoked is not None
+    _run_batch(loop)
+    assert source.on_revoked is not None and source.commits == []
     source.on_revoked([("in", 0)])
     assert source.commits == [{("in", 0): 10}] and loop.uncommitted == {}
+
+
+def test_revoke_finishes_the_batch_in_flight_and_commits_it(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, source, sink, journal = _loop(model, [_records(tiny_model, 0, 0, 10) + _records(tiny_model, 1, 0, 4)])
+    loop.run_once()
+    assert sink.pending and source.commits == []
+    assert source.on_revoked is not None
+    source.on_revoked([("in", 0)])
+    assert journal[-2:] == ["flush", "commit"] and sink.pending == 0
+    assert source.commits == [{("in", 0): 10}]  # the revoked partition, before its new owner reads it
+    loop.run_once()
+    assert source.commits[-1] == {("in", 1): 4} and loop.uncommitted == {}
 
 
 def test_stop_finishes_and_closes(model: LoadedModel, tiny_model: TinyModel) -> None:
@@ -161,8 +183,9 @@ def test_a_poll_error_mid_batch_keeps_the_records_already_polled(model: LoadedMo
     loop = WorkerLoop(lambda revoked, assigned: source, FakeSink(journal), model,
                       WorkerMetrics(CollectorRegistry()), HealthState(), config)  # fmt: skip
     assert loop.run_once() == 5  # the five records of the first poll are processed, not dropped
-    assert source.commits[-1] == {("in", 0): 5}
     assert loop.run_once() == 5
+    assert source.commits[-1] == {("in", 0): 5}
+    loop.run_once()
     assert source.commits[-1] == {("in", 0): 10}
 
 
@@ -170,7 +193,7 @@ def test_a_dead_letter_too_big_to_deliver_goes_out_without_its_value(model: Load
     huge = RawRecord("in", 0, 0, 0, b"k", b"x" * CONFIG.max_request_bytes)
     small = RawRecord("in", 0, 1, 0, b"k", b"y" * 70_000)  # too large for the worker, small enough to keep
     loop, source, sink, _ = _loop(model, [[huge, small]])
-    loop.run_once()
+    _run_batch(loop)
     (topic, value, key, headers), (_, kept, _, kept_headers) = sink.delivered
     assert topic == "dlq" and value is None and key == b"k"
     assert dict(headers)["kestrel.error.value_dropped"] == str(CONFIG.max_request_bytes).encode()
@@ -191,3 +214,54 @@ def test_a_crash_closes_the_consumer_and_re_raises(model: LoadedModel, tiny_mode
         loop.run()
     assert source.closed and "sink-closed" in journal
     assert source.commits == []
+
+
+def test_without_overlap_each_batch_is_acknowledged_and_committed_before_the_next_poll(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    journal: list[str] = []
+    source = FakeSource(journal, [_records(tiny_model, 0, 0, 10), _records(tiny_model, 0, 10, 10)])
+    config = replace(CONFIG, overlap_batches=False)
+    loop = WorkerLoop(lambda revoked, assigned: source, FakeSink(journal), model,
+                      WorkerMetrics(CollectorRegistry()), HealthState(), config)  # fmt: skip
+    loop.run_once()
+    assert journal[-2:] == ["flush", "commit"] and source.commits == [{("in", 0): 10}]
+    loop.run_once()
+    assert source.commits == [{("in", 0): 10}, {("in", 0): 20}]
+
+
+def test_a_batch_in_flight_is_acknowledged_before_the_next_is_committed(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    """Overlap never reorders: batch 2's offsets wait for batch 1's outputs, however long they take."""
+    dead_letters = [RawRecord("in", 0, 10 + i, 0, None, b"not json") for i in range(10)]  # outputs for sure
+    loop, source, sink, journal = _loop(model, [_records(tiny_model, 0, 0, 10), dead_letters])
+    loop.run_once()  # batch 1 in flight
+    sink.fail_flushes = 4
+    loop.run_once()  # batch 2 scored and sent; batch 1's flush fails four times, then succeeds
+    assert journal.count("flush-failed") == 4
+    assert source.commits == [{("in", 0): 10}]
+    loop.run_once()
+    assert source.commits[-1] == {("in", 0): 20} and sink.pending == 0
+
+
+def test_a_batch_acknowledged_by_the_time_it_is_sent_is_committed_at_once(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    loop, source, sink, journal = _loop(model, [_records(tiny_model, 0, 0, 10)])
+    sink.auto_ack = True  # a producer whose acknowledgements arrive while the batch is scored
+    loop.run_once()
+    assert "flush" in journal and source.commits == [{("in", 0): 10}] and sink.pending == 0
+
+
+def test_a_revoke_leaves_an_unacknowledged_batch_to_the_partitions_next_owner(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    loop, source, sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10) + _records(tiny_model, 1, 0, 4)])
+    loop.run_once()
+    sink.fail_flushes = 1  # not acknowledged within the rebalance's short wait
+    assert source.on_revoked is not None
+    source.on_revoked([("in", 0)])
+    assert source.commits == [] and sink.pending
+    loop.run_once()  # acknowledged now: only the partition still owned is committed
+    assert source.commits == [{("in", 1): 4}] and loop.uncommitted == {}
