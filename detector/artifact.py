@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from detector.atomic_file import fsync_dir, fsync_tree
 from detector.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -68,7 +68,7 @@ def write_artifact(out_dir: Path, manifest: Mapping[str, Any], tensors: Mapping[
         full["files"] = {WEIGHTS: sha256_file(tmp / WEIGHTS)}
         full[_SELF_HASH] = _manifest_digest(full)
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        _fsync_dir(tmp)
+        fsync_tree(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -77,16 +77,11 @@ def write_artifact(out_dir: Path, manifest: Mapping[str, Any], tensors: Mapping[
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out_dir)
+        fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _fsync_dir(path: Path) -> None:
-    for child in path.iterdir():
-        with child.open("rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -38,6 +38,13 @@ class DataError(DetectorError, ValueError):
     """A training/evaluation data file cannot be used (bad format, missing column, bad value)."""
 
 
+class UsageError(DetectorError, ValueError):
+    """A command line asks for something impossible (options that go together, an out-of-range value).
+
+    Command-line tools exit with status 2 for it, as argparse does for a malformed command line.
+    """
+
+
 class NotFittedError(DetectorError, RuntimeError):
     """A component was used before it was fitted."""
 

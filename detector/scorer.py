@@ -5,7 +5,9 @@ that centroid's radius (a typical distance of its own training members to it). A
 means "as far as a typical member"; **higher = more anomalous**. The score of an event is the
 minimum over all centroids; each normal class may own several centroids (multi-modal classes).
 
-Thresholding is separate from scoring: ``threshold`` is the (1 - target FPR) quantile of scores
+Geometry and thresholding are separate: :class:`CentroidGeometry` knows where the normal classes
+are and measures how far an embedding is from the nearest (what training needs to calibrate);
+:class:`CentroidScorer` adds the decision: ``threshold`` is the (1 - target FPR) quantile of scores
 on held-out calibration normals, and the p-value of a score is the share of calibration normals
 that score at least as high.
 """
@@ -58,8 +60,95 @@ def threshold_at_fpr(calibration_scores: F64, target_fpr: float) -> float:
     return float(np.quantile(calibration_scores, 1.0 - target_fpr, method="higher"))
 
 
+@dataclass(frozen=True)
+class Nearest:
+    """How far each of ``n`` embeddings is from the normal classes (all arrays have length ``n``).
+
+    Attributes:
+        score: radius-normalised distance to the nearest centroid (higher = more anomalous).
+        class_index: index into :attr:`CentroidGeometry.class_names` of the nearest class.
+        centroid: index of the nearest centroid (in the order the centroids were given).
+        distance: raw embedding distance to the nearest centroid.
+        margin: runner-up class score minus the nearest class score (``inf`` with one class).
+    """
+
+    score: F64
+    class_index: NDArray[np.intp]
+    centroid: NDArray[np.intp]
+    distance: F64
+    margin: F64
+
+
+class CentroidGeometry:
+    """The normal classes in embedding space: centroids, their classes and radii (no threshold).
+
+    Args:
+        centroids: ``(K, D)`` centroid positions in embedding space.
+        centroid_class: ``(K,)`` class index of each centroid.
+        class_names: names of the normal classes.
+        radius: ``(K,)`` positive radius of each centroid.
+
+    Raises:
+        ArtifactError: inconsistent shapes, radii or class indices.
+    """
+
+    def __init__(self, centroids: F32, centroid_class: NDArray[np.intp], class_names: list[str], radius: F32) -> None:
+        k = centroids.shape[0]
+        if centroids.ndim != 2 or k == 0:
+            raise ArtifactError("centroids must be a non-empty (K, D) matrix")
+        if centroid_class.shape != (k,) or radius.shape != (k,):
+            raise ArtifactError("centroid_class and radius must have one entry per centroid")
+        if np.any(radius <= 0) or not np.all(np.isfinite(radius)):
+            raise ArtifactError("radii must be positive and finite")
+        if centroid_class.min() < 0 or centroid_class.max() >= len(class_names):
+            raise ArtifactError("centroid_class refers to an unknown class")
+        # Centroids keep their given order (centroid indices are shared with the explainer's per-centroid
+        # statistics); the per-class minimum reads them through a by-class permutation instead.
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.centroid_class = centroid_class.astype(np.intp)
+        self.radius = radius.astype(np.float32)
+        self.class_names = list(class_names)
+        self._sq_norm = (self.centroids.astype(np.float64) ** 2).sum(axis=1)
+        order = np.argsort(self.centroid_class, kind="stable")
+        self._by_class: NDArray[np.intp] | None = None if np.all(np.diff(order) > 0) else order
+        grouped = self.centroid_class[order]
+        self._class_start = np.flatnonzero(np.r_[True, np.diff(grouped) != 0])
+        self._present_classes = grouped[self._class_start]
+
+    def distances(self, embeddings: F32) -> F64:
+        """``(n, K)`` Euclidean distances from each embedding to each centroid."""
+        z = np.asarray(embeddings, dtype=np.float32)
+        sq = (z.astype(np.float64) ** 2).sum(axis=1, keepdims=True) + self._sq_norm
+        sq -= 2.0 * (z @ self.centroids.T).astype(np.float64)
+        out: F64 = np.sqrt(np.maximum(sq, 0.0))
+        return out
+
+    def nearest(self, embeddings: F32) -> Nearest:
+        """The nearest class of each of a ``(n, D)`` batch (one distance computation for the batch)."""
+        dist = self.distances(embeddings)
+        normalised = dist / self.radius
+        grouped = normalised if self._by_class is None else normalised[:, self._by_class]
+        per_class = np.minimum.reduceat(grouped, self._class_start, axis=1)
+        n = dist.shape[0]
+        best = np.argmin(per_class, axis=1)
+        score = per_class[np.arange(n), best]
+        if per_class.shape[1] > 1:
+            runner_up = np.partition(per_class, 1, axis=1)[:, 1]
+            margin = runner_up - score
+        else:
+            margin = np.full(n, np.inf)
+        nearest_centroid = np.argmin(normalised, axis=1)
+        return Nearest(
+            score=score,
+            class_index=self._present_classes[best],
+            centroid=nearest_centroid,
+            distance=dist[np.arange(n), nearest_centroid],
+            margin=margin,
+        )
+
+
 class CentroidScorer:
-    """Scores embeddings against normal-class centroids.
+    """A :class:`CentroidGeometry` plus the decision: threshold and calibration p-values.
 
     Args:
         centroids: ``(K, D)`` centroid positions in embedding space.
@@ -79,61 +168,41 @@ class CentroidScorer:
         calibration_scores: F64,
         threshold: float,
     ) -> None:
-        k = centroids.shape[0]
-        if centroids.ndim != 2 or k == 0:
-            raise ArtifactError("centroids must be a non-empty (K, D) matrix")
-        if centroid_class.shape != (k,) or radius.shape != (k,):
-            raise ArtifactError("centroid_class and radius must have one entry per centroid")
-        if np.any(radius <= 0) or not np.all(np.isfinite(radius)):
-            raise ArtifactError("radii must be positive and finite")
-        if centroid_class.min() < 0 or centroid_class.max() >= len(class_names):
-            raise ArtifactError("centroid_class refers to an unknown class")
-        # Centroids keep their given order (centroid indices are shared with the explainer's per-centroid
-        # statistics); the per-class minimum reads them through a by-class permutation instead.
-        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.centroid_class = centroid_class.astype(np.intp)
-        self.radius = radius.astype(np.float32)
-        self.class_names = list(class_names)
+        self.geometry = CentroidGeometry(centroids, centroid_class, class_names, radius)
         self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
         self.threshold = float(threshold)
-        self._sq_norm = (self.centroids.astype(np.float64) ** 2).sum(axis=1)
-        order = np.argsort(self.centroid_class, kind="stable")
-        self._by_class: NDArray[np.intp] | None = None if np.all(np.diff(order) > 0) else order
-        grouped = self.centroid_class[order]
-        self._class_start = np.flatnonzero(np.r_[True, np.diff(grouped) != 0])
-        self._present_classes = grouped[self._class_start]
+
+    @property
+    def centroids(self) -> F32:
+        return self.geometry.centroids
+
+    @property
+    def centroid_class(self) -> NDArray[np.intp]:
+        return self.geometry.centroid_class
+
+    @property
+    def radius(self) -> F32:
+        return self.geometry.radius
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.geometry.class_names
 
     def distances(self, embeddings: F32) -> F64:
         """``(n, K)`` Euclidean distances from each embedding to each centroid."""
-        z = np.asarray(embeddings, dtype=np.float32)
-        sq = (z.astype(np.float64) ** 2).sum(axis=1, keepdims=True) + self._sq_norm
-        sq -= 2.0 * (z @ self.centroids.T).astype(np.float64)
-        out: F64 = np.sqrt(np.maximum(sq, 0.0))
-        return out
+        return self.geometry.distances(embeddings)
 
     def score(self, embeddings: F32) -> ScoreResult:
         """Score a ``(n, D)`` batch of embeddings (one distance computation for the batch)."""
-        dist = self.distances(embeddings)
-        normalised = dist / self.radius
-        grouped = normalised if self._by_class is None else normalised[:, self._by_class]
-        per_class = np.minimum.reduceat(grouped, self._class_start, axis=1)
-        n = dist.shape[0]
-        best = np.argmin(per_class, axis=1)
-        score = per_class[np.arange(n), best]
-        if per_class.shape[1] > 1:
-            runner_up = np.partition(per_class, 1, axis=1)[:, 1]
-            margin = runner_up - score
-        else:
-            margin = np.full(n, np.inf)
-        nearest_centroid = np.argmin(normalised, axis=1)
+        near = self.geometry.nearest(embeddings)
         return ScoreResult(
-            score=score,
-            flagged=score > self.threshold,
-            nearest_class=self._present_classes[best],
-            nearest_centroid=nearest_centroid,
-            distance=dist[np.arange(n), nearest_centroid],
-            margin=margin,
-            p_value=self.p_values(score),
+            score=near.score,
+            flagged=near.score > self.threshold,
+            nearest_class=near.class_index,
+            nearest_centroid=near.centroid,
+            distance=near.distance,
+            margin=near.margin,
+            p_value=self.p_values(near.score),
         )
 
     def p_values(self, scores: F64) -> F64:

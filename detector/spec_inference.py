@@ -1,6 +1,6 @@
 """Infer a :class:`FeatureSpec` from training records.
 
-Rules (documented in the README):
+Rules (documented in docs/training.md):
 
 * a column whose every present value is a number (or a string spelled as a JSON number: exactly
   what the worker accepts, see :mod:`detector.values`) is numeric, otherwise it is categorical —
@@ -10,6 +10,9 @@ Rules (documented in the README):
 * a column with any missing/null value is optional (imputed + missing indicator);
 * a numeric column is log-scaled when it is non-negative, reaches at least 100 and is heavy-tailed:
   its maximum is at least 50 times its 90th percentile (both plus one).
+
+:func:`likely_key_columns` names the inferred features that look like an id or a timestamp (a
+different value in nearly every row), so the trainer can warn before they become features.
 """
 
 from __future__ import annotations
@@ -138,3 +141,36 @@ def _is_heavy_tailed(values: np.ndarray) -> bool:
         return False
     q90 = float(np.quantile(values, 0.9))
     return bool((values.max() + 1.0) / (q90 + 1.0) >= _HEAVY_TAIL_RATIO)
+
+
+_KEY_MIN_ROWS = 20
+_KEY_DISTINCT_SHARE = 0.95
+_EPOCH_SECONDS = (9e8, 4.2e9)  # 1998..2103: a number in this range in every row reads as a Unix time
+
+
+def likely_key_columns(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) -> list[str]:
+    """Feature columns that look like an event id or a timestamp rather than a feature.
+
+    A categorical column whose values are (nearly, >= 95%) all distinct, or a numeric column of
+    distinct whole numbers that only grow or of distinct epoch-second-like times. Such a column
+    teaches the model nothing that generalises, and the worker then requires it in every event.
+    Checked only with at least 20 rows.
+    """
+    if len(records) < _KEY_MIN_ROWS:
+        return []
+    found = []
+    for field in spec.features:
+        present = [r.get(field) for r in records if r.get(field) not in (None, "")]
+        if len(present) < _KEY_MIN_ROWS or len(set(map(str, present))) < _KEY_DISTINCT_SHARE * len(present):
+            continue
+        if field in spec.categorical or _looks_like_key_numbers(_as_numbers(present)):
+            found.append(field)
+    return found
+
+
+def _looks_like_key_numbers(values: np.ndarray | None) -> bool:
+    if values is None:
+        return False
+    whole_and_growing = bool(np.all(values == np.round(values)) and np.all(np.diff(values) > 0))
+    epoch_like = bool(np.all((values >= _EPOCH_SECONDS[0]) & (values <= _EPOCH_SECONDS[1])))
+    return whole_and_growing or epoch_like

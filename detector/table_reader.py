@@ -8,6 +8,10 @@ no surrounding spaces (``12`` -> ``12``, ``1.5e3`` -> ``1500.0``; ``" 12"``, ``+
 becomes ``None``; every other cell stays a string (so ``"nan"`` in a numeric column is reported as
 a bad value, not silently accepted). Columns named in ``text_columns`` (ids, timestamps) are never
 converted.
+
+:func:`iter_lines` yields every line with its number, its record or why it is invalid, and (JSONL)
+its bytes as read, so the replayer can publish a file unchanged and skip invalid lines;
+:func:`iter_records` stops at the first invalid line.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import gzip
 import io
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from detector.errors import DataError
 from detector.values import number_from_text
@@ -26,13 +31,29 @@ from detector.values import number_from_text
 Record = dict[str, Any]
 
 
-def _open_text(path: Path) -> IO[str]:
-    raw = path.open("rb")
+@dataclass(frozen=True)
+class SourceLine:
+    """One non-blank line (CSV: one row) of an event file.
+
+    Attributes:
+        line_no: 1-based line number in the (decompressed) file; a CSV row's first line.
+        record: the parsed record, ``None`` when the line is invalid.
+        raw: JSONL only: the line's bytes as read, without the line ending; ``None`` for CSV.
+        error: why the line is invalid (``"path:line: ..."``), ``None`` when it is valid.
+    """
+
+    line_no: int
+    record: Record | None
+    raw: bytes | None = None
+    error: str | None = None
+
+
+def _decompressed(raw: IO[bytes]) -> IO[bytes]:
     magic = raw.read(2)
     raw.seek(0)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", newline="")
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+    return raw
 
 
 def _format_of(path: Path, first_char: str) -> str:
@@ -52,30 +73,45 @@ def convert_cell(cell: str) -> Any:
     return cell if number is None else number
 
 
-def iter_records(path: Path, text_columns: Iterable[str] = ()) -> Iterator[Record]:
-    """Stream records from a CSV (with header) or JSONL file, gzip or not.
+def iter_lines(path: Path, text_columns: Iterable[str] = ()) -> Iterator[SourceLine]:
+    """Stream every non-blank line of a CSV (with header) or JSONL file, gzip or not.
+
+    An invalid line (bad JSON, not an object, not UTF-8, a CSV row with the wrong number of cells)
+    is yielded with its ``error``; the caller decides whether to stop or skip it.
 
     Raises:
-        DataError: missing/unreadable file, CSV row with the wrong number of cells, bad JSON line.
+        DataError: missing or unreadable file, a CSV without a header or with duplicate names.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     keep = set(text_columns)
     try:
-        with _open_text(path) as fh:
-            head = fh.read(1)
-            fmt = _format_of(path, head)
+        with path.open("rb") as raw, _decompressed(raw) as fh:
+            fmt = _format_of(path, fh.read(1).decode("latin-1"))
             fh.seek(0)
             if fmt == "jsonl":
                 yield from _iter_jsonl(fh, path)
             else:
-                yield from _iter_csv(fh, path, keep)
+                text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+                yield from _iter_csv(text, path, keep)
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
-def _iter_csv(fh: IO[str], path: Path, keep: set[str]) -> Iterator[Record]:
+def iter_records(path: Path, text_columns: Iterable[str] = ()) -> Iterator[Record]:
+    """Stream records from a CSV (with header) or JSONL file, gzip or not.
+
+    Raises:
+        DataError: missing/unreadable file, CSV row with the wrong number of cells, bad JSON line.
+    """
+    for line in iter_lines(path, text_columns):
+        if line.record is None:
+            raise DataError(line.error or f"{path}:{line.line_no}: invalid line")
+        yield line.record
+
+
+def _iter_csv(fh: IO[str], path: Path, keep: set[str]) -> Iterator[SourceLine]:
     reader = csv.reader(fh)
     header = next(reader, None)
     if not header:
@@ -85,25 +121,36 @@ def _iter_csv(fh: IO[str], path: Path, keep: set[str]) -> Iterator[Record]:
     if dupes:
         raise DataError(f"{path}: duplicate column names in header: {', '.join(dupes)}")
     convert = [(name, name not in keep) for name in header]
-    for line_no, row in enumerate(reader, start=2):
+    line_no = reader.line_num + 1
+    for row in reader:
+        at, line_no = line_no, reader.line_num + 1
         if not row:
             continue
         if len(row) != len(header):
-            raise DataError(f"{path}:{line_no}: expected {len(header)} cells, found {len(row)}")
-        yield {name: (convert_cell(cell) if conv else cell) for (name, conv), cell in zip(convert, row, strict=True)}
-
-
-def _iter_jsonl(fh: IO[str], path: Path) -> Iterator[Record]:
-    for line_no, line in enumerate(fh, start=1):
-        if not line.strip():
+            yield SourceLine(at, None, error=f"{path}:{at}: expected {len(header)} cells, found {len(row)}")
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
+        cells = zip(convert, row, strict=True)
+        yield SourceLine(at, {name: (convert_cell(cell) if conv else cell) for (name, conv), cell in cells})
+
+
+def _iter_jsonl(fh: IO[bytes], path: Path) -> Iterator[SourceLine]:
+    for line_no, line in enumerate(fh, start=1):
+        raw = line.rstrip(b"\r\n")
+        if not raw.strip():
+            continue
+        yield _parse_json_line(raw, line_no, path)
+
+
+def _parse_json_line(raw: bytes, line_no: int, path: Path) -> SourceLine:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return SourceLine(line_no, None, raw, f"{path}:{line_no}: not UTF-8")
+    except json.JSONDecodeError as exc:
+        return SourceLine(line_no, None, raw, f"{path}:{line_no}: invalid JSON ({exc.msg})")
+    if not isinstance(obj, dict):
+        return SourceLine(line_no, None, raw, f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+    return SourceLine(line_no, obj, raw)
 
 
 def load_records(path: Path, text_columns: Iterable[str] = ()) -> list[Record]:

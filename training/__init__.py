@@ -1,1 +1,13 @@
-"""Offline side of Kestrel: data loading, training, calibration, evaluation and the retrain job."""
+"""Offline side of Kestrel: data loading, training, calibration, evaluation and the retrain job.
+
+Package map (each layer imports only the ones below it; import-linter checks this):
+
+* :mod:`training.cli` — ``python -m training``: argument parsing and the command bodies.
+* :mod:`training.retrain` — the retrain job: data windows (files, Kafka, analyst verdicts), the
+  promotion gate, its reports.
+* :mod:`training.fit` — the whole fit: spec -> featurizer -> encoder -> classes -> centroids ->
+  threshold. :mod:`training.evaluation` — metrics, plots and the HTML report.
+* :mod:`training.calibration`, :mod:`training.crossfit` — centroids, radii and the threshold.
+* :mod:`training.learning` — how the encoder learns: losses, sampling, outliers, the training loop.
+* :mod:`training.config` (hyper-parameters), :mod:`training.data` (column and value checks).
+"""

@@ -19,8 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.explain import Explainer
-from detector.scorer import CentroidScorer, threshold_at_fpr
-from training.clustering import kmeans
+from detector.scorer import CentroidGeometry, CentroidScorer, threshold_at_fpr
+from training.learning.clustering import kmeans
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,11 @@ def calibrate_threshold(scores: NDArray[np.float64], target_fpr: float) -> tuple
         for message in warnings:
             log.info("calibration_set_small", extra={"detail": message})
     return threshold_at_fpr(scores, target_fpr), warnings
+
+
+def build_geometry(centroids: Centroids, radius: NDArray[np.float32], class_names: list[str]) -> CentroidGeometry:
+    """The normal classes in embedding space, without a threshold (raw scores for calibration)."""
+    return CentroidGeometry(centroids.positions, centroids.centroid_class, class_names, radius)
 
 
 def build_scorer(

@@ -16,13 +16,15 @@ class TrainConfig(BaseModel):
         margin: negative pairs closer than this (Euclidean, on the unit sphere) are pushed
             apart; ``None`` = 0.5 for contrastive, 0.2 for triplet.
         mining: triplet mining strategy.
-        epochs: maximum epochs; early stopping on the held-out loss may end sooner.
-        min_steps: a small data set is passed over ``k`` times as many epochs (and patience) so
-            that training makes at least about this many optimiser steps.
-        patience: epochs without a held-out improvement before stopping.
+        epochs: maximum epochs, exactly as given (early stopping on the held-out loss may end
+            sooner); ``None`` = derived from the data size (:mod:`training.learning.budget`: 10 epochs, more
+            for a small set so that training makes about ``min_steps`` optimiser steps).
+        min_steps: optimiser steps the derived epoch budget aims for (only when ``epochs`` is None).
+        patience: epochs without a held-out improvement before stopping; ``None`` = 30% of the
+            epoch budget.
         unlabelled_positives: without normal-class labels: ``auto`` (``clusters`` when the
             featurized rows show clear cluster structure, else ``one_class``; see
-            :mod:`training.coassociation`), ``clusters`` (co-association of several k-means
+            :mod:`training.learning.coassociation`), ``clusters`` (co-association of several k-means
             clusterings as soft pair targets), ``one_class`` (every normal row is a positive of
             every other; synthetic outliers are the negatives), ``views`` (SCARF: two corrupted
             views of a row are a positive pair, other rows negatives) or ``views_one_class``
@@ -31,13 +33,17 @@ class TrainConfig(BaseModel):
             ``auto`` = ``stereographic`` when the normals are trained as one compact class (no
             labels, no cluster structure), ``sphere`` (L2 normalisation) when there are classes.
         corruption_rate: share of fields replaced in a SCARF view.
-        outlier_exposure: add synthetic outliers as negatives (see :mod:`training.outliers`).
+        outlier_exposure: add synthetic outliers as negatives (see :mod:`training.learning.outliers`).
         outlier_rate: share of fields altered in a synthetic outlier.
         outlier_noise: standard deviations of noise added to an altered numeric field, or
-            ``"auto"``: from the training rows' neighbour gaps (:func:`training.outliers.noise_scale_for`);
+            ``"auto"``: from the training rows' neighbour gaps (:func:`training.learning.outliers.noise_scale_for`);
             ``None`` (default): ``"auto"`` when the normals are trained as one class, 5 otherwise.
+        neighbour_weight: weight of the local term that keeps each row's input-space neighbours
+            at proportional embedding distances (:func:`training.learning.objective.neighbour_loss`); off
+            by default: the ablation over the 22 benchmark sets (docs/quality.md) found it mixed.
         validation_fraction: share of the training normals held out for early stopping.
-        threads: torch CPU threads (None = leave torch's default).
+        threads: torch CPU threads; ``None`` = chosen by :func:`training.learning.budget.choose_threads`
+            (one unless a training step is large).
         max_seconds: wall-clock budget for the loop (None = unbounded).
     """
 
@@ -46,9 +52,9 @@ class TrainConfig(BaseModel):
     loss: Literal["contrastive", "triplet"] = "contrastive"
     margin: float | None = Field(default=None, gt=0)
     mining: Literal["batch_hard", "semi_hard"] = "batch_hard"
-    epochs: int = Field(default=10, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
     min_steps: int = Field(default=400, ge=0)
-    patience: int = Field(default=3, ge=1)
+    patience: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=8)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
@@ -60,6 +66,7 @@ class TrainConfig(BaseModel):
     outlier_exposure: bool = True
     outlier_rate: float = Field(default=0.1, gt=0, le=1)
     outlier_noise: float | Literal["auto"] | None = None
+    neighbour_weight: float = Field(default=0.0, ge=0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)

@@ -1,4 +1,4 @@
-"""Training/evaluation data: column checks and the truth split (file reading is in
+"""Training/evaluation data: column and value checks and the truth split (file reading is in
 :mod:`detector.table_reader`, shared with the worker's replayer)."""
 
 from __future__ import annotations
@@ -7,10 +7,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from detector.errors import DataError
+from detector.errors import DataError, InvalidEventError
+from detector.schema import FeatureSpec
 from detector.table_reader import Record, convert_cell, iter_records, load_records
+from detector.values import MISSING, canonical_category, parse_numeric
 
-__all__ = ["Record", "convert_cell", "iter_records", "load_records", "require_columns", "split_by_truth"]
+__all__ = [
+    "Record",
+    "as_text",
+    "check_values",
+    "convert_cell",
+    "iter_records",
+    "load_records",
+    "require_columns",
+    "split_by_truth",
+]
 
 
 def require_columns(records: Sequence[Record], columns: Iterable[str | None], path: Path | str) -> None:
@@ -31,12 +42,36 @@ def split_by_truth(records: Sequence[Record], truth_column: str, normal_value: s
     flags: list[bool] = []
     for record in records:
         truth = record.get(truth_column)
-        flags.append(_as_text(truth) != normal_value)
+        flags.append(as_text(truth) != normal_value)
         out.append({k: v for k, v in record.items() if k != truth_column})
     return out, flags
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A truth value as the text ``--normal-value`` is compared with (``1.0`` -> ``"1"``, ``None`` -> ``""``)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return "" if value is None else str(value)
+
+
+def check_values(rows: list[Record], is_anomaly: list[bool], spec: FeatureSpec, path: Path | str | None = None) -> None:
+    """Raise DataError naming the file (when given), the 1-based data row and the field of the first normal row
+    that breaks ``spec``.
+
+    The trainer would find the same problem, but only as an index into its own train split.
+    """
+    optional = set(spec.optional)
+    for i, (row, anomalous) in enumerate(zip(rows, is_anomaly, strict=True)):
+        if anomalous:
+            continue
+        try:
+            for field in spec.numeric:
+                value = row.get(field, MISSING)
+                if type(value) is not int and not (type(value) is float and value - value == 0.0):
+                    parse_numeric(value, field, field in optional)
+            for field in spec.categorical:
+                value = row.get(field, MISSING)
+                if type(value) is not str:
+                    canonical_category(value, field, field in optional)
+        except InvalidEventError as exc:
+            raise DataError(f"{'' if path is None else f'{path}: '}row {i + 1}: {exc}") from exc

@@ -15,15 +15,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
+from threadpoolctl import threadpool_limits
 
-from detector.encoder import embed
+from detector.encoder import Encoder, embed
 from detector.errors import DataError
 from detector.features import Featurizer
 from detector.model import Detector
 from detector.schema import FeatureSpec
 from detector.spec_inference import infer_spec
 from training.calibration import (
+    Centroids,
     build_explainer,
+    build_geometry,
     build_scorer,
     calibrate_threshold,
     centroid_counts,
@@ -31,10 +34,12 @@ from training.calibration import (
     radii,
     score_quantiles,
 )
-from training.clustering import choose_k, kmeans
 from training.config import TrainConfig
-from training.outliers import ColumnLayout
-from training.trainer import TrainingHistory, train_encoder
+from training.crossfit import cross_fit_folds, cross_fitted_scores, fpr_band
+from training.learning.budget import choose_threads, step_work
+from training.learning.clustering import choose_k, kmeans
+from training.learning.outliers import ColumnLayout
+from training.learning.trainer import TrainingHistory, train_encoder
 
 log = logging.getLogger(__name__)
 Record = Mapping[str, Any]
@@ -46,6 +51,8 @@ class FitConfig(BaseModel):
     Attributes:
         target_fpr: false-positive rate the threshold is calibrated for.
         calibration_fraction: share of normals (per class) held out to calibrate.
+        cross_fit_below: when that holdout would hold fewer calibration normals than this, calibrate
+            by cross-fitting on all normals instead (:mod:`training.crossfit`; 0 = never).
         centroids_per_class: most centroids per normal class (k-means inside the class; at most one
             per 20 training members).
         radius_shrinkage: pseudo-members pulling each centroid's radius toward the global one
@@ -57,6 +64,7 @@ class FitConfig(BaseModel):
 
     target_fpr: float = Field(default=0.01, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, gt=0, lt=0.9)
+    cross_fit_below: int = Field(default=1000, ge=0)
     centroids_per_class: int = Field(default=64, ge=1)
     radius_shrinkage: float | None = Field(default=None, ge=0)
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
@@ -100,19 +108,38 @@ def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: Fi
     Raises:
         DataError / InvalidEventError / SpecError: unusable data (names the problem).
     """
-    start = time.perf_counter()
-    if spec is None:
-        spec = infer_spec(records)
-    label_field = spec.label_field
-    labels = [_class_name(r.get(label_field)) for r in records] if label_field else None
-    train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
-    if len(train_idx) < 10 or len(cal_idx) < 1:
-        raise DataError(f"too few normal rows to train and calibrate ({len(records)}); need at least a few dozen")
-    train_records = [records[i] for i in train_idx]
-    featurizer = Featurizer(spec).fit(train_records)
-    x_train = featurizer.transform(train_records)
-    x_cal = featurizer.transform([records[i] for i in cal_idx])
-    class_names, y_train = _encode_labels(labels, train_idx)
+    # numpy's BLAS (k-means, distances) gets the thread count the trainer picks for torch: on a
+    # contended machine its default threads spend more time waiting than computing.
+    n_features_guess = max(1, len(spec.numeric) + len(spec.categorical)) if spec is not None else 1
+    threads, _ = choose_threads(step_work(len(records), n_features_guess, config.train), config.train)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return _fit(records, spec, config)
+
+
+@dataclass
+class _Trained:
+    """One trained model (before calibration) and what its training learnt."""
+
+    featurizer: Featurizer
+    encoder: Encoder
+    centroids: Centroids
+    radius: NDArray[np.float32]
+    class_names: list[str]
+    history: TrainingHistory
+    selection: dict[str, Any]
+    x_train: NDArray[np.float32]
+
+    def scores(self, records: Sequence[Record]) -> NDArray[np.float64]:
+        """Radius-normalised centroid scores of ``records`` under this model."""
+        geometry = build_geometry(self.centroids, self.radius, self.class_names)
+        return geometry.nearest(embed(self.encoder, self.featurizer.transform(records))).score
+
+
+def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: FeatureSpec, config: FitConfig) -> _Trained:
+    """Featurizer, encoder, classes and centroids from ``records`` (all of them train)."""
+    featurizer = Featurizer(spec).fit(records)
+    x_train = featurizer.transform(records)
+    class_names, y_train = _encode_labels(labels, np.arange(len(records), dtype=np.int64))
     encoder, history = train_encoder(x_train, y_train, ColumnLayout.from_featurizer(featurizer), config.train)
     z_train = embed(encoder, x_train)
     if y_train is None:
@@ -122,31 +149,61 @@ def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: Fi
     counts = centroid_counts(y_train, len(class_names), config.centroids_per_class)
     centroids = place_centroids(z_train, y_train, counts, config.train.seed)
     radius = radii(z_train, centroids, config.radius_shrinkage)
-    provisional = build_scorer(centroids, radius, class_names, np.zeros(1), 0.0)
-    cal_scores = provisional.score(embed(encoder, x_cal)).score
+    return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train)
+
+
+def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
+    start = time.perf_counter()
+    if spec is None:
+        spec = infer_spec(records)
+    label_field = spec.label_field
+    labels = [_class_name(r.get(label_field)) for r in records] if label_field else None
+    train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
+    if len(train_idx) < 10 or len(cal_idx) < 1:
+        raise DataError(f"too few normal rows to train and calibrate ({len(records)}); need at least a few dozen")
+    folds = cross_fit_folds(len(cal_idx), len(records), config.cross_fit_below)
+    if folds:
+        # Few calibration normals: every normal trains the final model and is scored by a model
+        # that did not see it (cross-conformal), instead of losing a small holdout.
+        train_idx = np.arange(len(records), dtype=np.int64)
+        model = _train(records, labels, spec, config)
+        cal_scores = cross_fitted_scores(
+            records, labels, folds, config.train.seed, lambda r, y: _train(r, y, spec, config)
+        )
+        method = f"cross-fitted ({folds} folds over all {len(records)} normals)"
+    else:
+        model = _train([records[i] for i in train_idx], _subset(labels, train_idx), spec, config)
+        cal_scores = model.scores([records[i] for i in cal_idx])
+        method = f"held out ({len(cal_idx)} normals)"
     threshold, warnings = calibrate_threshold(cal_scores, config.target_fpr)
-    scorer = build_scorer(centroids, radius, class_names, cal_scores, threshold)
-    explainer = build_explainer(x_train, centroids, featurizer.column_fields)
-    detector = Detector(featurizer, encoder, scorer, explainer)
+    scorer = build_scorer(model.centroids, model.radius, model.class_names, cal_scores, threshold)
+    explainer = build_explainer(model.x_train, model.centroids, model.featurizer.column_fields)
+    detector = Detector(model.featurizer, model.encoder, scorer, explainer)
     metadata = {
         "calibration": {
             "target_fpr": config.target_fpr,
             "threshold": threshold,
-            "n_calibration": len(cal_idx),
+            "method": method,
+            "n_calibration": len(cal_scores),
+            "fpr_band_95": fpr_band(cal_scores, threshold),
             "score_quantiles": score_quantiles(cal_scores),
             "warnings": warnings,
         },
         "training": {
-            **history.summary(),
+            **model.history.summary(),
             "n_train": len(train_idx),
-            "n_classes": len(class_names),
-            "n_centroids": len(centroids.positions),
-            "class_selection": selection,
+            "n_classes": len(model.class_names),
+            "n_centroids": len(model.centroids.positions),
+            "class_selection": model.selection,
             "fit_seconds": round(time.perf_counter() - start, 2),
             "config": config.model_dump(mode="json"),
         },
     }
-    return FitResult(detector, history, warnings, metadata)
+    return FitResult(detector, model.history, warnings, metadata)
+
+
+def _subset(labels: Sequence[str] | None, idx: NDArray[np.int64]) -> list[str] | None:
+    return None if labels is None else [labels[i] for i in idx]
 
 
 def _class_name(value: Any) -> str:

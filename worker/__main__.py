@@ -21,6 +21,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from detector.errors import DetectorError
+from detector.signing import Ed25519PublicKey, load_public_key
 from worker.errors import SettingsError
 from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer
 from worker.kafka_sink import KafkaSink
@@ -46,6 +47,7 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "--metrics-port": ("metrics", "port"),
     "--batch-size": ("batch_size",),
     "--batch-wait-ms": ("batch_wait_ms",),
+    "--overlap-batches": ("overlap_batches",),
     "--log-level": ("log_level",),
     "--log-format": ("log_format",),
     "--torch-threads": ("torch_threads",),
@@ -53,13 +55,27 @@ _FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _default_of(path: tuple[str, ...]) -> str:
+    """The setting's default as help text (``default: 500``, or ``default: unset``)."""
+    model: Any = WorkerSettings
+    for name in path[:-1]:
+        model = model.model_fields[name].annotation
+    field = model.model_fields[path[-1]]
+    default = None if field.is_required() else field.get_default(call_default_factory=True)
+    return f"default: {'unset' if default is None else getattr(default, 'value', default)}"
+
+
 def parse_overrides(argv: list[str] | None) -> dict[str, Any]:
     """Command-line flags as nested setting overrides (only the flags given)."""
-    parser = argparse.ArgumentParser(prog="python -m worker", description="Kestrel streaming anomaly worker.")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description="Kestrel streaming anomaly worker.",
+        epilog="Exit codes: 0 clean stop, 1 stopped with work left uncommitted or an unexpected error, "
+        "2 bad setting, bad model or metrics port in use.",
+    )
     for flag, path in _FLAGS.items():
-        parser.add_argument(
-            flag, dest="__".join(path), default=None, help=f"overrides WORKER_{'__'.join(path).upper()}"
-        )
+        env = f"WORKER_{'__'.join(path).upper()}"
+        parser.add_argument(flag, dest="__".join(path), default=None, help=f"overrides {env} ({_default_of(path)})")
     args = vars(parser.parse_args(argv))
     overrides: dict[str, Any] = {}
     for dest, value in args.items():
@@ -73,11 +89,18 @@ def parse_overrides(argv: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
+def _public_key(settings: WorkerSettings) -> Ed25519PublicKey | None:
+    """The model-signing public key (``WORKER_MODEL_PUBLIC_KEY``), or ``None``: signatures not required."""
+    if settings.model_public_key is None:
+        return None
+    return load_public_key(settings.model_public_key.get_secret_value())
+
+
 def _load_initial_model(settings: WorkerSettings) -> LoadedModel:
     if settings.model_dir is not None:
-        return load_model(settings.model_dir)
+        return load_model(settings.model_dir, _public_key(settings))
     assert settings.registry_dir is not None
-    return load_live_model(settings.registry_dir)
+    return load_live_model(settings.registry_dir, _public_key(settings))
 
 
 def _clients(settings: WorkerSettings) -> tuple[SourceFactory, Sink, str]:
@@ -111,6 +134,7 @@ def _loop_config(settings: WorkerSettings) -> LoopConfig:
         max_request_bytes=settings.kafka.max_request_bytes,
         shutdown_timeout_s=settings.shutdown_timeout_s,
         undeliverable=settings.undeliverable_policy.value,
+        overlap_batches=settings.overlap_batches,
     )
 
 
@@ -119,7 +143,12 @@ def _start_watcher(settings: WorkerSettings, loop: WorkerLoop, metrics: WorkerMe
     if settings.registry_dir is None:
         return None
     watcher = RegistryWatcher(
-        settings.registry_dir, loop.model.detector.version, loop.swap_model, metrics, settings.reload_interval_s
+        settings.registry_dir,
+        loop.model.detector.version,
+        loop.swap_model,
+        metrics,
+        settings.reload_interval_s,
+        public_key=_public_key(settings),
     )
     watcher.start()
     return watcher

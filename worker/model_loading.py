@@ -10,6 +10,7 @@ from pathlib import Path
 from detector.errors import ArtifactError
 from detector.model import Detector
 from detector.registry import ModelRegistry
+from detector.signing import Ed25519PublicKey, verify_signature
 from worker.typed_decode import TypedDecoder
 
 
@@ -32,13 +33,16 @@ class LoadedModel:
     decoder: TypedDecoder
 
 
-def load_model(model_dir: Path) -> LoadedModel:
-    """Load and verify an artifact directory.
+def load_model(model_dir: Path, public_key: Ed25519PublicKey | None = None) -> LoadedModel:
+    """Load and verify an artifact directory (and its signature, given ``public_key``).
 
     Raises:
-        detector.errors.ArtifactError: missing, tampered, truncated or incompatible artifact.
+        detector.errors.ArtifactError: missing, tampered, truncated or incompatible artifact;
+            with ``public_key``, an unsigned or wrongly signed one.
     """
     start = time.perf_counter()
+    if public_key is not None:
+        verify_signature(model_dir, public_key)
     detector = Detector.load(model_dir)
     elapsed = time.perf_counter() - start
     return LoadedModel(detector, elapsed, _created(detector), _target_fpr(detector), TypedDecoder(detector.spec))
@@ -59,7 +63,7 @@ def _target_fpr(detector: Detector) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def load_live_model(registry_dir: Path) -> LoadedModel:
+def load_live_model(registry_dir: Path, public_key: Ed25519PublicKey | None = None) -> LoadedModel:
     """Load the version the registry's ``LIVE`` pointer names, through the registry's own reader.
 
     The same checks as a hot reload (:class:`worker.reload.RegistryWatcher`): a valid version
@@ -71,7 +75,7 @@ def load_live_model(registry_dir: Path) -> LoadedModel:
     """
     if not registry_dir.is_dir():
         raise ArtifactError(f"registry {registry_dir} is not a directory")
-    registry = ModelRegistry(registry_dir)
+    registry = ModelRegistry(registry_dir, public_key=public_key)
     version = registry.live_version()
     if version is None:
         raise ArtifactError(f"registry {registry_dir}: no live version (promote one first)")
@@ -89,7 +93,7 @@ def load_registry_version(registry: ModelRegistry, registry_dir: Path, version: 
     path = registry.version_path(version)
     if not path.resolve().is_relative_to(registry_dir.resolve()):
         raise ArtifactError(f"versions/{version} resolves outside the registry ({path.resolve()})")
-    model = load_model(path)
+    model = load_model(path, registry.public_key)
     if model.detector.version != version:
         raise ArtifactError(f"artifact under versions/{version} has model_version {model.detector.version!r}")
     return model

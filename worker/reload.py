@@ -24,6 +24,7 @@ from pathlib import Path
 
 from detector.errors import DetectorError
 from detector.registry import ModelRegistry
+from detector.signing import Ed25519PublicKey
 from worker.metrics import WorkerMetrics
 from worker.model_loading import LoadedModel, load_registry_version
 
@@ -53,6 +54,7 @@ class RegistryWatcher:
         retry_backoff_s: first wait before the same failed target is tried again.
         max_backoff_s: cap of the doubling backoff.
         clock: monotonic clock (injected by tests).
+        public_key: accept only versions signed with this key (``WORKER_MODEL_PUBLIC_KEY``).
     """
 
     def __init__(
@@ -65,8 +67,9 @@ class RegistryWatcher:
         retry_backoff_s: float = 60.0,
         max_backoff_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
+        public_key: Ed25519PublicKey | None = None,
     ) -> None:
-        self.registry = ModelRegistry(registry_dir)
+        self.registry = ModelRegistry(registry_dir, public_key=public_key)
         self._registry_dir = registry_dir
         self.interval_s = interval_s
         self.retry_backoff_s = retry_backoff_s

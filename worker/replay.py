@@ -1,12 +1,16 @@
-"""Replayer: publish a CSV or JSONL file (gzip or not) to a topic as JSON events.
+"""Replayer: publish a CSV or JSONL file (gzip or not) to a topic, one event per line.
 
     python -m worker.replay DATA --topic events --bootstrap-servers localhost:9092 [--rate 2000]
 
-For backfills, load tests and trying the worker on your own data. Each row becomes one JSON
-object; an id (``--id-field``, default ``event_id``) and an event time (``--timestamp-field``,
-default ``ts``, epoch seconds at send time) are added when the row has none. The record key is
-the event id. ``--rate 0`` sends as fast as possible. Delivery is confirmed (acks=all) before
-the command reports success; it prints a JSON summary on stdout.
+For backfills, load tests and trying the worker on your own data. Faithful by default: a JSONL
+line is published byte for byte as read (``NaN`` stays ``NaN``, so the worker dead-letters it), a
+CSV row as one compact JSON object; no field is added and records have no key. Ask for changes
+explicitly: ``--add-id FIELD`` / ``--add-timestamp FIELD`` fill a generated id / the send time
+(epoch seconds) where an event has none, ``--key-field FIELD`` keys each record by that field,
+``--drop-columns`` leaves columns out. An invalid line stops the replay (naming the line and how
+many events were already published; exit code 1) unless ``--skip-invalid`` skips and counts it. ``--rate 0``
+sends as fast as possible. Delivery is confirmed (acks=all) before the command reports success;
+it prints one JSON line on stdout: ``{"published", "skipped", "seconds", "rate"}``.
 """
 
 from __future__ import annotations
@@ -17,19 +21,23 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
+from pydantic import ValidationError
 
-from detector.errors import DataError
-from detector.table_reader import iter_records
+from detector.cli_help import DefaultsHelpFormatter
+from detector.errors import DataError, UsageError
+from detector.table_reader import SourceLine, iter_lines
 from worker.errors import BrokerError, PublishError
 from worker.settings import KafkaSettings
 
 FLUSH_EVERY = 2000
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+SHOW_SKIPPED = 10
 
 
 class Publisher(Protocol):
@@ -37,14 +45,26 @@ class Publisher(Protocol):
     def flush(self, timeout_s: float) -> None: ...
 
 
+class InvalidLineError(DataError):
+    """A line of the replayed file is invalid; ``published`` events before it were acknowledged."""
+
+    def __init__(self, message: str, line_no: int, published: int) -> None:
+        super().__init__(message)
+        self.line_no = line_no
+        self.published = published
+
+
 @dataclass(frozen=True)
 class ReplayOptions:
-    """How to turn rows into events and how fast to send them.
+    """Which lines to send, how to change them (nothing by default) and how fast.
 
     Attributes:
         rate: events per second; 0 = as fast as possible.
-        limit: stop after this many events (None = the whole file).
-        id_field / timestamp_field: added when missing (``None`` = never add).
+        limit: stop after this many published events (None = the whole file).
+        skip_invalid: skip and count invalid lines instead of stopping at the first.
+        add_id / add_timestamp: field filled with a generated id / the send time (epoch seconds)
+            where an event has none (``None`` = never).
+        key_field: the record key is this field's value (``None`` = no key).
         drop: columns left out of the events.
         id_prefix: prefix of generated ids (default: a random run id, so replays never collide).
     """
@@ -52,109 +72,175 @@ class ReplayOptions:
     topic: str
     rate: float = 0.0
     limit: int | None = None
-    id_field: str | None = "event_id"
-    timestamp_field: str | None = "ts"
+    skip_invalid: bool = False
+    add_id: str | None = None
+    add_timestamp: str | None = None
+    key_field: str | None = None
     drop: frozenset[str] = frozenset()
     id_prefix: str = ""
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether events are changed (then they are parsed and re-encoded, NaN kept as ``NaN``)."""
+        return bool(self.add_id or self.add_timestamp or self.drop)
 
 
 @dataclass(frozen=True)
 class ReplaySummary:
-    sent: int
+    published: int
     seconds: float
+    skipped: tuple[str, ...] = ()  # why each skipped line was invalid, in file order
 
     @property
     def rate(self) -> float:
-        return self.sent / self.seconds if self.seconds > 0 else 0.0
+        return self.published / self.seconds if self.seconds > 0 else 0.0
 
 
-def to_events(
-    rows: Iterable[Mapping[str, Any]], options: ReplayOptions, clock: Callable[[], float]
-) -> Iterator[dict[str, Any]]:
-    """Rows -> events: drop columns, add id and timestamp when missing."""
-    prefix = options.id_prefix or uuid.uuid4().hex[:8]
-    for i, row in enumerate(rows):
-        if options.limit is not None and i >= options.limit:
-            return
-        event = {k: v for k, v in row.items() if k not in options.drop}
-        if options.id_field and event.get(options.id_field) in (None, ""):
-            event[options.id_field] = f"{prefix}-{i}"
-        if options.timestamp_field and event.get(options.timestamp_field) in (None, ""):
-            event[options.timestamp_field] = round(clock(), 6)
-        yield event
+def encode(
+    record: dict[str, Any], raw: bytes | None, options: ReplayOptions, new_id: str, now: float
+) -> tuple[bytes, dict[str, Any]]:
+    """The bytes published for one valid line (``raw`` as read unless ``options`` ask for changes), and the event."""
+    if raw is not None and not options.rewrites:
+        return raw, record
+    event = {k: v for k, v in record.items() if k not in options.drop}
+    if options.add_id and event.get(options.add_id) in (None, ""):
+        event[options.add_id] = new_id
+    if options.add_timestamp and event.get(options.add_timestamp) in (None, ""):
+        event[options.add_timestamp] = round(now, 6)
+    # json (not orjson): NaN and Infinity are written as such, not turned into null.
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), event
+
+
+def key_of(event: dict[str, Any], options: ReplayOptions) -> bytes | None:
+    """The record key: the event's ``key_field`` value as text (None without a key field or value)."""
+    key = event.get(options.key_field) if options.key_field else None
+    return None if key is None else str(key).encode()
 
 
 def replay(
-    rows: Iterable[Mapping[str, Any]],
+    lines: Iterable[SourceLine],
     publisher: Publisher,
     options: ReplayOptions,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
-    """Send rows as JSON events at ``options.rate``; return once every event is acknowledged."""
+    """Publish lines at ``options.rate``; return once every event is acknowledged.
+
+    Raises:
+        InvalidLineError: an invalid line without ``skip_invalid`` (after flushing those before it).
+        PublishError: some events were not acknowledged.
+    """
+    prefix = options.id_prefix or uuid.uuid4().hex[:8]
     start = time.perf_counter()
-    sent = 0
-    for event in to_events(rows, options, clock):
+    published, skipped = 0, []
+    for line in lines:
+        if options.limit is not None and published >= options.limit:
+            break
+        if line.record is None:
+            error = line.error or f"line {line.line_no}: invalid"
+            if not options.skip_invalid:
+                publisher.flush(60.0)
+                raise InvalidLineError(error, line.line_no, published)
+            skipped.append(error)
+            continue
         if options.rate > 0:
-            due = start + sent / options.rate
-            delay = due - time.perf_counter()
+            delay = start + published / options.rate - time.perf_counter()
             if delay > 0:
                 sleep(delay)
-        key = event.get(options.id_field) if options.id_field else None
-        publisher.send(options.topic, orjson.dumps(event), None if key is None else str(key).encode(), [])
-        sent += 1
-        if sent % FLUSH_EVERY == 0:
+        value, event = encode(line.record, line.raw, options, f"{prefix}-{published}", clock())
+        publisher.send(options.topic, value, key_of(event, options), [])
+        published += 1
+        if published % FLUSH_EVERY == 0:
             publisher.flush(60.0)
             if on_progress is not None:
-                on_progress(sent)
+                on_progress(published)
     publisher.flush(60.0)
-    return ReplaySummary(sent, time.perf_counter() - start)
+    return ReplaySummary(published, time.perf_counter() - start, tuple(skipped))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker.replay", description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, metavar="DATA", help="CSV (with header) or JSONL, gzip or not")
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--bootstrap-servers", default="localhost:9092")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.replay",
+        description=__doc__.splitlines()[0],
+        epilog="Exit codes: 0 every event published, 1 failed (data file, invalid line, broker), 2 bad command line, "
+        "130 interrupted.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    parser.add_argument("data", type=Path, metavar="DATA", help="CSV (with header) or JSONL file, gzip or not")
+    parser.add_argument("--topic", required=True, help="topic to publish to")
+    parser.add_argument("--bootstrap-servers", default="localhost:9092", help="Kafka bootstrap servers")
     parser.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
-    parser.add_argument("--limit", type=int, default=None, help="send at most N events")
-    parser.add_argument("--id-field", default="event_id", help="id field added when missing ('' = never)")
-    parser.add_argument("--timestamp-field", default="ts", help="time field added when missing ('' = never)")
-    parser.add_argument("--drop-columns", default="", metavar="A,B", help="columns left out of the events")
+    parser.add_argument("--limit", type=int, default=None, help="publish at most N events (default: all)")
+    parser.add_argument("--skip-invalid", action="store_true", help="skip and count invalid lines instead of stopping")
+    parser.add_argument("--add-id", default=None, metavar="FIELD", help="fill FIELD with a generated id where missing")
+    parser.add_argument(
+        "--add-timestamp", default=None, metavar="FIELD", help="fill FIELD with the send time (epoch s) where missing"
+    )
+    parser.add_argument("--key-field", default=None, metavar="FIELD", help="key each record by this field's value")
+    parser.add_argument("--drop-columns", default="", metavar="A,B", help="columns left out (default: none)")
     return parser
+
+
+def options_from(args: argparse.Namespace) -> ReplayOptions:
+    if args.rate < 0 or (args.limit is not None and args.limit < 0):
+        raise UsageError("--rate and --limit must not be negative")
+    return ReplayOptions(
+        topic=args.topic,
+        rate=args.rate,
+        limit=args.limit,
+        skip_invalid=args.skip_invalid,
+        add_id=args.add_id or None,
+        add_timestamp=args.add_timestamp or None,
+        key_field=args.key_field or None,
+        drop=frozenset(c for c in args.drop_columns.split(",") if c),
+    )
+
+
+def run(args: argparse.Namespace) -> ReplaySummary:
+    """Read, connect, publish (raises the errors :func:`main` reports)."""
+    from worker.kafka_io import KafkaPublisher  # noqa: PLC0415 - --help works without importing kafka
+
+    options = options_from(args)
+    text = [c for c in (options.add_id, options.add_timestamp, options.key_field) if c]
+    lines = iter_lines(args.data, text_columns=text)
+    first = next(lines, None)  # a missing or unreadable file fails here, before connecting
+    if first is None:
+        raise DataError(f"{args.data}: no records")
+    try:
+        settings = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
+    except ValidationError as exc:
+        raise UsageError(f"invalid --bootstrap-servers: {exc.errors()[0]['msg']}") from exc
+    sink = KafkaPublisher(settings)
+    try:
+        return replay(itertools.chain([first], lines), sink, options)
+    finally:
+        sink.close(5.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from worker.kafka_io import KafkaPublisher  # noqa: PLC0415 - --help works without importing kafka
-
-    options = ReplayOptions(
-        topic=args.topic,
-        rate=args.rate,
-        limit=args.limit,
-        id_field=args.id_field or None,
-        timestamp_field=args.timestamp_field or None,
-        drop=frozenset(c for c in args.drop_columns.split(",") if c),
-    )
     try:
-        if args.rate < 0 or (args.limit is not None and args.limit < 0):
-            raise DataError("--rate and --limit must not be negative")
-        text = [c for c in (options.id_field, options.timestamp_field) if c]
-        rows = iter_records(args.data, text_columns=text)
-        first = next(rows, None)  # a missing or unreadable file fails here, before connecting
-        if first is None:
-            raise DataError(f"{args.data}: no records")
-        sink = KafkaPublisher(KafkaSettings(bootstrap_servers=args.bootstrap_servers))
-        summary = replay(itertools.chain([first], rows), sink, options)
-        sink.close(5.0)
-    except (DataError, BrokerError, PublishError, ValueError) as exc:
+        summary = run(args)
+    except InvalidLineError as exc:
+        print(f"error: {exc}; {exc.published} events were published before it (--skip-invalid skips such lines)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (DataError, BrokerError, PublishError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(json.dumps({"sent": summary.sent, "seconds": round(summary.seconds, 3), "rate": round(summary.rate, 1)}))
+    for error in summary.skipped[:SHOW_SKIPPED]:
+        print(f"skipped {error}", file=sys.stderr)
+    if len(summary.skipped) > SHOW_SKIPPED:
+        print(f"skipped {len(summary.skipped) - SHOW_SKIPPED} more invalid lines", file=sys.stderr)
+    counts = {"published": summary.published, "skipped": len(summary.skipped)}
+    print(json.dumps(counts | {"seconds": round(summary.seconds, 3), "rate": round(summary.rate, 1)}))
     return 0
 
 

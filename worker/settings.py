@@ -126,10 +126,14 @@ class WorkerSettings(BaseSettings):
 
     model_dir: Path | None = None
     registry_dir: Path | None = None
+    #: Ed25519 public key (PEM text or a PEM file path): serve only models signed with its key.
+    model_public_key: SecretStr | None = None
     kafka: KafkaSettings = KafkaSettings()
     metrics: MetricsSettings = MetricsSettings()
     batch_size: int = Field(default=500, gt=0, le=100_000)
     batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
+    #: Poll and score the next batch while this one's outputs are in flight (commit order kept).
+    overlap_batches: bool = True
     #: ``kafka-python`` (default, pure Python) or ``confluent`` (librdkafka; ``pip install 'kestrel-anomaly[fast]'``).
     kafka_client: KafkaClient = KafkaClient.KAFKA_PYTHON
     log_level: str = "INFO"

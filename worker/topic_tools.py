@@ -6,13 +6,16 @@ Imports kafka-python like :mod:`worker.kafka_io`; the worker's own loop never us
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.errors import BrokerError
+from worker.kafka_io import security_config
+from worker.record_format import TailRecord
+from worker.settings import KafkaSettings
 
 
 def create_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]]) -> None:
@@ -37,16 +40,6 @@ def create_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]]) -> 
         admin.close()
 
 
-@dataclass(frozen=True)
-class TailRecord:
-    """One record read back from a topic."""
-
-    partition: int
-    offset: int
-    timestamp_ms: int
-    value: bytes | None
-
-
 class TopicTail:
     """Reads every record of a topic from the beginning (no consumer group, no commits)."""
 
@@ -66,7 +59,50 @@ class TopicTail:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=10_000)
         except KafkaError as exc:
             raise BrokerError(f"read failed: {type(exc).__name__}: {exc}") from exc
-        return [TailRecord(m.partition, m.offset, m.timestamp, m.value) for msgs in batches.values() for m in msgs]
+        return [_tail_record(m) for msgs in batches.values() for m in msgs]
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _tail_record(message: Any) -> TailRecord:
+    headers = tuple((name, value or b"") for name, value in (message.headers or ()))
+    return TailRecord(
+        message.partition, message.offset, message.timestamp, message.value, message.key, headers, message.topic
+    )
+
+
+class TopicFollower(TopicTail):
+    """Reads every partition of a topic, from the beginning or only new records (no group, no commits).
+
+    Raises:
+        BrokerError: the broker did not answer, or the topic does not exist.
+    """
+
+    def __init__(self, settings: KafkaSettings, topic: str, from_beginning: bool) -> None:
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                enable_auto_commit=False,
+                group_id=None,
+                bootstrap_timeout_ms=settings.connect_timeout_ms,
+                **security_config(settings),
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
+        try:
+            partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                raise BrokerError(f"no topic {topic!r} on {settings.bootstrap_servers}")
+            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+            self._consumer.assign(assigned)
+            if from_beginning:
+                self._consumer.seek_to_beginning()
+            else:
+                self._consumer.seek_to_end()
+        except KafkaError as exc:
+            self._consumer.close()
+            raise BrokerError(f"cannot read {topic}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self._consumer.close()
+            raise

@@ -19,12 +19,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from deploy.demo.tally import Tally, metric_sum, parse_metrics
-from detector.table_reader import iter_records
+from detector.cli_help import DefaultsHelpFormatter
+from detector.table_reader import SourceLine, iter_lines
 from worker.embedded_broker import EmbeddedBroker, free_port
 from worker.kafka_io import KafkaPublisher
 from worker.replay import ReplayOptions, replay
@@ -116,11 +117,11 @@ def read_metrics(port: int) -> dict[str, float]:
         return {}
 
 
-def counted_rows(args: argparse.Namespace, tally: Tally) -> Iterator[Mapping[str, Any]]:
-    for record in itertools.islice(iter_records(args.test), args.events):
-        event = {k: v for k, v in record.items() if k != "difficulty"}
-        tally.count_sent(event)
-        yield event
+def counted_lines(args: argparse.Namespace, tally: Tally) -> Iterator[SourceLine]:
+    for line in itertools.islice(iter_lines(args.test), args.events):
+        if line.record is not None:
+            tally.count_sent(line.record)
+        yield line
 
 
 def send_events(args: argparse.Namespace, bootstrap: str, tally: Tally, failure: list[BaseException]) -> None:
@@ -129,8 +130,10 @@ def send_events(args: argparse.Namespace, bootstrap: str, tally: Tally, failure:
         for value in MALFORMED[: args.malformed]:
             sink.send(args.topic, value, None, [])
             tally.sent_malformed += 1
-        options = ReplayOptions(topic=args.topic, rate=args.rate, id_prefix="demo")
-        replay(counted_rows(args, tally), sink, options)
+        # The test file has no id or time: add them (the model was trained with these columns).
+        options = ReplayOptions(topic=args.topic, rate=args.rate, add_id="event_id", add_timestamp="ts",
+                                key_field="event_id", drop=frozenset({"difficulty"}), id_prefix="demo")  # fmt: skip
+        replay(counted_lines(args, tally), sink, options)
         sink.close(5.0)
     except BaseException as exc:  # reported by the main thread
         failure.append(exc)
@@ -196,7 +199,12 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 30)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     data = ROOT / "data" / "nsl-kdd"
-    p = argparse.ArgumentParser(prog="python -m deploy.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.demo",
+        description=__doc__.splitlines()[0],
+        epilog="Exit codes: 0 every event accounted for, 1 a step failed or events unaccounted, 130 interrupted.",
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("--events", type=int, default=None, help="events to replay (default: the whole test file)")
     p.add_argument("--rate", type=float, default=2000.0, help="events per second (0 = as fast as possible)")
     p.add_argument("--train", type=Path, default=data / "KDDTrain+_20Percent.csv.gz", help="training file")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from deploy_paths import COMPOSE, KUBE_BASE
 
-from training.cli import build_parser
+from training.cli.main import build_parser
 
 
 def _retrain_commands() -> dict[str, list[str]]:

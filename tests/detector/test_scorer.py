@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from detector.errors import ArtifactError
-from detector.scorer import CentroidScorer, threshold_at_fpr
+from detector.scorer import CentroidGeometry, CentroidScorer, threshold_at_fpr
 
 
 def scorer(
@@ -189,3 +189,20 @@ def test_bad_scorer_inputs_raise_artifact_error(
             np.array([1.0]),
             1.0,
         )
+
+
+def test_the_geometry_alone_gives_the_scorers_distances_whatever_the_threshold() -> None:
+    rng = np.random.default_rng(3)
+    centroids = rng.normal(size=(6, 4)).astype(np.float32)
+    classes = np.array([1, 0, 1, 2, 0, 2], dtype=np.intp)
+    radius = rng.uniform(0.5, 2.0, size=6).astype(np.float32)
+    z = rng.normal(size=(50, 4)).astype(np.float32)
+    geometry = CentroidGeometry(centroids, classes, ["a", "b", "c"], radius)
+    for threshold in (0.0, 1.5, 1e9):
+        result = CentroidScorer(centroids, classes, ["a", "b", "c"], radius, np.arange(10.0), threshold).score(z)
+        near = geometry.nearest(z)
+        np.testing.assert_array_equal(result.score, near.score)
+        np.testing.assert_array_equal(result.nearest_class, near.class_index)
+        np.testing.assert_array_equal(result.nearest_centroid, near.centroid)
+        np.testing.assert_array_equal(result.margin, near.margin)
+        np.testing.assert_array_equal(result.flagged, near.score > threshold)

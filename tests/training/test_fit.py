@@ -14,11 +14,11 @@ from detector.errors import DataError
 from detector.model import Detector
 from detector.schema import FeatureSpec
 from training.calibration import MIN_EXCEEDANCES, calibrate_threshold
-from training.coassociation import STRUCTURE_SILHOUETTE
 from training.config import TrainConfig
 from training.data import iter_records
-from training.evaluation import roc_auc
+from training.evaluation.metrics import roc_auc
 from training.fit import FitConfig, FitResult, fit_detector, split_calibration
+from training.learning.coassociation import STRUCTURE_SILHOUETTE
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 NSL_KDD = DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz"
@@ -42,7 +42,7 @@ def nsl() -> tuple[FitResult, list[dict[str, Any]], list[dict[str, Any]]]:
     """A detector fitted on 1,500 NSL-KDD normals, with held-out normals and attacks."""
     normal, attack = nsl_kdd_rows(4000)
     assert len(normal) > 1800
-    result = fit_detector(normal[:1500], None, FitConfig(target_fpr=TARGET_FPR, train=FAST))
+    result = fit_detector(normal[:1500], None, FitConfig(target_fpr=TARGET_FPR, cross_fit_below=0, train=FAST))
     return result, normal[1500:], attack[:400]
 
 

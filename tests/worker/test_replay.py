@@ -1,16 +1,20 @@
-"""The replayer: rows -> JSON events (ids, timestamps, dropped columns), rate limiting, delivery."""
+"""The replayer: faithful by default (bytes as read, NaN kept, no key), explicit changes, invalid lines, delivery."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
+import tempfile
 import uuid
 from pathlib import Path
 
-import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from worker.replay import ReplayOptions, main, replay, to_events
+from detector.table_reader import SourceLine, iter_lines
+from worker.replay import InvalidLineError, ReplayOptions, main, replay
 from worker.topic_tools import TopicTail, create_topics
 
 
@@ -26,32 +30,118 @@ class FakePublisher:
         self.flushed_at.append(len(self.sent))
 
 
-def test_events_get_ids_and_timestamps_only_when_missing() -> None:
-    rows = [{"a": 1, "label": "x"}, {"a": 2, "event_id": "keep-me", "ts": 5.0}]
-    options = ReplayOptions(topic="t", drop=frozenset({"label"}), id_prefix="run")
-    events = list(to_events(rows, options, clock=lambda: 100.0))
-    assert events == [{"a": 1, "event_id": "run-0", "ts": 100.0}, {"a": 2, "event_id": "keep-me", "ts": 5.0}]
+def lines_of(tmp_path: Path, text: bytes, name: str = "e.jsonl") -> list[SourceLine]:
+    path = tmp_path / name
+    path.write_bytes(text)
+    return list(iter_lines(path))
 
 
-def test_limit_and_no_added_fields() -> None:
-    rows = [{"a": i} for i in range(10)]
-    options = ReplayOptions(topic="t", limit=3, id_field=None, timestamp_field=None)
-    assert list(to_events(rows, options, clock=lambda: 0.0)) == [{"a": 0}, {"a": 1}, {"a": 2}]
+JSONL = b'{"a": 1, "x": NaN}\n{"a":2,"x":Infinity, "id": "k2"}\r\n\n{ "a" : -Infinity }\n'
 
 
-def test_replay_sends_json_keyed_by_id_and_flushes_at_the_end() -> None:
+def test_by_default_every_line_is_published_byte_for_byte_without_key(tmp_path: Path) -> None:
     publisher = FakePublisher()
-    summary = replay([{"a": i} for i in range(5)], publisher, ReplayOptions(topic="events", id_prefix="p"))
-    assert summary.sent == 5
-    assert [key for _, _, key in publisher.sent] == [f"p-{i}".encode() for i in range(5)]
-    assert orjson.loads(publisher.sent[2][1] or b"")["a"] == 2
-    assert publisher.flushed_at[-1] == 5  # every event flushed before returning
+    summary = replay(lines_of(tmp_path, JSONL), publisher, ReplayOptions(topic="t"))
+    assert summary.published == 3 and summary.skipped == ()
+    assert [value for _, value, _ in publisher.sent] == [
+        b'{"a": 1, "x": NaN}',
+        b'{"a":2,"x":Infinity, "id": "k2"}',
+        b'{ "a" : -Infinity }',
+    ]
+    assert [key for _, _, key in publisher.sent] == [None, None, None]
+
+
+def test_key_field_keys_records_without_changing_them(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    replay(lines_of(tmp_path, JSONL), publisher, ReplayOptions(topic="t", key_field="id"))
+    assert [key for _, _, key in publisher.sent] == [None, b"k2", None]
+    assert publisher.sent[1][1] == b'{"a":2,"x":Infinity, "id": "k2"}'
+
+
+def test_ids_and_timestamps_are_added_only_when_asked_and_missing_and_nan_stays_nan() -> None:
+    lines = [
+        SourceLine(1, {"a": 1.5, "x": math.nan, "label": "x"}),
+        SourceLine(2, {"a": 2, "event_id": "keep-me", "ts": 5.0}),
+    ]
+    options = ReplayOptions(
+        topic="t",
+        add_id="event_id",
+        add_timestamp="ts",
+        key_field="event_id",
+        drop=frozenset({"label"}),
+        id_prefix="run",
+    )
+    publisher = FakePublisher()
+    replay(lines, publisher, options, clock=lambda: 100.0)
+    assert [value for _, value, _ in publisher.sent] == [
+        b'{"a":1.5,"x":NaN,"event_id":"run-0","ts":100.0}',
+        b'{"a":2,"event_id":"keep-me","ts":5.0}',
+    ]
+    assert [key for _, _, key in publisher.sent] == [b"run-0", b"keep-me"]
+
+
+def test_csv_rows_become_compact_json_events(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    replay(lines_of(tmp_path, b"a,b,c\n1,x,\n2.5,nan,7\n", "e.csv"), publisher, ReplayOptions(topic="t"))
+    assert [value for _, value, _ in publisher.sent] == [b'{"a":1,"b":"x","c":null}', b'{"a":2.5,"b":"nan","c":7}']
+
+
+def test_an_invalid_line_stops_after_flushing_and_says_where_and_how_many(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    lines = lines_of(tmp_path, b'{"a": 1}\n{"a": 2}\n{broken\n{"a": 3}\n')
+    with pytest.raises(InvalidLineError) as caught:
+        replay(lines, publisher, ReplayOptions(topic="t"))
+    assert caught.value.line_no == 3 and caught.value.published == 2
+    assert "e.jsonl:3: invalid JSON" in str(caught.value)
+    assert publisher.flushed_at == [2]
+
+
+def test_skip_invalid_counts_the_lines_it_skips(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    text = b'{"a": 1}\n[1, 2]\n\xff\xfe\n{broken\n{"a": 3}\n'
+    summary = replay(lines_of(tmp_path, text), publisher, ReplayOptions(topic="t", skip_invalid=True))
+    assert summary.published == 2
+    assert [s.split(": ", 1)[1] for s in summary.skipped] == [
+        "expected a JSON object, got list",
+        "not UTF-8",
+        "invalid JSON (Expecting property name enclosed in double quotes)",
+    ]
+
+
+def test_csv_row_with_wrong_cell_count_is_invalid(tmp_path: Path) -> None:
+    summary = replay(
+        lines_of(tmp_path, b"a,b\n1,2\n3\n4,5\n", "e.csv"), FakePublisher(), ReplayOptions(topic="t", skip_invalid=True)
+    )
+    assert summary.published == 2 and summary.skipped == (f"{tmp_path / 'e.csv'}:3: expected 2 cells, found 1",)
+
+
+def test_limit_counts_published_events() -> None:
+    publisher = FakePublisher()
+    replay([SourceLine(i, {"a": i}) for i in range(10)], publisher, ReplayOptions(topic="t", limit=3))
+    assert [value for _, value, _ in publisher.sent] == [b'{"a":0}', b'{"a":1}', b'{"a":2}']
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.text(max_size=5), st.floats() | st.integers() | st.text(max_size=5), max_size=4), max_size=5
+    )
+)
+def test_jsonl_round_trip_is_byte_for_byte(events: list[dict[str, object]]) -> None:
+    raw = [json.dumps(e).encode() for e in events]  # json writes NaN / Infinity literals
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "e.jsonl"
+        path.write_bytes(b"".join(r + b"\n" for r in raw))
+        publisher = FakePublisher()
+        replay(iter_lines(path), publisher, ReplayOptions(topic="t"))
+    assert [value for _, value, _ in publisher.sent] == raw
 
 
 def test_rate_limit_asks_to_sleep_for_the_schedule() -> None:
     publisher = FakePublisher()
     slept: list[float] = []
-    replay([{"a": i} for i in range(4)], publisher, ReplayOptions(topic="t", rate=10.0), sleep=slept.append)
+    replay(
+        [SourceLine(i, {"a": i}) for i in range(4)], publisher, ReplayOptions(topic="t", rate=10.0), sleep=slept.append
+    )
     # Event k is due k/10 s after the start; the fake sleep does not advance the clock, so the
     # waits asked for are the whole schedule: about 0.1, 0.2 and 0.3 s.
     assert slept == pytest.approx([0.1, 0.2, 0.3], abs=0.05)
@@ -60,24 +150,48 @@ def test_rate_limit_asks_to_sleep_for_the_schedule() -> None:
 def test_command_reports_a_missing_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main([str(tmp_path / "nope.csv"), "--topic", "t", "--bootstrap-servers", "127.0.0.1:1"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert err.startswith("error: ") and "nope.csv" in err and len(err.strip().splitlines()) == 1
 
 
+def read_back(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    tail = TopicTail(bootstrap, topic)
+    seen: list[tuple[bytes | None, bytes | None]] = []
+    try:
+        for _ in range(50):
+            seen += [(r.key, r.value) for r in tail.poll(200)]
+            if len(seen) >= count:
+                break
+    finally:
+        tail.close()
+    return seen
+
+
+def test_a_negative_rate_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    assert main([str(path), "--topic", "t", "--rate", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --rate and --limit must not be negative"
+
+
 @pytest.mark.kafka
-def test_replays_a_gzip_csv_into_a_real_topic(kafka_broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / "events.csv.gz"
-    with gzip.open(path, "wt") as fh:
-        fh.write("a,b\n1,x\n2,y\n3,z\n")
-    topic = f"replay-{uuid.uuid4().hex[:8]}"
-    create_topics(kafka_broker.bootstrap_servers, [(topic, 1)])
-    assert main([str(path), "--topic", topic, "--bootstrap-servers", kafka_broker.bootstrap_servers]) == 0
-    tail = TopicTail(kafka_broker.bootstrap_servers, topic)
-    seen: list[dict[str, object]] = []
-    for _ in range(50):
-        seen += [json.loads(r.value or b"") for r in tail.poll(200)]
-        if len(seen) >= 3:
-            break
-    tail.close()
-    assert [(e["a"], e["b"]) for e in seen] == [(1, "x"), (2, "y"), (3, "z")]
-    assert all(isinstance(e["event_id"], str) and isinstance(e["ts"], float) for e in seen)
+def test_replays_a_gzip_jsonl_byte_for_byte_into_a_real_topic(  # type: ignore[no-untyped-def]
+    kafka_broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"id": "a", "x": NaN}\n{oops\n{"id":"b","x":1e400}\n'))
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = [f"replay-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    create_topics(bootstrap, [(t, 1) for t in topics])
+
+    assert main([str(path), "--topic", topics[0], "--bootstrap-servers", bootstrap]) == 1
+    err = capsys.readouterr().err
+    assert "events.jsonl.gz:2: invalid JSON" in err and "1 events were published before it" in err
+    assert read_back(bootstrap, topics[0], 1) == [(None, b'{"id": "a", "x": NaN}')]
+
+    argv = [str(path), "--topic", topics[1], "--bootstrap-servers", bootstrap, "--skip-invalid", "--key-field", "id"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) | {"seconds": 0, "rate": 0} == {"published": 2, "skipped": 1, "seconds": 0, "rate": 0}
+    assert "skipped " in err and ":2: invalid JSON" in err
+    assert read_back(bootstrap, topics[1], 2) == [(b"a", b'{"id": "a", "x": NaN}'), (b"b", b'{"id":"b","x":1e400}')]

@@ -1,0 +1,110 @@
+"""Scoring variants on the embedding of one fit per set (seed 0; docs/quality.md, Ablations).
+
+    python benchmarks/scoring_ablation.py            # all 21 one-class and multi-class sets
+    python benchmarks/scoring_ablation.py optdigits  # some of them
+
+Per set: the detector's AUROC, 1-NN in the standardised raw space, and post-hoc scores on the same
+encoder: exact nearest training member in embedding space (1 and 5 neighbours), k-means centroids
+with one centroid per m training members, and the nearest member among the members of the t
+nearest centroids. Writes /tmp/scoring_ablation.json.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import quality as q
+from detector.encoder import embed
+from training.evaluation.metrics import roc_auc
+from training.fit import split_calibration
+from training.learning.clustering import kmeans
+
+
+def emb_dist(a, b, chunk=1024):
+    b_sq = (b.astype(np.float64) ** 2).sum(1)
+    out = []
+    for lo in range(0, len(a), chunk):
+        x = a[lo : lo + chunk].astype(np.float64)
+        out.append(np.sqrt(np.maximum((x**2).sum(1)[:, None] + b_sq[None] - 2 * x @ b.T, 0)))
+    return np.concatenate(out)
+
+
+def variants(det, z_tr, y_tr, z_ev, seed):
+    out = {}
+    d_all = emb_dist(z_ev, z_tr)
+    out["emb_1nn"] = d_all.min(1)
+    out["emb_5nn"] = np.sort(d_all, 1)[:, :5].mean(1) if d_all.shape[1] >= 5 else d_all.min(1)
+    for m in (5, 10, 20):
+        cents, assign = [], np.zeros(len(z_tr), int)
+        for c in np.unique(y_tr):
+            idx = np.flatnonzero(y_tr == c)
+            k = max(1, len(idx) // m)
+            r = kmeans(z_tr[idx], k, seed, n_init=1)
+            assign[idx] = len(cents) + r.labels
+            cents.extend(r.centroids)
+        cents = np.asarray(cents)
+        dc = emb_dist(z_ev, cents)
+        out[f"cent_m{m}"] = dc.min(1)
+        # refine: nearest member among members of the nearest t centroids
+        for t in (1, 3):
+            near = np.argsort(dc, 1)[:, :t]
+            ref = np.empty(len(z_ev))
+            for i in range(len(z_ev)):
+                mem = np.isin(assign, near[i])
+                ref[i] = d_all[i, mem].min()
+            out[f"memb_m{m}_t{t}"] = ref
+    return out
+
+
+def run_set(name, seed, held_out):
+    folder = q.DATA / "benchmarks" / ("wide" if name in q.WIDE_BASELINES else "")
+    data = np.load(folder / f"{name}.npz", allow_pickle=False)
+    x = data["X"].astype(np.float64)
+    if held_out is None:
+        y = np.zeros(len(x), dtype=int)
+        normal = data["y"] == 0
+    else:
+        y = data["y_class"].astype(int)
+        normal = y != held_out
+    fit_idx, test_idx = q.split_normals(y, normal, seed)
+    anomalies = np.flatnonzero(~normal)
+    label = None if held_out is None else "class"
+    records = [{f"f{j}": float(v) for j, v in enumerate(row)} for row in x]
+    fit_records = [records[i] | ({"class": str(y[i])} if label else {}) for i in fit_idx]
+    q.FIT_OVERRIDES["cross_fit_below"] = 0  # the 10% holdout, as in the other ablations
+    res = q.run_fit(fit_records, label, seed, 1 / 7, 0.05)
+    det = res.detector
+    labels = [str(y[i]) for i in fit_idx] if label else None
+    tr_local = split_calibration(labels, len(fit_idx), 1 / 7, seed)[0]
+    train_part = fit_idx[tr_local]
+    eval_idx = np.concatenate([test_idx, anomalies])
+    is_anom = np.r_[np.zeros(len(test_idx), bool), np.ones(len(anomalies), bool)]
+    f = det.featurizer
+    z_tr = embed(det.encoder, f.transform([records[i] for i in train_part]))
+    z_ev = embed(det.encoder, f.transform([records[i] for i in eval_idx]))
+    y_tr = y[train_part] if label else np.zeros(len(train_part), int)
+    out = {
+        "current": roc_auc(det.score_records([records[i] for i in eval_idx], top=0).scores, is_anom),
+        "nn_raw": roc_auc(q.nearest_normal_scores(x[train_part], x[eval_idx]), is_anom),
+        "n_train": len(train_part),
+        "n_centroids": len(det.scorer.centroids),
+    }
+    for k, s in variants(det, z_tr, y_tr, z_ev, seed).items():
+        out[k] = roc_auc(s, is_anom)
+    return out
+
+
+names = sys.argv[1:] or [*q.BASELINES, *q.WIDE_BASELINES]
+allres = {}
+for name in names:
+    t = time.perf_counter()
+    classes = q.HELD_OUT.get(name, [None])[:2]
+    rows = [run_set(name, 0, c) for c in classes]
+    r = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+    allres[name] = r
+    print(name, f"{time.perf_counter() - t:.0f}s", " ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
+Path("/tmp/scoring_ablation.json").write_text(json.dumps(allres, indent=1))

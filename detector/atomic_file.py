@@ -1,0 +1,62 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+The one recipe every writer of models, registry records, signatures and reports uses: write a
+temporary sibling, flush it (and ``fsync`` it when the write must survive a power cut), then
+``os.replace`` it over the target (atomic within one directory on POSIX), then ``fsync`` the
+directory so the rename itself is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` in one step; parent directories are created.
+
+    Args:
+        path: the file to (re)place.
+        data: its whole new content.
+        durable: ``fsync`` the file and its directory, so a crash after return cannot lose the
+            write (registry pointers and signatures); ``False`` for files that can be rewritten.
+        mode: permission bits of the new file (temporary files start as 0600).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (creations, renames) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root``, deepest first, then ``root`` itself."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+        else:
+            fsync_dir(path)
+    fsync_dir(root)

@@ -1,0 +1,344 @@
+"""Model registry: every trained artifact under its version, one atomically replaced live pointer.
+
+Layout (``REGISTRY_DIR``)::
+
+    versions/<model_version>/   verified artifact directories, immutable once added
+    LIVE                        the live version name and a newline, replaced atomically
+    history.jsonl               one JSON record per promotion or roll-back, with its reason
+    reports/<name>/<file>       decision reports (retrain gate JSON, HTML evaluations, ...)
+
+A version directory appears complete or not at all (staged copy, verified, then renamed), and is
+never modified afterwards, so a reader that reads ``LIVE`` and then loads ``versions/<v>/`` never
+sees a half-written model. Promotions hold an exclusive lock so concurrent promoters serialise.
+
+Typical worker use (cheap to poll)::
+
+    registry = ModelRegistry(registry_dir)
+    version = registry.read_pointer()          # one small read
+    if version != current:
+        detector = registry.load_version(version)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from detector.errors import RegistryError
+from detector.model import Detector
+from detector.registry.records import (
+    Action,
+    HistoryRecord,
+    VersionInfo,
+    default_actor,
+    history_line,
+    live_stack,
+    parse_history,
+    version_info,
+)
+from detector.registry.storage import LocalStorage, RegistryStorage
+from detector.signing import Ed25519PrivateKey, Ed25519PublicKey, sign_artifact, verify_signature
+
+__all__ = ["ANY_LIVE", "LiveChangedError", "ModelRegistry"]
+
+logger = logging.getLogger(__name__)
+
+LIVE_KEY = "LIVE"
+HISTORY_KEY = "history.jsonl"
+VERSIONS_PREFIX = "versions"
+REPORTS_PREFIX = "reports"
+MANIFEST_NAME = "manifest.json"
+
+
+class LiveChangedError(RegistryError):
+    """A compare-and-swap promotion found ``LIVE`` naming another version than the one expected."""
+
+
+ANY_LIVE: object = object()
+"""Sentinel for :meth:`ModelRegistry.promote`: no compare-and-swap on ``LIVE``."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class ModelRegistry:
+    """Registered model versions and the live pointer.
+
+    Args:
+        root: the registry directory (local filesystem) or any :class:`RegistryStorage`.
+        public_key: when given, :meth:`load_version` (and so :meth:`promote`) accepts only
+            artifacts whose ``manifest.sig`` verifies with it (:mod:`detector.signing`).
+    """
+
+    def __init__(self, root: Path | str | RegistryStorage, public_key: Ed25519PublicKey | None = None) -> None:
+        self.storage: RegistryStorage = LocalStorage(root) if isinstance(root, (str, Path)) else root
+        self.public_key = public_key
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({self.storage!r})"
+
+    # ---------------------------------------------------------------- versions
+    def add(self, artifact_dir: Path | str, signing_key: Ed25519PrivateKey | None = None) -> str:
+        """Verify an artifact and copy it in as ``versions/<model_version>/``; returns the version.
+
+        Adding an artifact whose identical copy is already registered returns its version.
+        With ``signing_key`` the registered copy gets a ``manifest.sig`` (the source is untouched).
+
+        Raises:
+            ArtifactError: the artifact does not load and verify (tampered, truncated, ...).
+            RegistryError: the version is already registered with different content, or its
+                name cannot be used as a directory name.
+        """
+        if signing_key is not None:
+            with tempfile.TemporaryDirectory(prefix="kestrel-sign-") as tmp:
+                signed = Path(tmp) / "artifact"
+                shutil.copytree(artifact_dir, signed)
+                sign_artifact(signed, signing_key)
+                return self.add(signed)
+        source = Path(artifact_dir)
+        version = Detector.load(source).version
+        _check_name(version, "model version")
+        key = _version_key(version)
+        if self.storage.exists(key):
+            return self._same_or_conflict(source, version)
+        try:
+            self.storage.copy_dir_in(source, key, verify=_verify_copy(version))
+        except FileExistsError:  # another process added it between the check and the rename
+            return self._same_or_conflict(source, version)
+        logger.info("registry_version_added", extra={"version": version})
+        return version
+
+    def _same_or_conflict(self, source: Path, version: str) -> str:
+        registered = self.storage.read_bytes(f"{_version_key(version)}/{MANIFEST_NAME}")
+        if registered == (source / MANIFEST_NAME).read_bytes():
+            return version
+        raise RegistryError(f"version {version} is already registered with different content")
+
+    def versions(self) -> list[VersionInfo]:
+        """Every registered version, oldest first (by ``created_at``, then name)."""
+        live = self._pointer_or_none()
+        infos = [self._info(v, live) for v in self.storage.list_keys(VERSIONS_PREFIX) if _NAME.fullmatch(v)]
+        return sorted(infos, key=lambda i: (i.created_at or "", i.version))
+
+    def show(self, version: str) -> VersionInfo:
+        """One version's information.
+
+        Raises:
+            RegistryError: unknown version.
+        """
+        self._require_version(version)
+        return self._info(version, self._pointer_or_none())
+
+    def version_path(self, version: str) -> Path:
+        """Local directory of a registered version.
+
+        Raises:
+            RegistryError: unknown version.
+        """
+        self._require_version(version)
+        return self.storage.local_path(_version_key(version))
+
+    def load_version(self, version: str) -> Detector:
+        """Load and verify a registered version.
+
+        Raises:
+            RegistryError: unknown version.
+            ArtifactError: the stored artifact no longer verifies, or a public key is configured
+                and the artifact is unsigned or its signature does not verify.
+        """
+        path = self.version_path(version)
+        if self.public_key is not None:
+            verify_signature(path, self.public_key)
+        return Detector.load(path)
+
+    def _require_version(self, version: str) -> None:
+        _check_name(version, "version")
+        if not self.storage.exists(f"{_version_key(version)}/{MANIFEST_NAME}"):
+            known = ", ".join(self.storage.list_keys(VERSIONS_PREFIX)[-5:]) or "none"
+            raise RegistryError(f"unknown model version {version!r} (latest registered: {known})")
+
+    def _info(self, version: str, live: str | None) -> VersionInfo:
+        key = _version_key(version)
+        raw = self.storage.read_bytes(f"{key}/{MANIFEST_NAME}")
+        return version_info(version, raw, self.storage.local_path(key), is_live=version == live)
+
+    # ------------------------------------------------------------ live pointer
+    def read_pointer(self) -> str | None:
+        """The version named by ``LIVE`` (one small read; no other check), or ``None`` if unset.
+
+        Cheap enough to poll every few seconds: compare the result with the version you serve.
+
+        Raises:
+            RegistryError: ``LIVE`` exists but does not hold a valid version name.
+        """
+        raw = self.storage.read_bytes(LIVE_KEY)
+        if raw is None:
+            return None
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not _NAME.fullmatch(text):
+            raise RegistryError(f"live pointer {LIVE_KEY} holds no valid version name: {text[:80]!r}")
+        return text
+
+    def live_version(self) -> str | None:
+        """The live version, checked to be registered; ``None`` if nothing was promoted yet.
+
+        Raises:
+            RegistryError: the pointer is malformed or names a version that is not registered.
+        """
+        version = self.read_pointer()
+        if version is not None and not self.storage.exists(f"{_version_key(version)}/{MANIFEST_NAME}"):
+            raise RegistryError(f"live pointer names version {version!r}, which is not in {VERSIONS_PREFIX}/")
+        return version
+
+    def live_path(self) -> Path | None:
+        """Directory of the live version (see :meth:`live_version`), or ``None``."""
+        version = self.live_version()
+        return None if version is None else self.storage.local_path(_version_key(version))
+
+    def _pointer_or_none(self) -> str | None:
+        try:
+            return self.read_pointer()
+        except RegistryError:
+            return None
+
+    # ------------------------------------------------------ promotion, history
+    def promote(
+        self,
+        version: str,
+        reason: str,
+        actor: str | None = None,
+        *,
+        verify: bool = True,
+        expected_live: str | object | None = ANY_LIVE,
+    ) -> HistoryRecord:
+        """Make ``version`` live: replace ``LIVE`` atomically, then append a history record.
+
+        Args:
+            version: a registered version.
+            reason: why (required, kept in the history).
+            actor: who or what promotes; defaults to :func:`default_actor`.
+            verify: load and verify the artifact first, so ``LIVE`` never names a broken model.
+            expected_live: compare-and-swap: promote only if ``LIVE`` still names this version
+                (``None``: no version is live yet), checked under the promotion lock. The default
+                :data:`ANY_LIVE` promotes whatever is live now (an operator's explicit choice).
+
+        Raises:
+            LiveChangedError: ``LIVE`` no longer names ``expected_live`` (nothing was changed).
+            RegistryError: unknown version or empty reason.
+            ArtifactError: ``verify`` and the stored artifact no longer verifies.
+        """
+        with self.storage.lock():
+            if expected_live is not ANY_LIVE:
+                current = self._pointer_or_none()
+                if current != expected_live:
+                    raise LiveChangedError(
+                        f"live model changed while deciding: LIVE names {current or 'nothing'}, "
+                        f"the decision compared against {expected_live or 'no live model'}"
+                    )
+            return self._move_pointer_locked(version, reason, actor, "promote", verify)
+
+    def rollback(self, reason: str, actor: str | None = None, *, verify: bool = True) -> HistoryRecord:
+        """Promote the version that was live before the current one, per the history.
+
+        Repeated roll-backs walk further back (promote A, B, C; roll back twice gives A).
+
+        Raises:
+            RegistryError: no earlier live version to return to, or empty reason.
+        """
+        with self.storage.lock():
+            stack = live_stack(self.history(), self._pointer_or_none())
+            if len(stack) < 2:
+                raise RegistryError("nothing to roll back to: no version was live before the current one")
+            return self._move_pointer_locked(stack[-2], reason, actor, "rollback", verify)
+
+    def _move_pointer_locked(
+        self, version: str, reason: str, actor: str | None, action: Action, verify: bool
+    ) -> HistoryRecord:
+        if not reason.strip():
+            raise RegistryError(f"a reason is required to {action}")
+        self._require_version(version)
+        if verify:
+            self.load_version(version)
+        record = HistoryRecord(
+            at=datetime.now(UTC).isoformat(),
+            version=version,
+            previous=self._pointer_or_none(),
+            reason=reason.strip(),
+            actor=actor or default_actor(),
+            action=action,
+        )
+        # Pointer first: it is the truth; a crash before the history line is tolerated by
+        # :func:`_live_stack`, which trusts LIVE over the history.
+        self.storage.replace_atomic(LIVE_KEY, f"{version}\n".encode())
+        self._append_history(record)
+        logger.info("registry_pointer_moved", extra={"version": version, "previous": record.previous, "action": action})
+        return record
+
+    def _append_history(self, record: HistoryRecord) -> None:
+        line = history_line(record)
+        existing = self.storage.read_bytes(HISTORY_KEY)
+        if existing and not existing.endswith(b"\n"):  # a torn earlier append: keep ours on its own line
+            line = b"\n" + line
+        self.storage.append_bytes(HISTORY_KEY, line)
+
+    def history(self) -> list[HistoryRecord]:
+        """Every promotion and roll-back, oldest first. Unreadable lines are skipped with a warning."""
+        return parse_history(self.storage.read_bytes(HISTORY_KEY) or b"")
+
+    # ----------------------------------------------------------------- reports
+    def write_report(self, version_or_name: str, name: str, data: bytes | str | Mapping[str, Any]) -> Path:
+        """Store ``reports/<version_or_name>/<name>``; a mapping is written as indented JSON.
+
+        Returns:
+            the report's local path.
+        """
+        _check_name(version_or_name, "report folder")
+        _check_name(name, "report name")
+        if isinstance(data, Mapping):
+            payload = (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        key = f"{REPORTS_PREFIX}/{version_or_name}/{name}"
+        self.storage.write_bytes(key, payload)
+        return self.storage.local_path(key)
+
+    def read_report(self, version_or_name: str, name: str) -> bytes:
+        """Bytes of a stored report.
+
+        Raises:
+            RegistryError: no such report.
+        """
+        _check_name(version_or_name, "report folder")
+        _check_name(name, "report name")
+        data = self.storage.read_bytes(f"{REPORTS_PREFIX}/{version_or_name}/{name}")
+        if data is None:
+            raise RegistryError(f"no report {name!r} under {REPORTS_PREFIX}/{version_or_name}/")
+        return data
+
+    def reports(self, version_or_name: str) -> list[str]:
+        """Names of the reports stored under ``reports/<version_or_name>/``."""
+        _check_name(version_or_name, "report folder")
+        return self.storage.list_keys(f"{REPORTS_PREFIX}/{version_or_name}")
+
+
+def _version_key(version: str) -> str:
+    return f"{VERSIONS_PREFIX}/{version}"
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise RegistryError(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 128)")
+
+
+def _verify_copy(version: str) -> Callable[[Path], None]:
+    def verify(staged: Path) -> None:
+        copied = Detector.load(staged).version
+        if copied != version:
+            raise RegistryError(f"copied artifact has version {copied!r}, expected {version!r}")
+
+    return verify

@@ -1,0 +1,160 @@
+"""Storage behind the model registry: a small key/bytes interface and its local-filesystem backend.
+
+Keys are relative ``/``-separated paths (``LIVE``, ``history.jsonl``, ``versions/<v>/manifest.json``).
+Names that start with ``.`` are private to a backend (temporary files, the lock) and never listed.
+An object store can implement :class:`RegistryStorage` later: ``replace_atomic`` maps to a single
+PUT of a small object, ``list_keys`` to a delimiter listing, ``copy_dir_in`` to an upload under a
+temporary prefix followed by a marker write, ``local_path`` to a download cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
+
+from detector.atomic_file import fsync_dir, fsync_tree, write_atomic
+from detector.errors import RegistryError
+
+_LOCK_NAME = ".lock"
+
+
+@runtime_checkable
+class RegistryStorage(Protocol):
+    """What the registry needs from where it keeps its objects."""
+
+    def read_bytes(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, or ``None`` when there is no such object."""
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` (creating parents); readers see the old or the new bytes."""
+
+    def replace_atomic(self, key: str, data: bytes) -> None:
+        """Durably and atomically replace the small object ``key``: a reader sees old or new, never a mix."""
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        """Append ``data`` to ``key`` durably (creating it); used for the one-line-per-record history."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object or a directory prefix ``key`` exists."""
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Sorted names directly under ``prefix`` (one level, like an S3 delimiter listing)."""
+
+    def copy_dir_in(self, source: Path, key: str, verify: Callable[[Path], None] | None = None) -> None:
+        """Copy the local directory ``source`` to ``key`` so that ``key`` appears complete or not at all.
+
+        ``verify`` is called on the staged copy before it becomes visible; if it raises, nothing
+        appears and the exception propagates.
+
+        Raises:
+            FileExistsError: ``key`` already exists.
+        """
+
+    def local_path(self, key: str) -> Path:
+        """A local filesystem path holding ``key`` (a remote store would download into a cache)."""
+
+    def lock(self) -> AbstractContextManager[None]:
+        """An exclusive lock across processes, held around read-modify-write sequences."""
+
+
+class LocalStorage:
+    """:class:`RegistryStorage` on a local (or POSIX network) filesystem directory.
+
+    Atomicity comes from ``os.replace``/``os.rename`` within one directory; durability from
+    ``fsync`` of the file and its directory. The lock is ``flock`` on ``ROOT/.lock``.
+
+    Args:
+        root: the registry directory (created by the first write, never by a read).
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        # Created by the first write, never by a read: a mistyped path must not become an empty registry.
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        parts = PurePosixPath(key).parts
+        if not parts or key.startswith("/") or any(p in ("..", ".") for p in parts) or "\\" in key:
+            raise RegistryError(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        write_atomic(self._path(key), data, durable=False)
+
+    def replace_atomic(self, key: str, data: bytes) -> None:
+        write_atomic(self._path(key), data, durable=True)
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        directory = self._path(prefix) if prefix.strip("/") else self.root
+        try:
+            return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def copy_dir_in(self, source: Path, key: str, verify: Callable[[Path], None] | None = None) -> None:
+        target = self._path(key)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            staged = staging / "copy"
+            shutil.copytree(source, staged)
+            _make_readable(staged)
+            fsync_tree(staged)
+            if verify is not None:
+                verify(staged)
+            # rename(2) refuses to replace a non-empty directory, so a concurrent add of the
+            # same key fails here instead of overwriting.
+            staged.rename(target)
+            fsync_dir(target.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+def _make_readable(root: Path) -> None:
+    """Directories 0755, files 0644: workers may run under another uid (artifacts are often saved 0700/0600)."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)

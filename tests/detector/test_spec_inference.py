@@ -1,0 +1,39 @@
+"""Columns that look like an id or a timestamp are named (they would become features the worker requires)."""
+
+from __future__ import annotations
+
+from detector.schema import FeatureSpec
+from detector.spec_inference import infer_spec, likely_key_columns
+
+
+def records(n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "uuid": f"e-{i * 7919 % 1000:04d}",  # distinct text
+            "seq": 1000 + 3 * i,  # distinct whole numbers that only grow
+            "epoch": 1_700_000_000.25 + (i * 37) % n,  # distinct Unix times, any order
+            "bytes": float((i * 13) % 50),  # a real feature: repeats
+            "amount": 10.0 + ((i * 7) % n) / 3,  # distinct but neither growing whole numbers nor times
+            "proto": ["tcp", "udp"][i % 2],
+        }
+        for i in range(n)
+    ]
+
+
+def test_distinct_text_growing_counters_and_epoch_times_are_named() -> None:
+    rows = records(100)
+    assert likely_key_columns(rows, infer_spec(rows)) == ["seq", "epoch", "uuid"]
+
+
+def test_named_roles_and_small_data_are_not_checked() -> None:
+    rows = records(100)
+    spec = infer_spec(rows, id_field="uuid", timestamp_field="epoch", exclude=["seq"])
+    assert likely_key_columns(rows, spec) == []
+    few = records(10)
+    assert likely_key_columns(few, infer_spec(few)) == []
+
+
+def test_a_mostly_distinct_category_counts() -> None:
+    rows = [{"name": f"n{i if i % 50 else 0}", "x": float(i % 3)} for i in range(100)]
+    spec = FeatureSpec(numeric=["x"], categorical=["name"])
+    assert likely_key_columns(rows, spec) == ["name"]  # 97 distinct of 100

@@ -1,0 +1,218 @@
+"""``python -m training``: fit, score, evaluate on a small NSL-KDD CSV; one-line errors (exit 1 failed, 2 usage);
+warnings about id-like columns and wrong normal values; progress lines; help that shows defaults."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from detector.artifact import MANIFEST, WEIGHTS
+from training.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[3]
+NSL_KDD = ROOT / "data" / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz"
+N_ROWS = 400
+BAD_ROW = 3  # 1-based data row (the header is not counted)
+
+
+def write_sample(path: Path, n_rows: int = N_ROWS, bad: dict[str, str] | None = None) -> Path:
+    """The first ``n_rows`` NSL-KDD rows with an ``id`` column; ``bad`` overwrites cells of row BAD_ROW."""
+    with gzip.open(NSL_KDD, "rt", newline="") as src, path.open("w", newline="", encoding="utf-8") as dst:
+        reader = csv.reader(src)
+        writer = csv.writer(dst)
+        header = next(reader)
+        writer.writerow(["id", *header])
+        for i, row in enumerate(islice(reader, n_rows), start=1):
+            cells = (
+                [bad.get(name, cell) for name, cell in zip(header, row, strict=True)] if i == BAD_ROW and bad else row
+            )
+            writer.writerow([f"conn-{i:04d}", *cells])
+    return path
+
+
+FIT_OPTIONS = ["--epochs", "1", "--min-steps", "0", "--threads", "1", "--quiet", "--target-fpr", "0.05", "--seed", "0"]
+LABELS = ["--truth-column", "label", "--normal-value", "normal", "--drop-columns", "difficulty"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def sample(workdir: Path) -> Path:
+    return write_sample(workdir / "sample.csv")
+
+
+@pytest.fixture(scope="module")
+def model(workdir: Path, sample: Path) -> Path:
+    out = workdir / "model"
+    code = main(["fit", str(sample), "--out", str(out), *LABELS, "--id-column", "id", *FIT_OPTIONS])
+    assert code == 0
+    return out
+
+
+def expect_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str, code: int = 1) -> str:
+    """Run the CLI, expect exit ``code`` (1 failed, 2 usage) and one ``error: ...`` line containing every needle."""
+    capsys.readouterr()
+    exit_code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exit_code == code, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_fit_writes_an_artifact_and_a_summary(model: Path) -> None:
+    assert sorted(p.name for p in model.iterdir()) == [MANIFEST, WEIGHTS]
+    manifest = json.loads((model / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["spec"]["id_field"] == "id"
+    assert "label" not in manifest["spec"]["numeric"] + manifest["spec"]["categorical"]
+    assert "difficulty" not in manifest["spec"]["numeric"]
+    assert manifest["calibration"]["target_fpr"] == 0.05
+
+
+def test_score_writes_one_row_per_input_in_order(model: Path, sample: Path, workdir: Path) -> None:
+    out = workdir / "scores.csv"
+    assert main(["score", str(model), str(sample), "--out", str(out)]) == 0
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["id", "score", "flagged", "nearest_class", "p_value"]
+    assert [r["id"] for r in rows] == [f"conn-{i:04d}" for i in range(1, N_ROWS + 1)]
+    assert {r["flagged"] for r in rows} <= {"0", "1"}
+    for r in rows:
+        assert float(r["score"]) >= 0
+        assert 0 < float(r["p_value"]) <= 1
+
+
+def test_evaluate_prints_json_metrics_and_writes_the_report(
+    model: Path, sample: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = workdir / "report"
+    capsys.readouterr()
+    argv = ["evaluate", str(model), str(sample), *LABELS[:4], "--drop-columns", "difficulty", "--report", str(report)]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == N_ROWS
+    assert 0.5 < metrics["auroc"] <= 1.0
+    assert {"auprc", "recall", "false_positive_rate", "per_group"} <= set(metrics)
+    assert (report / "report.html").stat().st_size > 1000
+
+
+def test_missing_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    expect_error(capsys, ["fit", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "m")], "nope.csv", "not found")
+
+
+def test_missing_column(capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path) -> None:
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), "--truth-column", "verdict", "--normal-value", "ok"]
+    expect_error(capsys, argv, "no column 'verdict'")
+    assert not (tmp_path / "m").exists()
+
+
+def test_truth_column_without_normal_value(capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path) -> None:
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), "--truth-column", "label"]
+    expect_error(capsys, argv, "--truth-column and --normal-value go together", code=2)
+
+
+def test_bad_numeric_value_when_scoring_names_row_and_field(
+    capsys: pytest.CaptureFixture[str], model: Path, tmp_path: Path
+) -> None:
+    data = write_sample(tmp_path / "bad.csv", n_rows=10, bad={"src_bytes": "lots"})
+    argv = ["score", str(model), str(data), "--out", str(tmp_path / "s.csv")]
+    expect_error(capsys, argv, f"{data}: row {BAD_ROW}", "'src_bytes'")
+
+
+def test_nan_when_evaluating_names_row_and_field(
+    capsys: pytest.CaptureFixture[str], model: Path, tmp_path: Path
+) -> None:
+    data = write_sample(tmp_path / "bad.csv", n_rows=10, bad={"dst_bytes": "nan"})
+    argv = ["evaluate", str(model), str(data), *LABELS]
+    expect_error(capsys, argv, f"{data}: row {BAD_ROW}", "'dst_bytes'", "not finite")
+
+
+def test_bad_numeric_value_when_fitting_with_a_spec_names_the_field(
+    capsys: pytest.CaptureFixture[str], model: Path, tmp_path: Path
+) -> None:
+    spec = json.loads((model / MANIFEST).read_text(encoding="utf-8"))["spec"]
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    data = write_sample(tmp_path / "bad.csv", n_rows=200, bad={"count": "many", "label": "normal"})
+    argv = ["fit", str(data), "--out", str(tmp_path / "m"), *LABELS, "--spec", str(spec_path), *FIT_OPTIONS]
+    expect_error(capsys, argv, f"{data}: row {BAD_ROW}:", "'count'", "must be a number")
+
+
+def test_wrong_normal_value_lists_the_values_seen(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS[:2], "--normal-value", "Normal"]
+    line = expect_error(capsys, argv, "no row has label='Normal'", "values seen: 'normal' (")
+    assert "'neptune' (" in line
+
+
+def test_an_out_of_range_option_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, "--target-fpr", "2"]
+    expect_error(capsys, argv, "--target-fpr", code=2)
+
+
+def test_a_bug_is_not_disguised_as_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, sample: Path, tmp_path: Path
+) -> None:
+    def broken(records: object, spec: object, config: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("training.cli.commands.fit_detector", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, *FIT_OPTIONS])
+
+
+def test_fit_warns_about_a_column_that_looks_like_an_id(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    capsys.readouterr()
+    assert main(["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, *FIT_OPTIONS]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
+    assert len(warnings) == 1 and "column 'id'" in warnings[0]
+    assert "--id-column" in warnings[0] and "--timestamp-column" in warnings[0]
+
+
+def test_tampered_model_dir(capsys: pytest.CaptureFixture[str], model: Path, sample: Path, tmp_path: Path) -> None:
+    tampered = tmp_path / "model"
+    tampered.mkdir()
+    (tampered / MANIFEST).write_bytes((model / MANIFEST).read_bytes())
+    weights = bytearray((model / WEIGHTS).read_bytes())
+    weights[-5] ^= 0x01
+    (tampered / WEIGHTS).write_bytes(bytes(weights))
+    argv = ["score", str(tampered), str(sample), "--out", str(tmp_path / "s.csv")]
+    expect_error(capsys, argv, "sha256 mismatch")
+    expect_error(capsys, ["evaluate", str(tmp_path / "absent"), str(sample), *LABELS[:4]], "model directory not found")
+
+
+def test_module_entry_point_in_a_subprocess(model: Path, tmp_path: Path) -> None:
+    """The real ``python -m training`` process: exit 1 and one error line, no traceback."""
+    missing = tmp_path / "nope.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "score", str(model), str(missing), "--out", str(tmp_path / "s.csv")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: data file not found: {missing}"]
+    assert done.stdout == ""

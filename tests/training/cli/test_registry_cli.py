@@ -1,0 +1,147 @@
+"""``registry`` subcommands of the training CLI: text and JSON output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from small_artifact import build_artifact
+
+from detector.artifact import WEIGHTS
+from detector.registry import ModelRegistry
+from training.cli.registry import EXIT_ERROR, EXIT_OK, add_registry_commands, run_registry_command
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training")
+    add_registry_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    assert args.command == "registry"
+    assert args.run_command is run_registry_command
+    code: int = args.run_command(args)
+    return code
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("models")
+    return [build_artifact(root / f"m{seed}", seed, {"training": {"epochs": 2}}) for seed in (11, 12)]
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    return tmp_path / "registry"
+
+
+def json_out(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_add_list_promote_show_rollback_history(
+    registry_dir: Path, models: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = str(registry_dir)
+    for command in (["list"], ["show", "live"], ["history"]):  # read-only: never create the registry
+        assert run("registry", *command, "--registry", reg) == EXIT_ERROR
+        assert "no registry at" in capsys.readouterr().err
+    assert not registry_dir.exists()
+    registry_dir.mkdir()
+    assert run("registry", "list", "--registry", reg) == EXIT_OK
+    assert capsys.readouterr().out.strip() == "no versions registered"
+
+    assert run("registry", "add", str(models[0]), "--registry", reg, "--json") == EXIT_OK
+    first = json_out(capsys)
+    assert isinstance(first, dict)
+    a = first["version"]
+    assert first["promotion"] is None
+    assert run("registry", "add", str(models[1]), "--registry", reg, "--promote", "--actor", "ci") == EXIT_OK
+    b = capsys.readouterr().out.splitlines()[0].removeprefix("added ")
+    assert ModelRegistry(registry_dir).live_version() == b
+
+    assert run("registry", "list", "--registry", reg) == EXIT_OK
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["LIVE", "VERSION", "CREATED_AT", "THRESHOLD", "PROBLEM"]
+    assert any(line.startswith("*") and b in line for line in table[1:])
+    assert any(a in line and not line.startswith("*") for line in table[1:])
+
+    assert run("registry", "promote", a, "--reason", "b regressed", "--registry", reg, "--json") == EXIT_OK
+    record = json_out(capsys)
+    assert record == {**record, "version": a, "previous": b, "reason": "b regressed", "action": "promote"}
+
+    assert run("registry", "show", "live", "--registry", reg, "--verify") == EXIT_OK
+    shown = capsys.readouterr().out
+    assert f"version:    {a}" in shown
+    assert "live:       yes" in shown
+    assert "verified:   ok" in shown
+    assert "training.epochs: 2" in shown
+
+    assert run("registry", "rollback", "--reason", "undo", "--actor", "oncall", "--registry", reg) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"rolled back to {b} (previous: {a})"
+
+    assert run("registry", "history", "--registry", reg, "--json") == EXIT_OK
+    history = json_out(capsys)
+    assert isinstance(history, list)
+    assert [(r["action"], r["version"], r["actor"]) for r in history] == [
+        ("promote", b, "ci"),
+        ("promote", a, history[1]["actor"]),
+        ("rollback", b, "oncall"),
+    ]
+    assert run("registry", "history", "--registry", reg, "--limit", "1") == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["AT", "ACTION", "VERSION", "PREVIOUS", "ACTOR", "REASON"]
+    assert len(lines) == 2
+    assert "rollback" in lines[1]
+
+
+def test_show_json_lists_metrics_and_optionally_the_manifest(
+    registry_dir: Path, models: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = ModelRegistry(registry_dir).add(models[0])
+    assert run("registry", "show", version, "--registry", str(registry_dir), "--json", "--manifest") == EXIT_OK
+    shown = json_out(capsys)
+    assert isinstance(shown, dict)
+    assert shown["version"] == version
+    assert shown["is_live"] is False
+    manifest = json.loads((models[0] / "manifest.json").read_text())
+    assert shown["threshold"] == pytest.approx(manifest["scorer"]["threshold"])
+    assert shown["metrics"] == {"training.epochs": 2}
+    assert shown["manifest"]["model_version"] == version
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("registry", "promote", "no-such-version", "--reason", "typo"),
+        ("registry", "show", "no-such-version"),
+        ("registry", "show", "live"),
+        ("registry", "rollback", "--reason", "nothing live"),
+        ("registry", "add", "/nonexistent/model"),
+    ],
+)
+def test_errors_print_one_line_and_exit_non_zero(
+    registry_dir: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(*argv, "--registry", str(registry_dir)) == EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ")
+    assert captured.err.count("\n") == 1
+
+
+def test_add_refuses_a_corrupted_model(
+    registry_dir: Path, models: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = build_artifact(tmp_path / "broken", 13, {"training": {"epochs": 2}})
+    (broken / WEIGHTS).write_bytes((broken / WEIGHTS).read_bytes()[:-10])
+    assert run("registry", "add", str(broken), "--registry", str(registry_dir)) == EXIT_ERROR
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert ModelRegistry(registry_dir).versions() == []
+
+
+def test_usage_errors_exit_with_argparse_code(registry_dir: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run("registry", "promote", "v1", "--registry", str(registry_dir))  # no --reason
+    assert exc.value.code == 2

@@ -1,0 +1,150 @@
+"""What the trainer learns from (labels, cluster targets or one class) and its projection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.encoder import embed
+from training.config import TrainConfig
+from training.learning.coassociation import COASSOCIATION_KS
+from training.learning.objective import MetricObjective
+from training.learning.outliers import DEFAULT_NOISE_SCALE, ColumnLayout, noise_scale_for
+from training.learning.trainer import (
+    resolve_noise,
+    resolve_projection,
+    split_validation,
+    train_encoder,
+    training_targets,
+)
+
+QUICK = TrainConfig(min_steps=60, batch_size=64, hidden=(32,), embedding_dim=8, progress=False, threads=1)
+
+
+def three_blobs(n_per: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = np.array([[0.0] * 4, [6.0] * 4, [0.0, 6.0] * 2])
+    x = np.concatenate([c + rng.normal(0, 0.6, size=(n_per, 4)) for c in centers]).astype(np.float32)
+    return x, np.repeat(np.arange(3), n_per)
+
+
+def one_blob(n: int = 360, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+
+def layout(width: int) -> ColumnLayout:
+    return ColumnLayout([f"f{j}" for j in range(width)], list(range(width)), [])
+
+
+def test_labels_are_used_as_given_and_trained_on_the_plain_sphere() -> None:
+    x, truth = three_blobs()
+    targets, structure = training_targets(x, truth.astype(np.intp), QUICK)
+    assert targets is not None and np.array_equal(targets, truth) and structure is None
+    assert resolve_projection(targets, QUICK) == "sphere"
+
+
+def test_clustered_unlabelled_rows_get_coassociation_targets() -> None:
+    x, _ = three_blobs()
+    targets, structure = training_targets(x, None, QUICK)
+    assert targets is not None and targets.shape == (len(x), len(COASSOCIATION_KS))
+    assert structure is not None and structure["clustered"] is True
+    assert resolve_projection(targets, QUICK) == "sphere"
+
+
+def test_triplet_loss_takes_the_best_clustering_as_classes() -> None:
+    x, truth = three_blobs()
+    targets, structure = training_targets(x, None, QUICK.model_copy(update={"loss": "triplet"}))
+    assert targets is not None and targets.ndim == 1 and len(np.unique(targets)) == 3
+    assert structure is not None and structure["triplet_classes"] == 3
+    # the three classes are the three blobs
+    assert all(len(np.unique(targets[truth == t])) == 1 for t in range(3))
+
+
+def test_a_continuum_is_one_class_on_the_stereographic_sphere() -> None:
+    targets, structure = training_targets(one_blob(), None, QUICK)
+    assert targets is None and structure is not None and structure["clustered"] is False
+    assert resolve_projection(targets, QUICK) == "stereographic"
+
+
+@pytest.mark.parametrize(
+    ("positives", "projection"),
+    [("one_class", "stereographic"), ("views_one_class", "stereographic"), ("views", "sphere")],
+)
+def test_explicit_unlabelled_objectives_skip_the_structure_test(positives: str, projection: str) -> None:
+    x, _ = three_blobs()
+    config = QUICK.model_copy(update={"unlabelled_positives": positives})
+    targets, structure = training_targets(x, None, config)
+    assert targets is None and structure is None
+    assert resolve_projection(targets, config) == projection
+
+
+def test_an_explicit_projection_wins() -> None:
+    _, truth = three_blobs()
+    config = QUICK.model_copy(update={"projection": "stereographic"})
+    assert resolve_projection(truth.astype(np.intp), config) == "stereographic"
+    assert resolve_projection(None, QUICK.model_copy(update={"projection": "sphere"})) == "sphere"
+
+
+def test_coassociation_targets_need_the_contrastive_loss() -> None:
+    x, _ = three_blobs()
+    targets, _ = training_targets(x, None, QUICK)
+    assert targets is not None
+    with pytest.raises(ValueError, match="contrastive"):
+        MetricObjective(targets, QUICK.model_copy(update={"loss": "triplet"}), None, None)
+
+
+def separation(z: np.ndarray, truth: np.ndarray) -> float:
+    """Closest pair of blob means over the mean distance of a row to its blob's mean."""
+    means = np.stack([z[truth == t].mean(0) for t in range(3)])
+    within = np.mean([np.linalg.norm(z[truth == t] - means[t], axis=1).mean() for t in range(3)])
+    return float(min(np.linalg.norm(means[a] - means[b]) for a in range(3) for b in range(a + 1, 3)) / within)
+
+
+def test_training_on_clustered_rows_keeps_the_clusters_apart() -> None:
+    x, truth = three_blobs()
+    encoder, history = train_encoder(x, None, layout(4), QUICK)
+    summary = history.summary()
+    assert summary["projection"] == "sphere" == encoder.config.projection
+    assert "co-association" in history.objective
+    one_class, _ = train_encoder(x, None, layout(4), QUICK.model_copy(update={"unlabelled_positives": "one_class"}))
+    kept = separation(embed(encoder, x), truth)
+    assert kept > 2.0
+    assert kept > 1.5 * separation(embed(one_class, x), truth)  # one class pulls the blobs together
+
+
+def test_training_on_one_blob_uses_the_stereographic_projection() -> None:
+    x = one_blob()
+    encoder, history = train_encoder(x, None, layout(4), QUICK)
+    assert history.summary()["projection"] == "stereographic" == encoder.config.projection
+    assert history.objective.startswith("contrastive; positives: all normal rows (one class)")
+    z = embed(encoder, x)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    far = embed(encoder, x[:50] * 50.0)  # fifty times farther out than the training rows
+    centre = z.mean(0)
+    assert np.linalg.norm(far - centre, axis=1).mean() > 2 * np.linalg.norm(z - centre, axis=1).mean()
+
+
+def test_outlier_noise_follows_the_objective_unless_set() -> None:
+    x, truth = three_blobs()
+    wide = one_blob() * 3.0  # standardised-looking rows with wide gaps between neighbours
+    gaps = noise_scale_for(wide, QUICK.seed)
+    assert gaps > DEFAULT_NOISE_SCALE
+    assert resolve_noise(wide, None, QUICK) == gaps  # one class: from the neighbour gaps
+    assert resolve_noise(x, truth.astype(np.intp), QUICK) == DEFAULT_NOISE_SCALE  # classes: fixed
+    clustered, _ = training_targets(x, None, QUICK)
+    assert resolve_noise(x, clustered, QUICK) == DEFAULT_NOISE_SCALE
+    assert resolve_noise(wide, None, QUICK.model_copy(update={"outlier_noise": 2.5})) == 2.5
+    assert resolve_noise(x, truth.astype(np.intp), QUICK.model_copy(update={"outlier_noise": "auto"})) == (
+        noise_scale_for(x, QUICK.seed)
+    )
+
+
+def test_history_records_the_resolved_choices() -> None:
+    x = one_blob() * 3.0
+    _, history = train_encoder(x, None, layout(4), QUICK)
+    summary = history.summary()
+    assert summary["projection"] == "stereographic"
+    fit_idx, _ = split_validation(len(x), None, QUICK.validation_fraction, QUICK.seed)
+    assert summary["outlier_noise"] == round(noise_scale_for(x[fit_idx], QUICK.seed), 3) > DEFAULT_NOISE_SCALE
+    structure = summary["cluster_structure"]
+    assert isinstance(structure, dict) and structure["clustered"] is False

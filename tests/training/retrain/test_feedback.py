@@ -1,0 +1,115 @@
+"""Verdicts: schema, CSV/JSONL parsing, one-line errors, all-or-nothing writes, and how the job applies them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tiny_model import TinyModel
+
+from detector.errors import DataError
+from detector.model import Detector
+from training.cli.main import main
+from training.retrain.feedback import FeedbackOptions, apply_verdicts, read_record_events
+from training.retrain.verdicts import Verdict, append_verdicts, latest_verdicts, parse_verdicts, read_verdict_file
+
+
+def test_jsonl_and_csv_give_the_same_verdicts() -> None:
+    jsonl = '{"event_id": "e1", "verdict": "false_positive", "by": "ann", "at": "2026-01-01T00:00:00Z"}\n\n'
+    csv_text = "event_id,verdict,by,at,note\ne1,false_positive,ann,2026-01-01T00:00:00Z,\n"
+    assert parse_verdicts(jsonl, "a") == parse_verdicts(csv_text, "b")
+    (verdict,) = parse_verdicts("event_id,verdict\ne2,confirmed\n", "c", defaults={"by": "bob"})
+    assert verdict.by == "bob" and verdict.note == "" and verdict.at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"event_id": "e1", "verdict": "benign", "by": "a"}\n', "f:1: unknown verdict 'benign'"),
+        ('{"event_id": "e1", "verdict": "confirmed", "by": "a"}\n{"event_id": \n', "f:2: not JSON"),
+        ('{"event_id": "", "verdict": "confirmed", "by": "a"}\n', "f:1: event_id:"),
+        ('{"event_id": "e", "verdict": "confirmed", "by": "a", "extra": 1}\n', "f:1: extra:"),
+        ('{"event_id": "e", "verdict": "confirmed", "by": "a", "at": "yesterday"}\n', "f:1: at:"),
+        ("[1]\n", "a verdict must be a JSON object"),
+        ("id,verdict\ne1,confirmed\n", "needs a header with event_id"),
+        ("", "no verdicts"),
+    ],
+)
+def test_malformed_verdicts_are_one_line_errors(text: str, message: str) -> None:
+    with pytest.raises(DataError) as caught:
+        parse_verdicts(text, "f")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@given(st.text(max_size=200))
+def test_any_text_parses_or_fails_with_a_data_error(text: str) -> None:
+    try:
+        verdicts = parse_verdicts(text, "f", defaults={"by": "x"})
+    except DataError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert all(isinstance(v, Verdict) for v in verdicts)
+
+
+def test_the_latest_verdict_per_event_wins() -> None:
+    early = Verdict(event_id="e", verdict="confirmed", by="a", at=datetime(2026, 1, 1, tzinfo=UTC))
+    late = Verdict(event_id="e", verdict="false_positive", by="b", at=datetime(2026, 1, 2, tzinfo=UTC))
+    assert latest_verdicts([late, early])["e"] == late
+    assert latest_verdicts([early, late])["e"] == late
+
+
+def test_cli_validates_everything_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "verdicts.jsonl"
+    batch = tmp_path / "batch.csv"
+    batch.write_text("event_id,verdict,note\ne1,false_positive,backup\ne2,confirmed,\ne3,maybe,\n")
+    assert main(["feedback", "--file", str(batch), "--by", "ann", "--to-file", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "batch.csv:4: unknown verdict 'maybe'" in err
+    assert not store.exists()  # nothing half-written
+    batch.write_text("event_id,verdict,note\ne1,false_positive,backup\ne2,confirmed,\n")
+    assert main(["feedback", "--file", str(batch), "--by", "ann", "--to-file", str(store)]) == 0
+    assert main(["feedback", "e3", "--verdict", "confirmed", "--note", "scan", "--to-file", str(store)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert json.loads(out[0]) == {"recorded": 2, "false_positive": 1, "confirmed": 1, "to": str(store)}
+    stored = read_verdict_file(store)
+    assert [(v.event_id, v.verdict) for v in stored] == [
+        ("e1", "false_positive"),
+        ("e2", "confirmed"),
+        ("e3", "confirmed"),
+    ]
+    assert stored[0].by == "ann" and stored[0].note == "backup"
+    assert main(["feedback", "e4", "--to-file", str(store)]) == 2  # no --verdict
+    assert main(["feedback", "--to-file", str(store)]) == 2  # nothing to record
+
+
+def test_append_after_a_torn_line_keeps_verdicts_on_their_own_lines(tmp_path: Path) -> None:
+    store = tmp_path / "v.jsonl"
+    store.write_bytes(b'{"event_id": "e0", "verdict": "confi')
+    append_verdicts(store, [Verdict(event_id="e1", verdict="confirmed", by="a")])
+    assert json.loads(store.read_text().splitlines()[1])["event_id"] == "e1"
+
+
+def test_verdicts_turn_flagged_events_into_training_rows_and_anomalies(tiny_model: TinyModel, tmp_path: Path) -> None:
+    live = Detector.load(tiny_model.path)
+    spec = live.spec
+    assert spec.id_field is not None
+    normals, attacks = tiny_model.normal_events[:200], tiny_model.attack_events[:50]
+    verdicts = latest_verdicts(
+        [Verdict(event_id=normals[0][spec.id_field], verdict="false_positive", by="a")]
+        + [Verdict(event_id=a[spec.id_field], verdict="confirmed", by="a") for a in attacks[:2]]
+        + [Verdict(event_id="not-in-window", verdict="confirmed", by="a")]
+    )
+    # One confirmed attack is in the window, the other only in an anomaly record (which carries the event).
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"event_id": attacks[1][spec.id_field], "score": 9.0, "event": attacks[1]}) + "\n")
+    window = normals + attacks[:1]
+    events = read_record_events(FeedbackOptions(record_files=(records,)), None)
+    rows = apply_verdicts(window, verdicts, events, spec)
+    assert rows.false_positives == [normals[0]]
+    assert rows.confirmed == attacks[:2]
+    assert rows.unlabelled == normals[1:]  # the rows with verdicts are taken out of the unlabelled ones
+    assert rows.counts["feedback_events_not_found"] == 1 and rows.counts["feedback_verdicts"] == 4

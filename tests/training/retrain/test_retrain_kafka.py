@@ -1,0 +1,182 @@
+"""The retrain job's Kafka source against the real test broker: windows, junk values, flagged rows left out."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from tiny_model import TinyModel, load_rows, to_event
+
+import training.retrain.kafka_source as kafka_source
+from detector.model import Detector
+from detector.registry import ModelRegistry
+from training.cli.main import main
+from training.cli.retrain import EXIT_FAILED, EXIT_KEPT, EXIT_PROMOTED
+from training.retrain.kafka_source import KafkaWindow, read_recent_events
+
+pytestmark = pytest.mark.kafka
+
+JUNK = [b"{not json", b"[1, 2]", b""]
+
+
+@pytest.fixture(scope="module")
+def stream(kafka_broker: Any, tiny_model: TinyModel) -> tuple[str, str, list[dict[str, Any]]]:
+    """A 3-partition topic holding junk values, then held-out normals interleaved with attacks."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"retrain-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        admin.close()
+    attacks = tiny_model.attack_events[:200]
+    events = [*tiny_model.normal_events]
+    for i, attack in enumerate(attacks):
+        events.insert(i * 3, attack)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    # Explicit, distinct and increasing record timestamps (in the recent past) fix the order across partitions.
+    timestamp = int(time.time() * 1000) - 100_000
+    for value in JUNK:
+        producer.send(topic, value=value, timestamp_ms=timestamp)
+        timestamp += 1
+    for event in events:
+        producer.send(topic, value=orjson.dumps(event), timestamp_ms=timestamp)
+        timestamp += 1
+    producer.flush(30)
+    producer.close()
+    return bootstrap, topic, events
+
+
+def test_last_n_reads_the_newest_events_in_time_order(stream: tuple[str, str, list[dict[str, Any]]]) -> None:
+    bootstrap, topic, events = stream
+    got = read_recent_events(KafkaWindow(bootstrap, topic, last=300, timeout_s=30))
+    assert got.skipped == 0
+    assert [e["event_id"] for e in got.events] == [e["event_id"] for e in events[-300:]]
+    everything = read_recent_events(KafkaWindow(bootstrap, topic, last=10**6, timeout_s=30))
+    assert everything.skipped == len(JUNK) and len(everything.events) == len(events)
+
+
+def test_max_events_keeps_the_newest_while_reading(
+    stream: tuple[str, str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap, topic, events = stream
+    monkeypatch.setattr(kafka_source, "MIN_CHUNK", 60)  # several backward chunks per partition
+    got = read_recent_events(KafkaWindow(bootstrap, topic, since_minutes=60, max_events=150, timeout_s=30))
+    assert [e["event_id"] for e in got.events] == [e["event_id"] for e in events[-150:]]
+    assert not got.timed_out
+
+
+def test_unknown_topic_is_a_data_error(stream: tuple[str, str, list[dict[str, Any]]]) -> None:
+    bootstrap, _, _ = stream
+    with pytest.raises(ValueError, match="does not exist"):
+        read_recent_events(KafkaWindow(bootstrap, f"missing-{uuid.uuid4().hex[:8]}", last=5, timeout_s=5))
+
+
+def test_retrain_from_kafka_leaves_out_what_the_live_model_flags(
+    stream: tuple[str, str, list[dict[str, Any]]],
+    tiny_model: TinyModel,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bootstrap, topic, events = stream
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.add(tiny_model.path)
+    registry.promote(tiny_model.version, "first")
+    flagged = int(Detector.load(tiny_model.path).score_records(events).flagged.sum())
+    argv = ["retrain", "--registry", str(registry.storage.local_path("LIVE").parent), "--from-kafka"]
+    argv += ["--bootstrap-servers", bootstrap, "--topic", topic, "--since-minutes", "60"]
+    code = main([*argv, "--epochs", "1", "--min-steps", "0", "--target-fpr", "0.05", "--threads", "1", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code in (EXIT_PROMOTED, EXIT_KEPT), summary
+    report = json.loads(registry.read_report(summary["candidate_version"], "decision.json"))
+    data = report["data"]
+    assert data["kafka_events"] == len(events) and data["kafka_values_not_json_objects"] == len(JUNK)
+    assert data["unlabelled_rows_flagged_by_live_left_out"] == flagged > 0
+    assert data["normal_rows"] == len(events) - flagged == data["n_train"] + data["n_holdout"]
+    assert report["live"]["version"] == tiny_model.version
+    assert report["live"]["fpr"] == 0.0  # the holdout holds only rows the live model did not flag
+    unreachable = ["retrain", "--registry", str(tmp_path / "r2"), "--from-kafka", "--last", "5"]
+    unreachable += ["--bootstrap-servers", "127.0.0.1:1", "--kafka-timeout-s", "2"]
+    assert main(unreachable) == EXIT_FAILED
+
+
+def _new_topic(bootstrap: str, partitions: int) -> str:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+def test_feedback_loop_end_to_end(
+    kafka_broker: Any, tiny_model: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Normals v1 flags, marked false positive, are learnt by v2; confirmed attacks stay flagged."""
+    bootstrap = kafka_broker.bootstrap_servers
+    v1 = Detector.load(tiny_model.path)
+    rows = load_rows(12_000)[4_000:]  # rows the tiny model never saw
+    events = [to_event(r, 100_000 + i, 1_700_000_000.0 + i) for i, r in enumerate(rows)]
+    normals = [e for e, r in zip(events, rows, strict=True) if r["label"] == "normal"]
+    attacks = [
+        e
+        for e, f in zip(tiny_model.attack_events, v1.score_records(tiny_model.attack_events).flagged, strict=True)
+        if f
+    ]
+    false_positives = [e for e, f in zip(normals, v1.score_records(normals).flagged.tolist(), strict=True) if f]
+    confirmed = attacks[:60]
+    assert len(false_positives) >= 5 and len(confirmed) == 60
+    topic = _new_topic(bootstrap, 2)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    timestamp = int(time.time() * 1000) - 100_000
+    for event in [*normals, *confirmed]:
+        producer.send(topic, value=orjson.dumps(event), timestamp_ms=timestamp)
+        timestamp += 1
+    producer.flush(30)
+    producer.close()
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.add(tiny_model.path)
+    registry.promote(tiny_model.version, "first")
+    # Analysts' verdicts, recorded with the feedback command onto a feedback topic.
+    verdicts = tmp_path / "verdicts.csv"
+    rows = [f"{e['event_id']},false_positive,new normal" for e in false_positives]
+    rows += [f"{e['event_id']},confirmed,scan" for e in confirmed]
+    verdicts.write_text("event_id,verdict,note\n" + "\n".join(rows) + "\n")
+    feedback_topic = _new_topic(bootstrap, 1)
+    argv = ["feedback", "--file", str(verdicts), "--by", "ann", "--bootstrap-servers", bootstrap]
+    assert main([*argv, "--topic", feedback_topic]) == EXIT_PROMOTED
+    capsys.readouterr()
+    argv = ["retrain", "--registry", str(tmp_path / "registry"), "--from-kafka", "--bootstrap-servers", bootstrap]
+    argv += [
+        "--topic",
+        topic,
+        "--since-minutes",
+        "60",
+        "--feedback-topic",
+        feedback_topic,
+        "--fpr-tolerance",
+        "0.05",
+        "--recall-tolerance",
+        "0.1",
+    ]
+    # Confirmed events are ones v1 flagged, so v1's recall on them is 1 by construction: allow 0.1.
+    code = main([*argv, "--epochs", "10", "--min-steps", "0", "--target-fpr", "0.05", "--threads", "1", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    report = json.loads(registry.read_report(summary["candidate_version"], "decision.json"))
+    data = report["data"]
+    assert data["feedback_verdicts"] == len(rows) and data["feedback_events_not_found"] == 0
+    assert data["feedback_false_positive_rows"] == len(false_positives)
+    assert data["feedback_confirmed_rows"] == len(confirmed) == data["n_anomalies"]
+    assert code == EXIT_PROMOTED, report["reason"]
+    v2 = registry.load_version(registry.live_version() or "")
+    assert v2.version == summary["candidate_version"]
+    assert v2.score_records(false_positives).flagged.mean() <= 0.2  # v1 flagged every one of them
+    assert v2.score_records(confirmed).flagged.mean() >= 0.9

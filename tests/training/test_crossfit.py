@@ -1,0 +1,78 @@
+"""Cross-fitted calibration: folds, out-of-fold scores, FPR coverage where the truth is known."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from detector.scorer import threshold_at_fpr
+from training.config import TrainConfig
+from training.crossfit import FOLDS, cross_fit_folds, cross_fitted_scores, fold_of, fpr_band
+from training.fit import FitConfig, fit_detector
+
+
+class MeanDistance:
+    """A stand-in model: distance to the mean of its training rows."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self.mean = np.mean([r["v"] for r in records], axis=0)
+        self.trained_on = {r["id"] for r in records}
+
+    def scores(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        assert not self.trained_on & {r["id"] for r in records}  # never scores its own rows
+        return np.array([np.linalg.norm(r["v"] - self.mean) for r in records])
+
+
+def gaussian_records(n: int, seed: int) -> list[dict[str, Any]]:
+    x = np.random.default_rng(seed).normal(size=(n, 3))
+    return [{"id": i, "v": row} for i, row in enumerate(x)]
+
+
+def test_folds_only_below_the_limit_and_only_with_enough_rows() -> None:
+    assert cross_fit_folds(999, 9_990, 1000) == FOLDS
+    assert cross_fit_folds(1000, 10_000, 1000) == 0
+    assert cross_fit_folds(10, 100, 0) == 0
+    assert cross_fit_folds(1, 8, 1000) == 0
+
+
+def test_folds_are_balanced_within_each_class() -> None:
+    labels = ["a"] * 50 + ["b"] * 7
+    fold = fold_of(labels, len(labels), 5, seed=0)
+    assert np.bincount(fold[:50]).tolist() == [10] * 5
+    assert np.bincount(fold[50:], minlength=5).max() <= 2
+
+
+def test_cross_fitted_threshold_holds_its_false_positive_rate() -> None:
+    """Truth known: new normals come from the same Gaussian; the realised FPR averages the target."""
+    realised = []
+    for seed in range(40):
+        records = gaussian_records(200, seed)
+        cal = cross_fitted_scores(records, None, FOLDS, seed, lambda r, _: MeanDistance(r))
+        threshold = threshold_at_fpr(cal, 0.1)
+        final = MeanDistance(records)
+        fresh = gaussian_records(2000, 1000 + seed)
+        for r in fresh:
+            r["id"] = -1 - r["id"]
+        realised.append(float(np.mean(final.scores(fresh) > threshold)))
+    assert 0.07 <= np.mean(realised) <= 0.12
+    band = fpr_band(cal, threshold)
+    assert band["low"] <= 0.1 <= band["high"]
+    assert band["half_width"] == round(np.sqrt(np.log(40) / 400), 5)
+
+
+def test_fit_cross_fits_small_sets_and_reports_the_band() -> None:
+    rng = np.random.default_rng(0)
+    records = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(300, 2))]
+    fast = TrainConfig(epochs=2, threads=1, progress=False)
+    result = fit_detector(records, None, FitConfig(target_fpr=0.1, train=fast))
+    calibration = result.metadata["calibration"]
+    assert calibration["method"].startswith("cross-fitted")
+    assert calibration["n_calibration"] == 300 == result.metadata["training"]["n_train"]
+    assert calibration["fpr_band_95"]["low"] <= 0.1 <= calibration["fpr_band_95"]["high"]
+    fresh = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(3000, 2))]
+    realised = float(np.mean(result.detector.score_records(fresh, top=0).flagged))
+    assert calibration["fpr_band_95"]["low"] - 0.03 <= realised <= calibration["fpr_band_95"]["high"] + 0.03
+    held_out = fit_detector(records, None, FitConfig(target_fpr=0.1, cross_fit_below=0, train=fast))
+    assert held_out.metadata["calibration"]["n_calibration"] == 30

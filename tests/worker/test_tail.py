@@ -1,0 +1,128 @@
+"""``python -m worker.tail``: pretty lines and JSON lines per record kind; a real topic; broker errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from worker.anomaly_record import build_anomaly_record, encode_anomaly_record
+from worker.record_format import TailRecord, format_line, json_line
+from worker.settings import KafkaSettings
+from worker.tail import follow, main, settings_from
+
+ANOMALY = {
+    "event_id": "e-7",
+    "score": 3.14159,
+    "threshold": 1.5,
+    "p_value": 0.00123,
+    "nearest_class": "web",
+    "nearest_distance": 0.75,
+    "explanation": {
+        "text": "src_bytes=54540 (12.3σ) vs class 'web'",
+        "fields": [{"field": "src_bytes", "value": 54540, "deviation": 12.34}],
+    },
+    "event": {"event_id": "e-7", "src_bytes": 54540},
+}
+DLQ_HEADERS = (
+    ("kestrel.error.type", b"InvalidEventError"),
+    ("kestrel.error.reason", b"invalid_json"),
+    ("kestrel.error.message", b"not valid JSON"),
+    ("kestrel.source.topic", b"events"),
+    ("kestrel.source.partition", b"2"),
+    ("kestrel.source.offset", b"41"),
+)
+
+
+def test_an_anomaly_shows_id_score_p_value_nearest_class_and_top_deviation() -> None:
+    line = format_line(TailRecord(0, 5, 0, json.dumps(ANOMALY).encode(), b"e-7"))
+    assert (
+        line == "0@5 ANOMALY e-7 score 3.142 (threshold 1.500) p=0.00123 nearest web (d=0.750): src_bytes=54540 (12.3σ)"
+    )
+
+
+def test_a_real_anomaly_record_is_recognised() -> None:
+    record = build_anomaly_record(
+        event_id="x", event_timestamp=None, detected_at=None, score=2.0, threshold=1.0, p_value=0.01,
+        nearest_class="0", nearest_distance=1.0, margin=float("nan"), model_version="m1", deviations=[], event={},
+    )  # fmt: skip
+    assert format_line(TailRecord(0, 0, 0, encode_anomaly_record(record))).startswith("0@0 ANOMALY x score 2.000")
+
+
+def test_a_dead_letter_shows_its_reason_headers_and_source() -> None:
+    line = format_line(TailRecord(0, 9, 0, b"{not json", None, DLQ_HEADERS))
+    assert line == "0@9 DEAD LETTER events/2@41 InvalidEventError/invalid_json: not valid JSON | {not json"
+    dropped = format_line(TailRecord(0, 9, 0, None, None, (*DLQ_HEADERS, ("kestrel.error.value_dropped", b"99"))))
+    assert dropped.endswith("not valid JSON [value_dropped=99] | (null)")
+
+
+def test_other_records_are_shown_as_compact_json_or_text() -> None:
+    assert format_line(TailRecord(1, 2, 0, b'{"label": 1,  "id": "a"}', b"a")) == '1@2 key=a {"label":1,"id":"a"}'
+    assert format_line(TailRecord(1, 3, 0, b"\xff plain")) == "1@3 \\xff plain"
+
+
+def test_json_lines_keep_coordinates_headers_and_the_value() -> None:
+    out = json.loads(json_line(TailRecord(0, 9, 123, b"\xff\xfe", b"k", DLQ_HEADERS, "events.dlq")))
+    assert out["topic"] == "events.dlq" and out["offset"] == 9 and out["key"] == "k"
+    assert out["headers"]["kestrel.error.reason"] == "invalid_json" and out["value_base64"] == "//4="
+    assert json.loads(json_line(TailRecord(0, 1, 0, b'{"a": 1}')))["value"] == {"a": 1}
+    assert json.loads(json_line(TailRecord(0, 1, 0, b"abc")))["value_text"] == "abc"
+
+
+class ListSource:
+    def __init__(self, batches: list[list[TailRecord]]) -> None:
+        self.batches = batches
+
+    def poll(self, timeout_ms: int = 200) -> list[TailRecord]:
+        return self.batches.pop(0) if self.batches else []
+
+    def close(self) -> None:
+        pass
+
+
+def test_follow_stops_after_max_records() -> None:
+    records = [TailRecord(0, i, 0, b"{}") for i in range(5)]
+    assert [r.offset for r in follow(ListSource([records[:2], [], records[2:]]), 3)] == [0, 1, 2]
+
+
+def test_settings_come_from_the_worker_environment_and_the_option_wins() -> None:
+    env = {"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:1", "WORKER_KAFKA__SECURITY_PROTOCOL": "SSL"}
+    assert settings_from(env, None).bootstrap_servers == "a:1"
+    assert settings_from(env, "b:2") == KafkaSettings(bootstrap_servers="b:2", security_protocol="SSL")  # type: ignore[arg-type]
+
+
+def test_unreachable_broker_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--topic", "anomalies", "--bootstrap-servers", "127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach 127.0.0.1:1") and len(err.strip().splitlines()) == 1
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "(default: anomalies)" in capsys.readouterr().out
+
+
+@pytest.mark.kafka
+def test_tails_a_real_topic_from_the_beginning(kafka_broker, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from worker.kafka_io import KafkaPublisher  # noqa: PLC0415
+    from worker.topic_tools import create_topics  # noqa: PLC0415
+
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"tail-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [(topic, 1)])
+    sink = KafkaPublisher(KafkaSettings(bootstrap_servers=bootstrap))
+    sink.send(topic, json.dumps(ANOMALY).encode(), b"e-7", [])
+    sink.send(topic, b"{not json", None, list(DLQ_HEADERS))
+    sink.send(topic, b'{"a": 1}', None, [])
+    sink.flush(10.0)
+    sink.close(5.0)
+    assert main(["--topic", topic, "--bootstrap-servers", bootstrap, "--from-beginning", "--max", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(" ")[1] for line in out.splitlines()] == ["ANOMALY", "DEAD", '{"a":1}']
+    assert err.strip() == "3 records"
+    assert main(["--topic", topic, "--bootstrap-servers", bootstrap, "--from-beginning", "--max", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"]["event_id"] == "e-7"
+    assert main(["--topic", "no-such-topic-here", "--bootstrap-servers", bootstrap]) == 1
+    assert "no topic 'no-such-topic-here'" in capsys.readouterr().err

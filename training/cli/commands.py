@@ -1,0 +1,265 @@
+"""The bodies of ``fit``, ``score`` and ``evaluate`` (argument parsing lives in :mod:`training.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from detector.errors import DataError, InvalidEventError, SpecError, UsageError
+from detector.model import Detector
+from detector.schema import FeatureSpec
+from detector.spec_inference import infer_spec, likely_key_columns
+from training.cli.heartbeat import Heartbeat
+from training.config import TrainConfig
+from training.data import Record, as_text, check_values, iter_records, load_records, require_columns, split_by_truth
+from training.evaluation.metrics import evaluate
+from training.evaluation.report import write_report
+from training.fit import FitConfig, fit_detector
+
+SCORE_CHUNK = 4096
+REPORT_SAMPLE = 5000
+
+
+def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], list[bool], FeatureSpec]:
+    """Load DATA, check the named columns, keep normal rows, build the spec.
+
+    Returns:
+        ``(normals, all_rows, is_anomaly, spec)``; ``all_rows`` is every row without the truth
+        column (for an optional report).
+    """
+    if (args.truth_column is None) != (args.normal_value is None):
+        raise UsageError("--truth-column and --normal-value go together")
+    drop = [c for c in args.drop_columns.split(",") if c]
+    records = load_records(args.data, text_columns=[c for c in (args.id_column, args.timestamp_column) if c])
+    # Id and timestamp columns are read online only: training data may lack them.
+    require_columns(records, [args.label_column, args.truth_column, *drop], args.data)
+    records = [{k: v for k, v in r.items() if k not in drop} for r in records] if drop else records
+    if args.truth_column:
+        rows, flags = split_by_truth(records, args.truth_column, args.normal_value)
+    else:
+        rows, flags = records, [False] * len(records)
+    normals = [r for r, anomalous in zip(rows, flags, strict=True) if not anomalous]
+    if not normals:
+        raise DataError(
+            f"{args.data}: no row has {args.truth_column}={args.normal_value!r}; "
+            f"values seen: {values_seen(records, args.truth_column)}"
+        )
+    roles = {"id_field": args.id_column, "timestamp_field": args.timestamp_column, "label_field": args.label_column}
+    if args.spec:
+        spec = FeatureSpec.from_json_file(args.spec)
+        overrides = {k: v for k, v in roles.items() if v is not None}
+        if overrides:
+            try:
+                spec = FeatureSpec.model_validate(spec.model_dump() | overrides)
+            except ValueError as exc:
+                raise SpecError(f"--spec with the given columns: {exc}") from exc
+        require_columns(normals, spec.features, args.spec)
+    else:
+        try:
+            spec = infer_spec(normals, **roles)
+        except SpecError as exc:
+            raise SpecError(f"{args.data}: {exc}") from exc
+    check_values(rows, flags, spec, args.data)
+    return normals, rows, flags, spec
+
+
+def values_seen(records: list[Record], column: str, shown: int = 5) -> str:
+    """The most common values of a column with their counts, e.g. ``'Normal' (400), 'attack' (27)``."""
+    counts = Counter(as_text(r.get(column)) for r in records)
+    text = ", ".join(f"{value!r} ({count})" for value, count in counts.most_common(shown))
+    return text + (f" and {len(counts) - shown} more" if len(counts) > shown else "")
+
+
+def warn_about_key_columns(normals: list[Record], spec: FeatureSpec) -> None:
+    """Warn (stderr) about inferred feature columns that look like an id or a timestamp."""
+    for column in likely_key_columns(normals, spec):
+        print(
+            f"warning: column {column!r} has a different value in (nearly) every row, like an id or a timestamp; "
+            "it becomes a feature the worker then requires in every event. Name it with --id-column or "
+            "--timestamp-column, or leave it out with --drop-columns",
+            file=sys.stderr,
+        )
+
+
+def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None) -> FitConfig:
+    """Apply command-line overrides to a fit configuration."""
+    base = base or FitConfig()
+    train_overrides = {
+        "loss": args.loss,
+        "mining": args.mining,
+        "margin": args.margin,
+        "epochs": args.epochs,
+        "min_steps": args.min_steps,
+        "embedding_dim": args.embedding_dim,
+        "unlabelled_positives": getattr(args, "unlabelled_objective", None),
+        "projection": getattr(args, "projection", None),
+        "seed": args.seed,
+        "threads": args.threads,
+    }
+    train = base.train.model_copy(update={k: v for k, v in train_overrides.items() if v is not None})
+    train = train.model_copy(update={"progress": not args.quiet and sys.stderr.isatty()})
+    fit_overrides: dict[str, Any] = {"target_fpr": args.target_fpr}
+    if getattr(args, "calibration_fraction", None) is not None:
+        fit_overrides["calibration_fraction"] = args.calibration_fraction
+    config = base.model_copy(update={k: v for k, v in fit_overrides.items() if v is not None} | {"train": train})
+    # model_copy skips validation: re-validate so a bad flag value is a one-line error.
+    try:
+        return FitConfig.model_validate(
+            {**config.model_dump(), "train": TrainConfig.model_validate(train.model_dump())}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][-1]).replace("_", "-") if first["loc"] else "an option"
+        raise UsageError(f"{option}: {first['msg']}") from exc
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """``fit``; with stderr not a terminal (and not ``--quiet``), a progress line every few seconds."""
+    if args.quiet or sys.stderr.isatty():
+        return _fit(args, None)
+    with Heartbeat(sys.stderr, f"reading {args.data}") as heartbeat:
+        return _fit(args, heartbeat)
+
+
+def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
+    config = fit_config_from_args(args)  # a bad option value fails before the data is read
+    normals, rows, flags, spec = read_normals(args)
+    if not args.spec:
+        warn_about_key_columns(normals, spec)
+    if heartbeat is not None:
+        heartbeat.stage = f"training and calibrating on {len(normals)} normal rows"
+    result = fit_detector(normals, spec, config)
+    result.detector.save(args.out, result.metadata)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = {
+        "model": str(args.out),
+        "model_version": result.detector.version,
+        "n_normal_rows": len(normals),
+        "threshold": result.detector.threshold,
+        "calibration": {k: result.metadata["calibration"][k] for k in ("method", "n_calibration", "fpr_band_95")},
+        **result.metadata["training"],
+    }
+    summary.pop("config", None)
+    if args.report:
+        if not args.truth_column:
+            raise UsageError("--report needs --truth-column and --normal-value")
+        groups = ["anomalous" if f else "normal" for f in flags]
+        if heartbeat is not None:
+            heartbeat.stage = f"evaluating on {len(rows)} rows"
+        summary["evaluation"] = _evaluate_and_report(result.detector, rows, flags, groups, args.report, args.data)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    detector = Detector.load(args.model)
+    spec = detector.spec
+    text = [c for c in (spec.id_field, spec.timestamp_field) if c]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with args.out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(([spec.id_field] if spec.id_field else []) + ["score", "flagged", "nearest_class", "p_value"])
+        chunk: list[Record] = []
+        for record in iter_records(args.data, text_columns=text):
+            chunk.append(record)
+            if len(chunk) == SCORE_CHUNK:
+                count += _write_scores(writer, detector, chunk, count, args.data)
+                chunk = []
+        if chunk:
+            count += _write_scores(writer, detector, chunk, count, args.data)
+    if count == 0:
+        raise DataError(f"{args.data}: no records")
+    print(json.dumps({"scored": count, "out": str(args.out), "model_version": detector.version}))
+    return 0
+
+
+def _write_scores(writer: Any, detector: Detector, chunk: list[Record], offset: int, path: Path) -> int:
+    try:
+        result = detector.score_records(chunk, top=0)
+    except InvalidEventError as exc:
+        raise DataError(f"{path}: row {offset + _row_of(exc) + 1}: {_without_prefix(exc)}") from exc
+    id_field = detector.spec.id_field
+    for i, record in enumerate(chunk):
+        prefix = [record.get(id_field, "")] if id_field else []
+        values = [
+            f"{result.scores[i]:.6g}",
+            int(result.flagged[i]),
+            result.nearest_class[i],
+            f"{result.p_values[i]:.6g}",
+        ]
+        writer.writerow([*prefix, *values])
+    return len(chunk)
+
+
+def _row_of(exc: Exception) -> int:
+    text = str(exc)
+    if text.startswith("record "):
+        return int(text.split(":", 1)[0].split()[1])
+    return 0
+
+
+def _without_prefix(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("record ") else text
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    detector = Detector.load(args.model)
+    spec = detector.spec
+    text = [c for c in (spec.id_field, spec.timestamp_field) if c]
+    records = load_records(args.data, text_columns=text)
+    require_columns(records, [args.truth_column], args.data)
+    drop = {c for c in args.drop_columns.split(",") if c}
+    groups = [str(r.get(args.truth_column)) for r in records]
+    rows, flags = split_by_truth(records, args.truth_column, args.normal_value)
+    if drop:
+        rows = [{k: v for k, v in r.items() if k not in drop} for r in rows]
+    metrics = _evaluate_and_report(detector, rows, flags, groups, args.report, args.data)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _evaluate_and_report(
+    detector: Detector, rows: list[Record], flags: list[bool], groups: list[str], report: Path | None, path: Path
+) -> dict[str, Any]:
+    """Score labelled rows, compute metrics (grouped by ``groups``) and optionally write the HTML report."""
+    features = _transform_or_explain(detector, rows, path)
+    embeddings = detector.embed(features)
+    scored = detector.scorer.score(embeddings)
+    is_anomaly = np.asarray(flags, dtype=bool)
+    result = evaluate(scored.score, is_anomaly, detector.threshold, groups=groups)
+    if report is not None:
+        sample = np.random.default_rng(0).permutation(len(rows))[:REPORT_SAMPLE]
+        write_report(
+            report,
+            result,
+            scored.score,
+            is_anomaly,
+            detector.threshold,
+            embeddings=embeddings[sample],
+            embedding_labels=["anomalous" if is_anomaly[i] else "normal" for i in sample],
+            centroids=detector.scorer.centroids,
+            centroid_labels=[detector.scorer.class_names[c] for c in detector.scorer.centroid_class],
+            extra={
+                "model_version": detector.version,
+                **{k: v for k, v in detector.manifest.items() if k in ("calibration", "training")},
+            },
+        )
+    return result.as_dict()
+
+
+def _transform_or_explain(detector: Detector, rows: list[Record], path: Path | str) -> np.ndarray:
+    try:
+        return detector.featurizer.transform(rows)
+    except InvalidEventError as exc:
+        raise DataError(f"{path}: row {_row_of(exc) + 1}: {_without_prefix(exc)}") from exc

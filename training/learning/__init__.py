@@ -1,0 +1,4 @@
+"""How the encoder learns: losses, batch sampling, synthetic outliers, corruption, the objective and the loop.
+
+Knows nothing of files, the registry, evaluation or the command line; :mod:`training.fit` drives it.
+"""

@@ -1,0 +1,141 @@
+"""Analyst verdicts on flagged events: the schema, parsing and validation, and where they are kept.
+
+A verdict is one JSON object::
+
+    {"event_id": "e-42", "verdict": "false_positive", "by": "alice", "at": "2026-01-05T10:00:00+00:00",
+     "note": "nightly backup"}
+
+``verdict`` is ``false_positive`` (the event is normal: the retrain job trains on it even though
+the live model flags it) or ``confirmed`` (a real anomaly: the job uses it as a labelled anomaly in
+the recall check). For one event the latest verdict (by ``at``, then arrival) wins.
+
+Verdicts are kept on a Kafka topic (default :data:`FEEDBACK_TOPIC`, key = event id) or appended to
+a JSONL file. Every verdict of a batch is validated before anything is written; a file gets the
+whole batch in one append. No Kafka import here (see :mod:`training.feedback_io`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from detector.errors import DataError
+
+FEEDBACK_TOPIC = "anomalies.feedback"
+VERDICTS = ("false_positive", "confirmed")
+
+
+class Verdict(BaseModel):
+    """One analyst verdict on one flagged event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    event_id: str = Field(min_length=1, max_length=512)
+    verdict: Literal["false_positive", "confirmed"]
+    by: str = Field(min_length=1, max_length=200)
+    at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    note: str = Field(default="", max_length=2000)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True).encode("utf-8")
+
+
+def verdict_from(raw: Mapping[str, Any], where: str) -> Verdict:
+    """Validate one raw verdict; DataError with a one-line message naming ``where`` and the field."""
+    cleaned = {k: v for k, v in raw.items() if not (k in ("at", "note") and v in ("", None))}
+    try:
+        return Verdict.model_validate(cleaned)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "record"
+        if field == "verdict":
+            got = str(raw.get("verdict"))[:40]
+            raise DataError(f"{where}: unknown verdict {got!r} (use {' or '.join(VERDICTS)})") from None
+        raise DataError(f"{where}: {field}: {first['msg']}") from None
+
+
+def parse_verdicts(text: str, source: str, defaults: Mapping[str, Any] | None = None) -> list[Verdict]:
+    """Verdicts of a CSV (header row) or JSONL text; ``defaults`` fill missing fields (e.g. ``by``).
+
+    Raises:
+        DataError: the first malformed line or invalid verdict, as ``source:line: message``.
+    """
+    base = dict(defaults or {})
+    if not text.strip():
+        raise DataError(f"{source}: no verdicts")
+    try:
+        rows = list(_jsonl_rows(text, source) if _looks_like_jsonl(text) else _csv_rows(text, source))
+    except csv.Error as exc:
+        raise DataError(f"{source}: not a CSV of verdicts: {exc}") from None
+    if not rows:
+        raise DataError(f"{source}: no verdicts")
+    return [verdict_from({**base, **row}, f"{source}:{line}") for line, row in rows]
+
+
+def read_verdict_file(path: Path) -> list[Verdict]:
+    """Verdicts kept in a JSONL (or CSV) file; DataError names the file and line of the first bad one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read feedback file {path}: {exc}") from exc
+    return parse_verdicts(text, str(path)) if text.strip() else []
+
+
+def append_verdicts(path: Path, verdicts: Iterable[Verdict]) -> int:
+    """Append the (already validated) verdicts to a JSONL file in one write; returns how many."""
+    payload = b"".join(v.to_json() + b"\n" for v in verdicts)
+    with path.open("ab") as fh:
+        if fh.tell() > 0 and not _ends_with_newline(path):
+            payload = b"\n" + payload  # a torn earlier append: keep ours on lines of their own
+        fh.write(payload)
+    return payload.count(b"\n")
+
+
+def latest_verdicts(verdicts: Iterable[Verdict]) -> dict[str, Verdict]:
+    """The winning verdict per event id: latest ``at``; on a tie, the one that came later."""
+    latest: dict[str, Verdict] = {}
+    for verdict in verdicts:
+        known = latest.get(verdict.event_id)
+        if known is None or verdict.at >= known.at:
+            latest[verdict.event_id] = verdict
+    return latest
+
+
+def _looks_like_jsonl(text: str) -> bool:
+    return text.lstrip()[:1] in ("{", "[")
+
+
+def _jsonl_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{source}:{number}: not JSON ({exc.args[0].split(':')[0]})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{source}:{number}: a verdict must be a JSON object")
+        yield number, row
+
+
+def _csv_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "event_id" not in reader.fieldnames:
+        raise DataError(f"{source}:1: a CSV of verdicts needs a header with event_id and verdict")
+    for row in reader:
+        if None in row:
+            raise DataError(f"{source}:{reader.line_num}: more cells than header columns")
+        yield reader.line_num, {k: v for k, v in row.items() if v is not None}
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, 2)
+        return fh.read(1) == b"\n"

@@ -1,0 +1,133 @@
+"""Records read back from a topic, shown to a person (one line each) or to a program (JSON lines).
+
+Pure: no Kafka. Used by ``python -m worker.tail``. Three kinds of record are recognised:
+an anomaly record (:mod:`worker.anomaly_record`), a dead letter (``kestrel.error.*`` headers,
+see :mod:`worker.output_guard`) and anything else (shown as compact JSON, or as text).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+ERROR_PREFIX = "kestrel.error."
+SOURCE_PREFIX = "kestrel.source."
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True)
+class TailRecord:
+    """One record read back from a topic."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    topic: str = ""
+
+
+def _json_object(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _text(raw: bytes | None, limit: int = MAX_TEXT) -> str:
+    if raw is None:
+        return "(null)"
+    text = raw.decode("utf-8", "backslashreplace")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) and math.isfinite(value) else "-"
+
+
+def _headers(record: TailRecord) -> dict[str, str]:
+    return {name: value.decode("utf-8", "backslashreplace") for name, value in record.headers}
+
+
+def is_dead_letter(record: TailRecord) -> bool:
+    return any(name.startswith(ERROR_PREFIX) for name, _ in record.headers)
+
+
+def format_anomaly(anomaly: Mapping[str, Any]) -> str:
+    """``ANOMALY id score S (threshold T) p=P nearest C (d=D): top deviation``."""
+    fields = (anomaly.get("explanation") or {}).get("fields") or []
+    top = fields[0] if fields and isinstance(fields[0], Mapping) else None
+    why = f"{top.get('field')}={top.get('value')!r} ({_number(top.get('deviation'), '.1f')}σ)" if top else "-"
+    return (
+        f"ANOMALY {anomaly.get('event_id')} score {_number(anomaly.get('score'), '.3f')} "
+        f"(threshold {_number(anomaly.get('threshold'), '.3f')}) p={_number(anomaly.get('p_value'), '.4g')} "
+        f"nearest {anomaly.get('nearest_class')} (d={_number(anomaly.get('nearest_distance'), '.3f')}): {why}"
+    )
+
+
+def format_dead_letter(record: TailRecord) -> str:
+    """``DEAD LETTER topic/partition@offset type/reason: message | value``."""
+    h = _headers(record)
+    source = f"{h.get(SOURCE_PREFIX + 'topic', '?')}/{h.get(SOURCE_PREFIX + 'partition', '?')}"
+    source += f"@{h.get(SOURCE_PREFIX + 'offset', '?')}"
+    shown = {ERROR_PREFIX + name for name in ("type", "reason", "message")}
+    extra = [
+        f"{k.removeprefix(ERROR_PREFIX)}={v}" for k, v in h.items() if k.startswith(ERROR_PREFIX) and k not in shown
+    ]
+    reason = f"{h.get(ERROR_PREFIX + 'type', '?')}/{h.get(ERROR_PREFIX + 'reason', '?')}"
+    notes = f" [{', '.join(extra)}]" if extra else ""
+    return f"DEAD LETTER {source} {reason}: {h.get(ERROR_PREFIX + 'message', '')}{notes} | {_text(record.value, 80)}"
+
+
+def format_line(record: TailRecord) -> str:
+    """One line for a person: ``partition@offset`` then the record by kind."""
+    where = f"{record.partition}@{record.offset}"
+    if is_dead_letter(record):
+        return f"{where} {format_dead_letter(record)}"
+    parsed = _json_object(record.value)
+    if parsed is not None and {"event_id", "score", "p_value"} <= parsed.keys():
+        return f"{where} {format_anomaly(parsed)}"
+    key = "" if record.key is None else f" key={_text(record.key, 60)}"
+    body = orjson.dumps(parsed).decode() if parsed is not None else _text(record.value)
+    return f"{where}{key} {body}"
+
+
+def to_json(record: TailRecord) -> dict[str, Any]:
+    """One JSON object for a program: coordinates, key, headers and the value.
+
+    The value is ``value`` when it is a JSON document, else ``value_text`` (UTF-8) or
+    ``value_base64``; ``value`` is null for a tombstone.
+    """
+    out: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp_ms": record.timestamp_ms,
+        "key": None if record.key is None else record.key.decode("utf-8", "backslashreplace"),
+        "headers": _headers(record),
+    }
+    return out | _value_fields(record.value)
+
+
+def _value_fields(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        return {"value": None}
+    try:
+        return {"value": orjson.loads(value)}
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return {"value_text": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"value_base64": base64.b64encode(value).decode()}
+
+
+def json_line(record: TailRecord) -> str:
+    return orjson.dumps(to_json(record)).decode()
