@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,22 @@ def split_normals(y: np.ndarray, normal_mask: np.ndarray, seed: int) -> tuple[np
     return np.concatenate(fit), np.concatenate(test)
 
 
-def benchmark_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
+@dataclass(frozen=True)
+class SetSplit:
+    """One benchmark set under the protocol: rows as records, the fit part and the test part."""
+
+    x: np.ndarray
+    y: np.ndarray
+    records: list[dict[str, Any]]
+    fit_records: list[dict[str, Any]]
+    label: str | None
+    fit_idx: np.ndarray
+    test_idx: np.ndarray
+    anomalies: np.ndarray
+
+
+def load_split(name: str, seed: int, held_out: int | None) -> SetSplit:
+    """Load ``name`` and split its normals (``held_out``: the class that plays the anomalies)."""
     folder = DATA / "benchmarks" / ("wide" if name in WIDE_BASELINES else "")
     data = np.load(folder / f"{name}.npz", allow_pickle=False)
     x = data["X"].astype(np.float64)
@@ -152,10 +168,16 @@ def benchmark_set(name: str, seed: int, held_out: int | None) -> dict[str, float
         y = data["y_class"].astype(int)
         normal = y != held_out
     fit_idx, test_idx = split_normals(y, normal, seed)
-    anomalies = np.flatnonzero(~normal)
     label = None if held_out is None else "class"
     records = [{f"f{j}": float(v) for j, v in enumerate(row)} for row in x]
     fit_records = [records[i] | ({"class": str(y[i])} if label else {}) for i in fit_idx]
+    return SetSplit(x, y, records, fit_records, label, fit_idx, test_idx, np.flatnonzero(~normal))
+
+
+def benchmark_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
+    split = load_split(name, seed, held_out)
+    x, y, records, fit_records, label = split.x, split.y, split.records, split.fit_records, split.label
+    fit_idx, test_idx, anomalies = split.fit_idx, split.test_idx, split.anomalies
     start = time.perf_counter()
     result = run_fit(fit_records, label, seed, 1 / 7, 0.05)
     seconds = time.perf_counter() - start

@@ -61,20 +61,9 @@ def variants(det, z_tr, y_tr, z_ev, seed):
 
 
 def run_set(name, seed, held_out):
-    folder = q.DATA / "benchmarks" / ("wide" if name in q.WIDE_BASELINES else "")
-    data = np.load(folder / f"{name}.npz", allow_pickle=False)
-    x = data["X"].astype(np.float64)
-    if held_out is None:
-        y = np.zeros(len(x), dtype=int)
-        normal = data["y"] == 0
-    else:
-        y = data["y_class"].astype(int)
-        normal = y != held_out
-    fit_idx, test_idx = q.split_normals(y, normal, seed)
-    anomalies = np.flatnonzero(~normal)
-    label = None if held_out is None else "class"
-    records = [{f"f{j}": float(v) for j, v in enumerate(row)} for row in x]
-    fit_records = [records[i] | ({"class": str(y[i])} if label else {}) for i in fit_idx]
+    split = q.load_split(name, seed, held_out)
+    x, y, records, fit_records, label = split.x, split.y, split.records, split.fit_records, split.label
+    fit_idx, test_idx, anomalies = split.fit_idx, split.test_idx, split.anomalies
     q.FIT_OVERRIDES["cross_fit_below"] = 0  # the 10% holdout, as in the other ablations
     res = q.run_fit(fit_records, label, seed, 1 / 7, 0.05)
     det = res.detector

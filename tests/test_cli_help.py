@@ -13,8 +13,7 @@ from worker.__main__ import parse_overrides
 from worker.replay import build_parser as replay_parser
 from worker.tail import build_parser as tail_parser
 
-# ``feedback`` belongs to the retrain work in progress; it is checked once its options all have help.
-CHECKED_TRAINING = {"fit", "score", "evaluate", "retrain", "registry"}
+CHECKED_TRAINING = {"fit", "score", "evaluate", "retrain", "registry", "feedback"}
 
 
 def parsers(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:

@@ -40,7 +40,9 @@ def add_feedback_command(subparsers: argparse._SubParsersAction[argparse.Argumen
     where = feedback.add_argument_group("destination")
     where.add_argument("--to-file", type=Path, metavar="FILE", help="append to this JSONL file instead of Kafka")
     where.add_argument(
-        "--bootstrap-servers", default=os.environ.get("WORKER_KAFKA__BOOTSTRAP_SERVERS", "localhost:9092")
+        "--bootstrap-servers",
+        default=os.environ.get("WORKER_KAFKA__BOOTSTRAP_SERVERS", "localhost:9092"),
+        help="Kafka bootstrap servers (default: $WORKER_KAFKA__BOOTSTRAP_SERVERS, else localhost:9092)",
     )
     where.add_argument("--topic", default=FEEDBACK_TOPIC, help=f"feedback topic (default: {FEEDBACK_TOPIC})")
     add_kafka_security_options(where)
