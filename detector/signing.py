@@ -82,6 +82,12 @@ def load_public_key(value: str) -> Ed25519PublicKey:
     return key
 
 
+def key_pair_matches(private: Ed25519PrivateKey, public: Ed25519PublicKey) -> bool:
+    """Whether ``public`` is the public half of ``private`` (signatures it makes verify)."""
+    raw = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return private.public_key().public_bytes(*raw) == public.public_bytes(*raw)
+
+
 def sign_artifact(model_dir: Path, key: Ed25519PrivateKey) -> Path:
     """Write ``manifest.sig`` for the artifact's current ``manifest.json``; returns its path."""
     model_dir = Path(model_dir)

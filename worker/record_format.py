@@ -62,8 +62,9 @@ def is_dead_letter(record: TailRecord) -> bool:
 
 def format_anomaly(anomaly: Mapping[str, Any]) -> str:
     """``ANOMALY id score S (threshold T) p=P nearest C (d=D): top deviation``."""
-    fields = (anomaly.get("explanation") or {}).get("fields") or []
-    top = fields[0] if fields and isinstance(fields[0], Mapping) else None
+    explanation = anomaly.get("explanation")
+    fields = explanation.get("fields") if isinstance(explanation, Mapping) else None
+    top = fields[0] if isinstance(fields, list) and fields and isinstance(fields[0], Mapping) else None
     why = f"{top.get('field')}={top.get('value')!r} ({_number(top.get('deviation'), '.1f')}σ)" if top else "-"
     return (
         f"ANOMALY {anomaly.get('event_id')} score {_number(anomaly.get('score'), '.3f')} "
@@ -87,7 +88,12 @@ def format_dead_letter(record: TailRecord) -> str:
 
 
 def format_line(record: TailRecord) -> str:
-    """One line for a person: ``partition@offset`` then the record by kind."""
+    """One line for a person: ``partition@offset`` then the record by kind (control characters
+    from the record, e.g. a newline or a terminal escape in a value, are shown escaped)."""
+    return _escape_controls(_format_line(record))
+
+
+def _format_line(record: TailRecord) -> str:
     where = f"{record.partition}@{record.offset}"
     if is_dead_letter(record):
         return f"{where} {format_dead_letter(record)}"
@@ -97,6 +103,12 @@ def format_line(record: TailRecord) -> str:
     key = "" if record.key is None else f" key={_text(record.key, 60)}"
     body = orjson.dumps(parsed).decode() if parsed is not None else _text(record.value)
     return f"{where}{key} {body}"
+
+
+def _escape_controls(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def to_json(record: TailRecord) -> dict[str, Any]:

@@ -89,7 +89,8 @@ class ReplayOptions:
 class ReplaySummary:
     published: int
     seconds: float
-    skipped: tuple[str, ...] = ()  # why each skipped line was invalid, in file order
+    skipped: tuple[str, ...] = ()  # why the first SHOW_SKIPPED skipped lines were invalid, in file order
+    skipped_count: int = 0  # all skipped lines (a file of bad lines costs no memory per line)
 
     @property
     def rate(self) -> float:
@@ -133,7 +134,8 @@ def replay(
     """
     prefix = options.id_prefix or uuid.uuid4().hex[:8]
     start = time.perf_counter()
-    published, skipped = 0, []
+    published, skipped_count = 0, 0
+    skipped: list[str] = []
     for line in lines:
         if options.limit is not None and published >= options.limit:
             break
@@ -142,7 +144,9 @@ def replay(
             if not options.skip_invalid:
                 publisher.flush(60.0)
                 raise InvalidLineError(error, line.line_no, published)
-            skipped.append(error)
+            skipped_count += 1
+            if len(skipped) < SHOW_SKIPPED:
+                skipped.append(error)
             continue
         if options.rate > 0:
             delay = start + published / options.rate - time.perf_counter()
@@ -156,7 +160,7 @@ def replay(
             if on_progress is not None:
                 on_progress(published)
     publisher.flush(60.0)
-    return ReplaySummary(published, time.perf_counter() - start, tuple(skipped))
+    return ReplaySummary(published, time.perf_counter() - start, tuple(skipped), skipped_count)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,11 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    for error in summary.skipped[:SHOW_SKIPPED]:
+    for error in summary.skipped:
         print(f"skipped {error}", file=sys.stderr)
-    if len(summary.skipped) > SHOW_SKIPPED:
-        print(f"skipped {len(summary.skipped) - SHOW_SKIPPED} more invalid lines", file=sys.stderr)
-    counts = {"published": summary.published, "skipped": len(summary.skipped)}
+    if summary.skipped_count > len(summary.skipped):
+        print(f"skipped {summary.skipped_count - len(summary.skipped)} more invalid lines", file=sys.stderr)
+    counts = {"published": summary.published, "skipped": summary.skipped_count}
     print(json.dumps(counts | {"seconds": round(summary.seconds, 3), "rate": round(summary.rate, 1)}))
     return 0
 

@@ -46,7 +46,7 @@ def test_folds_are_balanced_within_each_class() -> None:
 
 def test_cross_fitted_threshold_holds_its_false_positive_rate() -> None:
     """Truth known: new normals come from the same Gaussian; the realised FPR averages the target."""
-    realised = []
+    realised, covered = [], []
     for seed in range(40):
         records = gaussian_records(200, seed)
         cal = cross_fitted_scores(records, None, FOLDS, seed, lambda r, _: MeanDistance(r))
@@ -56,9 +56,10 @@ def test_cross_fitted_threshold_holds_its_false_positive_rate() -> None:
         for r in fresh:
             r["id"] = -1 - r["id"]
         realised.append(float(np.mean(final.scores(fresh) > threshold)))
+        band = fpr_band(cal, threshold)
+        covered.append(band["low"] <= realised[-1] <= band["high"])  # the stated band holds the truth
     assert 0.07 <= np.mean(realised) <= 0.12
-    band = fpr_band(cal, threshold)
-    assert band["low"] <= 0.1 <= band["high"]
+    assert np.mean(covered) >= 0.9  # a 95% band: allow a few misses in 40 draws
     assert band["half_width"] == round(np.sqrt(np.log(40) / 400), 5)
 
 

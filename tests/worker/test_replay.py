@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detector.table_reader import SourceLine, iter_lines
-from worker.replay import InvalidLineError, ReplayOptions, main, replay
+from worker.replay import SHOW_SKIPPED, InvalidLineError, ReplayOptions, main, replay
 from worker.topic_tools import TopicTail, create_topics
 
 
@@ -106,6 +106,13 @@ def test_skip_invalid_counts_the_lines_it_skips(tmp_path: Path) -> None:
         "not UTF-8",
         "invalid JSON (Expecting property name enclosed in double quotes)",
     ]
+    assert summary.skipped_count == 3
+
+
+def test_a_file_of_invalid_lines_keeps_only_the_first_messages(tmp_path: Path) -> None:
+    summary = replay(lines_of(tmp_path, b"{broken\n" * 1000 + b'{"a": 1}\n'), FakePublisher(),
+                     ReplayOptions(topic="t", skip_invalid=True))  # fmt: skip
+    assert summary.published == 1 and summary.skipped_count == 1000 and len(summary.skipped) == SHOW_SKIPPED
 
 
 def test_csv_row_with_wrong_cell_count_is_invalid(tmp_path: Path) -> None:

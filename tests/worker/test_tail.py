@@ -62,6 +62,14 @@ def test_other_records_are_shown_as_compact_json_or_text() -> None:
     assert format_line(TailRecord(1, 3, 0, b"\xff plain")) == "1@3 \\xff plain"
 
 
+def test_control_characters_from_a_record_cannot_break_the_line_or_reach_the_terminal() -> None:
+    line = format_line(TailRecord(0, 9, 0, b"bad\n\x1b[31mred", None, DLQ_HEADERS))
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("| bad\\n\\x1b[31mred")
+    odd = {**ANOMALY, "event_id": "e\r7", "explanation": "not an object"}
+    assert format_line(TailRecord(0, 5, 0, json.dumps(odd).encode())).startswith("0@5 ANOMALY e\\r7 score 3.142")
+
+
 def test_json_lines_keep_coordinates_headers_and_the_value() -> None:
     out = json.loads(json_line(TailRecord(0, 9, 123, b"\xff\xfe", b"k", DLQ_HEADERS, "events.dlq")))
     assert out["topic"] == "events.dlq" and out["offset"] == 9 and out["key"] == "k"

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detector.errors import DataError
+from detector.errors import DataError, UsageError
 from detector.model import Detector
 from detector.registry import LiveChangedError, ModelRegistry
 from detector.schema import FeatureSpec
-from detector.signing import load_private_key, load_public_key
+from detector.signing import key_pair_matches, load_private_key, load_public_key
 from detector.spec_inference import infer_spec
 from training.config import TrainConfig
 from training.fit import FitConfig, fit_detector
@@ -126,6 +126,12 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         raise DataError("no data: give DATA files and/or --from-kafka")
     signing_key = load_private_key(options.signing_key) if options.signing_key is not None else None
     public_key = load_public_key(options.public_key) if options.public_key else None
+    if public_key is not None and (signing_key is None or not key_pair_matches(signing_key, public_key)):
+        # Checked before training: the candidate could be registered but never promoted.
+        raise UsageError(
+            "with a model public key (--public-key or WORKER_MODEL_PUBLIC_KEY) only signed models are "
+            "promoted: give --signing-key with the matching private key"
+        )
     registry = ModelRegistry(options.registry_dir, public_key=public_key)
     live_version = registry.live_version()
     live = registry.load_version(live_version) if live_version is not None else None

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Offsets read per partition per backward step (at least; a large cap reads in 8 steps).
 MIN_CHUNK = 2_000
+#: Longest read past the end offsets fixed at the start (records that arrive meanwhile).
+END_GRACE_S = 2.0
 
 Row = tuple[int, int, int, bytes | None]  # (timestamp ms, partition, offset, value)
 
@@ -185,11 +187,14 @@ def _read_chunk(
 
     The newest chunk is open-ended: the end offsets alone are not trusted to stop reading (some
     Kafka-protocol brokers report a batch-based high watermark), so it also reads on until a poll
-    returns nothing or each partition's newest record is no older than the job's start.
+    returns nothing or each partition's newest record is no older than the job's start, but at
+    most :data:`END_GRACE_S` past the end offsets (a partition that gets no new records, while
+    others do, would otherwise hold the read until the timeout).
     """
     started_ms = int(time.time() * 1000)
     newest_ts: dict[TopicPartition, int] = {}
     kept = 0
+    at_end_since: float | None = None
     while time.monotonic() < deadline:
         polled = consumer.poll(timeout_ms=500)
         for tp, batch in polled.items():
@@ -200,8 +205,11 @@ def _read_chunk(
         at_end = all(consumer.position(tp) >= high[tp] for tp in tps)
         if not open_ended and at_end:
             return kept
-        if at_end and (not polled or all(newest_ts.get(tp, 0) >= started_ms for tp in tps)):
-            return kept
+        if at_end:
+            at_end_since = at_end_since if at_end_since is not None else time.monotonic()
+            caught_up = all(newest_ts.get(tp, 0) >= started_ms for tp in tps)
+            if not polled or caught_up or time.monotonic() - at_end_since >= END_GRACE_S:
+                return kept
     return None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ from detector.errors import DataError
 
 FEEDBACK_TOPIC = "anomalies.feedback"
 VERDICTS = ("false_positive", "confirmed")
+
+logger = logging.getLogger(__name__)
 
 
 class Verdict(BaseModel):
@@ -80,12 +83,36 @@ def parse_verdicts(text: str, source: str, defaults: Mapping[str, Any] | None = 
 
 
 def read_verdict_file(path: Path) -> list[Verdict]:
-    """Verdicts kept in a JSONL (or CSV) file; DataError names the file and line of the first bad one."""
+    """Verdicts kept in a JSONL (or CSV) file; DataError names the file and line of the first bad one.
+
+    In a JSONL store a line that is not JSON at all is skipped with a warning: it is what a torn
+    append leaves (:func:`append_verdicts` writes its own lines after it), and one such line must
+    not stop every later retrain. A JSON line that is not a valid verdict is still an error.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read feedback file {path}: {exc}") from exc
-    return parse_verdicts(text, str(path)) if text.strip() else []
+    if not text.strip():
+        return []
+    if _looks_like_jsonl(text):
+        lines = text.splitlines()
+        for number, line in enumerate(lines, start=1):
+            if line.strip() and not _is_json(line):
+                logger.warning("feedback_line_skipped", extra={"file": str(path), "line": number})
+                lines[number - 1] = ""  # keeps the other lines' numbers in later errors
+        text = "\n".join(lines)
+        if not text.strip():
+            return []
+    return parse_verdicts(text, str(path))
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def append_verdicts(path: Path, verdicts: Iterable[Verdict]) -> int:

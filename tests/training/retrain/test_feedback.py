@@ -91,6 +91,12 @@ def test_append_after_a_torn_line_keeps_verdicts_on_their_own_lines(tmp_path: Pa
     store.write_bytes(b'{"event_id": "e0", "verdict": "confi')
     append_verdicts(store, [Verdict(event_id="e1", verdict="confirmed", by="a")])
     assert json.loads(store.read_text().splitlines()[1])["event_id"] == "e1"
+    # Reading the store back skips the torn line (a retrain must not fail on it for good) ...
+    assert [v.event_id for v in read_verdict_file(store)] == ["e1"]
+    # ... but a JSON line that is not a valid verdict still stops it, naming file and line.
+    store.write_text(store.read_text() + '{"event_id": "e2", "verdict": "maybe"}\n')
+    with pytest.raises(DataError, match=r"v\.jsonl:3"):
+        read_verdict_file(store)
 
 
 def test_verdicts_turn_flagged_events_into_training_rows_and_anomalies(tiny_model: TinyModel, tmp_path: Path) -> None:

@@ -117,6 +117,28 @@ def test_a_timeout_keeps_the_newest_part_read_so_far(monkeypatch: pytest.MonkeyP
     assert ids(got.events) == sorted(ids(got.events))
 
 
+@pytest.mark.usefixtures("small_chunks")
+def test_a_partition_without_new_records_does_not_hold_the_read_until_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Live traffic on partition 0 only: the newest chunk stops reading shortly past the end offsets."""
+    now_ms = 10**12
+
+    class LiveOnPartitionZero(FakeConsumer):
+        def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Message]]:
+            log = self.logs[0]
+            log.append(Message(len(log), now_ms + self.polls, json.dumps({"i": -1}).encode()))
+            return super().poll(timeout_ms)
+
+    consumer = LiveOnPartitionZero(partitions=2, per_partition=1_000)
+    clock: Iterator[float] = iter(range(10**7))
+    fake_time = types.SimpleNamespace(monotonic=lambda: next(clock) * 0.5, time=lambda: now_ms / 1000)
+    monkeypatch.setattr(kafka_source, "time", fake_time)
+    got = _read(consumer, KafkaWindow("fake:9092", TOPIC, last=300, timeout_s=120))  # type: ignore[arg-type]
+    assert not got.timed_out and len(got.events) == 300
+    assert consumer.polls * 0.5 < 120 / 4  # a few seconds of polling, not the whole timeout
+
+
 def test_security_settings_come_from_the_worker_variables_and_never_show_the_password(tmp_path: Any) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")

@@ -14,6 +14,7 @@ from small_artifact import build_artifact
 
 import training.retrain.job
 from detector.registry import ModelRegistry
+from detector.signing import generate_keys
 from training.cli.main import main
 from training.cli.retrain import EXIT_FAILED, EXIT_KEPT, EXIT_PROMOTED, EXIT_USAGE
 from training.retrain.gate import GateDecision
@@ -235,3 +236,20 @@ def test_a_model_saved_before_projections_existed_is_retrained_on_the_plain_sphe
     assert (config.train.unlabelled_positives, config.train.outlier_noise, config.train.seed) == ("one_class", 5.0, 3)
     new = {"train": {"projection": "auto"}}
     assert _base_config(SimpleNamespace(manifest={"training": {"config": new}})).train.projection == "auto"  # type: ignore[arg-type]
+
+
+def test_a_public_key_without_the_matching_signing_key_is_refused_before_training(
+    registry: Path, files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the candidate would be registered unsigned and fail at promotion (exit 1, no decision)."""
+    (tmp_path / "a.pem").write_bytes(generate_keys()[0])
+    _private_b, public_b = generate_keys()
+    public = tmp_path / "b.pub.pem"
+    public.write_bytes(public_b)
+    trained: list[object] = []
+    monkeypatch.setattr(training.retrain.job, "fit_detector", lambda *a, **k: trained.append(a))
+    before = ModelRegistry(registry).versions()
+    base = ["retrain", str(files["second"]), "--registry", str(registry), "--public-key", str(public)]
+    assert main(base) == EXIT_USAGE  # no signing key
+    assert main([*base, "--signing-key", str(tmp_path / "a.pem")]) == EXIT_USAGE  # not the matching one
+    assert trained == [] and ModelRegistry(registry).versions() == before
