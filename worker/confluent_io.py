@@ -31,7 +31,7 @@ from confluent_kafka import (
 from worker.errors import BrokerError, CommitError, PublishError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
-from worker.outputs import GivenUpRecords, Undeliverable
+from worker.outputs import NumberedOutputs, Undeliverable
 from worker.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -337,34 +337,31 @@ class ConfluentSink:
         self._make_producer = make_producer
         self._producer: Producer | None = None
         self.max_attempts = max_attempts
-        self._pending: list[_Pending] = []
-        self._given_up = GivenUpRecords()
-        self._sent = 0
+        self._outputs: NumberedOutputs[_Pending] = NumberedOutputs()
         self._fatal: KafkaError | None = None
         self._generation = 0
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._outputs.entries)
 
     def send(self, record: OutputRecord) -> None:
         """Queue one record; delivery is confirmed (or given up) by :meth:`flush`. Never raises."""
-        entry = _Pending(record, self._sent)
-        self._sent += 1
-        self._pending.append(entry)
+        entry = _Pending(record, self._outputs.next_number())
+        self._outputs.entries.append(entry)
         if self._producer is not None:
             self._dispatch(entry)
 
     def mark(self) -> int:
         """The number the next record sent will get."""
-        return self._sent
+        return self._outputs.mark()
 
     def acknowledged(self, through: int) -> bool:
         """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
         if self._producer is not None:
             self._producer.poll(0)  # runs the delivery reports that arrived
         self._settle()
-        return not self._pending or self._pending[0].number >= through
+        return self._outputs.settled_before(through)
 
     def _dispatch(self, entry: _Pending) -> None:
         assert self._producer is not None
@@ -407,8 +404,8 @@ class ConfluentSink:
             try:
                 self._producer = self._make_producer()
             except BrokerError as exc:
-                raise PublishError(f"{len(self._pending)} records not sent: {exc}") from exc
-        head = [e for e in self._pending if through is None or e.number < through]
+                raise PublishError(f"{self.pending} records not sent: {exc}") from exc
+        head = self._outputs.before(through)
         for entry in head:
             if entry.state in ("unsent", "failed") and entry.refusals < self.max_attempts:
                 self._dispatch(entry)
@@ -419,29 +416,25 @@ class ConfluentSink:
             while any(e.state == "sent" for e in head) and (left := deadline - time.monotonic()) > 0:
                 self._producer.poll(min(left, 0.05))
         self._settle()
-        still = [e for e in self._pending if through is None or e.number < through]
-        if still:
-            first = next((e.error for e in still if e.error is not None), None)
-            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=self._fatal is not None)
-        return self._given_up.take(through)
+        return self._outputs.finish_flush(through, lambda e: e.error, self._fatal is not None)
 
     def _settle(self) -> None:
         """Drop acknowledged records; give up on those refused ``max_attempts`` times."""
         still: list[_Pending] = []
-        for entry in self._pending:
+        for entry in self._outputs.entries:
             if entry.state == "acked":
                 continue
             if entry.refusals >= self.max_attempts:
-                self._given_up.add(entry.number, Undeliverable(entry.record, repr(entry.error)))
+                self._outputs.given_up.add(entry.number, Undeliverable(entry.record, repr(entry.error)))
             else:
                 still.append(entry)
-        self._pending = still
+        self._outputs.entries = still
 
     def reset(self) -> None:
         """Drop the producer; the next flush builds a new one and resends everything pending."""
         self._producer, self._fatal = None, None
         self._generation += 1
-        for entry in self._pending:
+        for entry in self._outputs.entries:
             entry.state = "unsent"
 
     def close(self, timeout_s: float) -> None:

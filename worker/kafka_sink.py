@@ -28,7 +28,7 @@ from kafka.errors import KafkaError
 
 from worker.errors import BrokerError, PublishError
 from worker.output_guard import OutputRecord
-from worker.outputs import GivenUpRecords, Undeliverable
+from worker.outputs import NumberedOutputs, Undeliverable
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ class KafkaSink:
         self._make_producer = make_producer
         self._producer: KafkaProducer | None = None
         self.max_attempts = max_attempts
-        self._pending: list[_Pending] = []
-        self._given_up = GivenUpRecords()
-        self._sent = 0
+        self._outputs: NumberedOutputs[_Pending] = NumberedOutputs()
         self._fatal: BaseException | None = None
         #: Topics whose metadata did not come within ``max_block_ms``: their records wait for the
         #: next flush instead of blocking once per record.
@@ -89,24 +87,23 @@ class KafkaSink:
     @property
     def pending(self) -> int:
         """Records sent but neither acknowledged nor given up."""
-        return len(self._pending)
+        return len(self._outputs.entries)
 
     def send(self, record: OutputRecord) -> None:
         """Queue one record; delivery is confirmed (or given up) by :meth:`flush`. Never raises."""
-        entry = _Pending(record, self._sent)
-        self._sent += 1
-        self._pending.append(entry)
+        entry = _Pending(record, self._outputs.next_number())
+        self._outputs.entries.append(entry)
         if self._producer is not None and self._fatal is None:
             self._dispatch(entry)
 
     def mark(self) -> int:
         """The number the next record sent will get."""
-        return self._sent
+        return self._outputs.mark()
 
     def acknowledged(self, through: int) -> bool:
         """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
         self._settle()
-        return not self._pending or self._pending[0].number >= through
+        return self._outputs.settled_before(through)
 
     def _dispatch(self, entry: _Pending) -> None:
         if entry.record.topic in self._stalled or self._producer is None:
@@ -137,7 +134,7 @@ class KafkaSink:
         """
         self._connect()
         self._stalled.clear()
-        head = [e for e in self._pending if through is None or e.number < through]
+        head = self._outputs.before(through)
         for entry in head:
             if entry.future is None or (entry.future.is_done and entry.future.failed()):
                 self._dispatch(entry)
@@ -150,11 +147,7 @@ class KafkaSink:
         except KafkaError as exc:
             self._fatal = self._fatal or (exc if is_fatal(exc) else None)
         self._settle()
-        still = [e for e in self._pending if through is None or e.number < through]
-        if still:
-            first = next((e.last_error for e in still if e.last_error is not None), None)
-            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=self._fatal is not None)
-        return self._given_up.take(through)
+        return self._outputs.finish_flush(through, lambda e: e.last_error, self._fatal is not None)
 
     def _connect(self) -> None:
         if self._producer is not None:
@@ -162,12 +155,12 @@ class KafkaSink:
         try:
             self._producer = self._make_producer()
         except BrokerError as exc:
-            raise PublishError(f"{len(self._pending)} records not sent: {exc}") from exc
+            raise PublishError(f"{self.pending} records not sent: {exc}") from exc
 
     def _settle(self) -> None:
         """Drop acknowledged entries, count refusals, give up on records refused too often."""
         still: list[_Pending] = []
-        for entry in self._pending:
+        for entry in self._outputs.entries:
             future = entry.future
             if future is not None and future.is_done:
                 if future.succeeded():
@@ -178,15 +171,15 @@ class KafkaSink:
                 elif is_fatal(future.exception):
                     self._fatal = future.exception
             if entry.refusals >= self.max_attempts:
-                self._given_up.add(entry.number, Undeliverable(entry.record, repr(entry.last_error)))
+                self._outputs.given_up.add(entry.number, Undeliverable(entry.record, repr(entry.last_error)))
             else:
                 still.append(entry)
-        self._pending = still
+        self._outputs.entries = still
 
     def reset(self) -> None:
         """Close the producer; the next :meth:`flush` builds a new one and resends everything pending."""
         producer, self._producer, self._fatal = self._producer, None, None
-        for entry in self._pending:
+        for entry in self._outputs.entries:
             entry.future = None
         if producer is not None:
             _close(producer, 0.5)

@@ -6,9 +6,11 @@ no input record, however hostile, can make an output the client or broker refuse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
+from worker.errors import PublishError
 from worker.outcomes import BatchResult
 from worker.output_guard import OutputRecord, fit_anomaly, fit_dead_letter
 
@@ -96,3 +98,47 @@ class GivenUpRecords:
         taken = [item for number, item in self._items if through is None or number < through]
         self._items = [(n, item) for n, item in self._items if through is not None and n >= through]
         return taken
+
+
+class _Numbered(Protocol):
+    record: OutputRecord
+    number: int
+
+
+Entry = TypeVar("Entry", bound=_Numbered)
+
+
+class NumberedOutputs(Generic[Entry]):
+    """What both Kafka sinks keep: records numbered in send order, those neither acknowledged nor
+    given up (oldest first), and those given up until the flush that covers them returns them."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.given_up = GivenUpRecords()
+        self._sent = 0
+
+    def next_number(self) -> int:
+        number, self._sent = self._sent, self._sent + 1
+        return number
+
+    def mark(self) -> int:
+        """The number the next record sent will get."""
+        return self._sent
+
+    def before(self, through: int | None) -> list[Entry]:
+        """Entries numbered below ``through`` (all with ``None``)."""
+        return [e for e in self.entries if through is None or e.number < through]
+
+    def settled_before(self, through: int) -> bool:
+        """Whether no entry numbered below ``through`` is still open."""
+        return not self.entries or self.entries[0].number >= through
+
+    def finish_flush(
+        self, through: int | None, error_of: Callable[[Entry], object], fatal: bool
+    ) -> list[Undeliverable]:
+        """The records given up below ``through``, or :class:`PublishError` while some are open."""
+        still = self.before(through)
+        if still:
+            first = next((error for e in still if (error := error_of(e)) is not None), None)
+            raise PublishError(f"{len(still)} records not acknowledged: {first!r}", fatal=fatal)
+        return self.given_up.take(through)
