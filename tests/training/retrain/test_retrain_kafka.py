@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -71,6 +72,43 @@ def test_max_events_keeps_the_newest_while_reading(
     got = read_recent_events(KafkaWindow(bootstrap, topic, since_minutes=60, max_events=150, timeout_s=30))
     assert [e["event_id"] for e in got.events] == [e["event_id"] for e in events[-150:]]
     assert not got.timed_out
+
+
+def test_live_traffic_on_one_partition_does_not_hold_the_read(kafka_broker: Any) -> None:
+    """The real-broker side of the fake's idle-partition case: while one partition keeps receiving
+    events and the other none, the read ends shortly after the end offsets, not at its timeout."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"live-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i in range(200):
+        producer.send(topic, value=orjson.dumps({"i": i}), partition=i % 2)
+    producer.flush(30)
+    stop = threading.Event()
+
+    def live() -> None:  # one new event every 20 ms, on partition 0 only
+        n = 0
+        while not stop.is_set():
+            producer.send(topic, value=orjson.dumps({"live": n}), partition=0)
+            n += 1
+            stop.wait(0.02)
+
+    feeder = threading.Thread(target=live, daemon=True)
+    feeder.start()
+    try:
+        started = time.monotonic()
+        got = read_recent_events(KafkaWindow(bootstrap, topic, last=100, timeout_s=60))
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        feeder.join(5)
+        producer.close()
+    assert not got.timed_out and len(got.events) == 100
+    assert elapsed < 30, f"the read took {elapsed:.1f} s of its 60 s timeout"
 
 
 def test_unknown_topic_is_a_data_error(stream: tuple[str, str, list[dict[str, Any]]]) -> None:
