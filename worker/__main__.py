@@ -11,6 +11,7 @@ incompatible model, or a metrics port that cannot be bound. The last log line is
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -195,6 +196,11 @@ def run(settings: WorkerSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     watcher = _start_watcher(settings, loop, metrics)
     logger.info("worker_started", extra={"metrics_port": server.port, "kafka_client": client, "crc32c": crc})
+    # Everything built so far (torch, numpy, the clients, the model) lives as long as the process:
+    # out of the collector's reach, a full collection walks only what the loop allocates (measured:
+    # 75-100 ms pauses every few seconds at 20k events/s otherwise, a p99 latency spike).
+    gc.collect()
+    gc.freeze()
     try:
         clean = loop.run()
     except Exception:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -358,10 +358,28 @@ class ConfluentSink:
 
     def acknowledged(self, through: int) -> bool:
         """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
-        if self._producer is not None:
-            self._producer.poll(0)  # runs the delivery reports that arrived
+        self._serve(0.0)  # runs the delivery reports that arrived
         self._settle()
         return self._outputs.settled_before(through)
+
+    def _serve(self, timeout_s: float, flush: bool = False) -> None:
+        """Run the producer's callbacks for up to ``timeout_s`` (``flush``: until it is empty).
+
+        Without an ``error_cb``, librdkafka's fatal errors (e.g. an idempotent producer's sequence
+        out of step with a broker that lost its state) are raised here: kept as fatal, so the
+        next flush says the producer must be reset instead of the worker crashing."""
+        if self._producer is None:
+            return
+        try:
+            if flush:
+                self._producer.flush(timeout_s)
+            else:
+                self._producer.poll(timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.fatal():
+                self._fatal = error or KafkaError(KafkaError._FATAL, str(exc), fatal=True)
+            logger.warning("producer_error", extra={"error": str(exc)})
 
     def _dispatch(self, entry: _Pending) -> None:
         assert self._producer is not None
@@ -393,6 +411,26 @@ class ConfluentSink:
 
         return delivered
 
+    def prepare(self, topics: Sequence[str], timeout_s: float) -> None:
+        """Build the producer (its idempotence handshake starts at once, in librdkafka's threads)
+        and fetch ``topics``' metadata, each within ``timeout_s`` (see :class:`worker.outputs.Sink`)."""
+        producer = self._connected()
+        for topic in topics:
+            try:
+                error = producer.list_topics(topic, timeout=timeout_s).topics[topic].error
+            except (KafkaException, KeyError) as exc:
+                raise PublishError(f"no metadata for topic {topic!r}: {exc}") from exc
+            if error is not None:
+                raise PublishError(f"no metadata for topic {topic!r}: {error.str()}")
+
+    def _connected(self) -> Producer:
+        if self._producer is None:
+            try:
+                self._producer = self._make_producer()
+            except BrokerError as exc:
+                raise PublishError(f"{self.pending} records not sent: {exc}") from exc
+        return self._producer
+
     def flush(self, timeout_s: float, through: int | None = None) -> list[Undeliverable]:
         """Wait until every record numbered below ``through`` (default: every record sent) is
         acknowledged or given up; return those of them given up (see :class:`worker.outputs.Sink`).
@@ -400,23 +438,24 @@ class ConfluentSink:
         Raises:
             PublishError: some of them are neither; ``fatal`` says the producer must be reset.
         """
-        if self._producer is None:
-            try:
-                self._producer = self._make_producer()
-            except BrokerError as exc:
-                raise PublishError(f"{self.pending} records not sent: {exc}") from exc
+        self._connected()
+        assert self._producer is not None
         head = self._outputs.before(through)
         for entry in head:
             if entry.state in ("unsent", "failed") and entry.refusals < self.max_attempts:
                 self._dispatch(entry)
         if through is None:
-            self._producer.flush(timeout_s)
+            self._serve(timeout_s, flush=True)
         else:  # delivery reports of these records only: later ones stay in flight
             deadline = time.monotonic() + timeout_s
-            while any(e.state == "sent" for e in head) and (left := deadline - time.monotonic()) > 0:
-                self._producer.poll(min(left, 0.05))
+            while (
+                self._fatal is None
+                and any(e.state == "sent" for e in head)
+                and (left := deadline - time.monotonic()) > 0
+            ):
+                self._serve(min(left, 0.05))
         self._settle()
-        return self._outputs.finish_flush(through, lambda e: e.error, self._fatal is not None)
+        return self._outputs.finish_flush(through, lambda e: e.error or self._fatal, self._fatal is not None)
 
     def _settle(self) -> None:
         """Drop acknowledged records; give up on those refused ``max_attempts`` times."""
@@ -438,6 +477,5 @@ class ConfluentSink:
             entry.state = "unsent"
 
     def close(self, timeout_s: float) -> None:
-        if self._producer is not None:
-            self._producer.flush(timeout_s)
-            self._producer = None
+        self._serve(timeout_s, flush=True)
+        self._producer = None

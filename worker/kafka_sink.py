@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,17 @@ class KafkaSink:
             self._fatal = self._fatal or (exc if is_fatal(exc) else None)
         self._settle()
         return self._outputs.finish_flush(through, lambda e: e.last_error, self._fatal is not None)
+
+    def prepare(self, topics: Sequence[str], timeout_s: float) -> None:
+        """Connect the producer and fetch ``topics``' metadata (see :class:`worker.outputs.Sink`);
+        each topic waits at most the producer's ``max_block_ms`` (``timeout_s`` is not used)."""
+        self._connect()
+        assert self._producer is not None
+        for topic in topics:
+            try:
+                self._producer.partitions_for(topic)
+            except KafkaError as exc:
+                raise PublishError(f"no metadata for topic {topic!r}: {type(exc).__name__}: {exc}") from exc
 
     def _connect(self) -> None:
         if self._producer is not None:

@@ -89,6 +89,8 @@ class LoopConfig:
     #: Longest wait, inside a rebalance, for the batch in flight to be acknowledged (kafka-python
     #: runs the callback on its I/O thread: no heartbeats meanwhile, so well under the session timeout).
     revoke_flush_timeout_s: float = 1.0
+    #: Longest wait per output topic for the producer's start-up metadata (see ``Sink.prepare``).
+    prepare_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class WorkerLoop:
     def run(self) -> bool:
         """Process batches until stopped; return whether everything processed was committed."""
         try:
+            self._prepare_sink()
             while not self._stop.is_set():
                 self.run_once()
             return self._shutdown()
@@ -193,6 +196,15 @@ class WorkerLoop:
             raise
         finally:
             self.health.set_stopped()
+
+    def _prepare_sink(self) -> None:
+        """Start the producer while the consumer joins its group, so the first batch does not wait
+        for a new producer's handshake (measured: ~0.5-0.9 s on librdkafka at first output)."""
+        topics = [self.config.output_topic, self.config.dead_letter_topic]
+        try:
+            self._sink.prepare(topics, self.config.prepare_timeout_s)
+        except PublishError as exc:  # not fatal: the first flush connects and retries
+            logger.warning("output_producer_not_ready", extra={"topics": topics, "error": str(exc)})
 
     def _close_quietly(self) -> None:
         try:

@@ -6,7 +6,7 @@ no input record, however hostile, can make an output the client or broker refuse
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -56,6 +56,17 @@ class Sink(Protocol):
 
     def acknowledged(self, through: int) -> bool:
         """Whether every record numbered below ``through`` is acknowledged or given up (no wait)."""
+        ...
+
+    def prepare(self, topics: Sequence[str], timeout_s: float) -> None:
+        """Build the client and learn ``topics``' metadata now, before the first outputs need
+        them (a fresh idempotent librdkafka producer waits ~0.5 s for its producer id, which the
+        first batch would otherwise wait out). Bounded by about ``timeout_s`` per topic (kafka-python:
+        its own metadata wait, ``max_block_ms``).
+
+        Raises:
+            PublishError: the broker did not answer; the first flush tries again.
+        """
         ...
 
     def reset(self) -> None: ...

@@ -8,7 +8,7 @@ what it accepts (tombstones, keyless records, headers).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from worker.errors import CommitError, PublishError
 from worker.outcomes import RawRecord
@@ -87,6 +87,7 @@ class FakeSink:
         self.resets = 0
         #: Acknowledge by itself (as a real producer's I/O thread does) when asked ``acknowledged``.
         self.auto_ack = False
+        self.prepared: list[tuple[str, ...]] = []  # the topics of each prepare call
         self._pending: list[tuple[int, OutputRecord, int]] = []  # (number, record, refusals)
         self._given_up = GivenUpRecords()
 
@@ -101,6 +102,12 @@ class FakeSink:
 
     def mark(self) -> int:
         return len(self.sent)
+
+    def prepare(self, topics: Sequence[str], timeout_s: float) -> None:
+        """Fails as a flush would (``fail_flushes``/``fatal_flushes``), without consuming a failure."""
+        self.prepared.append(tuple(topics))
+        if self.fail_flushes or self.fatal_flushes:
+            raise PublishError("fake broker unavailable")
 
     def acknowledged(self, through: int) -> bool:
         """Without ``auto_ack`` nothing is acknowledged before a flush covers it (the slowest

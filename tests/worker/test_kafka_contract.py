@@ -58,7 +58,14 @@ def _fake_sink() -> SinkUnderTest:
             raise PublishError("broker away")
         return original(timeout_s, through)
 
+    def prepare(topics: Any, timeout_s: float) -> None:
+        if state["down"]:
+            raise PublishError("broker away")
+        original_prepare(topics, timeout_s)
+
+    original_prepare = sink.prepare
     sink.flush = flush  # type: ignore[method-assign]
+    sink.prepare = prepare  # type: ignore[method-assign]
     return SinkUnderTest(
         "fake",
         sink,
@@ -165,6 +172,21 @@ def test_sink_keeps_records_through_an_outage_and_a_reset(under_test: SinkUnderT
     sink.reset()
     assert _flush_until_settled(sink) == []
     assert under_test.delivered(1) == [(b"during-outage", b"k", [])]
+
+
+def test_sink_prepare_raises_while_the_broker_is_away_and_readies_the_client_after(
+    under_test: SinkUnderTest,
+) -> None:
+    sink, topic = under_test.sink, under_test.topic
+    under_test.break_broker()
+    with pytest.raises(PublishError):
+        sink.prepare([topic], 1.0)
+    under_test.heal_broker()
+    sink.reset()
+    sink.prepare([topic], 10.0)  # client built, the topic's metadata known
+    sink.send(_out(topic, b"k", b"after-prepare"))
+    assert _flush_until_settled(sink) == []
+    assert under_test.delivered(1) == [(b"after-prepare", b"k", [])]
 
 
 def test_sink_flush_through_a_mark_waits_for_the_records_before_it(under_test: SinkUnderTest) -> None:

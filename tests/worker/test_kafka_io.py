@@ -1,11 +1,16 @@
-"""The installed client's checksum, and settings that would crash or stall the worker later."""
+"""The installed client's checksum, settings that would crash or stall the worker later, and a
+librdkafka producer's fatal error."""
 
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from worker.errors import SettingsError
+from worker.confluent_io import ConfluentSink
+from worker.errors import PublishError, SettingsError
 from worker.kafka_io import crc32c_implementation
+from worker.outcomes import RawRecord
+from worker.output_guard import OutputRecord
 from worker.settings import load_settings
 
 
@@ -67,3 +72,50 @@ def test_both_clients_get_the_same_security_settings() -> None:
         "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "u", "sasl_plain_password": "p",
     }  # fmt: skip
+
+
+class _FencedProducer:
+    """A librdkafka producer whose idempotence broke (what a broker that lost its state causes):
+    ``produce`` queues, ``poll``/``flush`` raise the fatal error, as confluent-kafka does without
+    an ``error_cb``. The real case runs in tests/worker/test_worker_faults.py (broker SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        self.produced += 1
+
+    def _raise(self, *args: object) -> int:
+        error = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence desynchronization", fatal=True)
+        raise KafkaException(error)
+
+    poll = flush = list_topics = _raise
+
+
+def test_confluent_sink_turns_a_fatal_producer_error_into_a_reset_not_a_crash() -> None:
+    producers: list[object] = [_FencedProducer(), _DeliveringProducer()]
+    sink = ConfluentSink(lambda: producers.pop(0))  # type: ignore[arg-type, return-value]
+    sink.send(OutputRecord("anomaly", "out", b"k", b"v", [], RawRecord("in", 0, 1, 0, None, b"{}")))
+    mark = sink.mark()
+    with pytest.raises(PublishError) as failed:
+        sink.flush(1.0, through=mark)
+    assert failed.value.fatal and "OUT_OF_ORDER_SEQUENCE_NUMBER" in str(failed.value)
+    assert not sink.acknowledged(mark) and sink.pending == 1  # kept for the next producer
+    sink.reset()
+    assert sink.flush(1.0, through=mark) == [] and sink.pending == 0
+
+
+class _DeliveringProducer:
+    """Acknowledges every record at the next poll."""
+
+    def __init__(self) -> None:
+        self._reports: list[object] = []
+
+    def produce(self, *args: object, on_delivery: object = None, **kwargs: object) -> None:
+        self._reports.append(on_delivery)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        reports, self._reports = self._reports, []
+        for report in reports:
+            report(None, None)  # type: ignore[operator]
+        return len(reports)

@@ -136,6 +136,22 @@ def test_stop_finishes_and_closes(model: LoadedModel, tiny_model: TinyModel) -> 
     assert not loop.health.ready and not loop.health.alive
 
 
+@pytest.mark.parametrize("broker_up", [True, False], ids=["producer-ready", "producer-not-ready"])
+def test_run_prepares_the_producer_first_and_goes_on_when_it_cannot(
+    model: LoadedModel, tiny_model: TinyModel, broker_up: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop, source, sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10)])
+    sink.fail_flushes = 0 if broker_up else 1  # prepare fails as this flush would; the flush retries
+    stopper = threading.Timer(0.5, loop.request_stop)
+    stopper.start()
+    with caplog.at_level("WARNING", logger="worker.loop"):
+        assert loop.run() is True
+    assert sink.prepared == [("out", "dlq")]
+    assert source.commits[-1] == {("in", 0): 10} and len(sink.delivered) == len(sink.sent) > 0
+    warned = [r for r in caplog.records if r.getMessage() == "output_producer_not_ready"]
+    assert len(warned) == (0 if broker_up else 1)
+
+
 def test_stop_with_broker_down_gives_up_without_commit(model: LoadedModel, tiny_model: TinyModel) -> None:
     loop, source, sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10)])
     sink.fail_flushes = 10**9
