@@ -6,7 +6,11 @@
 Per set: the detector's AUROC, 1-NN in the standardised raw space, and post-hoc scores on the same
 encoder: exact nearest training member in embedding space (1 and 5 neighbours), k-means centroids
 with one centroid per m training members, and the nearest member among the members of the t
-nearest centroids. Writes /tmp/scoring_ablation.json.
+nearest centroids. Then the two halves of the default score apart (``embedding_only``, the
+centroid score; ``input_only``, the input-space distance) and the input-space term built with other
+budgets (``input_x4``: 4x the default multiply-adds per event; ``input_all``: every training row a
+reference point, i.e. exact 1-NN in the featurized space), each added to the embedding score as the
+default adds its own. Writes /tmp/scoring_ablation.json.
 """
 
 import json
@@ -19,8 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as q
 from detector.encoder import embed
+from training.calibration import fit_input_neighbours
 from training.evaluation.metrics import roc_auc
-from training.fit import split_calibration
+from training.fit import FitConfig, split_calibration
 from training.learning.clustering import kmeans
 
 
@@ -84,6 +89,16 @@ def run_set(name, seed, held_out):
     }
     for k, s in variants(det, z_tr, y_tr, z_ev, seed).items():
         out[k] = roc_auc(s, is_anom)
+    x_tr = f.transform([records[i] for i in train_part])
+    x_ev = f.transform([records[i] for i in eval_idx])
+    emb_tr, emb_ev = det.scorer.geometry.nearest(z_tr).score, det.scorer.geometry.nearest(z_ev).score
+    out["embedding_only"] = roc_auc(emb_ev, is_anom)
+    budget = FitConfig().input_budget
+    for name, b in (("input_only", budget), ("input_x4", 4 * budget), ("input_all", 10**12)):
+        view = fit_input_neighbours(x_tr, emb_tr, b, seed)
+        assert view is not None
+        d_ev = view.distances(x_ev)
+        out[name] = roc_auc(d_ev if name == "input_only" else view.combine(emb_ev, d_ev), is_anom)
     return out
 
 

@@ -27,6 +27,7 @@ from detector.encoder import Encoder, EncoderConfig, embed
 from detector.errors import ArtifactError
 from detector.explain import Explainer, FieldDeviation, describe
 from detector.features import Featurizer
+from detector.input_neighbours import InputNeighbours
 from detector.schema import FeatureSpec
 from detector.scorer import CentroidScorer, ScoreResult
 
@@ -76,7 +77,7 @@ class Detector:
 
     def score_features(self, features: NDArray[np.float32]) -> ScoreResult:
         """Score featurized rows."""
-        return self.scorer.score(self.embed(features))
+        return self.scorer.score(self.embed(features), features)
 
     def score_records(self, records: Sequence[Mapping[str, Any]], top: int = 3) -> ScoredBatch:
         """Validate, featurize, embed and score a batch of event dicts.
@@ -116,6 +117,7 @@ class Detector:
             "scorer.centroid_class": torch.from_numpy(self.scorer.centroid_class.astype(np.int64)),
             "scorer.radius": torch.from_numpy(self.scorer.radius),
             "scorer.calibration_scores": torch.from_numpy(self.scorer.calibration_scores),
+            **_input_tensors(self.scorer.input_neighbours),
             "explain.feature_mean": torch.from_numpy(self.explainer.feature_mean),
             "explain.feature_spread": torch.from_numpy(self.explainer.feature_spread),
         }
@@ -127,7 +129,11 @@ class Detector:
             "spec": self.spec.model_dump(mode="json"),
             "featurizer": self.featurizer.to_state(),
             "encoder": _encoder_manifest(self.encoder.config),
-            "scorer": {"class_names": self.scorer.class_names, "threshold": self.scorer.threshold},
+            "scorer": {
+                "class_names": self.scorer.class_names,
+                "threshold": self.scorer.threshold,
+                **_input_scales(self.scorer.input_neighbours),
+            },
             **dict(metadata or {}),
         }
         write_artifact(Path(out_dir), manifest, tensors)
@@ -161,6 +167,7 @@ class Detector:
                 radius=tensor_to_numpy(tensors, "scorer.radius"),
                 calibration_scores=tensor_to_numpy(tensors, "scorer.calibration_scores"),
                 threshold=float(manifest["scorer"]["threshold"]),
+                input_neighbours=_load_input_neighbours(manifest["scorer"], tensors, featurizer.n_features),
             )
             explainer = Explainer(
                 tensor_to_numpy(tensors, "explain.feature_mean"),
@@ -181,6 +188,37 @@ def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensors[name].detach().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _input_tensors(view: InputNeighbours | None) -> dict[str, torch.Tensor]:
+    return {} if view is None else {"scorer.input_points": torch.from_numpy(view.points)}
+
+
+def _input_scales(view: InputNeighbours | None) -> dict[str, float]:
+    if view is None:
+        return {}
+    return {"embedding_scale": view.embedding_scale, "input_scale": view.input_scale}
+
+
+def _load_input_neighbours(
+    scorer: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], n_features: int
+) -> InputNeighbours | None:
+    """The input-space term, or ``None`` for artifacts written before it existed (neither tensor nor scales).
+
+    Raises:
+        ArtifactError: only half of it present, or points of the wrong width.
+    """
+    has_points, has_scales = "scorer.input_points" in tensors, "input_scale" in scorer
+    if not has_points and not has_scales:
+        return None
+    if has_points != has_scales:
+        raise ArtifactError("the input-space term is incomplete (reference points and scales go together)")
+    view = InputNeighbours(
+        tensor_to_numpy(tensors, "scorer.input_points"), float(scorer["embedding_scale"]), float(scorer["input_scale"])
+    )
+    if view.n_features != n_features:
+        raise ArtifactError(f"input reference points have {view.n_features} features, the featurizer {n_features}")
+    return view
 
 
 def _encoder_manifest(config: EncoderConfig) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """Centroid scorer: distance to the nearest normal-class centroid, radius-normalised.
 
-Score units: the Euclidean distance in embedding space from an event to a centroid, divided by
-that centroid's radius (a typical distance of its own training members to it). A score of 1
-means "as far as a typical member"; **higher = more anomalous**. The score of an event is the
-minimum over all centroids; each normal class may own several centroids (multi-modal classes).
+Embedding score: the Euclidean distance in embedding space from an event to a centroid, divided
+by that centroid's radius (a typical distance of its own training members to it). A score of 1
+means "as far as a typical member"; **higher = more anomalous**. The embedding score of an event
+is the minimum over all centroids; each normal class may own several centroids (multi-modal
+classes). With :class:`detector.input_neighbours.InputNeighbours` (every model trained since it
+exists) the score is that embedding score plus the distance to the nearest normal reference point
+in the featurized input space, each divided by its median over the training normals: a typical
+normal then scores about 2.
 
 Geometry and thresholding are separate: :class:`CentroidGeometry` knows where the normal classes
 are and measures how far an embedding is from the nearest (what training needs to calibrate);
@@ -20,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.errors import ArtifactError
+from detector.input_neighbours import InputNeighbours
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -30,7 +35,8 @@ class ScoreResult:
     """Per-event results for a batch of ``n`` events (all arrays have length ``n``).
 
     Attributes:
-        score: radius-normalised distance to the nearest centroid (higher = more anomalous).
+        score: the detector's score (higher = more anomalous): the embedding score, plus the
+            input-space distance term when the scorer has one (see the module docstring).
         flagged: ``score > threshold``.
         nearest_class: index into :attr:`CentroidScorer.class_names`.
         nearest_centroid: index of the nearest centroid (in the order the centroids were given).
@@ -108,7 +114,10 @@ class CentroidGeometry:
         self.centroid_class = centroid_class.astype(np.intp)
         self.radius = radius.astype(np.float32)
         self.class_names = list(class_names)
-        self._sq_norm = (self.centroids.astype(np.float64) ** 2).sum(axis=1)
+        # ||z - c||^2 = ||z||^2 + ||c||^2 - 2 z.c in float32 (one matrix product, in-place adds):
+        # about twice as fast per batch as in float64, error ~1e-7 on unit-norm embeddings.
+        self._minus_two_t = np.ascontiguousarray(-2.0 * self.centroids.T)
+        self._sq_norm = (self.centroids.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
         order = np.argsort(self.centroid_class, kind="stable")
         self._by_class: NDArray[np.intp] | None = None if np.all(np.diff(order) > 0) else order
         grouped = self.centroid_class[order]
@@ -117,15 +126,20 @@ class CentroidGeometry:
 
     def distances(self, embeddings: F32) -> F64:
         """``(n, K)`` Euclidean distances from each embedding to each centroid."""
+        return self._distances32(embeddings).astype(np.float64)
+
+    def _distances32(self, embeddings: F32) -> F32:
         z = np.asarray(embeddings, dtype=np.float32)
-        sq = (z.astype(np.float64) ** 2).sum(axis=1, keepdims=True) + self._sq_norm
-        sq -= 2.0 * (z @ self.centroids.T).astype(np.float64)
-        out: F64 = np.sqrt(np.maximum(sq, 0.0))
+        sq = z @ self._minus_two_t
+        sq += self._sq_norm
+        sq += (z * z).sum(axis=1, keepdims=True)
+        np.maximum(sq, 0.0, out=sq)
+        out: F32 = np.sqrt(sq)
         return out
 
     def nearest(self, embeddings: F32) -> Nearest:
         """The nearest class of each of a ``(n, D)`` batch (one distance computation for the batch)."""
-        dist = self.distances(embeddings)
+        dist = self._distances32(embeddings)
         normalised = dist / self.radius
         grouped = normalised if self._by_class is None else normalised[:, self._by_class]
         per_class = np.minimum.reduceat(grouped, self._class_start, axis=1)
@@ -139,11 +153,11 @@ class CentroidGeometry:
             margin = np.full(n, np.inf)
         nearest_centroid = np.argmin(normalised, axis=1)
         return Nearest(
-            score=score,
+            score=score.astype(np.float64),
             class_index=self._present_classes[best],
             centroid=nearest_centroid,
-            distance=dist[np.arange(n), nearest_centroid],
-            margin=margin,
+            distance=dist[np.arange(n), nearest_centroid].astype(np.float64),
+            margin=margin.astype(np.float64),
         )
 
 
@@ -157,6 +171,8 @@ class CentroidScorer:
         radius: ``(K,)`` positive radius of each centroid.
         calibration_scores: scores of held-out normals (for p-values).
         threshold: flag when ``score > threshold``.
+        input_neighbours: the input-space term of the score, or ``None`` (embedding score only:
+            models trained before it existed).
     """
 
     def __init__(
@@ -167,8 +183,10 @@ class CentroidScorer:
         radius: F32,
         calibration_scores: F64,
         threshold: float,
+        input_neighbours: InputNeighbours | None = None,
     ) -> None:
         self.geometry = CentroidGeometry(centroids, centroid_class, class_names, radius)
+        self.input_neighbours = input_neighbours
         self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
         self.threshold = float(threshold)
 
@@ -192,17 +210,27 @@ class CentroidScorer:
         """``(n, K)`` Euclidean distances from each embedding to each centroid."""
         return self.geometry.distances(embeddings)
 
-    def score(self, embeddings: F32) -> ScoreResult:
-        """Score a ``(n, D)`` batch of embeddings (one distance computation for the batch)."""
+    def score(self, embeddings: F32, features: F32 | None = None) -> ScoreResult:
+        """Score a ``(n, D)`` batch of embeddings of the ``(n, F)`` featurized rows ``features``
+        (needed when the scorer has an input-space term).
+
+        Raises:
+            ValueError: ``features`` missing although the scorer needs them.
+        """
         near = self.geometry.nearest(embeddings)
+        score = near.score
+        if self.input_neighbours is not None:
+            if features is None:
+                raise ValueError("this scorer adds an input-space distance: pass the featurized rows too")
+            score = self.input_neighbours.combine(score, self.input_neighbours.distances(features))
         return ScoreResult(
-            score=near.score,
-            flagged=near.score > self.threshold,
+            score=score,
+            flagged=score > self.threshold,
             nearest_class=near.class_index,
             nearest_centroid=near.centroid,
             distance=near.distance,
             margin=near.margin,
-            p_value=self.p_values(near.score),
+            p_value=self.p_values(score),
         )
 
     def p_values(self, scores: F64) -> F64:

@@ -18,6 +18,7 @@ import torch
 from detector.encoder import Encoder, EncoderConfig
 from detector.explain import Explainer
 from detector.features import Featurizer
+from detector.input_neighbours import InputNeighbours
 from detector.model import Detector
 from detector.scorer import CentroidScorer, threshold_at_fpr
 from detector.spec_inference import infer_spec
@@ -100,12 +101,19 @@ def build_tiny_model(out_dir: Path, n_rows: int = 4000) -> TinyModel:
         [np.median(dist[member == c, c]) if np.any(member == c) else 1.0 for c in range(K)], dtype=np.float32
     )
     radius = np.maximum(radius, 1e-3)
-    provisional = CentroidScorer(centroids, np.zeros(K, dtype=np.intp), ["normal"], radius, np.zeros(1), 0.0)
+    # The input-space term as the trainer builds it (k-means points, scales = medians on training rows).
+    points = _kmeans(x_train.astype(np.float64), 4 * K).astype(np.float32)
+    embedding_train = CentroidScorer(centroids, np.zeros(K, dtype=np.intp), ["normal"], radius, np.zeros(1), 0.0)
+    train_scores = embedding_train.score(z_train).score
+    input_train = InputNeighbours(points, 1.0, 1.0).distances(x_train)
+    view = InputNeighbours(points, float(np.median(train_scores)), float(np.median(input_train)))
+    provisional = CentroidScorer(centroids, np.zeros(K, dtype=np.intp), ["normal"], radius, np.zeros(1), 0.0, view)
+    x_cal = feat.transform(held_out)
     with torch.inference_mode():
-        z_cal = encoder(torch.from_numpy(feat.transform(held_out))).numpy()
-    cal = provisional.score(z_cal).score
+        z_cal = encoder(torch.from_numpy(x_cal)).numpy()
+    cal = provisional.score(z_cal, x_cal).score
     threshold = threshold_at_fpr(cal, TARGET_FPR)
-    scorer = CentroidScorer(centroids, np.zeros(K, dtype=np.intp), ["normal"], radius, cal, threshold)
+    scorer = CentroidScorer(centroids, np.zeros(K, dtype=np.intp), ["normal"], radius, cal, threshold, view)
     mean = np.stack([x_train[member == c].mean(axis=0) if np.any(member == c) else x_train.mean(0) for c in range(K)])
     spread = np.stack([x_train[member == c].std(axis=0) if np.any(member == c) else x_train.std(0) for c in range(K)])
     explainer = Explainer(mean.astype(np.float32), spread.astype(np.float32), feat.column_fields)

@@ -6,6 +6,11 @@
 * A centroid's radius is the root-mean-square distance of its members, shrunk toward the
   global value with ``shrinkage`` pseudo-members, so that a small cluster cannot get a tiny
   radius and turn every visitor into an anomaly; ``None`` = one shared radius.
+* The input-space term of the score (:class:`detector.input_neighbours.InputNeighbours`): as
+  many reference points as the worker's per-event budget of multiply-adds allows (``budget //
+  features``, at least :data:`MIN_INPUT_POINTS`): the training rows themselves when there are no
+  more, else that many k-means centroids of them. Its two scales are medians over the training
+  normals; the input one of leave-one-out distances (:func:`leave_one_out_distances`).
 * The threshold is the (1 - target FPR) quantile of the held-out calibration normals' scores.
 """
 
@@ -19,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detector.explain import Explainer
+from detector.input_neighbours import InputNeighbours
 from detector.scorer import CentroidGeometry, CentroidScorer, threshold_at_fpr
 from training.learning.clustering import kmeans
 
@@ -26,6 +32,10 @@ log = logging.getLogger(__name__)
 
 #: Calibration normals expected above the threshold below which the threshold is unreliable.
 MIN_EXCEEDANCES = 10
+#: Fewest input-space reference points (when the budget divided by the features is smaller).
+MIN_INPUT_POINTS = 64
+#: Lloyd iterations of the input-space k-means (a coarse quantiser: more barely moves the score).
+INPUT_KMEANS_ITERATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,58 @@ def radii(z: NDArray[np.float32], centroids: Centroids, shrinkage: float | None)
     return np.maximum(out, 1e-6)
 
 
+def fit_input_neighbours(
+    x: NDArray[np.float32], embedding_scores: NDArray[np.float64], budget: int, seed: int
+) -> InputNeighbours | None:
+    """The input-space term from the featurized training rows ``x`` and their embedding scores
+    (``None`` when ``budget`` is 0: embedding score only)."""
+    if budget <= 0:
+        return None
+    n, width = x.shape
+    k = min(n, max(MIN_INPUT_POINTS, budget // max(width, 1)))
+    if k >= n:
+        points, owner = np.asarray(x, dtype=np.float32), np.arange(n, dtype=np.intp)
+    else:
+        result = kmeans(x, k, seed, n_init=1, max_iter=INPUT_KMEANS_ITERATIONS)
+        points, owner = result.centroids.astype(np.float32), result.labels.astype(np.intp)
+    distances = leave_one_out_distances(x, points, owner)
+    return InputNeighbours(points, _typical(embedding_scores), _typical(distances))
+
+
+def leave_one_out_distances(
+    x: NDArray[np.float32], points: NDArray[np.float32], owner: NDArray[np.intp], chunk: int = 1024
+) -> NDArray[np.float64]:
+    """Distance from each training row to the nearest reference point as if the row had not been
+    used to place them: its own point (``owner``, the mean of its ``m`` members) moves to the mean
+    of the other members, ``m / (m - 1)`` times as far from the row, and is gone when ``m = 1``
+    (the row itself). In-sample distances would shrink as the points approach one per row (and a
+    cross-fitted fold model, with fewer rows per point, would scale differently from the final one);
+    these estimate what a new normal row gets."""
+    data = x.astype(np.float64)
+    members = np.bincount(owner, minlength=len(points)).astype(np.float64)
+    shared = members > 1
+    stretch = np.divide(members, members - 1, out=np.ones_like(members), where=shared)
+    ref = points.astype(np.float64)
+    ref_sq = (ref**2).sum(axis=1)
+    out = np.empty(len(data), dtype=np.float64)
+    for lo in range(0, len(data), chunk):
+        part, own = data[lo : lo + chunk], owner[lo : lo + chunk]
+        d2 = np.maximum((part**2).sum(axis=1)[:, None] + ref_sq[None, :] - 2.0 * part @ ref.T, 0.0)
+        rows = np.arange(len(part))
+        own_distance = np.where(shared[own], np.sqrt(d2[rows, own]) * stretch[own], np.inf)
+        d2[rows, own] = np.inf
+        out[lo : lo + chunk] = np.minimum(np.sqrt(d2.min(axis=1)), own_distance)
+    return out
+
+
+def _typical(values: NDArray[np.float64]) -> float:
+    """Median, else mean when over half are zero (duplicate rows), else 1: a positive scale."""
+    for value in (float(np.median(values)), float(np.mean(values))):
+        if value > 1e-9:
+            return value
+    return 1.0
+
+
 def calibrate_threshold(scores: NDArray[np.float64], target_fpr: float) -> tuple[float, list[str]]:
     """Threshold at ``target_fpr`` and warnings about the calibration set's size."""
     warnings: list[str] = []
@@ -106,10 +168,17 @@ def build_scorer(
     class_names: list[str],
     calibration_scores: NDArray[np.float64],
     threshold: float,
+    input_neighbours: InputNeighbours | None = None,
 ) -> CentroidScorer:
     """Assemble the scorer from its fitted parts."""
     return CentroidScorer(
-        centroids.positions, centroids.centroid_class, class_names, radius, calibration_scores, threshold
+        centroids.positions,
+        centroids.centroid_class,
+        class_names,
+        radius,
+        calibration_scores,
+        threshold,
+        input_neighbours,
     )
 
 

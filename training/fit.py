@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from detector.encoder import Encoder, embed
 from detector.errors import DataError
 from detector.features import Featurizer
+from detector.input_neighbours import InputNeighbours
 from detector.model import Detector
 from detector.schema import FeatureSpec
 from detector.spec_inference import infer_spec
@@ -30,6 +31,7 @@ from training.calibration import (
     build_scorer,
     calibrate_threshold,
     centroid_counts,
+    fit_input_neighbours,
     place_centroids,
     radii,
     score_quantiles,
@@ -58,6 +60,9 @@ class FitConfig(BaseModel):
         radius_shrinkage: pseudo-members pulling each centroid's radius toward the global one
             (``None`` = one radius shared by all centroids).
         cluster_candidates: k values tried when deriving classes from unlabelled data.
+        input_budget: multiply-adds per event the input-space term of the score may cost (its
+            reference points times the featurized width; 0 = embedding score only). See
+            :func:`training.calibration.fit_input_neighbours` and docs/quality.md.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -68,6 +73,7 @@ class FitConfig(BaseModel):
     centroids_per_class: int = Field(default=64, ge=1)
     radius_shrinkage: float | None = Field(default=None, ge=0)
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
+    input_budget: int = Field(default=32768, ge=0)
     train: TrainConfig = TrainConfig()
 
 
@@ -128,11 +134,16 @@ class _Trained:
     history: TrainingHistory
     selection: dict[str, Any]
     x_train: NDArray[np.float32]
+    input_neighbours: InputNeighbours | None
 
     def scores(self, records: Sequence[Record]) -> NDArray[np.float64]:
-        """Radius-normalised centroid scores of ``records`` under this model."""
+        """The detector's scores of ``records`` under this model (before any threshold)."""
         geometry = build_geometry(self.centroids, self.radius, self.class_names)
-        return geometry.nearest(embed(self.encoder, self.featurizer.transform(records))).score
+        x = self.featurizer.transform(records)
+        score = geometry.nearest(embed(self.encoder, x)).score
+        if self.input_neighbours is None:
+            return score
+        return self.input_neighbours.combine(score, self.input_neighbours.distances(x))
 
 
 def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: FeatureSpec, config: FitConfig) -> _Trained:
@@ -149,7 +160,9 @@ def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: Featur
     counts = centroid_counts(y_train, len(class_names), config.centroids_per_class)
     centroids = place_centroids(z_train, y_train, counts, config.train.seed)
     radius = radii(z_train, centroids, config.radius_shrinkage)
-    return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train)
+    train_scores = build_geometry(centroids, radius, class_names).nearest(z_train).score
+    view = fit_input_neighbours(x_train, train_scores, config.input_budget, config.train.seed)
+    return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train, view)
 
 
 def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
@@ -176,7 +189,9 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         cal_scores = model.scores([records[i] for i in cal_idx])
         method = f"held out ({len(cal_idx)} normals)"
     threshold, warnings = calibrate_threshold(cal_scores, config.target_fpr)
-    scorer = build_scorer(model.centroids, model.radius, model.class_names, cal_scores, threshold)
+    scorer = build_scorer(
+        model.centroids, model.radius, model.class_names, cal_scores, threshold, model.input_neighbours
+    )
     explainer = build_explainer(model.x_train, model.centroids, model.featurizer.column_fields)
     detector = Detector(model.featurizer, model.encoder, scorer, explainer)
     metadata = {
@@ -194,6 +209,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             "n_train": len(train_idx),
             "n_classes": len(model.class_names),
             "n_centroids": len(model.centroids.positions),
+            "n_input_points": 0 if model.input_neighbours is None else len(model.input_neighbours.points),
             "class_selection": model.selection,
             "fit_seconds": round(time.perf_counter() - start, 2),
             "config": config.model_dump(mode="json"),

@@ -205,7 +205,7 @@ def _score_rows(
 
     Writes each row's own event time into ``event_times`` (per input position) where it has one.
     """
-    result = detector.scorer.score(detector.embed(rows.features))
+    result = detector.score_features(rows.features)
     known = ~np.isnan(rows.own_times)
     event_times[rows.positions[known]] = rows.own_times[known]
     flagged: list[Flagged] = []

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_model import TinyModel
 
-from detector.artifact import FORMAT_VERSION, MANIFEST, WEIGHTS
+from detector.artifact import FORMAT_VERSION, MANIFEST, WEIGHTS, read_artifact, write_artifact
 from detector.encoder import Encoder, EncoderConfig
 from detector.errors import ArtifactError, InvalidEventError
 from detector.explain import Explainer
@@ -202,3 +202,41 @@ def test_explanation_uses_the_nearest_centroid_when_classes_are_given_out_of_ord
         assert result.explanations[0][0].field == "b"
         assert result.explanations[0][0].deviation == pytest.approx(5.0, rel=1e-4)
         assert result.explanations[0][1].deviation == pytest.approx(0.0, abs=1e-4)
+
+
+def _rewrite(artifact: Path, edit: Any) -> None:
+    """Rewrite an artifact after ``edit(manifest, tensors)`` (hashes recomputed: a consistent artifact)."""
+    manifest, tensors = read_artifact(artifact)
+    edit(manifest, tensors)
+    body = {k: v for k, v in manifest.items() if k not in ("format_version", "files", "manifest_sha256")}
+    write_artifact(artifact, body, tensors)
+
+
+def test_an_artifact_from_before_the_input_term_scores_with_the_embedding_alone(
+    artifact: Path, tiny_model: TinyModel
+) -> None:
+    def drop(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+        del tensors["scorer.input_points"], manifest["scorer"]["embedding_scale"], manifest["scorer"]["input_scale"]
+
+    _rewrite(artifact, drop)
+    old = Detector.load(artifact)
+    assert old.scorer.input_neighbours is None
+    batch = events(tiny_model)
+    features = old.featurizer.transform(batch)
+    embedding_only = old.scorer.geometry.nearest(old.embed(features)).score
+    np.testing.assert_array_equal(old.score_records(batch).scores, embedding_only)
+
+
+@pytest.mark.parametrize("half", ["points-only", "scales-only", "wrong-width"])
+def test_refuses_an_incomplete_or_misshapen_input_term(artifact: Path, half: str) -> None:
+    def edit(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+        if half == "points-only":
+            del manifest["scorer"]["input_scale"]
+        elif half == "scales-only":
+            del tensors["scorer.input_points"]
+        else:
+            tensors["scorer.input_points"] = tensors["scorer.input_points"][:, :-1].contiguous()
+
+    _rewrite(artifact, edit)
+    with pytest.raises(ArtifactError, match="input"):
+        Detector.load(artifact)

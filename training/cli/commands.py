@@ -235,7 +235,7 @@ def _evaluate_and_report(
     """Score labelled rows, compute metrics (grouped by ``groups``) and optionally write the HTML report."""
     features = _transform_or_explain(detector, rows, path)
     embeddings = detector.embed(features)
-    scored = detector.scorer.score(embeddings)
+    scored = detector.scorer.score(embeddings, features)
     is_anomaly = np.asarray(flags, dtype=bool)
     result = evaluate(scored.score, is_anomaly, detector.threshold, groups=groups)
     if report is not None:

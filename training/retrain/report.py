@@ -66,7 +66,7 @@ def evaluation_html(detector: Detector, holdout: list[dict[str, Any]], anomalies
         [featurize(detector, holdout, "held-out normals"), featurize(detector, anomalies, "anomalies")]
     )
     embeddings = detector.embed(features)
-    scores = detector.scorer.score(embeddings).score
+    scores = detector.scorer.score(embeddings, features).score
     is_anomaly = np.r_[np.zeros(len(holdout), dtype=bool), np.ones(len(anomalies), dtype=bool)]
     groups = ["normal" if not a else "anomalous" for a in is_anomaly]
     result = evaluate(scores, is_anomaly, detector.threshold, groups=groups)
