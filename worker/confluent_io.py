@@ -367,8 +367,9 @@ class ConfluentSink:
 
         Without an ``error_cb``, librdkafka's fatal errors (e.g. an idempotent producer's sequence
         out of step with a broker that lost its state) are raised here: kept as fatal, so the
-        next flush says the producer must be reset instead of the worker crashing."""
-        if self._producer is None:
+        next flush says the producer must be reset instead of the worker crashing (until then
+        the broken producer is left alone: it would raise the same error again)."""
+        if self._producer is None or self._fatal is not None:
             return
         try:
             if flush:
