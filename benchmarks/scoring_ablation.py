@@ -10,7 +10,10 @@ nearest centroids. Then the two halves of the default score apart (``embedding_o
 centroid score; ``input_only``, the input-space distance) and the input-space term built with other
 budgets (``input_x4``: 4x the default multiply-adds per event; ``input_all``: every training row a
 reference point, i.e. exact 1-NN in the featurized space), each added to the embedding score as the
-default adds its own. Writes /tmp/scoring_ablation.json.
+default adds its own. Then other joins of the two terms (``combinations``: scales from the
+calibration normals' medians or 90% quantiles, robust z-scores, the larger term, the product, the
+input term weighted 2x) and ``oracle_pick``, the best of the embedding term, the input term and
+their sum on each set as if one knew the test anomalies. Writes /tmp/scoring_ablation.json.
 """
 
 import json
@@ -73,8 +76,8 @@ def run_set(name, seed, held_out):
     res = q.run_fit(fit_records, label, seed, 1 / 7, 0.05)
     det = res.detector
     labels = [str(y[i]) for i in fit_idx] if label else None
-    tr_local = split_calibration(labels, len(fit_idx), 1 / 7, seed)[0]
-    train_part = fit_idx[tr_local]
+    tr_local, cal_local = split_calibration(labels, len(fit_idx), 1 / 7, seed)
+    train_part, cal_part = fit_idx[tr_local], fit_idx[cal_local]
     eval_idx = np.concatenate([test_idx, anomalies])
     is_anom = np.r_[np.zeros(len(test_idx), bool), np.ones(len(anomalies), bool)]
     f = det.featurizer
@@ -99,7 +102,30 @@ def run_set(name, seed, held_out):
         assert view is not None
         d_ev = view.distances(x_ev)
         out[name] = roc_auc(d_ev if name == "input_only" else view.combine(emb_ev, d_ev), is_anom)
+    out["oracle_pick"] = max(out["embedding_only"], out["input_only"], out["current"])
+    x_cal = f.transform([records[i] for i in cal_part])
+    emb_cal = det.scorer.geometry.nearest(embed(det.encoder, x_cal)).score
+    d_cal = det.scorer.input_neighbours.distances(x_cal)
+    for name, s in combinations(emb_ev, det.scorer.input_neighbours.distances(x_ev), emb_cal, d_cal).items():
+        out[name] = roc_auc(s, is_anom)
     return out
+
+
+def combinations(emb_ev, d_ev, emb_cal, d_cal):
+    """Other ways to join the two terms; scales from the calibration normals (out of sample for both)."""
+
+    def spread(a):
+        return float(np.quantile(a, 0.9) - np.median(a))
+
+    e_med, d_med = np.median(emb_cal), np.median(d_cal)
+    return {
+        "sum_cal_median": emb_ev / e_med + d_ev / d_med,
+        "sum_cal_q90": emb_ev / np.quantile(emb_cal, 0.9) + d_ev / np.quantile(d_cal, 0.9),
+        "sum_robust_z": (emb_ev - e_med) / spread(emb_cal) + (d_ev - d_med) / spread(d_cal),
+        "max_cal_median": np.maximum(emb_ev / e_med, d_ev / d_med),
+        "log_product": np.log(emb_ev + 1e-12) + np.log(d_ev + 1e-12),
+        "input_weight_2": emb_ev / e_med + 2 * d_ev / d_med,
+    }
 
 
 names = sys.argv[1:] or [*q.BASELINES, *q.WIDE_BASELINES]

@@ -70,9 +70,11 @@ class Featurizer:
         """
         if not records:
             raise InvalidEventError("cannot fit a featurizer on zero records", reason="empty")
-        raw = np.empty((len(records), len(self.spec.numeric)), dtype=np.float64)
-        for j, field in enumerate(self.spec.numeric):
-            raw[:, j] = self._strict_column(records, field)
+        raw = self._numeric_fast(records)  # every value a finite number: no per-value parsing
+        if raw is None:
+            raw = np.empty((len(records), len(self.spec.numeric)), dtype=np.float64)
+            for j, field in enumerate(self.spec.numeric):
+                raw[:, j] = self._strict_column(records, field)
         raw = self._log(raw)
         median = np.nanmedian(raw, axis=0) if raw.size else np.zeros(0)
         self.median_ = np.where(np.isnan(median), 0.0, median)

@@ -226,6 +226,16 @@ def test_fit_names_the_row_and_field_of_a_bad_training_value() -> None:
     assert (info.value.reason, info.value.field) == ("wrong_type", "x")
 
 
+def test_fit_fast_path_matches_the_value_by_value_path() -> None:
+    """Every field present and a finite number: one block read; the same statistics as parsing each value."""
+    records = [r | {"opt": r.get("opt", 1.0)} for r in training_records()]  # every row has every field
+    fast = Featurizer(SPEC).fit(records)
+    spelled = [r | {"x": repr(r["x"])} if i == 0 else r for i, r in enumerate(records)]  # one string: slow path
+    slow = Featurizer(SPEC).fit(spelled)
+    for attribute in ("center_", "scale_", "median_"):
+        np.testing.assert_array_equal(getattr(fast, attribute), getattr(slow, attribute))
+
+
 def test_max_categories_sends_rare_values_to_unknown() -> None:
     records = [{"x": i, "c": "common"} for i in range(5)] + [{"x": 9, "c": "rare"}]
     feat = Featurizer(FeatureSpec(numeric=["x"], categorical=["c"]), max_categories=1).fit(records)

@@ -21,7 +21,6 @@ from training.cli.heartbeat import Heartbeat
 from training.config import TrainConfig
 from training.data import Record, as_text, check_values, iter_records, load_records, require_columns, split_by_truth
 from training.evaluation.metrics import evaluate
-from training.evaluation.report import write_report
 from training.fit import FitConfig, fit_detector
 
 SCORE_CHUNK = 4096
@@ -239,6 +238,8 @@ def _evaluate_and_report(
     is_anomaly = np.asarray(flags, dtype=bool)
     result = evaluate(scored.score, is_anomaly, detector.threshold, groups=groups)
     if report is not None:
+        from training.evaluation.report import write_report  # noqa: PLC0415 - matplotlib only with --report
+
         sample = np.random.default_rng(0).permutation(len(rows))[:REPORT_SAMPLE]
         write_report(
             report,

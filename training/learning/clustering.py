@@ -35,6 +35,12 @@ def _sq_dist(x: NDArray[np.float64], c: NDArray[np.float64]) -> NDArray[np.float
     return out
 
 
+def _sq_dist_to(x: NDArray[np.float64], x_sq: NDArray[np.float64], point: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Squared distances ``(n,)`` to one point; ``x_sq`` = the rows' squared norms, computed once."""
+    out: NDArray[np.float64] = np.maximum(x_sq + float(point @ point) - 2.0 * (x @ point), 0.0)
+    return out
+
+
 def kmeans(x: NDArray[np.floating], k: int, seed: int, n_init: int = 3, max_iter: int = 100) -> KMeansResult:
     """Best of ``n_init`` k-means runs (lowest inertia). ``k`` is capped at the number of distinct points."""
     data = np.asarray(x, dtype=np.float64)
@@ -52,13 +58,14 @@ def kmeans(x: NDArray[np.floating], k: int, seed: int, n_init: int = 3, max_iter
 
 
 def _plus_plus(x: NDArray[np.float64], k: int, rng: np.random.Generator) -> NDArray[np.float64]:
+    x_sq = (x**2).sum(1)  # once, not once per center: recomputing it was most of the seeding
     centers = [x[rng.integers(len(x))]]
-    closest = _sq_dist(x, np.array(centers))[:, 0]
+    closest = _sq_dist_to(x, x_sq, centers[0])
     for _ in range(1, k):
         total = closest.sum()
         idx = rng.choice(len(x), p=closest / total) if total > 0 else rng.integers(len(x))
         centers.append(x[idx])
-        closest = np.minimum(closest, _sq_dist(x, x[idx : idx + 1])[:, 0])
+        np.minimum(closest, _sq_dist_to(x, x_sq, x[idx]), out=closest)
     return np.array(centers)
 
 
@@ -81,16 +88,27 @@ def _lloyd(x: NDArray[np.float64], centers: NDArray[np.float64], max_iter: int) 
         if np.array_equal(new_labels, labels) and _ > 0:
             break
         labels = new_labels
-        for j in range(len(centers)):
-            members = x[labels == j]
-            if len(members):
-                centers[j] = members.mean(0)
-            else:  # re-seed an empty cluster on the worst-served point
-                far = dist.min(1).argmax()
-                centers[j] = x[far]
+        _update_centers(x, labels, centers, dist)
     final = _sq_dist(x, centers)
     labels = final.argmin(1)
     return KMeansResult(centers, labels, float(final[np.arange(len(x)), labels].sum()))
+
+
+def _update_centers(
+    x: NDArray[np.float64], labels: NDArray[np.intp], centers: NDArray[np.float64], dist: NDArray[np.float32]
+) -> None:
+    """Move each center to its members' mean, in place; an empty cluster goes to the worst-served point.
+
+    One sort and one segmented sum over the rows (O(n log n + n·D)), instead of a mask per cluster
+    (O(k·n)): with a few hundred clusters the masks were most of a k-means run.
+    """
+    counts = np.bincount(labels, minlength=len(centers))
+    present = counts > 0
+    starts = (np.cumsum(counts) - counts)[present]
+    order = np.argsort(labels, kind="stable")
+    centers[present] = np.add.reduceat(x[order], starts, axis=0) / counts[present, None]
+    if not present.all():
+        centers[~present] = x[dist.min(1).argmax()]
 
 
 def silhouette(x: NDArray[np.floating], labels: NDArray[np.intp]) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.learning.clustering import choose_k, kmeans, silhouette
+from training.learning.clustering import _update_centers, choose_k, kmeans, silhouette
 
 CENTERS = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
 
@@ -42,6 +42,19 @@ def test_kmeans_caps_k_at_the_number_of_distinct_points() -> None:
     result = kmeans(x, 6, seed=0)
     assert len(result.centroids) == 2
     assert result.inertia == pytest.approx(0.0)
+
+
+def test_center_update_is_each_clusters_mean_and_reseeds_an_empty_one() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    labels = rng.integers(0, 4, size=50)
+    labels[labels == 2] = 3  # cluster 2 ends up empty
+    centers = np.zeros((4, 3))
+    dist = ((x[:, None, :] - rng.normal(size=(4, 3))[None]) ** 2).sum(-1).astype(np.float32)
+    _update_centers(x, labels, centers, dist)
+    for j in (0, 1, 3):
+        np.testing.assert_allclose(centers[j], x[labels == j].mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(centers[2], x[dist.min(1).argmax()])  # the worst-served point
 
 
 def test_kmeans_refuses_zero_points() -> None:
