@@ -127,6 +127,13 @@ def _refuse_mostly_numeric(field: str, values: list[Any]) -> None:
 
 
 def _as_numbers(values: list[Any]) -> np.ndarray | None:
+    if values and set(map(type, values)) <= {int, float}:  # the usual column: one conversion, no parsing
+        try:
+            block = np.array(values, dtype=np.float64)
+        except OverflowError:  # an int beyond float range: the value-by-value path refuses it
+            block = None
+        if block is not None and np.isfinite(block).all():
+            return block
     out = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
         number = _number(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ def test_inference_treats_bool_and_non_finite_values_as_categorical() -> None:
     spec = infer_spec(records)
     assert spec.numeric == ["n"]
     assert spec.categorical == ["flag", "ratio"]
+
+
+def test_inference_of_plain_number_columns_leaves_non_finite_and_huge_values_to_the_exact_path() -> None:
+    """All-number columns take a one-conversion path; NaN, infinity and ints beyond float range still fail it."""
+    records = [
+        {"ok": 1, "nan": float("nan"), "inf": 2.0, "huge": 10**400},
+        {"ok": 2.5, "nan": 1.0, "inf": math.inf, "huge": 3},
+    ]
+    spec = infer_spec(records)
+    assert spec.numeric == ["ok"]
+    assert spec.categorical == ["nan", "inf", "huge"]
 
 
 def test_inference_reads_numeric_strings_as_the_worker_does() -> None:
