@@ -124,10 +124,14 @@ def nsl_kdd(seed: int) -> dict[str, float]:
     det = result.detector
     cal = det.scorer.calibration_scores
     test_scores = det.score_records(test_rows, top=0).scores
-    return operating_points(cal, test_scores, np.asarray(test_flags)) | {
-        "train_seconds": seconds,
-        "epochs": float(result.history.summary()["epochs_run"]),  # type: ignore[arg-type]
-    }
+    return (
+        operating_points(cal, test_scores, np.asarray(test_flags))
+        | {
+            "train_seconds": seconds,
+            "epochs": float(result.history.summary()["epochs_run"]),  # type: ignore[arg-type]
+        }
+        | structure_fields(result.history.cluster_structure)
+    )
 
 
 def split_normals(y: np.ndarray, normal_mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +197,19 @@ def benchmark_set(name: str, seed: int, held_out: int | None) -> dict[str, float
     train_part = fit_idx[split_calibration(labels, len(fit_idx), 1 / 7, seed)[0]]
     out["nn_auroc"] = roc_auc(nearest_normal_scores(x[train_part], x[eval_idx]), is_anomaly)
     out["fit_seconds"] = seconds
-    return out
+    return out | structure_fields(result.history.cluster_structure)
+
+
+def structure_fields(structure: dict[str, Any] | None) -> dict[str, float]:
+    """The unlabelled-data decision of a fit (absent when labels or a fixed objective skip the test):
+    ``clustered`` 1/0 and the best silhouette of the cluster-structure test (``nan`` when no k counted)."""
+    if structure is None:
+        return {}
+    silhouettes = structure.get("silhouettes") or {}
+    return {
+        "clustered": float(bool(structure.get("clustered"))),
+        "best_silhouette": max(silhouettes.values()) if silhouettes else float("nan"),
+    }
 
 
 def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
