@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from detector.errors import InvalidEventError, NotFittedError
 from detector.schema import FeatureSpec
-from detector.values import MISSING, canonical_category, parse_numeric
+from detector.values import MISSING, NUMBER_TYPES, canonical_category, finite_number_block, parse_numeric
 
 UNKNOWN = "<unknown>"
 MISSING_CATEGORY = "<missing>"
@@ -33,7 +33,6 @@ CLIP = 1e4
 DEFAULT_MAX_CATEGORIES = 256
 
 Records = Sequence[Mapping[str, Any]]
-_NUMBER_TYPES = frozenset({int, float})
 
 
 def _is_none(value: object) -> bool:
@@ -236,7 +235,7 @@ class Featurizer:
             return None
         if n_num == 1:
             rows = [(v,) for v in rows]
-        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        if not set(map(type, chain.from_iterable(rows))) <= NUMBER_TYPES:
             return None
         try:
             flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * n_num)
@@ -248,13 +247,9 @@ class Featurizer:
         self, records: Records, field: str, errors: dict[int, InvalidEventError]
     ) -> NDArray[np.float64]:
         values = [r.get(field, MISSING) for r in records]
-        if set(map(type, values)) <= _NUMBER_TYPES:
-            try:
-                arr = np.array(values, dtype=np.float64)
-            except OverflowError:
-                arr = None
-            if arr is not None and np.isfinite(arr).all():
-                return arr
+        block = finite_number_block(values)
+        if block is not None:
+            return block
         # Slow path: find exactly which values are bad.
         out = np.empty(len(values), dtype=np.float64)
         optional = field in self._optional

@@ -25,7 +25,7 @@ import numpy as np
 
 from detector.errors import InvalidEventError, SpecError
 from detector.schema import FeatureSpec
-from detector.values import parse_numeric
+from detector.values import finite_number_block, parse_numeric
 
 _HEAVY_TAIL_RATIO = 50.0
 _HEAVY_TAIL_MIN_MAX = 100.0
@@ -127,13 +127,9 @@ def _refuse_mostly_numeric(field: str, values: list[Any]) -> None:
 
 
 def _as_numbers(values: list[Any]) -> np.ndarray | None:
-    if values and set(map(type, values)) <= {int, float}:  # the usual column: one conversion, no parsing
-        try:
-            block = np.array(values, dtype=np.float64)
-        except OverflowError:  # an int beyond float range: the value-by-value path refuses it
-            block = None
-        if block is not None and np.isfinite(block).all():
-            return block
+    block = finite_number_block(values)  # the usual column: one conversion, no parsing
+    if block is not None:
+        return block
     out = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
         number = _number(value)

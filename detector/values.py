@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
 
 from detector.errors import InvalidEventError
 
@@ -51,6 +55,24 @@ def number_from_text(text: str) -> int | float | None:
         except ValueError:  # Python refuses to parse ints over 4300 digits
             return float(text)
     return float(text)
+
+
+#: Python types a block of values may hold to be converted at once.
+NUMBER_TYPES: Final = frozenset({int, float})
+
+
+def finite_number_block(values: Sequence[Any]) -> NDArray[np.float64] | None:
+    """``values`` as one float array when every one is an ``int``/``float`` (no ``bool``) and the
+    result is finite; else ``None``, and the caller parses value by value (:func:`parse_numeric`),
+    which gives the same numbers and names whatever is wrong (a string, NaN, an int beyond float range).
+    """
+    if not values or not set(map(type, values)) <= NUMBER_TYPES:
+        return None
+    try:
+        block = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    return block if np.isfinite(block).all() else None
 
 
 def parse_numeric(value: Any, field: str, optional: bool) -> float:

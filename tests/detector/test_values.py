@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from detector.errors import InvalidEventError
 from detector.table_reader import convert_cell
-from detector.values import MISSING, canonical_category, number_from_text, parse_numeric
+from detector.values import MISSING, canonical_category, finite_number_block, number_from_text, parse_numeric
 
 #: RFC 8259's number grammar, written out independently of detector.values.
 JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
@@ -193,3 +193,11 @@ def test_csv_cells_and_event_strings_agree_on_what_is_a_number(cell: str) -> Non
         assert parse_numeric(cell, "f", optional=False) == float(converted)
     else:
         assert reason_of(lambda: parse_numeric(cell, "f", optional=False)) == ("not_finite", "f")
+
+
+def test_finite_number_block_converts_only_all_finite_ints_and_floats() -> None:
+    block = finite_number_block([1, 2.5, -3])
+    assert block is not None
+    assert block.tolist() == [1.0, 2.5, -3.0]
+    for values in ([], [1, True], [1, "2"], [1.0, float("nan")], [1.0, math.inf], [1, 10**400], [1, None]):
+        assert finite_number_block(values) is None, values
