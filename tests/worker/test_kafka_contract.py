@@ -292,3 +292,47 @@ def test_source_construction_fails_with_a_broker_error_when_nobody_answers() -> 
         KafkaSource(settings, lambda p: None, lambda p: None)
     with pytest.raises(BrokerError):
         make_producer(settings)
+
+
+def _client_assignment(source: Any) -> set[tuple[str, int]]:
+    """The client's own answer, asked directly (the source may keep it between rebalances)."""
+    return {(tp.topic, tp.partition) for tp in source._consumer.assignment()}
+
+
+def test_librdkafka_source_assignment_follows_every_rebalance_at_once(kafka_broker: Any) -> None:
+    """ConfluentSource keeps librdkafka's assignment between rebalance callbacks: right after every
+    poll it must still equal the client's own answer. (kafka-python's source asks its client each
+    time; two of its members polled in turn from one thread join unreliably, so it is not here.)"""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=2)
+    everything = {(topics.input, 0), (topics.input, 1)}
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
+    first = ConfluentSource(settings, lambda p: None, lambda p: None)
+    second: ConfluentSource | None = None
+    try:
+
+        def polled_and_agree(*sources: Any) -> bool:
+            for source in sources:
+                source.poll(10, 100)
+                # Right after every poll (where rebalance callbacks run), not after a refresh.
+                assert source.assignment() == _client_assignment(source)
+            return True
+
+        wait_for(lambda: polled_and_agree(first) and first.assignment() == everything, 30, "the first member's join")
+        second = ConfluentSource(settings, lambda p: None, lambda p: None)
+        wait_for(
+            lambda: (
+                polled_and_agree(first, second)
+                and len(first.assignment()) == 1
+                and first.assignment() | second.assignment() == everything
+            ),
+            60,
+            "the partitions shared by two members",
+        )
+        second.close(5000)
+        second = None
+        wait_for(lambda: polled_and_agree(first) and first.assignment() == everything, 60, "the hand-back")
+    finally:
+        first.close(1000)
+        if second is not None:
+            second.close(1000)

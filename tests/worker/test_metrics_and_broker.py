@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.embedded_broker import EmbeddedBroker
 from worker.errors import BrokerStartError
-from worker.metrics import WorkerMetrics
+from worker.metrics import QUANTILE_REFRESH_S, WorkerMetrics
 
 
 def test_rolling_window_keeps_the_last_10000() -> None:
@@ -18,6 +18,27 @@ def test_rolling_window_keeps_the_last_10000() -> None:
     metrics.observe_scores(np.full(10_000, 5.0), threshold=1.0)
     metrics.observe_scores(np.zeros(10_000), threshold=1.0)
     assert metrics.flag_rate._value.get() == 0.0
+
+
+def _median(metrics: WorkerMetrics) -> float:
+    return float(metrics.score_quantile.labels("0.5")._value.get())
+
+
+def test_score_quantiles_are_recomputed_at_most_every_half_second_and_at_once_after_a_model_swap() -> None:
+    now = [100.0]
+    metrics = WorkerMetrics(CollectorRegistry(), clock=lambda: now[0])
+    metrics.observe_scores(np.full(10_000, 5.0), threshold=1.0)
+    assert _median(metrics) == 5.0
+    metrics.observe_scores(np.zeros(10_000), threshold=1.0)
+    assert metrics.flag_rate._value.get() == 0.0  # the flag rate follows every batch
+    assert _median(metrics) == 5.0  # the quantiles wait for QUANTILE_REFRESH_S
+    now[0] += QUANTILE_REFRESH_S
+    metrics.observe_scores(np.zeros(1), threshold=1.0)
+    assert _median(metrics) == 0.0
+    metrics.set_model("v1", 0.1, None, 1.0, 0.01, np.zeros(3))
+    metrics.set_model("v2", 0.1, None, 1.0, 0.01, np.zeros(3))  # a swap empties the window
+    metrics.observe_scores(np.full(4, 3.0), threshold=1.0)
+    assert _median(metrics) == 3.0
 
 
 @pytest.mark.kafka

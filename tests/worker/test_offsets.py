@@ -57,3 +57,14 @@ def test_forget_all() -> None:
     book.processed(_records(0, 0, 1), {("in", 0)})
     book.forget_all()
     assert book.uncommitted == {} and book.lag([("in", 0)], lambda p: 9) == {("in", 0): 0}
+
+
+def test_a_partition_read_again_within_a_batch_marks_its_last_record_and_never_moves_back() -> None:
+    book = OffsetBook()
+    book.processed(_records(0, 0, 3), {("in", 0)})
+    # Offsets 10..14 then, re-assigned mid-batch, 5..6 again: the last record marks 7 (10..14 are
+    # read again after a restart, nothing is skipped); an older batch never lowers the mark.
+    book.processed(_records(0, 10, 5) + _records(0, 5, 2), {("in", 0)})
+    assert book.uncommitted == {("in", 0): 7}
+    book.processed(_records(0, 0, 2), {("in", 0)})
+    assert book.uncommitted == {("in", 0): 7}
