@@ -23,25 +23,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as q
+from detector.scorer import threshold_at_fpr
 from detector.spec_inference import infer_spec
-from training.config import TrainConfig
 from training.crossfit import FOLDS, fold_of
 from training.evaluation.metrics import roc_auc
-from training.fit import FitConfig, _train, split_calibration
+from training.fit import _train, split_calibration
 
 torch.set_num_threads(1)
 
 
 def fpr_at(cal, test_normals, target):
-    return float((test_normals > np.quantile(cal, 1 - target, method="higher")).mean())
+    return float((test_normals > threshold_at_fpr(cal, target)).mean())
 
 
 def run(name, seed, held_out):
     split = q.load_split(name, seed, held_out)
     recs = split.fit_records
     spec = infer_spec(recs, label_field=split.label)
-    train = TrainConfig.model_validate({"seed": seed, "progress": False})
-    cfg = FitConfig.model_validate({"target_fpr": 0.05, "calibration_fraction": 1 / 7, "train": train})
+    cfg = q.fit_config(seed, 1 / 7, 0.05)
     labels = [r["class"] for r in recs] if split.label else None
     eval_idx = np.concatenate([split.test_idx, split.anomalies])
     is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]

@@ -101,13 +101,16 @@ def nearest_normal_scores(x_train: np.ndarray, x: np.ndarray, chunk: int = 2048)
     return out
 
 
-def run_fit(records: list[dict[str, Any]], label: str | None, seed: int, cal_fraction: float, fpr: float):
-    spec = infer_spec(records, label_field=label)
+def fit_config(seed: int, cal_fraction: float, fpr: float) -> FitConfig:
+    """The fit settings of the benchmark (defaults plus any ``--set`` overrides)."""
     train = TrainConfig.model_validate(TRAIN_OVERRIDES | {"seed": seed, "progress": False})
-    config = FitConfig.model_validate(
+    return FitConfig.model_validate(
         FIT_OVERRIDES | {"target_fpr": fpr, "calibration_fraction": cal_fraction, "train": train}
     )
-    return fit_detector(records, spec, config)
+
+
+def run_fit(records: list[dict[str, Any]], label: str | None, seed: int, cal_fraction: float, fpr: float):
+    return fit_detector(records, infer_spec(records, label_field=label), fit_config(seed, cal_fraction, fpr))
 
 
 def nsl_kdd(seed: int) -> dict[str, float]:
