@@ -59,11 +59,12 @@ def run(name, seed):
         for copy, train_seed in enumerate((seed, seed + SECOND_SEED)):
             model = _train(train, None, spec, q.fit_config(train_seed, 1 / 7, 0.05))
             emb[objective, copy], d_seed = terms(model, model.featurizer.transform(evaluated))
-            if not emb.keys() - {(objective, copy)}:
+            if len(emb) == 1:
                 d_in = d_seed  # the first model's input term: every variant below adds the same one
             if objective == "clusters" and copy == 0:
                 res["silhouette"] = q.structure_fields(model.history.cluster_structure).get("best_silhouette")
     q.TRAIN_OVERRIDES.pop("unlabelled_positives")
+    # find_structure's decision: the best counted silhouette reaches STRUCTURE_SILHOUETTE (none: NaN)
     res["rule"] = "clusters" if (res["silhouette"] or 0) >= STRUCTURE_SILHOUETTE else "one_class"
     oc, cl = emb["one_class", 0], emb["clusters", 0]
     variants = {
