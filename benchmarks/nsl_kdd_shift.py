@@ -20,20 +20,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as q
 from detector.scorer import threshold_at_fpr
-from training.data import load_records, split_by_truth
 from training.evaluation.metrics import roc_auc
 
 SET_ASIDE = 0.2
 
 
 def run(seed: int) -> dict[str, float]:
-    train = load_records(q.DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz")
-    test = load_records(q.DATA / "nsl-kdd" / "KDDTest+.csv.gz")
-    for r in train + test:
-        r.pop("difficulty")
-    train_rows, train_flags = split_by_truth(train, "label", "normal")
-    test_rows, test_flags = split_by_truth(test, "label", "normal")
-    normals = [r for r, a in zip(train_rows, train_flags, strict=True) if not a]
+    normals, test_rows, test_flags = q.nsl_kdd_rows()
     order = np.random.default_rng(seed).permutation(len(normals))
     n_aside = int(SET_ASIDE * len(normals))
     aside, fit_rows = [normals[i] for i in order[:n_aside]], [normals[i] for i in order[n_aside:]]

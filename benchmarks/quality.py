@@ -113,7 +113,8 @@ def run_fit(records: list[dict[str, Any]], label: str | None, seed: int, cal_fra
     return fit_detector(records, infer_spec(records, label_field=label), fit_config(seed, cal_fraction, fpr))
 
 
-def nsl_kdd(seed: int) -> dict[str, float]:
+def nsl_kdd_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[bool]]:
+    """KDDTrain+_20Percent's normal rows, and KDDTest+'s rows with their attack flags (truth removed)."""
     train = load_records(DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz")
     test = load_records(DATA / "nsl-kdd" / "KDDTest+.csv.gz")
     for r in train + test:
@@ -121,6 +122,11 @@ def nsl_kdd(seed: int) -> dict[str, float]:
     train_rows, train_flags = split_by_truth(train, "label", "normal")
     test_rows, test_flags = split_by_truth(test, "label", "normal")
     normals = [r for r, a in zip(train_rows, train_flags, strict=True) if not a]
+    return normals, test_rows, list(test_flags)
+
+
+def nsl_kdd(seed: int) -> dict[str, float]:
+    normals, test_rows, test_flags = nsl_kdd_rows()
     start = time.perf_counter()
     result = run_fit(normals, None, seed, 0.1, 0.05)
     seconds = time.perf_counter() - start
