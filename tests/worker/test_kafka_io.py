@@ -4,10 +4,10 @@ librdkafka producer's fatal error."""
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message
 
-from worker.confluent_io import ConfluentSink
-from worker.errors import PublishError, SettingsError
+from worker.confluent_io import ConfluentSink, _records
+from worker.errors import BrokerError, PublishError, SettingsError
 from worker.kafka_io import crc32c_implementation
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
@@ -119,3 +119,25 @@ class _DeliveringProducer:
         for report in reports:
             report(None, None)  # type: ignore[operator]
         return len(reports)
+
+
+def test_librdkafka_messages_become_records_field_by_field() -> None:
+    appended = Message(
+        topic="in", partition=2, offset=9, key=b"k", value=None,
+        headers=[("traceparent", b"00-ab"), ("empty", None)], timestamp=(TIMESTAMP_LOG_APPEND_TIME, 1234),
+    )  # fmt: skip
+    eof = Message(topic="in", partition=1, offset=4, error=KafkaError(KafkaError._PARTITION_EOF))
+    plain = Message(topic="in", partition=0, offset=7, value=b"{}", timestamp=(1, 55))
+    assert _records([appended, eof, plain]) == [
+        RawRecord("in", 2, 9, 1234, b"k", None, (("traceparent", b"00-ab"), ("empty", b"")), True),
+        RawRecord("in", 0, 7, 55, None, b"{}", (), False),
+    ]
+    assert _records([plain]) == [RawRecord("in", 0, 7, 55, None, b"{}", (), False)]
+    assert _records([eof]) == []
+
+
+def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
+    fenced = Message(error=KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    with pytest.raises(BrokerError) as failed:
+        _records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
+    assert failed.value.fatal and "fenced" in str(failed.value)
