@@ -1,0 +1,191 @@
+"""Per-feature transforms of the input space, measured with 1-NN (docs/quality.md; not a test).
+
+    python benchmarks/input_transform_ablation.py            # the 21 sets, seeds 0, 1, 2
+    python benchmarks/input_transform_ablation.py wilt pima  # some of them
+
+The input-space term of the score is a nearest-neighbour distance in standardised features. Would
+another per-feature transform, fitted on the training normals alone, make it better across the
+sets? Three transforms, each scored by the distance to the nearest training normal (the split of
+``benchmarks/quality.py``: 60% train, test normals and all anomalies):
+
+* ``standard``: z-scores (the README's 1-NN baseline);
+* ``rank_gauss``: each feature through the training normals' empirical CDF, then the normal
+  quantile function (values outside the training range continue linearly, in standard deviations);
+* ``yeo_johnson``: z-scores, then a Yeo-Johnson power transform per feature with its exponent
+  fitted by maximum likelihood (grid -2..4), then z-scores again.
+
+and the sums ``standard + X``, each distance divided by the median leave-one-out distance of the
+training normals (as the detector scales its terms). Last column: ``standard`` or ``yeo_johnson``,
+whichever gives the calibration normals (training data, not test) the higher log density in the raw
+space (a 5-NN density in the transformed space plus the transform's log-Jacobian) — a choice made
+from the training data alone. Prints AUROC per set and the suite means.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import quality as q
+from training.calibration import leave_one_out_distances
+from training.evaluation.metrics import roc_auc
+from training.fit import split_calibration
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+_INV_CDF = np.vectorize(NormalDist().inv_cdf)
+_GRID = np.linspace(-2.0, 4.0, 61)
+
+
+def standard(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = train.mean(0), train.std(0)
+    std[std < 1e-12] = 1.0
+    return (train - mean) / std, (x - mean) / std
+
+
+def _gauss(col: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``v`` through the empirical CDF of the sorted training column ``col``, then the normal quantile."""
+    n = len(col)
+    rank = (np.searchsorted(col, v, "left") + np.searchsorted(col, v, "right")) / 2.0
+    return _INV_CDF(np.clip((rank + 0.5) / (n + 1), 0.5 / (n + 1), 1 - 0.5 / (n + 1)))
+
+
+def _rank_gauss_column(col: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """:func:`_gauss`, continued linearly (in standard deviations) outside the training range."""
+    sd = float(col.std()) or 1.0
+    low, high = _gauss(col, col[:1])[0], _gauss(col, col[-1:])[0]
+    z = np.where(v > col[-1], high + (v - col[-1]) / sd, _gauss(col, v))
+    return np.where(v < col[0], low - (col[0] - v) / sd, z)
+
+
+def rank_gauss(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.empty_like(train), np.empty_like(x)
+    for j in range(train.shape[1]):
+        col = np.sort(train[:, j])
+        a[:, j], b[:, j] = _rank_gauss_column(col, train[:, j]), _rank_gauss_column(col, x[:, j])
+    keep = a.std(0) > 1e-12
+    return a[:, keep], b[:, keep]
+
+
+def _yeo_johnson(v: np.ndarray, lam: float) -> np.ndarray:
+    out = np.empty_like(v)
+    pos = v >= 0
+    out[pos] = np.log1p(v[pos]) if abs(lam) < 1e-6 else ((v[pos] + 1) ** lam - 1) / lam
+    neg = -v[~pos]
+    out[~pos] = -np.log1p(neg) if abs(lam - 2) < 1e-6 else -((neg + 1) ** (2 - lam) - 1) / (2 - lam)
+    return out
+
+
+def _log_likelihood(v: np.ndarray, lam: float) -> float:
+    var = float(_yeo_johnson(v, lam).var())
+    if not np.isfinite(var) or var <= 0:
+        return -np.inf
+    return -len(v) / 2 * np.log(var) + (lam - 1) * float((np.sign(v) * np.log1p(np.abs(v))).sum())
+
+
+def _yeo_johnson_fit(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both sets z-scored, power-transformed per feature (exponent by maximum likelihood on
+    ``train``), z-scored again; and ``log |det J|`` of that map at each row of ``x``."""
+    mean, std = train.mean(0), train.std(0)
+    std[std < 1e-12] = 1.0
+    train, x = (train - mean) / std, (x - mean) / std
+    a, b = np.empty_like(train), np.empty_like(x)
+    log_jacobian = np.full(len(x), -np.log(std).sum())
+    with np.errstate(all="ignore"):
+        for j in range(train.shape[1]):
+            lam = float(_GRID[int(np.argmax([_log_likelihood(train[:, j], lam) for lam in _GRID]))])
+            a[:, j], b[:, j] = _yeo_johnson(train[:, j], lam), _yeo_johnson(x[:, j], lam)
+            v = x[:, j]
+            log_jacobian += np.where(v >= 0, lam - 1, 1 - lam) * np.log1p(np.abs(v))
+    mean2, std2 = a.mean(0), a.std(0)
+    std2[std2 < 1e-12] = 1.0
+    b = np.nan_to_num((b - mean2) / std2, nan=0.0, posinf=1e6, neginf=-1e6)
+    return (a - mean2) / std2, b, log_jacobian - np.log(std2).sum()
+
+
+def yeo_johnson(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b, _ = _yeo_johnson_fit(train, x)
+    return a, b
+
+
+def _standard_fit(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a, b = standard(train, x)
+    std = train.std(0)
+    return a, b, np.full(len(x), -np.log(np.where(std < 1e-12, 1.0, std)).sum())
+
+
+def held_out_log_density(
+    fit: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    train: np.ndarray,
+    held_out: np.ndarray,
+    k: int = 5,
+) -> float:
+    """Mean log density of ``held_out`` rows in the raw space, up to a constant shared by the
+    transforms: a k-NN density in the transformed space plus the map's log-Jacobian."""
+    a, b, log_jacobian = fit(train, held_out)
+    keep = a.std(0) > 1e-12
+    a, b = a[:, keep], b[:, keep]
+    d2 = np.maximum((b**2).sum(1)[:, None] + (a**2).sum(1)[None] - 2.0 * b @ a.T, 0.0)
+    radius = np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+    radius = np.maximum(radius, max(float(np.median(radius)) * 1e-3, 1e-12))  # duplicate rows
+    return float(np.mean(-a.shape[1] * np.log(radius) + log_jacobian))
+
+
+TRANSFORMS: dict[str, Transform] = {"standard": standard, "rank_gauss": rank_gauss, "yeo_johnson": yeo_johnson}
+COLUMNS = [*TRANSFORMS, "standard + rank_gauss", "standard + yeo_johnson", "picked by likelihood"]
+
+
+def scaled_nn(train: np.ndarray, x: np.ndarray, transform: Transform) -> np.ndarray:
+    """Distance to the nearest training normal after ``transform``, over the training median LOO distance."""
+    a, b = transform(train, x)
+    a32 = a.astype(np.float32)
+    loo = leave_one_out_distances(a32, a32, np.arange(len(a)))
+    return q.nearest_normal_scores(a, b) / max(float(np.median(loo)), 1e-9)
+
+
+def set_aurocs(name: str) -> dict[str, float]:
+    per: dict[str, list[float]] = {c: [] for c in COLUMNS}
+    for seed in (0, 1, 2):
+        for held_out_class in q.HELD_OUT.get(name, [None]):
+            split = q.load_split(name, seed, held_out_class)
+            labels = [str(split.y[i]) for i in split.fit_idx] if split.label else None
+            train_part, held_part = split_calibration(labels, len(split.fit_idx), 1 / 7, seed)
+            train, held = split.fit_idx[train_part], split.fit_idx[held_part]
+            evaluated = np.concatenate([split.test_idx, split.anomalies])
+            is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
+            scores = {k: scaled_nn(split.x[train], split.x[evaluated], t) for k, t in TRANSFORMS.items()}
+            scores["standard + rank_gauss"] = scores["standard"] + scores["rank_gauss"]
+            scores["standard + yeo_johnson"] = scores["standard"] + scores["yeo_johnson"]
+            # Training data only: the calibration normals' log density under each representation.
+            gain = held_out_log_density(_yeo_johnson_fit, split.x[train], split.x[held]) - held_out_log_density(
+                _standard_fit, split.x[train], split.x[held]
+            )
+            scores["picked by likelihood"] = scores["yeo_johnson" if gain > 0 else "standard"]
+            for column in COLUMNS:
+                per[column].append(roc_auc(scores[column], is_anomaly))
+    return {c: float(np.mean(v)) for c, v in per.items()}
+
+
+def main() -> None:
+    names = sys.argv[1:] or [*q.BASELINES, *q.WIDE_BASELINES]
+    print("| set | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
+    results = {}
+    for name in names:
+        results[name] = set_aurocs(name)
+        print(f"| {name} | " + " | ".join(f"{results[name][c]:.3f}" for c in COLUMNS) + " |", flush=True)
+    for suite, members in (("5 shared", q.BASELINES), ("16 wide", q.WIDE_BASELINES)):
+        inside = [n for n in names if n in members]
+        if inside:
+            means = " | ".join(f"{np.mean([results[n][c] for n in inside]):.4f}" for c in COLUMNS)
+            at_least = " | ".join(
+                str(sum(results[n][c] >= results[n]["standard"] - 1e-9 for n in inside)) for c in COLUMNS
+            )
+            print(f"| **mean of {suite}** | {means} |\n| **{suite} sets ≥ standard** | {at_least} |")
+
+
+if __name__ == "__main__":
+    main()
