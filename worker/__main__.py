@@ -49,6 +49,7 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "--batch-size": ("batch_size",),
     "--batch-wait-ms": ("batch_wait_ms",),
     "--overlap-batches": ("overlap_batches",),
+    "--commit-interval-ms": ("commit_interval_ms",),
     "--log-level": ("log_level",),
     "--log-format": ("log_format",),
     "--torch-threads": ("torch_threads",),
@@ -136,6 +137,7 @@ def _loop_config(settings: WorkerSettings) -> LoopConfig:
         shutdown_timeout_s=settings.shutdown_timeout_s,
         undeliverable=settings.undeliverable_policy.value,
         overlap_batches=settings.overlap_batches,
+        commit_interval_s=settings.commit_interval_ms / 1000.0,
     )
 
 

@@ -6,6 +6,8 @@ most the uncommitted batches. With ``overlap_batches`` (the default) one batch m
 while the next is polled and scored: batch N's outputs are sent, batch N+1 is polled, scored and
 sent, and only then does the loop wait for N's acknowledgements (usually there by then) and
 commit N. Batches finish strictly in order, so a commit never passes an unacknowledged output.
+While batches keep coming, commits are sent at most every ``commit_interval_s`` (a commit covers
+every batch finished before it); an idle poll, a rebalance and a stop commit at once.
 
 Broker trouble never stops the loop: the consumer is (re)built with backoff, flushes are retried
 with backoff (the batch is not committed until they succeed), failed commits are retried with the
@@ -86,6 +88,9 @@ class LoopConfig:
     rebuild_after_s: float = 10.0
     undeliverable: str = "skip"
     overlap_batches: bool = True
+    #: Under load, commit at most this often (0: after every batch). Fewer commit requests (a
+    #: kafka-python commit waits for the broker's answer); a crash re-reads at most this much more.
+    commit_interval_s: float = 0.0
     #: Longest wait, inside a rebalance, for the batch in flight to be acknowledged (kafka-python
     #: runs the callback on its I/O thread: no heartbeats meanwhile, so well under the session timeout).
     revoke_flush_timeout_s: float = 1.0
@@ -140,6 +145,7 @@ class WorkerLoop:
         self._broker_ok = True
         self._last_broker_ok = clock()
         self._last_lag = -float("inf")
+        self._last_commit_sent = -float("inf")
         self._lag: dict[Partition, int] = {}
         self._source_factory = source_factory
         #: Partitions revoked by a rebalance and not assigned again since.
@@ -328,7 +334,8 @@ class WorkerLoop:
             self._finish_in_flight()
         else:
             self._finish_if_acknowledged(0.0)  # no outputs, or acknowledged already
-        self._try_commit()
+        if self._clock() - self._last_commit_sent >= cfg.commit_interval_s:
+            self._try_commit()
 
     def _finish_in_flight(self) -> bool:
         """Wait for the batch in flight (retrying through outages); return whether one finished."""
@@ -432,6 +439,7 @@ class WorkerLoop:
             self._offsets.revoke([gone])
         if not offsets:
             return True
+        self._last_commit_sent = self._clock()
         try:
             self._source.commit(offsets, self.config.commit_timeout_ms)
         except CommitError as exc:

@@ -134,6 +134,10 @@ class WorkerSettings(BaseSettings):
     batch_wait_ms: int = Field(default=20, ge=0, le=60_000)
     #: Poll and score the next batch while this one's outputs are in flight (commit order kept).
     overlap_batches: bool = True
+    #: Under load, commit input offsets at most this often (0, the default: after every batch, so a
+    #: crash re-reads at most the batches not yet committed); an idle poll, a rebalance and a stop
+    #: commit at once. Fewer commit requests, and a crash re-reads up to this much more input.
+    commit_interval_ms: int = Field(default=0, ge=0, le=60_000)
     #: ``kafka-python`` (default, pure Python) or ``confluent`` (librdkafka; ``pip install 'kestrel-anomaly[fast]'``).
     kafka_client: KafkaClient = KafkaClient.KAFKA_PYTHON
     log_level: str = "INFO"

@@ -281,3 +281,28 @@ def test_a_revoke_leaves_an_unacknowledged_batch_to_the_partitions_next_owner(
     assert source.commits == [] and sink.pending
     loop.run_once()  # acknowledged now: only the partition still owned is committed
     assert source.commits == [{("in", 1): 4}] and loop.uncommitted == {}
+
+
+def test_under_load_commits_are_spaced_by_the_interval_and_an_idle_poll_commits_at_once(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    journal: list[str] = []
+    batches = [_records(tiny_model, 0, 10 * i, 10) for i in range(4)]
+    source, sink, now = FakeSource(journal, batches), FakeSink(journal), [0.0]
+    sink.auto_ack = True  # every batch is acknowledged by the time it is sent: only the interval holds commits
+    loop = WorkerLoop(lambda revoked, assigned: source, sink, model, WorkerMetrics(CollectorRegistry()),
+                      HealthState(), replace(CONFIG, commit_interval_s=10.0), clock=lambda: now[0])  # fmt: skip
+    loop.run_once()
+    assert source.commits == [{("in", 0): 10}]  # the first batch commits at once
+    now[0] = 5.0
+    loop.run_once()
+    assert source.commits == [{("in", 0): 10}]  # within the interval: processed, not yet committed
+    assert loop.uncommitted == {("in", 0): 20}
+    now[0] = 10.0
+    loop.run_once()
+    assert source.commits == [{("in", 0): 10}, {("in", 0): 30}]  # one commit covers both batches
+    now[0] = 11.0
+    loop.run_once()
+    assert source.commits[-1] == {("in", 0): 30}
+    loop.run_once()  # nothing polled: what was processed is committed without waiting for the interval
+    assert source.commits[-1] == {("in", 0): 40} and loop.uncommitted == {}

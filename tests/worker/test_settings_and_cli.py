@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tiny_model import TinyModel
 
-from worker.__main__ import parse_overrides
+from worker.__main__ import _loop_config, parse_overrides
 from worker.errors import SettingsError
 from worker.settings import effective_settings, load_settings
 
@@ -25,6 +25,16 @@ def test_flags_override_env_and_nested_env_is_merged(monkeypatch: pytest.MonkeyP
     assert settings.kafka.group_id == "flag-group"
     assert (settings.batch_size, settings.metrics.port, settings.model_dir) == (64, 1234, Path("/m"))
     assert (settings.kafka.session_timeout_ms, settings.batch_wait_ms, settings.torch_threads) == (6000, 20, 1)
+
+
+def test_the_commit_interval_reaches_the_loop_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _loop_config(load_settings({"model_dir": "/m"})).commit_interval_s == 0.0  # default: every batch
+    monkeypatch.setenv("WORKER_COMMIT_INTERVAL_MS", "100")
+    assert _loop_config(load_settings({"model_dir": "/m"})).commit_interval_s == 0.1
+    settings = load_settings(parse_overrides(["--model", "/m", "--commit-interval-ms", "2500"]))
+    assert _loop_config(settings).commit_interval_s == 2.5
+    with pytest.raises(SettingsError):
+        load_settings({"model_dir": "/m", "commit_interval_ms": -1})
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
