@@ -157,6 +157,8 @@ class WorkerSettings(BaseSettings):
             raise ValueError("give exactly one of --model (WORKER_MODEL_DIR) and --registry (WORKER_REGISTRY_DIR)")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
+        if self.commit_interval_ms / 1000.0 >= self.no_progress_timeout_s:
+            raise ValueError("commit_interval_ms must be shorter than no_progress_timeout_s (liveness needs commits)")
         return self
 
 

@@ -35,6 +35,8 @@ def test_the_commit_interval_reaches_the_loop_in_seconds(monkeypatch: pytest.Mon
     assert _loop_config(settings).commit_interval_s == 2.5
     with pytest.raises(SettingsError):
         load_settings({"model_dir": "/m", "commit_interval_ms": -1})
+    with pytest.raises(SettingsError, match="no_progress_timeout_s"):
+        load_settings({"model_dir": "/m", "commit_interval_ms": 30_000, "no_progress_timeout_s": 30})
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
