@@ -8,10 +8,13 @@ encoder's input), to the nearest of ``K`` reference points: k-means centroids of
 normals, or the training rows themselves when there are few enough. Both distances are divided by
 their median over the training normals (a typical normal scores 1 on each), and added::
 
-    score = embedding_score / embedding_scale + input_distance / input_scale
+    score = embedding_weight * embedding_score / embedding_scale + input_distance / input_scale
 
 The scales come from the training normals alone, so the calibration normals still score exactly as
-new normals would (the threshold and p-values stay conformal).
+new normals would (the threshold and p-values stay conformal). ``embedding_weight`` is 1 unless
+the trainer found the input term alone better at telling its held-out normals from column-shuffled
+copies of them (:mod:`training.score_terms`); then it is 0 and the embedding still names the
+nearest normal class and centroid, but does not move the score.
 """
 
 from __future__ import annotations
@@ -35,20 +38,25 @@ class InputNeighbours:
         points: ``(K, F)`` reference points in featurized input space.
         embedding_scale: median embedding score of the training normals (positive).
         input_scale: median input distance of the training normals (positive).
+        embedding_weight: weight of the embedding term (1: both terms; 0: the input term alone).
 
     Raises:
-        ArtifactError: no points, or scales that are not positive and finite.
+        ArtifactError: no points, scales that are not positive and finite, or a weight that is
+            negative or not finite.
     """
 
-    def __init__(self, points: F32, embedding_scale: float, input_scale: float) -> None:
+    def __init__(self, points: F32, embedding_scale: float, input_scale: float, embedding_weight: float = 1.0) -> None:
         if points.ndim != 2 or points.shape[0] == 0:
             raise ArtifactError("input reference points must be a non-empty (K, F) matrix")
         scales = np.array([embedding_scale, input_scale], dtype=np.float64)
         if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
             raise ArtifactError(f"score scales must be positive and finite, got {scales.tolist()}")
+        if not (np.isfinite(embedding_weight) and embedding_weight >= 0):
+            raise ArtifactError(f"the embedding weight must be finite and non-negative, got {embedding_weight}")
         self.points = np.ascontiguousarray(points, dtype=np.float32)
         self.embedding_scale = float(embedding_scale)
         self.input_scale = float(input_scale)
+        self.embedding_weight = float(embedding_weight)
         # ||x - p||^2 = ||x||^2 + (||p||^2 - 2 x.p): the bracket in float32 (one matrix product and
         # an in-place add per chunk; 8x faster than in float64, error ~1e-7 of the squared norms).
         self._minus_two_t = np.ascontiguousarray(-2.0 * self.points.T)
@@ -72,7 +80,11 @@ class InputNeighbours:
         result: F64 = np.sqrt(np.maximum(out, 0.0))
         return result
 
+    def with_embedding_weight(self, weight: float) -> InputNeighbours:
+        """The same term with another embedding weight."""
+        return InputNeighbours(self.points, self.embedding_scale, self.input_scale, weight)
+
     def combine(self, embedding_score: F64, input_distance: F64) -> F64:
         """The detector's score from its two halves (each ~1 for a typical normal)."""
-        out: F64 = embedding_score / self.embedding_scale + input_distance / self.input_scale
+        out: F64 = self.embedding_weight * embedding_score / self.embedding_scale + input_distance / self.input_scale
         return out

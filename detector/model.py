@@ -197,7 +197,11 @@ def _input_tensors(view: InputNeighbours | None) -> dict[str, torch.Tensor]:
 def _input_scales(view: InputNeighbours | None) -> dict[str, float]:
     if view is None:
         return {}
-    return {"embedding_scale": view.embedding_scale, "input_scale": view.input_scale}
+    return {
+        "embedding_scale": view.embedding_scale,
+        "input_scale": view.input_scale,
+        "embedding_weight": view.embedding_weight,
+    }
 
 
 def _load_input_neighbours(
@@ -214,7 +218,10 @@ def _load_input_neighbours(
     if has_points != has_scales:
         raise ArtifactError("the input-space term is incomplete (reference points and scales go together)")
     view = InputNeighbours(
-        tensor_to_numpy(tensors, "scorer.input_points"), float(scorer["embedding_scale"]), float(scorer["input_scale"])
+        tensor_to_numpy(tensors, "scorer.input_points"),
+        float(scorer["embedding_scale"]),
+        float(scorer["input_scale"]),
+        float(scorer.get("embedding_weight", 1.0)),  # artifacts written before the weight: 1
     )
     if view.n_features != n_features:
         raise ArtifactError(f"input reference points have {view.n_features} features, the featurizer {n_features}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,6 +32,11 @@ MIN_FOLD_TRAIN = 10
 
 class Scores(Protocol):
     def scores(self, records: Sequence[Mapping[str, Any]]) -> NDArray[np.float64]: ...
+
+
+Model = TypeVar("Model")
+Measured = TypeVar("Measured")
+Records = Sequence[Mapping[str, Any]]
 
 
 def cross_fit_folds(n_holdout: int, n_records: int, below: int) -> int:
@@ -55,20 +60,36 @@ def fold_of(labels: Sequence[str] | None, n: int, folds: int, seed: int) -> NDAr
     return out
 
 
-def cross_fitted_scores(
-    records: Sequence[Mapping[str, Any]],
+def cross_fitted(
+    records: Records,
     labels: Sequence[str] | None,
     folds: int,
     seed: int,
-    train: Callable[[Sequence[Mapping[str, Any]], list[str] | None], Scores],
+    train: Callable[[Records, list[str] | None], Model],
+    measure: Callable[[Model, Records], Measured],
+) -> list[tuple[NDArray[np.intp], Measured]]:
+    """Per fold: its rows' positions, and ``measure`` of them by a model trained on the other folds."""
+    fold = fold_of(labels, len(records), folds, seed)
+    out: list[tuple[NDArray[np.intp], Measured]] = []
+    for k in range(folds):
+        inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        ins, outs = inside.tolist(), outside.tolist()
+        model = train([records[i] for i in ins], None if labels is None else [labels[i] for i in ins])
+        out.append((outside, measure(model, [records[i] for i in outs])))
+    return out
+
+
+def cross_fitted_scores(
+    records: Records,
+    labels: Sequence[str] | None,
+    folds: int,
+    seed: int,
+    train: Callable[[Records, list[str] | None], Scores],
 ) -> NDArray[np.float64]:
     """``(n,)`` out-of-fold scores: row ``i`` scored by a model trained without its fold."""
-    fold = fold_of(labels, len(records), folds, seed)
     scores = np.empty(len(records), dtype=np.float64)
-    for k in range(folds):
-        inside, outside = np.flatnonzero(fold != k).tolist(), np.flatnonzero(fold == k).tolist()
-        model = train([records[i] for i in inside], None if labels is None else [labels[i] for i in inside])
-        scores[outside] = model.scores([records[i] for i in outside])
+    for outside, fold_scores in cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.scores(rows)):
+        scores[outside] = fold_scores
     return scores
 
 

@@ -37,11 +37,12 @@ from training.calibration import (
     score_quantiles,
 )
 from training.config import TrainConfig
-from training.crossfit import cross_fit_folds, cross_fitted_scores, fpr_band
+from training.crossfit import cross_fit_folds, cross_fitted, cross_fitted_scores, fpr_band
 from training.learning.budget import choose_threads, step_work
 from training.learning.clustering import choose_k, kmeans
 from training.learning.outliers import ColumnLayout
 from training.learning.trainer import TrainingHistory, train_encoder
+from training.score_terms import HeldOutTerms, ScaledTerms, choose_embedding_weight, shuffled_columns
 
 log = logging.getLogger(__name__)
 Record = Mapping[str, Any]
@@ -138,12 +139,27 @@ class _Trained:
 
     def scores(self, records: Sequence[Record]) -> NDArray[np.float64]:
         """The detector's scores of ``records`` under this model (before any threshold)."""
-        geometry = build_geometry(self.centroids, self.radius, self.class_names)
         x = self.featurizer.transform(records)
-        score = geometry.nearest(embed(self.encoder, x)).score
+        score = self._embedding_scores(x)
         if self.input_neighbours is None:
             return score
         return self.input_neighbours.combine(score, self.input_neighbours.distances(x))
+
+    def held_out_terms(self, records: Sequence[Record], rng: np.random.Generator) -> HeldOutTerms:
+        """Scaled score terms of normals this model did not train on, and of their column-shuffled copies."""
+        view = self.input_neighbours
+        assert view is not None, "only with an input-space term"
+        x = self.featurizer.transform(records)
+
+        def terms(rows: NDArray[np.float32]) -> ScaledTerms:
+            return ScaledTerms(
+                self._embedding_scores(rows) / view.embedding_scale, view.distances(rows) / view.input_scale
+            )
+
+        return HeldOutTerms(terms(x), terms(shuffled_columns(x, rng)))
+
+    def _embedding_scores(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
+        return build_geometry(self.centroids, self.radius, self.class_names).nearest(embed(self.encoder, x)).score
 
 
 def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: FeatureSpec, config: FitConfig) -> _Trained:
@@ -180,13 +196,18 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         # that did not see it (cross-conformal), instead of losing a small holdout.
         train_idx = np.arange(len(records), dtype=np.int64)
         model = _train(records, labels, spec, config)
-        cal_scores = cross_fitted_scores(
-            records, labels, folds, config.train.seed, lambda r, y: _train(r, y, spec, config)
-        )
+        cal_scores, score_terms = _cross_fitted_calibration(records, labels, folds, model, spec, config)
         method = f"cross-fitted ({folds} folds over all {len(records)} normals)"
     else:
         model = _train([records[i] for i in train_idx], _subset(labels, train_idx), spec, config)
-        cal_scores = model.scores([records[i] for i in cal_idx])
+        cal_records = [records[i] for i in cal_idx]
+        if model.input_neighbours is None:
+            cal_scores, score_terms = model.scores(cal_records), None
+        else:
+            terms = model.held_out_terms(cal_records, _shuffle_rng(config))
+            weight, score_terms = choose_embedding_weight(terms, labelled=labels is not None)
+            model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
+            cal_scores = terms.normals.score(weight)
         method = f"held out ({len(cal_idx)} normals)"
     threshold, warnings = calibrate_threshold(cal_scores, config.target_fpr)
     scorer = build_scorer(
@@ -210,12 +231,44 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             "n_classes": len(model.class_names),
             "n_centroids": len(model.centroids.positions),
             "n_input_points": 0 if model.input_neighbours is None else len(model.input_neighbours.points),
+            "score_terms": score_terms,
             "class_selection": model.selection,
             "fit_seconds": round(time.perf_counter() - start, 2),
             "config": config.model_dump(mode="json"),
         },
     }
     return FitResult(detector, model.history, warnings, metadata)
+
+
+def _shuffle_rng(config: FitConfig) -> np.random.Generator:
+    return np.random.default_rng(config.train.seed + 3)
+
+
+def _cross_fitted_calibration(
+    records: Sequence[Record],
+    labels: Sequence[str] | None,
+    folds: int,
+    model: _Trained,
+    spec: FeatureSpec,
+    config: FitConfig,
+) -> tuple[NDArray[np.float64], dict[str, Any] | None]:
+    """Out-of-fold calibration scores, choosing the score's terms on the out-of-fold normals first
+    (sets the final ``model``'s embedding weight; ``None`` evidence without an input-space term)."""
+
+    def train(r: Sequence[Record], y: list[str] | None) -> _Trained:
+        return _train(r, y, spec, config)
+
+    seed = config.train.seed
+    if model.input_neighbours is None:
+        return cross_fitted_scores(records, labels, folds, seed, train), None
+    rng = _shuffle_rng(config)
+    parts = cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.held_out_terms(rows, rng))
+    weight, evidence = choose_embedding_weight(HeldOutTerms.concat([t for _, t in parts]), labelled=labels is not None)
+    model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
+    scores = np.empty(len(records), dtype=np.float64)
+    for outside, terms in parts:
+        scores[outside] = terms.normals.score(weight)
+    return scores, evidence
 
 
 def _subset(labels: Sequence[str] | None, idx: NDArray[np.int64]) -> list[str] | None:

@@ -26,6 +26,18 @@ def test_combined_score_divides_each_half_by_its_scale() -> None:
     assert view.combine(np.array([2.0, 4.0]), np.array([0.5, 0.0])).tolist() == [2.0, 2.0]
 
 
+def test_an_embedding_weight_of_zero_leaves_the_input_term_alone() -> None:
+    view = InputNeighbours(np.zeros((1, 2), np.float32), embedding_scale=2.0, input_scale=0.5, embedding_weight=0.0)
+    assert view.combine(np.array([2.0, 400.0]), np.array([0.5, 0.0])).tolist() == [1.0, 0.0]
+    assert view.with_embedding_weight(1.0).combine(np.array([2.0]), np.array([0.5])).tolist() == [2.0]
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_embedding_weight_is_refused(weight: float) -> None:
+    with pytest.raises(ArtifactError, match="embedding weight"):
+        InputNeighbours(np.zeros((1, 2), np.float32), 1.0, 1.0, weight)
+
+
 @pytest.mark.parametrize(
     ("points", "scales"),
     [(np.zeros((0, 3), np.float32), (1.0, 1.0)), (np.zeros(3, np.float32), (1.0, 1.0)),

@@ -227,6 +227,29 @@ def test_an_artifact_from_before_the_input_term_scores_with_the_embedding_alone(
     np.testing.assert_array_equal(old.score_records(batch).scores, embedding_only)
 
 
+def test_the_embedding_weight_travels_with_the_artifact_and_defaults_to_one(
+    artifact: Path, tiny_model: TinyModel
+) -> None:
+    batch = events(tiny_model)
+    detector = Detector.load(artifact)
+    features = detector.featurizer.transform(batch)
+    view = detector.scorer.input_neighbours
+    assert view is not None and view.embedding_weight == 1.0
+    input_alone = view.distances(features) / view.input_scale
+
+    def set_weight(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+        manifest["scorer"]["embedding_weight"] = 0.0
+
+    _rewrite(artifact, set_weight)
+    np.testing.assert_allclose(Detector.load(artifact).score_records(batch).scores, input_alone, rtol=1e-12)
+
+    def drop_weight(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+        del manifest["scorer"]["embedding_weight"]  # written before the weight existed
+
+    _rewrite(artifact, drop_weight)
+    assert Detector.load(artifact).scorer.input_neighbours.embedding_weight == 1.0  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("half", ["points-only", "scales-only", "wrong-width"])
 def test_refuses_an_incomplete_or_misshapen_input_term(artifact: Path, half: str) -> None:
     def edit(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:

@@ -1,0 +1,88 @@
+"""The choice of the score's terms: both, or the input distance alone (training.score_terms)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detector.model import Detector
+from training.config import TrainConfig
+from training.fit import FitConfig, fit_detector
+from training.score_terms import HeldOutTerms, ScaledTerms, choose_embedding_weight, shuffled_columns
+
+FAST = TrainConfig(epochs=2, min_steps=0, threads=1, progress=False)
+
+
+def test_shuffled_columns_keep_every_column_and_break_the_dependence() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=2000).astype(np.float32)
+    x = np.stack([a, a + 0.01 * rng.normal(size=2000).astype(np.float32)], axis=1)
+    out = shuffled_columns(x, np.random.default_rng(1))
+    for j in range(2):
+        np.testing.assert_array_equal(np.sort(out[:, j]), np.sort(x[:, j]))
+    assert np.corrcoef(x.T)[0, 1] > 0.99
+    assert abs(np.corrcoef(out.T)[0, 1]) < 0.1
+
+
+def _terms(embedding_separates: float, input_separates: float, n: int = 400) -> HeldOutTerms:
+    """Normals ~1 on both terms; shuffled rows shifted up by the given amounts (plus noise)."""
+    rng = np.random.default_rng(3)
+
+    def rows(e_shift: float, d_shift: float) -> ScaledTerms:
+        return ScaledTerms(1.0 + e_shift + rng.normal(0, 0.3, n), 1.0 + d_shift + rng.normal(0, 0.3, n))
+
+    return HeldOutTerms(rows(0.0, 0.0), rows(embedding_separates, input_separates))
+
+
+def test_the_input_term_alone_is_kept_when_the_embedding_only_adds_noise() -> None:
+    weight, evidence = choose_embedding_weight(_terms(0.0, 0.5), labelled=False)
+    assert weight == 0.0
+    assert evidence["shuffled_auroc_input_alone"] > evidence["shuffled_auroc_both_terms"]
+    assert evidence["embedding_weight"] == 0.0 and evidence["n_held_out"] == 400
+
+
+def test_both_terms_are_kept_when_the_embedding_helps() -> None:
+    weight, evidence = choose_embedding_weight(_terms(0.5, 0.3), labelled=False)
+    assert weight == 1.0
+    assert evidence["shuffled_auroc_both_terms"] > evidence["shuffled_auroc_input_alone"]
+
+
+def test_a_tie_keeps_both_terms() -> None:
+    same = ScaledTerms(np.zeros(10), np.arange(10.0))
+    shifted = ScaledTerms(np.zeros(10), np.arange(10.0) + 20)
+    assert choose_embedding_weight(HeldOutTerms(same, shifted), labelled=False)[0] == 1.0
+
+
+def test_labelled_normals_keep_both_terms_whatever_the_test_says() -> None:
+    weight, evidence = choose_embedding_weight(_terms(0.0, 0.5), labelled=True)
+    assert weight == 1.0
+    assert evidence["rule"] == "class labels given: both terms"
+    assert evidence["shuffled_auroc_input_alone"] > evidence["shuffled_auroc_both_terms"]  # recorded all the same
+
+
+def _rows(n: int, seed: int) -> list[dict[str, Any]]:
+    """Normals on a curve in 4 dimensions (strong dependence between the features)."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(-2, 2, n)
+    x = np.stack([t, t**2, np.sin(2 * t), np.cos(t)], axis=1) + rng.normal(0, 0.05, (n, 4))
+    return [{f"f{j}": float(v) for j, v in enumerate(row)} for row in x]
+
+
+@pytest.mark.parametrize("cross_fit_below", [0, 1000], ids=["held-out", "cross-fitted"])
+def test_the_fit_applies_and_records_its_choice(cross_fit_below: int, tmp_path: Path) -> None:
+    config = FitConfig(target_fpr=0.05, cross_fit_below=cross_fit_below, train=FAST)
+    result = fit_detector(_rows(600, 0), None, config)
+    evidence = result.metadata["training"]["score_terms"]
+    view = result.detector.scorer.input_neighbours
+    assert view is not None
+    assert view.embedding_weight == evidence["embedding_weight"] in (0.0, 1.0)
+    assert evidence["n_held_out"] == (60 if cross_fit_below == 0 else 600)
+    loaded = Detector.load(result.detector.save(tmp_path / "model", result.metadata))
+    assert loaded.scorer.input_neighbours.embedding_weight == view.embedding_weight  # type: ignore[union-attr]
+    assert loaded.manifest["training"]["score_terms"] == evidence
+    # the calibration scores are the chosen score's: a fresh normal is flagged at about the target rate
+    fresh = result.detector.score_records(_rows(2000, 1), top=0)
+    assert 0.0 < float(np.mean(fresh.flagged)) < 0.15
