@@ -1,0 +1,151 @@
+"""Choosing the score's terms from the training normals: the ablation behind ``training.score_terms``.
+
+    python benchmarks/score_terms_ablation.py --seeds 0 1 2          # all 21 sets and NSL-KDD
+    python benchmarks/score_terms_ablation.py --seeds 0 optdigits    # some of them
+
+Per set and seed, one fit with a 10% holdout (``cross_fit_below=0``), then, on the same fitted
+model: the test AUROC of the embedding term alone, the input-space term alone and their sum (the
+score before the rule), and the AUROC with which each of them tells the held-out normals apart from
+pseudo-anomalies made from those same normals: ``shuffle`` (every column permuted on its own, the
+rule's test), ``noise0.5`` / ``noise1`` (Gaussian noise of 0.5 / 1 standard deviation per
+column), ``sub0.3`` (30% of a row's values taken from another row). Then, per kind, the suite
+means when the term with the better pseudo-anomaly AUROC is kept (input alone vs sum; labelled
+sets keep the sum), next to the sum, each term, 1-NN and the hindsight pick.
+Writes one JSON per set and seed under ``--out`` (default /tmp/score_terms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import quality as q
+from detector.encoder import embed
+from training.evaluation.metrics import roc_auc
+from training.fit import split_calibration
+
+KINDS = ["shuffle", "noise0.5", "noise1", "sub0.3"]
+TERMS = ["emb", "input", "sum"]
+WIDE = list(q.WIDE_BASELINES)
+SHARED = list(q.BASELINES)
+
+
+def pseudo(x_cal: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    n, d = x_cal.shape
+    sd = x_cal.std(0) + 1e-6
+    if kind == "shuffle":
+        return np.stack([rng.permutation(x_cal[:, j]) for j in range(d)], 1).astype(np.float32)
+    if kind.startswith("noise"):
+        return (x_cal + rng.normal(0, 1, x_cal.shape) * sd * float(kind[5:])).astype(np.float32)
+    if kind.startswith("sub"):
+        out, other = x_cal.copy(), x_cal[rng.permutation(n)]
+        mask = rng.random(x_cal.shape) < float(kind[3:])
+        out[mask] = other[mask]
+        return out.astype(np.float32)
+    raise ValueError(kind)
+
+
+def measure(det: Any, x_ev: np.ndarray, is_anom: np.ndarray, x_cal: np.ndarray, seed: int) -> dict[str, float]:
+    sc = det.scorer
+    view = sc.input_neighbours.with_embedding_weight(1.0)
+
+    def terms(xf: np.ndarray) -> dict[str, np.ndarray]:
+        e, d = sc.geometry.nearest(embed(det.encoder, xf)).score, view.distances(xf)
+        return {"emb": e, "input": d, "sum": view.combine(e, d)}
+
+    ev, cal = terms(x_ev), terms(x_cal)
+    out = {f"real_{k}": roc_auc(v, is_anom) for k, v in ev.items()}
+    rng = np.random.default_rng(seed)
+    lab = np.r_[np.zeros(len(x_cal), bool), np.ones(len(x_cal), bool)]
+    for kind in KINDS:
+        ps = terms(pseudo(x_cal, kind, rng))
+        out |= {f"ps_{kind}_{k}": roc_auc(np.r_[cal[k], ps[k]], lab) for k in ev}
+    return out
+
+
+def run_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
+    split = q.load_split(name, seed, held_out)
+    det = q.run_fit(split.fit_records, split.label, seed, 1 / 7, 0.05).detector
+    labels = [str(split.y[i]) for i in split.fit_idx] if split.label else None
+    tr_local, cal_local = split_calibration(labels, len(split.fit_idx), 1 / 7, seed)
+    train_part, cal_part = split.fit_idx[tr_local], split.fit_idx[cal_local]
+    eval_idx = np.concatenate([split.test_idx, split.anomalies])
+    is_anom = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
+    f = det.featurizer
+    x_ev, x_cal = f.transform([split.records[i] for i in eval_idx]), f.transform([split.records[i] for i in cal_part])
+    nn = roc_auc(q.nearest_normal_scores(split.x[train_part], split.x[eval_idx]), is_anom)
+    return {"nn_raw": nn} | measure(det, x_ev, is_anom, x_cal, seed)
+
+
+def run_nsl(seed: int) -> dict[str, float]:
+    normals, test_rows, test_flags = q.nsl_kdd_rows()
+    det = q.run_fit(normals, None, seed, 0.1, 0.05).detector
+    _, cal_local = split_calibration(None, len(normals), 0.1, seed)
+    x_ev, x_cal = det.featurizer.transform(test_rows), det.featurizer.transform([normals[i] for i in cal_local])
+    return {"nn_raw": float("nan")} | measure(det, x_ev, np.asarray(test_flags), x_cal, seed)
+
+
+def pick(r: dict[str, float], kind: str, labelled: bool) -> str:
+    return "input" if not labelled and r[f"ps_{kind}_input"] > r[f"ps_{kind}_sum"] else "sum"
+
+
+def summarise(results: dict[int, dict[str, dict[str, float]]]) -> None:
+    seeds = sorted(results)
+
+    def mean(name: str, f: Any) -> float:
+        return float(np.mean([f(results[s][name], name) for s in seeds]))
+
+    def line(label: str, f: Any) -> None:
+        wide = [mean(n, f) for n in WIDE]
+        gaps = np.array(wide) - np.array([mean(n, lambda r, n: r["nn_raw"]) for n in WIDE])
+        shared = [mean(n, f) for n in SHARED]
+        nsl = mean("nsl-kdd", f) if all("nsl-kdd" in results[s] for s in seeds) else float("nan")
+        print(
+            f"{label:32s} wide {np.mean(wide):.4f}  >= 1-NN {int((gaps >= -0.0005).sum())}/16  "
+            f"worst {gaps.min():+.3f}  shared {np.mean(shared):.4f}  nsl-kdd {nsl:.3f}"
+        )
+
+    print(f"seeds {seeds}, mean AUROC:")
+    line("1-NN", lambda r, n: r["nn_raw"])
+    for t in TERMS:
+        line(f"{t} (always)", lambda r, n, t=t: r[f"real_{t}"])
+    line("hindsight best of the three", lambda r, n: max(r[f"real_{t}"] for t in TERMS))
+    for kind in KINDS:
+        line(f"pick by {kind}", lambda r, n, k=kind: r[f"real_{pick(r, k, n.endswith('_mc'))}"])
+        line(f"pick by {kind}, labelled too", lambda r, n, k=kind: r[f"real_{pick(r, k, False)}"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=[*SHARED, *WIDE, "nsl-kdd"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/score_terms"))
+    parser.add_argument("--summary-only", action="store_true", help="only summarise the JSON under --out")
+    args = parser.parse_args()
+    q.FIT_OVERRIDES["cross_fit_below"] = 0
+    q.TRAIN_OVERRIDES["threads"] = 1
+    for seed in [] if args.summary_only else args.seeds:
+        (args.out / f"s{seed}").mkdir(parents=True, exist_ok=True)
+        for name in args.names:
+            start = time.perf_counter()
+            if name == "nsl-kdd":
+                r = run_nsl(seed)
+            else:
+                rows = [run_set(name, seed, c) for c in q.HELD_OUT.get(name, [None])[:2]]
+                r = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+            (args.out / f"s{seed}" / f"{name}.json").write_text(json.dumps(r))
+            print(name, seed, f"{time.perf_counter() - start:.0f}s", flush=True)
+    found = {s: {p.stem: json.loads(p.read_text()) for p in (args.out / f"s{s}").glob("*.json")} for s in args.seeds}
+    if all(n in found[s] for s in args.seeds for n in [*SHARED, *WIDE]):
+        summarise(found)
+
+
+if __name__ == "__main__":
+    main()
