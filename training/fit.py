@@ -42,7 +42,7 @@ from training.learning.budget import choose_threads, step_work
 from training.learning.clustering import choose_k, kmeans
 from training.learning.outliers import ColumnLayout
 from training.learning.trainer import TrainingHistory, train_encoder
-from training.score_terms import HeldOutTerms, ScaledTerms, choose_embedding_weight, shuffled_columns
+from training.score_terms import HeldOutTerms, ScaledTerms, ScoreTerms, choose_embedding_weight, shuffled_columns
 
 log = logging.getLogger(__name__)
 Record = Mapping[str, Any]
@@ -64,6 +64,9 @@ class FitConfig(BaseModel):
         input_budget: multiply-adds per event the input-space term of the score may cost (its
             reference points times the featurized width; 0 = embedding score only). See
             :func:`training.calibration.fit_input_neighbours` and docs/quality.md.
+        score_terms: which terms make the score: ``both`` (embedding + input distance), ``input``
+            (the input distance alone) or ``auto`` (chosen from the held-out normals, see
+            :mod:`training.score_terms`; the test is run and recorded whichever is set).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,6 +78,7 @@ class FitConfig(BaseModel):
     radius_shrinkage: float | None = Field(default=None, ge=0)
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     input_budget: int = Field(default=32768, ge=0)
+    score_terms: ScoreTerms = "auto"
     train: TrainConfig = TrainConfig()
 
 
@@ -205,7 +209,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             cal_scores, score_terms = model.scores(cal_records), None
         else:
             terms = model.held_out_terms(cal_records, _shuffle_rng(config))
-            weight, score_terms = choose_embedding_weight(terms, labelled=labels is not None)
+            weight, score_terms = choose_embedding_weight(terms, labels is not None, config.score_terms)
             model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
             cal_scores = terms.normals.score(weight)
         method = f"held out ({len(cal_idx)} normals)"
@@ -263,7 +267,9 @@ def _cross_fitted_calibration(
         return cross_fitted_scores(records, labels, folds, seed, train), None
     rng = _shuffle_rng(config)
     parts = cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.held_out_terms(rows, rng))
-    weight, evidence = choose_embedding_weight(HeldOutTerms.concat([t for _, t in parts]), labelled=labels is not None)
+    weight, evidence = choose_embedding_weight(
+        HeldOutTerms.concat([t for _, t in parts]), labels is not None, config.score_terms
+    )
     model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
     scores = np.empty(len(records), dtype=np.float64)
     for outside, terms in parts:

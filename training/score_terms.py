@@ -19,7 +19,7 @@ embedding of the two labelled sets and loses 0.02-0.03 AUROC on each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +28,9 @@ from training.evaluation.metrics import roc_auc
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
+
+#: ``FitConfig.score_terms``: both terms, the input distance alone, or chosen by the test below.
+ScoreTerms = Literal["auto", "both", "input"]
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,16 @@ def shuffled_columns(x: F32, rng: np.random.Generator) -> F32:
     return out
 
 
-def choose_embedding_weight(terms: HeldOutTerms, labelled: bool) -> tuple[float, dict[str, Any]]:
+def choose_embedding_weight(
+    terms: HeldOutTerms, labelled: bool, mode: ScoreTerms = "auto"
+) -> tuple[float, dict[str, Any]]:
     """The embedding term's weight (1: both terms, 0: input distance alone) and the evidence.
 
     Args:
         terms: held-out normals' terms and their column-shuffled copies' terms.
         labelled: whether the normals carry class labels (then both terms, see the module docstring).
+        mode: ``auto`` decides by the test; ``both`` and ``input`` impose the choice (the test's
+            figures are recorded all the same).
     """
     is_shuffled = np.r_[np.zeros(len(terms.normals.input), bool), np.ones(len(terms.shuffled.input), bool)]
 
@@ -81,7 +88,9 @@ def choose_embedding_weight(terms: HeldOutTerms, labelled: bool) -> tuple[float,
         return roc_auc(np.r_[terms.normals.score(weight), terms.shuffled.score(weight)], is_shuffled)
 
     both, input_alone = auroc(1.0), auroc(0.0)
-    if labelled:
+    if mode != "auto":
+        weight, rule = (1.0, "set: both terms") if mode == "both" else (0.0, "set: input distance alone")
+    elif labelled:
         weight, rule = 1.0, "class labels given: both terms"
     else:
         weight = 0.0 if input_alone > both else 1.0

@@ -63,6 +63,14 @@ def test_labelled_normals_keep_both_terms_whatever_the_test_says() -> None:
     assert evidence["shuffled_auroc_input_alone"] > evidence["shuffled_auroc_both_terms"]  # recorded all the same
 
 
+@pytest.mark.parametrize(("mode", "weight"), [("both", 1.0), ("input", 0.0)])
+def test_a_set_mode_imposes_the_terms_and_still_records_the_test(mode: str, weight: float) -> None:
+    chosen, evidence = choose_embedding_weight(_terms(0.5, 0.3), False, mode)  # type: ignore[arg-type]
+    assert chosen == evidence["embedding_weight"] == weight
+    assert evidence["rule"].startswith("set: ")
+    assert evidence["shuffled_auroc_both_terms"] > evidence["shuffled_auroc_input_alone"]
+
+
 def _rows(n: int, seed: int) -> list[dict[str, Any]]:
     """Normals on a curve in 4 dimensions (strong dependence between the features)."""
     rng = np.random.default_rng(seed)

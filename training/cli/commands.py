@@ -108,6 +108,8 @@ def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None
     fit_overrides: dict[str, Any] = {"target_fpr": args.target_fpr}
     if getattr(args, "calibration_fraction", None) is not None:
         fit_overrides["calibration_fraction"] = args.calibration_fraction
+    if getattr(args, "score_terms", None) is not None:
+        fit_overrides["score_terms"] = args.score_terms
     config = base.model_copy(update={k: v for k, v in fit_overrides.items() if v is not None} | {"train": train})
     # model_copy skips validation: re-validate so a bad flag value is a one-line error.
     try:

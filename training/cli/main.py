@@ -96,6 +96,15 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "--embedding-dim", type=int, default=None, help=f"embedding size (default: {train.embedding_dim})"
     )
     parser.add_argument(
+        "--score-terms",
+        choices=["auto", "both", "input"],
+        default=None,
+        help=(
+            "terms of the score: embedding + input distance, the input distance alone, or auto "
+            f"(chosen from held-out normals, docs/quality.md) (default: {fit.score_terms})"
+        ),
+    )
+    parser.add_argument(
         "--unlabelled-objective",
         choices=["auto", "clusters", "one_class", "views", "views_one_class"],
         default=None,

@@ -84,6 +84,36 @@ def test_fit_writes_an_artifact_and_a_summary(model: Path) -> None:
     assert manifest["calibration"]["target_fpr"] == 0.05
 
 
+def test_score_terms_flag_sets_the_terms_and_the_manifest_records_the_test(
+    model: Path, sample: Path, workdir: Path
+) -> None:
+    auto = json.loads((model / MANIFEST).read_text(encoding="utf-8"))
+    assert auto["training"]["config"]["score_terms"] == "auto"
+    assert auto["training"]["score_terms"]["rule"] != "set: input distance alone"
+    out = workdir / "input-alone"
+    assert (
+        main(
+            [
+                "fit",
+                str(sample),
+                "--out",
+                str(out),
+                *LABELS,
+                "--id-column",
+                "id",
+                *FIT_OPTIONS,
+                "--score-terms",
+                "input",
+            ]
+        )
+        == 0
+    )
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["training"]["score_terms"]["rule"] == "set: input distance alone"
+    assert manifest["scorer"]["embedding_weight"] == 0.0
+    assert {"shuffled_auroc_both_terms", "shuffled_auroc_input_alone"} <= set(manifest["training"]["score_terms"])
+
+
 def test_score_writes_one_row_per_input_in_order(model: Path, sample: Path, workdir: Path) -> None:
     out = workdir / "scores.csv"
     assert main(["score", str(model), str(sample), "--out", str(out)]) == 0
