@@ -209,7 +209,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             cal_scores, score_terms = model.scores(cal_records), None
         else:
             terms = model.held_out_terms(cal_records, _shuffle_rng(config))
-            weight, score_terms = choose_embedding_weight(terms, labels is not None, config.score_terms)
+            weight, score_terms = choose_embedding_weight([terms], labels is not None, config.score_terms)
             model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
             cal_scores = terms.normals.score(weight)
         method = f"held out ({len(cal_idx)} normals)"
@@ -267,9 +267,7 @@ def _cross_fitted_calibration(
         return cross_fitted_scores(records, labels, folds, seed, train), None
     rng = _shuffle_rng(config)
     parts = cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.held_out_terms(rows, rng))
-    weight, evidence = choose_embedding_weight(
-        HeldOutTerms.concat([t for _, t in parts]), labels is not None, config.score_terms
-    )
+    weight, evidence = choose_embedding_weight([t for _, t in parts], labels is not None, config.score_terms)
     model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
     scores = np.empty(len(records), dtype=np.float64)
     for outside, terms in parts:

@@ -7,8 +7,8 @@ detector above nearest-neighbour. Which case a set is in is told from its normal
 held-out normals (or out-of-fold normals, when cross-fitted) are scored next to *column-shuffled*
 copies of themselves — every feature permuted on its own, so each feature keeps its normal
 values and only the dependence between features is broken — and the term that tells the two
-apart better (AUROC) is kept. The input term alone is chosen only when it does strictly better
-than the sum; ties keep both.
+apart better (AUROC, taken per model that scored them and averaged) is kept. The input term
+alone is chosen only when it does strictly better than the sum; ties keep both.
 
 With normal-class labels both terms are kept whatever the test says: the encoder is then trained
 on the classes, which the shuffled rows (and the input distance) know nothing about. Measured over
@@ -18,6 +18,7 @@ embedding of the two labelled sets and loses 0.02-0.03 AUROC on each.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,12 +57,6 @@ class HeldOutTerms:
     normals: ScaledTerms
     shuffled: ScaledTerms
 
-    @staticmethod
-    def concat(parts: list[HeldOutTerms]) -> HeldOutTerms:
-        return HeldOutTerms(
-            ScaledTerms.concat([p.normals for p in parts]), ScaledTerms.concat([p.shuffled for p in parts])
-        )
-
 
 def shuffled_columns(x: F32, rng: np.random.Generator) -> F32:
     """``x`` with every column permuted independently (marginals kept, dependence broken)."""
@@ -72,20 +67,24 @@ def shuffled_columns(x: F32, rng: np.random.Generator) -> F32:
 
 
 def choose_embedding_weight(
-    terms: HeldOutTerms, labelled: bool, mode: ScoreTerms = "auto"
+    parts: Sequence[HeldOutTerms], labelled: bool, mode: ScoreTerms = "auto"
 ) -> tuple[float, dict[str, Any]]:
     """The embedding term's weight (1: both terms, 0: input distance alone) and the evidence.
 
     Args:
-        terms: held-out normals' terms and their column-shuffled copies' terms.
+        parts: held-out normals' terms and their column-shuffled copies' terms, one part per model
+            that scored them (one with a holdout; one per fold when cross-fitted). Each part's AUROC
+            is taken on its own and the parts' AUROCs are averaged (weighted by their rows): pooled,
+            the fold models' slightly different embedding scales would count against the sum.
         labelled: whether the normals carry class labels (then both terms, see the module docstring).
         mode: ``auto`` decides by the test; ``both`` and ``input`` impose the choice (the test's
             figures are recorded all the same).
     """
-    is_shuffled = np.r_[np.zeros(len(terms.normals.input), bool), np.ones(len(terms.shuffled.input), bool)]
+    sizes = np.array([len(p.normals.input) + len(p.shuffled.input) for p in parts], dtype=np.float64)
 
     def auroc(weight: float) -> float:
-        return roc_auc(np.r_[terms.normals.score(weight), terms.shuffled.score(weight)], is_shuffled)
+        per_part = [_shuffled_auroc(p, weight) for p in parts]
+        return float(np.average(per_part, weights=sizes))
 
     both, input_alone = auroc(1.0), auroc(0.0)
     if mode != "auto":
@@ -100,6 +99,13 @@ def choose_embedding_weight(
         "rule": rule,
         "shuffled_auroc_both_terms": round(both, 5),
         "shuffled_auroc_input_alone": round(input_alone, 5),
-        "n_held_out": len(terms.normals.input),
+        "n_held_out": sum(len(p.normals.input) for p in parts),
+        "n_models": len(parts),
     }
     return weight, evidence
+
+
+def _shuffled_auroc(part: HeldOutTerms, weight: float) -> float:
+    """AUROC of the score with this embedding weight, held-out normals against their shuffled copies."""
+    is_shuffled = np.r_[np.zeros(len(part.normals.input), bool), np.ones(len(part.shuffled.input), bool)]
+    return roc_auc(np.r_[part.normals.score(weight), part.shuffled.score(weight)], is_shuffled)

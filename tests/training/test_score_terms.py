@@ -38,14 +38,14 @@ def _terms(embedding_separates: float, input_separates: float, n: int = 400) -> 
 
 
 def test_the_input_term_alone_is_kept_when_the_embedding_only_adds_noise() -> None:
-    weight, evidence = choose_embedding_weight(_terms(0.0, 0.5), labelled=False)
+    weight, evidence = choose_embedding_weight([_terms(0.0, 0.5)], labelled=False)
     assert weight == 0.0
     assert evidence["shuffled_auroc_input_alone"] > evidence["shuffled_auroc_both_terms"]
     assert evidence["embedding_weight"] == 0.0 and evidence["n_held_out"] == 400
 
 
 def test_both_terms_are_kept_when_the_embedding_helps() -> None:
-    weight, evidence = choose_embedding_weight(_terms(0.5, 0.3), labelled=False)
+    weight, evidence = choose_embedding_weight([_terms(0.5, 0.3)], labelled=False)
     assert weight == 1.0
     assert evidence["shuffled_auroc_both_terms"] > evidence["shuffled_auroc_input_alone"]
 
@@ -53,19 +53,37 @@ def test_both_terms_are_kept_when_the_embedding_helps() -> None:
 def test_a_tie_keeps_both_terms() -> None:
     same = ScaledTerms(np.zeros(10), np.arange(10.0))
     shifted = ScaledTerms(np.zeros(10), np.arange(10.0) + 20)
-    assert choose_embedding_weight(HeldOutTerms(same, shifted), labelled=False)[0] == 1.0
+    assert choose_embedding_weight([HeldOutTerms(same, shifted)], labelled=False)[0] == 1.0
 
 
 def test_labelled_normals_keep_both_terms_whatever_the_test_says() -> None:
-    weight, evidence = choose_embedding_weight(_terms(0.0, 0.5), labelled=True)
+    weight, evidence = choose_embedding_weight([_terms(0.0, 0.5)], labelled=True)
     assert weight == 1.0
     assert evidence["rule"] == "class labels given: both terms"
     assert evidence["shuffled_auroc_input_alone"] > evidence["shuffled_auroc_both_terms"]  # recorded all the same
 
 
+def test_each_model_is_judged_on_its_own_rows() -> None:
+    """Two fold models whose embedding terms sit on different scales: pooled, the sum would lose to the
+    input term; judged per model (and averaged), the embedding term's help counts."""
+    rng = np.random.default_rng(5)
+    parts = []
+    for scale in (1.0, 3.0):
+        normal = ScaledTerms(scale * rng.normal(1.0, 0.1, 300), rng.normal(1.0, 0.3, 300))
+        shuffled = ScaledTerms(scale * rng.normal(1.3, 0.1, 300), rng.normal(1.4, 0.3, 300))
+        parts.append(HeldOutTerms(normal, shuffled))
+    weight, evidence = choose_embedding_weight(parts, labelled=False)
+    assert weight == 1.0 and evidence["n_models"] == 2 and evidence["n_held_out"] == 600
+    pooled = HeldOutTerms(
+        ScaledTerms(*(np.concatenate([getattr(p.normals, f) for p in parts]) for f in ("embedding", "input"))),
+        ScaledTerms(*(np.concatenate([getattr(p.shuffled, f) for p in parts]) for f in ("embedding", "input"))),
+    )
+    assert choose_embedding_weight([pooled], labelled=False)[0] == 0.0
+
+
 @pytest.mark.parametrize(("mode", "weight"), [("both", 1.0), ("input", 0.0)])
 def test_a_set_mode_imposes_the_terms_and_still_records_the_test(mode: str, weight: float) -> None:
-    chosen, evidence = choose_embedding_weight(_terms(0.5, 0.3), False, mode)  # type: ignore[arg-type]
+    chosen, evidence = choose_embedding_weight([_terms(0.5, 0.3)], False, mode)  # type: ignore[arg-type]
     assert chosen == evidence["embedding_weight"] == weight
     assert evidence["rule"].startswith("set: ")
     assert evidence["shuffled_auroc_both_terms"] > evidence["shuffled_auroc_input_alone"]
@@ -88,6 +106,7 @@ def test_the_fit_applies_and_records_its_choice(cross_fit_below: int, tmp_path: 
     assert view is not None
     assert view.embedding_weight == evidence["embedding_weight"] in (0.0, 1.0)
     assert evidence["n_held_out"] == (60 if cross_fit_below == 0 else 600)
+    assert evidence["n_models"] == (1 if cross_fit_below == 0 else 5)
     loaded = Detector.load(result.detector.save(tmp_path / "model", result.metadata))
     assert loaded.scorer.input_neighbours.embedding_weight == view.embedding_weight  # type: ignore[union-attr]
     assert loaded.manifest["training"]["score_terms"] == evidence
