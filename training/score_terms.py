@@ -13,7 +13,7 @@ alone is chosen only when it does strictly better than the sum; ties keep both.
 With normal-class labels both terms are kept whatever the test says: the encoder is then trained
 on the classes, which the shuffled rows (and the input distance) know nothing about. Measured over
 the 22 sets (docs/quality.md, "Choosing the score's terms"): without this rule the test drops the
-embedding of the two labelled sets and loses 0.02-0.03 AUROC on each.
+embedding of the two labelled sets and loses 0.014 (pendigits) and 0.015 (digits) AUROC, mean of seeds 0-2.
 """
 
 from __future__ import annotations
