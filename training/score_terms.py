@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from training.evaluation.metrics import roc_auc
+from training.ranking import roc_auc
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]

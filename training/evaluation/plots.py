@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from detector.errors import DataError
-from training.evaluation.metrics import roc_auc, roc_curve, validate_scores
+from training.evaluation.metrics import roc_curve
+from training.ranking import roc_auc, validate_scores
 
 F64 = NDArray[np.float64]
 
