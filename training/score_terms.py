@@ -41,10 +41,6 @@ class ScaledTerms:
     embedding: F64
     input: F64
 
-    @staticmethod
-    def concat(parts: list[ScaledTerms]) -> ScaledTerms:
-        return ScaledTerms(np.concatenate([p.embedding for p in parts]), np.concatenate([p.input for p in parts]))
-
     def score(self, embedding_weight: float) -> F64:
         out: F64 = embedding_weight * self.embedding + self.input
         return out
