@@ -30,7 +30,11 @@ from safetensors.torch import load_file, save_file
 from detector.atomic_file import fsync_dir, fsync_tree
 from detector.errors import ArtifactError
 
-FORMAT_VERSION = 1
+#: The newest format this build writes and reads. 2: the score has a rank-Gauss third term
+#: (``scorer.gauss_*``); an artifact without one is still written as 1, so builds from before the
+#: term read every artifact they can score and refuse, rather than misscore, the others.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _SELF_HASH = "manifest_sha256"
@@ -53,18 +57,23 @@ def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def write_artifact(out_dir: Path, manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
-    """Write ``manifest`` + ``tensors`` as an artifact directory at ``out_dir`` (replacing it).
+def write_artifact(
+    out_dir: Path, manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], format_version: int = 1
+) -> Path:
+    """Write ``manifest`` + ``tensors`` as an artifact directory at ``out_dir`` (replacing it), as
+    ``format_version`` (the oldest format that holds what it writes, see :data:`FORMAT_VERSION`).
 
     The manifest gains ``format_version``, ``files`` (sha256 per file) and its own digest.
     """
+    if format_version not in READABLE_FORMATS:
+        raise ValueError(f"unknown artifact format version {format_version}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         full = dict(manifest)
-        full["format_version"] = FORMAT_VERSION
+        full["format_version"] = format_version
         full["files"] = {WEIGHTS: sha256_file(tmp / WEIGHTS)}
         full[_SELF_HASH] = _manifest_digest(full)
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -104,7 +113,7 @@ def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: not a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise ArtifactError(
             f"{model_dir}: artifact format version {version!r} is not supported (this build reads {FORMAT_VERSION})"
         )

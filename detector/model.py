@@ -27,7 +27,8 @@ from detector.encoder import Encoder, EncoderConfig, embed
 from detector.errors import ArtifactError
 from detector.explain import Explainer, FieldDeviation, describe
 from detector.features import Featurizer
-from detector.input_neighbours import InputNeighbours
+from detector.input_neighbours import GaussTerm, InputNeighbours
+from detector.rank_gauss import RankGauss
 from detector.schema import FeatureSpec
 from detector.scorer import CentroidScorer, ScoreResult
 
@@ -136,7 +137,8 @@ class Detector:
             },
             **dict(metadata or {}),
         }
-        write_artifact(Path(out_dir), manifest, tensors)
+        gauss = self.scorer.input_neighbours is not None and self.scorer.input_neighbours.gauss is not None
+        write_artifact(Path(out_dir), manifest, tensors, format_version=2 if gauss else 1)
         self.version = version
         self.manifest = manifest
         return Path(out_dir)
@@ -191,7 +193,18 @@ def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def _input_tensors(view: InputNeighbours | None) -> dict[str, torch.Tensor]:
-    return {} if view is None else {"scorer.input_points": torch.from_numpy(view.points)}
+    if view is None:
+        return {}
+    out = {"scorer.input_points": torch.from_numpy(view.points)}
+    if view.gauss is not None:
+        mapping = view.gauss.mapping
+        out |= {
+            "scorer.gauss_points": torch.from_numpy(view.gauss.points),
+            "scorer.gauss_knots_x": torch.from_numpy(mapping.knots_x),
+            "scorer.gauss_knots_z": torch.from_numpy(mapping.knots_z),
+            "scorer.gauss_spread": torch.from_numpy(mapping.spread),
+        }
+    return out
 
 
 def _input_scales(view: InputNeighbours | None) -> dict[str, float]:
@@ -201,6 +214,7 @@ def _input_scales(view: InputNeighbours | None) -> dict[str, float]:
         "embedding_scale": view.embedding_scale,
         "input_scale": view.input_scale,
         "embedding_weight": view.embedding_weight,
+        **({} if view.gauss is None else {"gauss_scale": view.gauss.scale}),
     }
 
 
@@ -222,10 +236,27 @@ def _load_input_neighbours(
         float(scorer["embedding_scale"]),
         float(scorer["input_scale"]),
         float(scorer.get("embedding_weight", 1.0)),  # artifacts written before the weight: 1
+        _load_gauss_term(scorer, tensors),
     )
     if view.n_features != n_features:
         raise ArtifactError(f"input reference points have {view.n_features} features, the featurizer {n_features}")
     return view
+
+
+def _load_gauss_term(scorer: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> GaussTerm | None:
+    """The rank-Gauss third term, or ``None`` when the artifact has none (neither tensors nor scale).
+
+    Raises:
+        ArtifactError: only part of it present.
+    """
+    names = ("scorer.gauss_points", "scorer.gauss_knots_x", "scorer.gauss_knots_z", "scorer.gauss_spread")
+    present = [name in tensors for name in names] + ["gauss_scale" in scorer]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ArtifactError("the rank-Gauss term is incomplete (points, knots, spreads and scale go together)")
+    points, knots_x, knots_z, spread = (tensor_to_numpy(tensors, name) for name in names)
+    return GaussTerm(RankGauss(knots_x, knots_z, spread), points, float(scorer["gauss_scale"]))
 
 
 def _encoder_manifest(config: EncoderConfig) -> dict[str, Any]:

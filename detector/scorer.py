@@ -222,7 +222,7 @@ class CentroidScorer:
         if self.input_neighbours is not None:
             if features is None:
                 raise ValueError("this scorer adds an input-space distance: pass the featurized rows too")
-            score = self.input_neighbours.combine(score, self.input_neighbours.distances(features))
+            score = self.input_neighbours.score(score, features)
         return ScoreResult(
             score=score,
             flagged=score > self.threshold,

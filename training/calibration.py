@@ -11,6 +11,9 @@
   features``, at least :data:`MIN_INPUT_POINTS`): the training rows themselves when there are no
   more, else that many k-means centroids of them. Its two scales are medians over the training
   normals; the input one of leave-one-out distances (:func:`leave_one_out_distances`).
+* The optional third term (:class:`detector.input_neighbours.GaussTerm`): the numeric columns'
+  rank-Gauss map (:func:`fit_rank_gauss`), then reference points and a scale placed the same way
+  in the mapped space (:func:`fit_gauss_term`).
 * The threshold is the (1 - target FPR) quantile of the held-out calibration normals' scores.
 """
 
@@ -19,12 +22,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
 
 from detector.explain import Explainer
-from detector.input_neighbours import InputNeighbours
+from detector.input_neighbours import GaussTerm, InputNeighbours
+from detector.rank_gauss import RankGauss
 from detector.scorer import CentroidGeometry, CentroidScorer, threshold_at_fpr
 from training.learning.clustering import kmeans
 
@@ -36,6 +41,8 @@ MIN_EXCEEDANCES = 10
 MIN_INPUT_POINTS = 64
 #: Lloyd iterations of the input-space k-means (a coarse quantiser: more barely moves the score).
 INPUT_KMEANS_ITERATIONS = 20
+#: Most knots of a column's rank-Gauss map (more distinct values: that many, evenly spaced in rank).
+MAX_RANK_GAUSS_KNOTS = 512
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,41 @@ def fit_input_neighbours(
     (``None`` when ``budget`` is 0: embedding score only)."""
     if budget <= 0:
         return None
+    points, scale = _reference_points(x, budget, seed)
+    return InputNeighbours(points, _typical(embedding_scores), scale)
+
+
+def fit_gauss_term(x: NDArray[np.float32], n_numeric: int, budget: int, seed: int) -> GaussTerm:
+    """The rank-Gauss third term from the featurized training rows ``x`` (whose first ``n_numeric``
+    columns are the numeric fields): the map, then points and scale as for the input term."""
+    mapping = fit_rank_gauss(x[:, :n_numeric])
+    points, scale = _reference_points(mapping.apply(x), max(budget, 1), seed)
+    return GaussTerm(mapping, points, scale)
+
+
+def fit_rank_gauss(columns: NDArray[np.float32]) -> RankGauss:
+    """Each column's mid-rank normal quantiles at its distinct training values (at most
+    :data:`MAX_RANK_GAUSS_KNOTS` of them, evenly spaced in rank), and its standard deviation."""
+    n, width = columns.shape
+    inv_cdf = NormalDist().inv_cdf
+    knots_x = np.empty((width, MAX_RANK_GAUSS_KNOTS), dtype=np.float64)
+    knots_z = np.empty_like(knots_x)
+    for j in range(width):
+        values, counts = np.unique(columns[:, j].astype(np.float64), return_counts=True)
+        mid_rank = np.cumsum(counts) - counts / 2.0
+        if len(values) > MAX_RANK_GAUSS_KNOTS:
+            keep = np.unique(np.linspace(0, len(values) - 1, MAX_RANK_GAUSS_KNOTS).round().astype(np.intp))
+            values, mid_rank = values[keep], mid_rank[keep]
+        z = np.array([inv_cdf((r + 0.5) / (n + 1)) for r in mid_rank], dtype=np.float64)
+        knots_x[j, : len(values)], knots_x[j, len(values) :] = values, values[-1]
+        knots_z[j, : len(z)], knots_z[j, len(z) :] = z, z[-1]
+    spread = columns.astype(np.float64).std(axis=0) if n else np.ones(width)
+    return RankGauss(knots_x, knots_z, np.where(spread > 1e-12, spread, 1.0))
+
+
+def _reference_points(x: NDArray[np.float32], budget: int, seed: int) -> tuple[NDArray[np.float32], float]:
+    """``budget // features`` reference points (at least :data:`MIN_INPUT_POINTS`; the rows
+    themselves when that reaches their number) and the rows' typical leave-one-out distance."""
     n, width = x.shape
     k = min(n, max(MIN_INPUT_POINTS, budget // max(width, 1)))
     if k >= n:
@@ -104,8 +146,7 @@ def fit_input_neighbours(
     else:
         result = kmeans(x, k, seed, n_init=1, max_iter=INPUT_KMEANS_ITERATIONS)
         points, owner = result.centroids.astype(np.float32), result.labels.astype(np.intp)
-    distances = leave_one_out_distances(x, points, owner)
-    return InputNeighbours(points, _typical(embedding_scores), _typical(distances))
+    return points, _typical(leave_one_out_distances(x, points, owner))
 
 
 def leave_one_out_distances(

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from detector.encoder import Encoder, embed
 from detector.errors import DataError
 from detector.features import Featurizer
-from detector.input_neighbours import InputNeighbours
+from detector.input_neighbours import GaussTerm, InputNeighbours
 from detector.model import Detector
 from detector.schema import FeatureSpec
 from detector.spec_inference import infer_spec
@@ -31,6 +31,7 @@ from training.calibration import (
     build_scorer,
     calibrate_threshold,
     centroid_counts,
+    fit_gauss_term,
     fit_input_neighbours,
     place_centroids,
     radii,
@@ -42,7 +43,15 @@ from training.learning.budget import choose_threads, step_work
 from training.learning.clustering import choose_k, kmeans
 from training.learning.outliers import ColumnLayout
 from training.learning.trainer import TrainingHistory, train_encoder
-from training.score_terms import HeldOutTerms, ScaledTerms, ScoreTerms, choose_embedding_weight, shuffled_columns
+from training.score_terms import (
+    GaussChoice,
+    HeldOutTerms,
+    ScaledTerms,
+    ScoreTerms,
+    TermsChoice,
+    choose_terms,
+    shuffled_columns,
+)
 
 log = logging.getLogger(__name__)
 Record = Mapping[str, Any]
@@ -67,6 +76,8 @@ class FitConfig(BaseModel):
         score_terms: which terms make the score: ``both`` (embedding + input distance), ``input``
             (the input distance alone) or ``auto`` (chosen from the held-out normals, see
             :mod:`training.score_terms`; the test is run and recorded whichever is set).
+        gauss_term: the score's rank-Gauss third term (:class:`detector.input_neighbours.GaussTerm`):
+            ``auto`` (kept when the same test prefers it), ``on`` or ``off`` (not even fitted).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -79,6 +90,7 @@ class FitConfig(BaseModel):
     cluster_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     input_budget: int = Field(default=32768, ge=0)
     score_terms: ScoreTerms = "auto"
+    gauss_term: GaussChoice = "auto"
     train: TrainConfig = TrainConfig()
 
 
@@ -140,6 +152,7 @@ class _Trained:
     selection: dict[str, Any]
     x_train: NDArray[np.float32]
     input_neighbours: InputNeighbours | None
+    gauss_candidate: GaussTerm | None
 
     def scores(self, records: Sequence[Record]) -> NDArray[np.float64]:
         """The detector's scores of ``records`` under this model (before any threshold)."""
@@ -147,7 +160,7 @@ class _Trained:
         score = self._embedding_scores(x)
         if self.input_neighbours is None:
             return score
-        return self.input_neighbours.combine(score, self.input_neighbours.distances(x))
+        return self.input_neighbours.score(score, x)
 
     def held_out_terms(self, records: Sequence[Record], rng: np.random.Generator) -> HeldOutTerms:
         """Scaled score terms of normals this model did not train on, and of their column-shuffled copies."""
@@ -155,12 +168,22 @@ class _Trained:
         assert view is not None, "only with an input-space term"
         x = self.featurizer.transform(records)
 
+        gauss = self.gauss_candidate
+
         def terms(rows: NDArray[np.float32]) -> ScaledTerms:
             return ScaledTerms(
-                self._embedding_scores(rows) / view.embedding_scale, view.distances(rows) / view.input_scale
+                self._embedding_scores(rows) / view.embedding_scale,
+                view.distances(rows) / view.input_scale,
+                None if gauss is None else gauss.distances(rows) / gauss.scale,
             )
 
         return HeldOutTerms(terms(x), terms(shuffled_columns(x, rng)))
+
+    def take(self, choice: TermsChoice) -> None:
+        """Set the score's terms to ``choice``."""
+        assert self.input_neighbours is not None, "only with an input-space term"
+        gauss = self.gauss_candidate if choice.gauss_weight else None
+        self.input_neighbours = self.input_neighbours.with_terms(choice.embedding_weight, gauss)
 
     def _embedding_scores(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
         return build_geometry(self.centroids, self.radius, self.class_names).nearest(embed(self.encoder, x)).score
@@ -182,7 +205,10 @@ def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: Featur
     radius = radii(z_train, centroids, config.radius_shrinkage)
     train_scores = build_geometry(centroids, radius, class_names).nearest(z_train).score
     view = fit_input_neighbours(x_train, train_scores, config.input_budget, config.train.seed)
-    return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train, view)
+    gauss = None
+    if view is not None and config.gauss_term != "off" and spec.numeric:
+        gauss = fit_gauss_term(x_train, len(spec.numeric), config.input_budget, config.train.seed)
+    return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train, view, gauss)
 
 
 def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
@@ -209,9 +235,9 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             cal_scores, score_terms = model.scores(cal_records), None
         else:
             terms = model.held_out_terms(cal_records, _shuffle_rng(config))
-            weight, score_terms = choose_embedding_weight([terms], labels is not None, config.score_terms)
-            model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
-            cal_scores = terms.normals.score(weight)
+            choice = choose_terms([terms], labels is not None, config.score_terms, config.gauss_term)
+            model.take(choice)
+            cal_scores, score_terms = terms.normals.score(choice.embedding_weight, choice.gauss_weight), choice.evidence
         method = f"held out ({len(cal_idx)} normals)"
     threshold, warnings = calibrate_threshold(cal_scores, config.target_fpr)
     scorer = build_scorer(
@@ -235,6 +261,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             "n_classes": len(model.class_names),
             "n_centroids": len(model.centroids.positions),
             "n_input_points": 0 if model.input_neighbours is None else len(model.input_neighbours.points),
+            "n_gauss_points": _gauss_points(model.input_neighbours),
             "score_terms": score_terms,
             "class_selection": model.selection,
             "fit_seconds": round(time.perf_counter() - start, 2),
@@ -242,6 +269,10 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         },
     }
     return FitResult(detector, model.history, warnings, metadata)
+
+
+def _gauss_points(view: InputNeighbours | None) -> int:
+    return 0 if view is None or view.gauss is None else len(view.gauss.points)
 
 
 def _shuffle_rng(config: FitConfig) -> np.random.Generator:
@@ -267,12 +298,12 @@ def _cross_fitted_calibration(
         return cross_fitted_scores(records, labels, folds, seed, train), None
     rng = _shuffle_rng(config)
     parts = cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.held_out_terms(rows, rng))
-    weight, evidence = choose_embedding_weight([t for _, t in parts], labels is not None, config.score_terms)
-    model.input_neighbours = model.input_neighbours.with_embedding_weight(weight)
+    choice = choose_terms([t for _, t in parts], labels is not None, config.score_terms, config.gauss_term)
+    model.take(choice)
     scores = np.empty(len(records), dtype=np.float64)
     for outside, terms in parts:
-        scores[outside] = terms.normals.score(weight)
-    return scores, evidence
+        scores[outside] = terms.normals.score(choice.embedding_weight, choice.gauss_weight)
+    return scores, choice.evidence
 
 
 def _subset(labels: Sequence[str] | None, idx: NDArray[np.int64]) -> list[str] | None:

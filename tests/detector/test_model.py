@@ -18,7 +18,7 @@ from detector.encoder import Encoder, EncoderConfig
 from detector.errors import ArtifactError, InvalidEventError
 from detector.explain import Explainer
 from detector.features import Featurizer
-from detector.model import Detector
+from detector.model import Detector, _load_gauss_term
 from detector.schema import FeatureSpec
 from detector.scorer import CentroidScorer
 
@@ -36,7 +36,8 @@ def events(tiny_model: TinyModel, n: int = 40) -> list[dict[str, Any]]:
 def test_artifact_holds_only_the_manifest_and_safetensors_weights(artifact: Path) -> None:
     assert sorted(p.name for p in artifact.iterdir()) == [MANIFEST, WEIGHTS]
     manifest = json.loads((artifact / MANIFEST).read_text(encoding="utf-8"))
-    assert manifest["format_version"] == FORMAT_VERSION
+    has_gauss = Detector.load(artifact).scorer.input_neighbours.gauss is not None  # type: ignore[union-attr]
+    assert manifest["format_version"] == (2 if has_gauss else 1)  # 1 unless the score has a rank-Gauss term
     assert {"model_version", "created_at", "spec", "featurizer", "encoder", "scorer", "files"} <= set(manifest)
     assert set(manifest["files"]) == {WEIGHTS}
 
@@ -122,6 +123,19 @@ def test_refuses_a_bumped_format_version(artifact: Path) -> None:
     edit_manifest(artifact, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ArtifactError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
         Detector.load(artifact)
+
+
+def test_writing_an_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown artifact format version 3"):
+        write_artifact(tmp_path / "model", {}, {}, format_version=3)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_incomplete_rank_gauss_term_is_refused() -> None:
+    points = torch.zeros((2, 3))
+    with pytest.raises(ArtifactError, match="rank-Gauss term is incomplete"):
+        _load_gauss_term({"gauss_scale": 1.0}, {"scorer.gauss_points": points})
+    assert _load_gauss_term({}, {}) is None
 
 
 @pytest.mark.parametrize(("name", "message"), [(WEIGHTS, "missing file"), (MANIFEST, "no manifest.json")])

@@ -110,6 +110,8 @@ def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None
         fit_overrides["calibration_fraction"] = args.calibration_fraction
     if getattr(args, "score_terms", None) is not None:
         fit_overrides["score_terms"] = args.score_terms
+    if getattr(args, "gauss_term", None) is not None:
+        fit_overrides["gauss_term"] = args.gauss_term
     config = base.model_copy(update={k: v for k, v in fit_overrides.items() if v is not None} | {"train": train})
     # model_copy skips validation: re-validate so a bad flag value is a one-line error.
     try:

@@ -105,6 +105,15 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--gauss-term",
+        choices=["auto", "on", "off"],
+        default=None,
+        help=(
+            "the score's third term, the input distance after each numeric column's rank-Gauss map: "
+            f"auto (kept when held-out normals prefer it, docs/quality.md), on, off (default: {fit.gauss_term})"
+        ),
+    )
+    parser.add_argument(
         "--unlabelled-objective",
         choices=["auto", "clusters", "one_class", "views", "views_one_class"],
         default=None,

@@ -89,7 +89,7 @@ def test_score_terms_flag_sets_the_terms_and_the_manifest_records_the_test(
 ) -> None:
     auto = json.loads((model / MANIFEST).read_text(encoding="utf-8"))
     assert auto["training"]["config"]["score_terms"] == "auto"
-    assert auto["training"]["score_terms"]["rule"] != "set: input distance alone"
+    assert not auto["training"]["score_terms"]["rule"].startswith("set: ")
     out = workdir / "input-alone"
     assert (
         main(
@@ -104,13 +104,17 @@ def test_score_terms_flag_sets_the_terms_and_the_manifest_records_the_test(
                 *FIT_OPTIONS,
                 "--score-terms",
                 "input",
+                "--gauss-term",
+                "off",
             ]
         )
         == 0
     )
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    assert manifest["training"]["score_terms"]["rule"] == "set: input distance alone"
+    rule = manifest["training"]["score_terms"]["rule"]
+    assert rule.startswith("set: input distance alone; set: rank-Gauss term off")
     assert manifest["scorer"]["embedding_weight"] == 0.0
+    assert "gauss_scale" not in manifest["scorer"] and manifest["training"]["config"]["gauss_term"] == "off"
     assert {"shuffled_auroc_both_terms", "shuffled_auroc_input_alone"} <= set(manifest["training"]["score_terms"])
 
 

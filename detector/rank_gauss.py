@@ -1,0 +1,68 @@
+"""A per-column rank-Gauss map: each numeric column through its training normals' empirical CDF,
+then the standard normal quantile function.
+
+A value at the training normals' ``q`` quantile maps to ``Φ⁻¹(q)``, so every mapped column is
+roughly standard normal on normal data whatever its marginal (skewed counts, heavy tails, a few
+clumps). Between the knots the map is linear; below the lowest and above the highest training
+value it continues linearly in the column's standard deviations, so an event far outside the
+training range stays far. Only the first ``n_columns`` featurized columns (the standardised
+numeric fields) are mapped; missing indicators and one-hot columns pass through unchanged.
+
+Fitted by :func:`training.calibration.fit_rank_gauss`; used by the score's third term
+(:class:`detector.input_neighbours.GaussTerm`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.errors import ArtifactError
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+class RankGauss:
+    """The fitted map.
+
+    Args:
+        knots_x: ``(C, Q)`` increasing knot values per mapped column (a column with fewer knots
+            repeats its last one).
+        knots_z: ``(C, Q)`` the normal quantile of each knot.
+        spread: ``(C,)`` positive standard deviation of each column's training values (the slope
+            of the continuation outside the knots is ``1 / spread``).
+
+    Raises:
+        ArtifactError: shapes that do not match, non-finite values, decreasing knots or a spread
+            that is not positive.
+    """
+
+    def __init__(self, knots_x: F64, knots_z: F64, spread: F64) -> None:
+        kx, kz, sd = (np.asarray(a, dtype=np.float64) for a in (knots_x, knots_z, spread))
+        if kx.ndim != 2 or kx.shape != kz.shape or kx.shape[1] == 0 or sd.shape != (kx.shape[0],):
+            raise ArtifactError(f"rank-Gauss knots {kx.shape} / {kz.shape} and spread {sd.shape} do not match")
+        if not (np.all(np.isfinite(kx)) and np.all(np.isfinite(kz)) and np.all(np.isfinite(sd))):
+            raise ArtifactError("rank-Gauss knots and spreads must be finite")
+        if np.any(np.diff(kx, axis=1) < 0) or np.any(np.diff(kz, axis=1) < 0) or np.any(sd <= 0):
+            raise ArtifactError("rank-Gauss knots must be non-decreasing and spreads positive")
+        self.knots_x, self.knots_z, self.spread = kx, kz, sd
+
+    @property
+    def n_columns(self) -> int:
+        return int(self.knots_x.shape[0])
+
+    def apply(self, features: F32) -> F32:
+        """A float32 copy of ``(n, F)`` featurized rows with the first ``n_columns`` columns mapped."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] < self.n_columns:
+            raise ValueError(f"expected (n, >= {self.n_columns}) featurized rows, got shape {x.shape}")
+        out = x.copy()
+        for j in range(self.n_columns):
+            kx, kz, sd = self.knots_x[j], self.knots_z[j], self.spread[j]
+            v = x[:, j].astype(np.float64)
+            z = np.interp(v, kx, kz)
+            z += np.minimum(v - kx[0], 0.0) / sd
+            z += np.maximum(v - kx[-1], 0.0) / sd
+            out[:, j] = z
+        return out
