@@ -19,7 +19,10 @@ and the sums ``standard + X``, each distance divided by the median leave-one-out
 training normals (as the detector scales its terms). Last column: ``standard`` or ``yeo_johnson``,
 whichever gives the calibration normals (training data, not test) the higher log density in the raw
 space (a 5-NN density in the transformed space plus the transform's log-Jacobian) — a choice made
-from the training data alone. Prints AUROC per set and the suite means.
+from the training data alone. The last two: ``standard`` alone or with the transformed distance
+added, whichever tells the calibration normals from column-shuffled copies of them better (the
+detector's rule for its score's terms, ``training.score_terms``). Prints AUROC per set and the
+suite means.
 
 ``--detector``: one fit per set with the defaults (seed 0; pendigits and digits: their first three
 held-out classes; about 20 minutes), its score alone and with each transformed distance added as a
@@ -41,6 +44,7 @@ from benchmarks import quality as q
 from training.calibration import leave_one_out_distances
 from training.evaluation.metrics import roc_auc
 from training.fit import split_calibration
+from training.score_terms import shuffled_columns
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 _INV_CDF = np.vectorize(NormalDist().inv_cdf)
@@ -142,7 +146,14 @@ def held_out_log_density(
 
 
 TRANSFORMS: dict[str, Transform] = {"standard": standard, "rank_gauss": rank_gauss, "yeo_johnson": yeo_johnson}
-COLUMNS = [*TRANSFORMS, "standard + rank_gauss", "standard + yeo_johnson", "picked by likelihood"]
+COLUMNS = [
+    *TRANSFORMS,
+    "standard + rank_gauss",
+    "standard + yeo_johnson",
+    "picked by likelihood",
+    "picked by shuffle: standard | + rank_gauss",
+    "picked by shuffle: standard | + yeo_johnson",
+]
 
 
 def scaled_nn(train: np.ndarray, x: np.ndarray, transform: Transform) -> np.ndarray:
@@ -171,6 +182,18 @@ def set_aurocs(name: str) -> dict[str, float]:
                 _standard_fit, split.x[train], split.x[held]
             )
             scores["picked by likelihood"] = scores["yeo_johnson" if gain > 0 else "standard"]
+            # Training data only: which representation tells the calibration normals from
+            # column-shuffled copies better (the detector's rule, training.score_terms).
+            held_x = split.x[held]
+            shuffled = shuffled_columns(held_x.astype(np.float32), np.random.default_rng(seed)).astype(held_x.dtype)
+            both = np.r_[held_x, shuffled]
+            is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
+            base = scaled_nn(split.x[train], both, standard)
+            plain = roc_auc(base, is_shuffled)
+            for name in ("rank_gauss", "yeo_johnson"):
+                added = roc_auc(base + scaled_nn(split.x[train], both, TRANSFORMS[name]), is_shuffled)
+                kept = f"standard + {name}" if added > plain else "standard"
+                scores[f"picked by shuffle: standard | + {name}"] = scores[kept]
             for column in COLUMNS:
                 per[column].append(roc_auc(scores[column], is_anomaly))
     return {c: float(np.mean(v)) for c, v in per.items()}

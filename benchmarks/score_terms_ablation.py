@@ -4,13 +4,16 @@
     python benchmarks/score_terms_ablation.py --seeds 0 optdigits    # some of them
 
 Per set and seed, one fit with a 10% holdout (``cross_fit_below=0``), then, on the same fitted
-model: the test AUROC of the embedding term alone, the input-space term alone and their sum (the
-score before the rule), and the AUROC with which each of them tells the held-out normals apart from
-pseudo-anomalies made from those same normals: ``shuffle`` (every column permuted on its own, the
-rule's test), ``noise0.5`` / ``noise1`` (Gaussian noise of 0.5 / 1 standard deviation per
+model: the test AUROC of the candidate scores — the embedding term alone, the input-space term
+alone, their sum, and the sum and the input term each with the rank-Gauss term added (that term
+fitted on the model's featurized training rows exactly as the fit does,
+``training.calibration.fit_input_terms``) — and the AUROC with which each tells the held-out normals
+apart from pseudo-anomalies made from those same normals: ``shuffle`` (every column permuted on its
+own, the rule's test), ``noise0.5`` / ``noise1`` (Gaussian noise of 0.5 / 1 standard deviation per
 column), ``sub0.3`` (30% of a row's values taken from another row). Then, per kind, the suite
-means when the term with the better pseudo-anomaly AUROC is kept (input alone vs sum; labelled
-sets keep the sum), next to the sum, each term, 1-NN and the hindsight pick.
+means when the candidate with the better pseudo-anomaly AUROC is kept — among input alone and sum
+(the rule before the rank-Gauss term) and among all four (the rule now; labelled sets keep the
+embedding term) — next to each candidate always, 1-NN and the hindsight pick.
 Writes one JSON per set and seed under ``--out`` (default /tmp/score_terms).
 """
 
@@ -28,11 +31,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality as q
 from detector.encoder import embed
+from training.calibration import fit_input_terms
 from training.evaluation.metrics import roc_auc
 from training.fit import split_calibration
 
 KINDS = ["shuffle", "noise0.5", "noise1", "sub0.3"]
-TERMS = ["emb", "input", "sum"]
+TERMS = ["emb", "input", "sum", "sum+gauss", "input+gauss"]
+#: The rule's candidates, in its order of preference (training.score_terms.CANDIDATES).
+TWO, FOUR = ["sum", "input"], ["sum", "input", "sum+gauss", "input+gauss"]
 WIDE = list(q.WIDE_BASELINES)
 SHARED = list(q.BASELINES)
 
@@ -52,13 +58,20 @@ def pseudo(x_cal: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray
     raise ValueError(kind)
 
 
-def measure(det: Any, x_ev: np.ndarray, is_anom: np.ndarray, x_cal: np.ndarray, seed: int) -> dict[str, float]:
+def measure(
+    det: Any, x_train: np.ndarray, x_ev: np.ndarray, is_anom: np.ndarray, x_cal: np.ndarray, seed: int
+) -> dict[str, float]:
     sc = det.scorer
-    view = sc.input_neighbours.with_embedding_weight(1.0)
+    view = sc.input_neighbours.with_terms(1.0, None)
+    budget, n_numeric = q.fit_config(seed, 0.1, 0.05).input_budget, len(det.featurizer.spec.numeric)
+    gauss = fit_input_terms(x_train, np.ones(len(x_train)), budget, seed, n_numeric)[1]
+    assert gauss is not None, "a set with numeric fields"
 
     def terms(xf: np.ndarray) -> dict[str, np.ndarray]:
         e, d = sc.geometry.nearest(embed(det.encoder, xf)).score, view.distances(xf)
-        return {"emb": e, "input": d, "sum": view.combine(e, d)}
+        g = gauss.distances(xf) / gauss.scale
+        total = view.combine(e, d)
+        return {"emb": e, "input": d, "sum": total, "sum+gauss": total + g, "input+gauss": d / view.input_scale + g}
 
     ev, cal = terms(x_ev), terms(x_cal)
     out = {f"real_{k}": roc_auc(v, is_anom) for k, v in ev.items()}
@@ -80,20 +93,28 @@ def run_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
     is_anom = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
     f = det.featurizer
     x_ev, x_cal = f.transform([split.records[i] for i in eval_idx]), f.transform([split.records[i] for i in cal_part])
+    x_train = f.transform([split.records[i] for i in train_part])
     nn = roc_auc(q.nearest_normal_scores(split.x[train_part], split.x[eval_idx]), is_anom)
-    return {"nn_raw": nn} | measure(det, x_ev, is_anom, x_cal, seed)
+    return {"nn_raw": nn} | measure(det, x_train, x_ev, is_anom, x_cal, seed)
 
 
 def run_nsl(seed: int) -> dict[str, float]:
     normals, test_rows, test_flags = q.nsl_kdd_rows()
     det = q.run_fit(normals, None, seed, 0.1, 0.05).detector
-    _, cal_local = split_calibration(None, len(normals), 0.1, seed)
+    train_local, cal_local = split_calibration(None, len(normals), 0.1, seed)
     x_ev, x_cal = det.featurizer.transform(test_rows), det.featurizer.transform([normals[i] for i in cal_local])
-    return {"nn_raw": float("nan")} | measure(det, x_ev, np.asarray(test_flags), x_cal, seed)
+    x_train = det.featurizer.transform([normals[i] for i in train_local])
+    return {"nn_raw": float("nan")} | measure(det, x_train, x_ev, np.asarray(test_flags), x_cal, seed)
 
 
-def pick(r: dict[str, float], kind: str, labelled: bool) -> str:
-    return "input" if not labelled and r[f"ps_{kind}_input"] > r[f"ps_{kind}_sum"] else "sum"
+def pick(r: dict[str, float], kind: str, labelled: bool, candidates: list[str]) -> str:
+    """The rule: the first candidate, replaced only by a strictly better one (labelled: embedding kept)."""
+    allowed = [c for c in candidates if not (labelled and c.startswith("input"))]
+    best = allowed[0]
+    for c in allowed[1:]:
+        if r[f"ps_{kind}_{c}"] > r[f"ps_{kind}_{best}"]:
+            best = c
+    return best
 
 
 def summarise(results: dict[int, dict[str, dict[str, float]]]) -> None:
@@ -116,10 +137,22 @@ def summarise(results: dict[int, dict[str, dict[str, float]]]) -> None:
     line("1-NN", lambda r, n: r["nn_raw"])
     for t in TERMS:
         line(f"{t} (always)", lambda r, n, t=t: r[f"real_{t}"])
-    line("hindsight best of the three", lambda r, n: max(r[f"real_{t}"] for t in TERMS))
+    line("hindsight: emb, input or sum", lambda r, n: max(r[f"real_{t}"] for t in TERMS[:3]))
+    line("hindsight: all five", lambda r, n: max(r[f"real_{t}"] for t in TERMS))
     for kind in KINDS:
-        line(f"pick by {kind}", lambda r, n, k=kind: r[f"real_{pick(r, k, n.endswith('_mc'))}"])
-        line(f"pick by {kind}, labelled too", lambda r, n, k=kind: r[f"real_{pick(r, k, False)}"])
+        for label, cands in (("input | sum", TWO), ("all four", FOUR)):
+            line(f"{kind}: {label}", lambda r, n, k=kind, c=cands: r[f"real_{pick(r, k, n.endswith('_mc'), c)}"])
+        line(f"{kind}: input | sum, labelled too", lambda r, n, k=kind: r[f"real_{pick(r, k, False, TWO)}"])
+    print("\nper set, mean of the seeds: 1-NN | each candidate | the rule (shuffle, all four) | its picks per seed")
+    for name in [*SHARED, *WIDE, "nsl-kdd"]:
+        rows = [results[s][name] for s in seeds if name in results[s]]
+        if not rows:
+            continue
+        cells = " | ".join(f"{np.mean([r[f'real_{t}'] for r in rows]):.3f}" for t in TERMS)
+        picks = [pick(r, "shuffle", name.endswith("_mc"), FOUR) for r in rows]
+        chosen = np.mean([r[f"real_{p}"] for r, p in zip(rows, picks, strict=True)])
+        nn = np.mean([r["nn_raw"] for r in rows])
+        print(f"| {name} | {nn:.3f} | {cells} | {chosen:.3f} | {' / '.join(picks)} |")
 
 
 def main() -> None:

@@ -12,8 +12,8 @@
   more, else that many k-means centroids of them. Its two scales are medians over the training
   normals; the input one of leave-one-out distances (:func:`leave_one_out_distances`).
 * The optional third term (:class:`detector.input_neighbours.GaussTerm`): the numeric columns'
-  rank-Gauss map (:func:`fit_rank_gauss`), then reference points and a scale placed the same way
-  in the mapped space (:func:`fit_gauss_term`).
+  rank-Gauss map (:func:`fit_rank_gauss`), then one reference point per input reference point's
+  members (their mean in the mapped space) and a leave-one-out scale (:func:`fit_gauss_term`).
 * The threshold is the (1 - target FPR) quantile of the held-out calibration normals' scores.
 """
 
@@ -102,18 +102,37 @@ def fit_input_neighbours(
 ) -> InputNeighbours | None:
     """The input-space term from the featurized training rows ``x`` and their embedding scores
     (``None`` when ``budget`` is 0: embedding score only)."""
+    return fit_input_terms(x, embedding_scores, budget, seed, n_numeric=0)[0]
+
+
+def fit_input_terms(
+    x: NDArray[np.float32], embedding_scores: NDArray[np.float64], budget: int, seed: int, n_numeric: int
+) -> tuple[InputNeighbours | None, GaussTerm | None]:
+    """The input-space term and, when ``n_numeric`` > 0 (the first columns of ``x`` that are numeric
+    fields), the rank-Gauss term over the same partition of the rows; ``(None, None)`` when
+    ``budget`` is 0."""
     if budget <= 0:
-        return None
-    points, scale = _reference_points(x, budget, seed)
-    return InputNeighbours(points, _typical(embedding_scores), scale)
+        return None, None
+    points, owner = _reference_points(x, budget, seed)
+    view = InputNeighbours(points, _typical(embedding_scores), _typical(leave_one_out_distances(x, points, owner)))
+    return view, fit_gauss_term(x, n_numeric, owner) if n_numeric > 0 else None
 
 
-def fit_gauss_term(x: NDArray[np.float32], n_numeric: int, budget: int, seed: int) -> GaussTerm:
+def fit_gauss_term(x: NDArray[np.float32], n_numeric: int, owner: NDArray[np.intp]) -> GaussTerm:
     """The rank-Gauss third term from the featurized training rows ``x`` (whose first ``n_numeric``
-    columns are the numeric fields): the map, then points and scale as for the input term."""
+    columns are the numeric fields): the map, then one reference point per group of rows that share
+    an input reference point (``owner``: the rows themselves on small sets; else the input term's
+    k-means cells, whose members' mean in the mapped space is the point: no second k-means)."""
     mapping = fit_rank_gauss(x[:, :n_numeric])
-    points, scale = _reference_points(mapping.apply(x), max(budget, 1), seed)
-    return GaussTerm(mapping, points, scale)
+    mapped = mapping.apply(x)
+    groups, owner = np.unique(owner, return_inverse=True)
+    if len(groups) == len(mapped):
+        points = mapped[np.argsort(owner)]
+    else:
+        sums = np.zeros((len(groups), mapped.shape[1]), dtype=np.float64)
+        np.add.at(sums, owner, mapped)
+        points = (sums / np.bincount(owner, minlength=len(groups))[:, None]).astype(np.float32)
+    return GaussTerm(mapping, points, _typical(leave_one_out_distances(mapped, points, owner)))
 
 
 def fit_rank_gauss(columns: NDArray[np.float32]) -> RankGauss:
@@ -136,9 +155,9 @@ def fit_rank_gauss(columns: NDArray[np.float32]) -> RankGauss:
     return RankGauss(knots_x, knots_z, np.where(spread > 1e-12, spread, 1.0))
 
 
-def _reference_points(x: NDArray[np.float32], budget: int, seed: int) -> tuple[NDArray[np.float32], float]:
+def _reference_points(x: NDArray[np.float32], budget: int, seed: int) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
     """``budget // features`` reference points (at least :data:`MIN_INPUT_POINTS`; the rows
-    themselves when that reaches their number) and the rows' typical leave-one-out distance."""
+    themselves when that reaches their number) and the point each row belongs to."""
     n, width = x.shape
     k = min(n, max(MIN_INPUT_POINTS, budget // max(width, 1)))
     if k >= n:
@@ -146,7 +165,7 @@ def _reference_points(x: NDArray[np.float32], budget: int, seed: int) -> tuple[N
     else:
         result = kmeans(x, k, seed, n_init=1, max_iter=INPUT_KMEANS_ITERATIONS)
         points, owner = result.centroids.astype(np.float32), result.labels.astype(np.intp)
-    return points, _typical(leave_one_out_distances(x, points, owner))
+    return points, owner
 
 
 def leave_one_out_distances(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from detector.encoder import Encoder, embed
@@ -31,8 +31,7 @@ from training.calibration import (
     build_scorer,
     calibrate_threshold,
     centroid_counts,
-    fit_gauss_term,
-    fit_input_neighbours,
+    fit_input_terms,
     place_centroids,
     radii,
     score_quantiles,
@@ -72,7 +71,7 @@ class FitConfig(BaseModel):
         cluster_candidates: k values tried when deriving classes from unlabelled data.
         input_budget: multiply-adds per event the input-space term of the score may cost (its
             reference points times the featurized width; 0 = embedding score only). See
-            :func:`training.calibration.fit_input_neighbours` and docs/quality.md.
+            :func:`training.calibration.fit_input_terms` and docs/quality.md.
         score_terms: which terms make the score: ``both`` (embedding + input distance), ``input``
             (the input distance alone) or ``auto`` (chosen from the held-out normals, see
             :mod:`training.score_terms`; the test is run and recorded whichever is set).
@@ -92,6 +91,12 @@ class FitConfig(BaseModel):
     score_terms: ScoreTerms = "auto"
     gauss_term: GaussChoice = "auto"
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _gauss_needs_the_input_term(self) -> FitConfig:
+        if self.gauss_term == "on" and self.input_budget == 0:
+            raise ValueError("gauss_term 'on' needs the input-space term (input_budget > 0)")
+        return self
 
 
 @dataclass
@@ -204,10 +209,10 @@ def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: Featur
     centroids = place_centroids(z_train, y_train, counts, config.train.seed)
     radius = radii(z_train, centroids, config.radius_shrinkage)
     train_scores = build_geometry(centroids, radius, class_names).nearest(z_train).score
-    view = fit_input_neighbours(x_train, train_scores, config.input_budget, config.train.seed)
-    gauss = None
-    if view is not None and config.gauss_term != "off" and spec.numeric:
-        gauss = fit_gauss_term(x_train, len(spec.numeric), config.input_budget, config.train.seed)
+    if config.gauss_term == "on" and not spec.numeric:
+        raise DataError("the rank-Gauss term (--gauss-term on) maps numeric fields, and the feature spec has none")
+    n_mapped = 0 if config.gauss_term == "off" else len(spec.numeric)
+    view, gauss = fit_input_terms(x_train, train_scores, config.input_budget, config.train.seed, n_mapped)
     return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train, view, gauss)
 
 

@@ -10,7 +10,13 @@ import pytest
 from detector.errors import ArtifactError
 from detector.input_neighbours import GaussTerm, InputNeighbours
 from detector.rank_gauss import RankGauss
-from training.calibration import MAX_RANK_GAUSS_KNOTS, fit_gauss_term, fit_rank_gauss
+from training.calibration import MAX_RANK_GAUSS_KNOTS, fit_input_terms, fit_rank_gauss
+
+
+def gauss_term(x: np.ndarray, n_numeric: int, budget: int = 32768) -> GaussTerm:
+    term = fit_input_terms(x, np.ones(len(x)), budget, 0, n_numeric)[1]
+    assert term is not None
+    return term
 
 
 def test_training_values_map_to_their_mid_rank_normal_quantiles() -> None:
@@ -59,17 +65,31 @@ def test_a_constant_column_maps_to_one_value() -> None:
 def test_a_gauss_term_scales_a_typical_training_normal_to_about_one() -> None:
     rng = np.random.default_rng(2)
     x = rng.lognormal(0, 1, (800, 3)).astype(np.float32)
-    term = fit_gauss_term(x, 3, budget=32768, seed=0)
+    term = gauss_term(x, 3)
     fresh = rng.lognormal(0, 1, (2000, 3)).astype(np.float32)
     assert 0.8 < float(np.median(term.distances(fresh) / term.scale)) < 1.25
     far = np.array([[50.0, 50.0, 50.0]], dtype=np.float32)
     assert term.distances(far)[0] / term.scale > 5
 
 
+def test_on_many_rows_the_points_are_the_mapped_means_of_the_input_terms_cells() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.lognormal(0, 1, (3000, 4)).astype(np.float32)
+    view, term = fit_input_terms(x, np.ones(3000), 4 * 100, 0, n_numeric=4)
+    assert view is not None and term is not None
+    assert len(term.points) == len(view.points) == 100
+    mapped = term.mapping.apply(x)
+    owner = np.argmin(((x[:, None, :] - view.points[None]) ** 2).sum(-1), axis=1)
+    # each rank-Gauss point is the mapped mean of (nearly) the rows nearest its input point
+    first = np.flatnonzero(owner == owner[0])
+    assert np.linalg.norm(mapped[first].mean(0) - term.points, axis=1).min() < 0.3
+    assert 0.8 < float(np.median(term.distances(rng.lognormal(0, 1, (2000, 4)).astype(np.float32)) / term.scale)) < 1.3
+
+
 def test_input_neighbours_add_the_gauss_term_to_the_score() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 2)).astype(np.float32)
-    term = fit_gauss_term(x, 2, budget=32768, seed=0)
+    term = gauss_term(x, 2)
     base = InputNeighbours(x[:64], 2.0, 1.5)
     view = base.with_terms(1.0, term)
     embedding = np.ones(5)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from detector.errors import DataError
 from detector.model import Detector
 from training.config import TrainConfig
 from training.fit import FitConfig, fit_detector
@@ -170,6 +171,14 @@ def test_the_fit_applies_and_records_its_choice(cross_fit_below: int, tmp_path: 
     # the calibration scores are the chosen score's: a fresh normal is flagged at about the target rate
     fresh = result.detector.score_records(_rows(2000, 1), top=0)
     assert 0.0 < float(np.mean(fresh.flagged)) < 0.15
+
+
+def test_asking_for_the_rank_gauss_term_without_what_it_needs_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="needs the input-space term"):
+        FitConfig(gauss_term="on", input_budget=0)
+    rows = [{"kind": ["a", "b", "c"][i % 3], "zone": ["x", "y"][i % 2]} for i in range(300)]
+    with pytest.raises(DataError, match="numeric fields"):
+        fit_detector(rows, None, FitConfig(gauss_term="on", cross_fit_below=0, train=FAST))
 
 
 @pytest.mark.parametrize("gauss_term", ["on", "off"])
