@@ -151,8 +151,8 @@ COLUMNS = [
     "standard + rank_gauss",
     "standard + yeo_johnson",
     "picked by likelihood",
-    "picked by shuffle: standard | + rank_gauss",
-    "picked by shuffle: standard | + yeo_johnson",
+    "standard, + rank_gauss if the shuffle test says",
+    "standard, + yeo_johnson if the shuffle test says",
 ]
 
 
@@ -190,10 +190,10 @@ def set_aurocs(name: str) -> dict[str, float]:
             is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
             base = scaled_nn(split.x[train], both, standard)
             plain = roc_auc(base, is_shuffled)
-            for name in ("rank_gauss", "yeo_johnson"):
-                added = roc_auc(base + scaled_nn(split.x[train], both, TRANSFORMS[name]), is_shuffled)
-                kept = f"standard + {name}" if added > plain else "standard"
-                scores[f"picked by shuffle: standard | + {name}"] = scores[kept]
+            for transform in ("rank_gauss", "yeo_johnson"):
+                added = roc_auc(base + scaled_nn(split.x[train], both, TRANSFORMS[transform]), is_shuffled)
+                kept = f"standard + {transform}" if added > plain else "standard"
+                scores[f"standard, + {transform} if the shuffle test says"] = scores[kept]
             for column in COLUMNS:
                 per[column].append(roc_auc(scores[column], is_anomaly))
     return {c: float(np.mean(v)) for c, v in per.items()}
