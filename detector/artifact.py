@@ -115,7 +115,8 @@ def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     version = manifest.get("format_version")
     if version not in READABLE_FORMATS:
         raise ArtifactError(
-            f"{model_dir}: artifact format version {version!r} is not supported (this build reads {FORMAT_VERSION})"
+            f"{model_dir}: artifact format version {version!r} is not supported "
+            f"(this build reads {' and '.join(map(str, READABLE_FORMATS))})"
         )
     try:
         digest = _manifest_digest(manifest)
