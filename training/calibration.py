@@ -126,12 +126,9 @@ def fit_gauss_term(x: NDArray[np.float32], n_numeric: int, owner: NDArray[np.int
     mapping = fit_rank_gauss(x[:, :n_numeric])
     mapped = mapping.apply(x)
     groups, owner = np.unique(owner, return_inverse=True)
-    if len(groups) == len(mapped):
-        points = mapped[np.argsort(owner)]
-    else:
-        sums = np.zeros((len(groups), mapped.shape[1]), dtype=np.float64)
-        np.add.at(sums, owner, mapped)
-        points = (sums / np.bincount(owner, minlength=len(groups))[:, None]).astype(np.float32)
+    sums = np.zeros((len(groups), mapped.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner, mapped)
+    points = (sums / np.bincount(owner, minlength=len(groups))[:, None]).astype(np.float32)
     return GaussTerm(mapping, points, _typical(leave_one_out_distances(mapped, points, owner)))
 
 

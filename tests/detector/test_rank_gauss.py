@@ -68,6 +68,7 @@ def test_a_gauss_term_scales_a_typical_training_normal_to_about_one() -> None:
     term = gauss_term(x, 3)
     fresh = rng.lognormal(0, 1, (2000, 3)).astype(np.float32)
     assert 0.8 < float(np.median(term.distances(fresh) / term.scale)) < 1.25
+    np.testing.assert_array_equal(term.points, term.mapping.apply(x))  # few rows: they are the points
     far = np.array([[50.0, 50.0, 50.0]], dtype=np.float32)
     assert term.distances(far)[0] / term.scale > 5
 
