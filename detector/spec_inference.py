@@ -163,12 +163,34 @@ def likely_key_columns(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) 
         return []
     found = []
     for field in spec.features:
-        present = [r.get(field) for r in records if r.get(field) not in (None, "")]
-        if len(present) < _KEY_MIN_ROWS or len(set(map(str, present))) < _KEY_DISTINCT_SHARE * len(present):
+        if not _nearly_all_distinct(records, field):
             continue
+        present = [r.get(field) for r in records if r.get(field) not in (None, "")]
         if field in spec.categorical or _looks_like_key_numbers(_as_numbers(present)):
             found.append(field)
     return found
+
+
+def _nearly_all_distinct(records: Sequence[Mapping[str, Any]], field: str) -> bool:
+    """Whether ``field`` is present in at least 20 rows and >= 95% of its present values are distinct
+    (compared as text). Stops at the first repeat too many: more than 5% of *all* rows repeating
+    means more than 5% of the present ones do (most columns stop within their first few hundred rows).
+    """
+    seen: set[str] = set()
+    repeats, too_many = 0, (1.0 - _KEY_DISTINCT_SHARE) * len(records)
+    for record in records:
+        value = record.get(field)
+        if value is None or value == "":
+            continue
+        text = str(value)
+        if text in seen:
+            repeats += 1
+            if repeats > too_many:
+                return False
+        else:
+            seen.add(text)
+    present = len(seen) + repeats
+    return present >= _KEY_MIN_ROWS and len(seen) >= _KEY_DISTINCT_SHARE * present
 
 
 def _looks_like_key_numbers(values: np.ndarray | None) -> bool:

@@ -37,3 +37,14 @@ def test_a_mostly_distinct_category_counts() -> None:
     rows = [{"name": f"n{i if i % 50 else 0}", "x": float(i % 3)} for i in range(100)]
     spec = FeatureSpec(numeric=["x"], categorical=["name"])
     assert likely_key_columns(rows, spec) == ["name"]  # 97 distinct of 100
+
+
+def test_the_share_of_distinct_values_is_taken_over_the_present_values_wherever_the_repeats_are() -> None:
+    # 120 rows, 20 of them without the field: 100 present. Repeats first, then distinct values.
+    def rows(repeats: int) -> list[dict[str, object]]:
+        names = ["same"] * (repeats + 1) + [f"n{i}" for i in range(99 - repeats)]
+        return [{"name": n, "x": float(i % 3)} for i, n in enumerate(names)] + [{"x": 0.0}] * 20
+
+    spec = FeatureSpec(numeric=["x"], categorical=["name"])
+    assert likely_key_columns(rows(5), spec) == ["name"]  # 95 distinct of 100 present
+    assert likely_key_columns(rows(6), spec) == []  # 94 of 100

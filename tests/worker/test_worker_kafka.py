@@ -177,7 +177,9 @@ def test_kill_9_and_restart_loses_nothing(kafka_client: str, kafka_broker: Any, 
         ids = _accounted(bootstrap, topics, ends, out, 60)
         assert expected.must_flag <= set(ids) <= expected.may_flag
         duplicates = len(ids) - len(set(ids))
-        assert duplicates <= batch, f"{duplicates} duplicates: more than the one uncommitted batch"
+        # With overlap (the default) two batches may be uncommitted at the kill: the one in flight
+        # and the one being scored (docs/operations.md, "what a crash costs").
+        assert duplicates <= 2 * batch, f"{duplicates} duplicates: more than the two uncommitted batches"
     finally:
         out.close()
         first.stop_quietly()

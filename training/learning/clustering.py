@@ -94,19 +94,30 @@ def _lloyd(x: NDArray[np.float64], centers: NDArray[np.float64], max_iter: int) 
     return KMeansResult(centers, labels, float(final[np.arange(len(x)), labels].sum()))
 
 
+#: Up to this many clusters a center update is one matrix product (see _update_centers).
+_PRODUCT_MAX_K = 32
+
+
 def _update_centers(
     x: NDArray[np.float64], labels: NDArray[np.intp], centers: NDArray[np.float64], dist: NDArray[np.float32]
 ) -> None:
     """Move each center to its members' mean, in place; an empty cluster goes to the worst-served point.
 
-    One sort and one segmented sum over the rows (O(n log n + n·D)) instead of a mask per cluster
-    (O(k·n)): 6.6 ms instead of 12.5 ms per update for 436 clusters of 12,000 rows.
+    Few clusters: one matrix product of the rows' one-hot memberships with the rows (O(k·n·D) in
+    BLAS). Many: one sort and one segmented sum over the rows (O(n log n + n·D)) instead of a mask
+    per cluster (O(k·n)). Measured on 12,000 rows of 122 columns, one thread, ms per update (sort /
+    product): k=2 3.5 / 0.7, k=8 4.1 / 1.1, k=32 3.3 / 3.1, k=436 5.5 / 37.8.
     """
     counts = np.bincount(labels, minlength=len(centers))
     present = counts > 0
-    starts = (np.cumsum(counts) - counts)[present]
-    order = np.argsort(labels, kind="stable")
-    centers[present] = np.add.reduceat(x[order], starts, axis=0) / counts[present, None]
+    if len(centers) <= _PRODUCT_MAX_K:
+        members = np.zeros((len(centers), len(x)))
+        members[labels, np.arange(len(x))] = 1.0
+        sums = (members @ x)[present]
+    else:
+        starts = (np.cumsum(counts) - counts)[present]
+        sums = np.add.reduceat(x[np.argsort(labels, kind="stable")], starts, axis=0)
+    centers[present] = sums / counts[present, None]
     if not present.all():
         centers[~present] = x[dist.min(1).argmax()]
 

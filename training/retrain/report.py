@@ -11,7 +11,6 @@ import numpy as np
 
 from detector.model import Detector
 from training.evaluation.metrics import evaluate
-from training.evaluation.report import write_report
 from training.retrain.binomial import min_rows_to_judge
 from training.retrain.data import RetrainData, featurize
 from training.retrain.gate import GateDecision, ModelFigures
@@ -71,6 +70,8 @@ def evaluation_html(detector: Detector, holdout: list[dict[str, Any]], anomalies
     groups = ["normal" if not a else "anomalous" for a in is_anomaly]
     result = evaluate(scores, is_anomaly, detector.threshold, groups=groups)
     sample = np.random.default_rng(0).permutation(len(scores))[:5000]
+    from training.evaluation.report import write_report  # noqa: PLC0415 - matplotlib only when a report is written
+
     with tempfile.TemporaryDirectory(prefix="kestrel-report-") as tmp:
         path = write_report(
             Path(tmp),

@@ -250,3 +250,11 @@ def test_module_entry_point_in_a_subprocess(model: Path, tmp_path: Path) -> None
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: data file not found: {missing}"]
     assert done.stdout == ""
+
+
+def test_the_cli_does_not_import_matplotlib_until_a_report_is_written() -> None:
+    # matplotlib costs about half a second of every fit's start-up; only --report and the retrain
+    # job's evaluation report need it (an import chain through any subcommand brought it back once).
+    code = "import sys, training.cli.main; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
