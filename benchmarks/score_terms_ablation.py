@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,6 @@ from training.evaluation.metrics import roc_auc
 from training.fit import split_calibration
 
 KINDS = ["shuffle", "noise0.5", "noise1", "sub0.3"]
-TERMS = ["emb", "input", "sum", "sum+gauss", "input+gauss"]
 #: The rule's candidates, in its order of preference (training.score_terms.CANDIDATES).
 TWO, FOUR = ["sum", "input"], ["sum", "input", "sum+gauss", "input+gauss"]
 WIDE = list(q.WIDE_BASELINES)
@@ -58,32 +58,52 @@ def pseudo(x_cal: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray
     raise ValueError(kind)
 
 
-def measure(
-    det: Any, x_train: np.ndarray, x_ev: np.ndarray, is_anom: np.ndarray, x_cal: np.ndarray, seed: int
-) -> dict[str, float]:
+def candidate_terms(det: Any, x_train: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Featurized rows -> their ``(n, 3)`` terms, each divided by its scale (a typical normal: 1):
+    the embedding term, the input-space term and the rank-Gauss term (fitted on the model's
+    featurized training rows exactly as the fit does). A candidate score is a weighted sum of them."""
     sc = det.scorer
     view = sc.input_neighbours.with_terms(1.0, None)
     budget, n_numeric = q.fit_config(seed, 0.1, 0.05).input_budget, len(det.featurizer.spec.numeric)
     gauss = fit_input_terms(x_train, np.ones(len(x_train)), budget, seed, n_numeric)[1]
     assert gauss is not None, "a set with numeric fields"
 
-    def terms(xf: np.ndarray) -> dict[str, np.ndarray]:
-        e, d = sc.geometry.nearest(embed(det.encoder, xf)).score, view.distances(xf)
-        g = gauss.distances(xf) / gauss.scale
-        total = view.combine(e, d)
-        return {"emb": e, "input": d, "sum": total, "sum+gauss": total + g, "input+gauss": d / view.input_scale + g}
+    def terms(xf: np.ndarray) -> np.ndarray:
+        e = sc.geometry.nearest(embed(det.encoder, xf)).score / view.embedding_scale
+        return np.stack([e, view.distances(xf) / view.input_scale, gauss.distances(xf) / gauss.scale], 1)
 
-    ev, cal = terms(x_ev), terms(x_cal)
-    out = {f"real_{k}": roc_auc(v, is_anom) for k, v in ev.items()}
+    return terms
+
+
+#: Each candidate's weights on (embedding, input, rank-Gauss) terms.
+WEIGHTS = {
+    "emb": (1.0, 0.0, 0.0),
+    "input": (0.0, 1.0, 0.0),
+    "sum": (1.0, 1.0, 0.0),
+    "sum+gauss": (1.0, 1.0, 1.0),
+    "input+gauss": (0.0, 1.0, 1.0),
+}
+TERMS = list(WEIGHTS)
+
+
+def measure(
+    det: Any, x_train: np.ndarray, x_ev: np.ndarray, is_anom: np.ndarray, x_cal: np.ndarray, seed: int
+) -> dict[str, float]:
+    terms = candidate_terms(det, x_train, seed)
+    ev, cal = terms(x_ev) @ np.array(list(WEIGHTS.values())).T, terms(x_cal) @ np.array(list(WEIGHTS.values())).T
+    out = {f"real_{k}": roc_auc(ev[:, i], is_anom) for i, k in enumerate(WEIGHTS)}
     rng = np.random.default_rng(seed)
     lab = np.r_[np.zeros(len(x_cal), bool), np.ones(len(x_cal), bool)]
     for kind in KINDS:
-        ps = terms(pseudo(x_cal, kind, rng))
-        out |= {f"ps_{kind}_{k}": roc_auc(np.r_[cal[k], ps[k]], lab) for k in ev}
+        ps = terms(pseudo(x_cal, kind, rng)) @ np.array(list(WEIGHTS.values())).T
+        out |= {f"ps_{kind}_{k}": roc_auc(np.r_[cal[:, i], ps[:, i]], lab) for i, k in enumerate(WEIGHTS)}
     return out
 
 
-def run_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
+Measure = Callable[[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], dict[str, Any]]
+
+
+def run_set(name: str, seed: int, held_out: int | None, measure_fn: Measure = measure) -> dict[str, Any]:
     split = q.load_split(name, seed, held_out)
     det = q.run_fit(split.fit_records, split.label, seed, 1 / 7, 0.05).detector
     labels = [str(split.y[i]) for i in split.fit_idx] if split.label else None
@@ -95,16 +115,16 @@ def run_set(name: str, seed: int, held_out: int | None) -> dict[str, float]:
     x_ev, x_cal = f.transform([split.records[i] for i in eval_idx]), f.transform([split.records[i] for i in cal_part])
     x_train = f.transform([split.records[i] for i in train_part])
     nn = roc_auc(q.nearest_normal_scores(split.x[train_part], split.x[eval_idx]), is_anom)
-    return {"nn_raw": nn} | measure(det, x_train, x_ev, is_anom, x_cal, seed)
+    return {"nn_raw": nn} | measure_fn(det, x_train, x_ev, is_anom, x_cal, seed)
 
 
-def run_nsl(seed: int) -> dict[str, float]:
+def run_nsl(seed: int, measure_fn: Measure = measure) -> dict[str, Any]:
     normals, test_rows, test_flags = q.nsl_kdd_rows()
     det = q.run_fit(normals, None, seed, 0.1, 0.05).detector
     train_local, cal_local = split_calibration(None, len(normals), 0.1, seed)
     x_ev, x_cal = det.featurizer.transform(test_rows), det.featurizer.transform([normals[i] for i in cal_local])
     x_train = det.featurizer.transform([normals[i] for i in train_local])
-    return {"nn_raw": float("nan")} | measure(det, x_train, x_ev, np.asarray(test_flags), x_cal, seed)
+    return {"nn_raw": float("nan")} | measure_fn(det, x_train, x_ev, np.asarray(test_flags), x_cal, seed)
 
 
 def pick(r: dict[str, float], kind: str, labelled: bool, candidates: list[str]) -> str:
