@@ -178,8 +178,10 @@ def test_kill_9_and_restart_loses_nothing(kafka_client: str, kafka_broker: Any, 
         assert expected.must_flag <= set(ids) <= expected.may_flag
         duplicates = len(ids) - len(set(ids))
         # With overlap (the default) two batches may be uncommitted at the kill: the one in flight
-        # and the one being scored (docs/operations.md, "what a crash costs").
-        assert duplicates <= 2 * batch, f"{duplicates} duplicates: more than the two uncommitted batches"
+        # and the one being scored; librdkafka's commits are sent without waiting, so the batch
+        # before them may be too (docs/operations.md, "what a crash costs").
+        replayable = 2 if kafka_client == "kafka-python" else 3
+        assert duplicates <= replayable * batch, f"{duplicates} duplicates: more than {replayable} batches"
     finally:
         out.close()
         first.stop_quietly()
