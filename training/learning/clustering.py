@@ -96,6 +96,8 @@ def _lloyd(x: NDArray[np.float64], centers: NDArray[np.float64], max_iter: int) 
 
 #: Up to this many clusters a center update is one matrix product (see _update_centers).
 _PRODUCT_MAX_K = 32
+#: Rows per one-hot block of that product (32 clusters x 65,536 rows: 16 MB).
+_PRODUCT_ROWS = 65_536
 
 
 def _update_centers(
@@ -104,16 +106,20 @@ def _update_centers(
     """Move each center to its members' mean, in place; an empty cluster goes to the worst-served point.
 
     Few clusters: one matrix product of the rows' one-hot memberships with the rows (O(k·n·D) in
-    BLAS). Many: one sort and one segmented sum over the rows (O(n log n + n·D)) instead of a mask
+    BLAS, in blocks of rows). Many: one sort and one segmented sum over the rows (O(n log n + n·D)) instead of a mask
     per cluster (O(k·n)). Measured on 12,000 rows of 122 columns, one thread, ms per update (sort /
     product): k=2 3.5 / 0.7, k=8 4.1 / 1.1, k=32 3.3 / 3.1, k=436 5.5 / 37.8.
     """
     counts = np.bincount(labels, minlength=len(centers))
     present = counts > 0
     if len(centers) <= _PRODUCT_MAX_K:
-        members = np.zeros((len(centers), len(x)))
-        members[labels, np.arange(len(x))] = 1.0
-        sums = (members @ x)[present]
+        sums = np.zeros_like(centers)
+        for start in range(0, len(x), _PRODUCT_ROWS):  # the one-hot block stays small on any data
+            block = labels[start : start + _PRODUCT_ROWS]
+            members = np.zeros((len(centers), len(block)))
+            members[block, np.arange(len(block))] = 1.0
+            sums += members @ x[start : start + _PRODUCT_ROWS]
+        sums = sums[present]
     else:
         starts = (np.cumsum(counts) - counts)[present]
         sums = np.add.reduceat(x[np.argsort(labels, kind="stable")], starts, axis=0)

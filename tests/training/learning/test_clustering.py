@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from training.learning import clustering
 from training.learning.clustering import _update_centers, choose_k, kmeans, silhouette
 
 CENTERS = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -44,15 +45,19 @@ def test_kmeans_caps_k_at_the_number_of_distinct_points() -> None:
     assert result.inertia == pytest.approx(0.0)
 
 
-def test_center_update_is_each_clusters_mean_and_reseeds_an_empty_one() -> None:
+@pytest.mark.parametrize(("k", "block_rows"), [(4, 65_536), (4, 7), (40, 65_536)])  # product, in blocks, sort
+def test_center_update_is_each_clusters_mean_and_reseeds_an_empty_one(
+    k: int, block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clustering, "_PRODUCT_ROWS", block_rows)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 3))
-    labels = rng.integers(0, 4, size=50)
+    x = rng.normal(size=(50 * k, 3))
+    labels = rng.integers(0, k, size=len(x))
     labels[labels == 2] = 3  # cluster 2 ends up empty
-    centers = np.zeros((4, 3))
-    dist = ((x[:, None, :] - rng.normal(size=(4, 3))[None]) ** 2).sum(-1).astype(np.float32)
+    centers = np.zeros((k, 3))
+    dist = ((x[:, None, :] - rng.normal(size=(k, 3))[None]) ** 2).sum(-1).astype(np.float32)
     _update_centers(x, labels, centers, dist)
-    for j in (0, 1, 3):
+    for j in set(range(k)) - {2}:
         np.testing.assert_allclose(centers[j], x[labels == j].mean(0), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(centers[2], x[dist.min(1).argmax()])  # the worst-served point
 
