@@ -201,3 +201,14 @@ def test_finite_number_block_converts_only_all_finite_ints_and_floats() -> None:
     assert block.tolist() == [1.0, 2.5, -3.0]
     for values in ([], [1, True], [1, "2"], [1.0, float("nan")], [1.0, math.inf], [1, 10**400], [1, None]):
         assert finite_number_block(values) is None, values
+
+
+def test_csv_cells_are_cached_only_when_short_and_read_alike_either_way() -> None:
+    from detector import table_reader  # noqa: PLC0415 - the cache is private to the reader
+
+    long_number, long_text = "1" * 60, "free text " * 10
+    before = table_reader._convert_short.cache_info().currsize
+    assert convert_cell(long_number) == int(long_number)
+    assert convert_cell(long_text) == long_text
+    assert table_reader._convert_short.cache_info().currsize == before  # long cells are not kept
+    assert convert_cell("0.25") == 0.25 and convert_cell("0.25") is convert_cell("0.25")  # cached
