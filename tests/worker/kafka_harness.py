@@ -108,12 +108,17 @@ class TopicReader:
             self.messages.extend(batch)
         return self.messages
 
-    def drain_all(self, quiet_polls: int = 3) -> list[Any]:
-        """Read until ``quiet_polls`` consecutive polls return nothing (for already-written data)."""
-        quiet = 0
-        while quiet < quiet_polls:
+    def drain_all(self, quiet_s: float = 2.0) -> list[Any]:
+        """Read until nothing has come for ``quiet_s`` seconds (for already-written data).
+
+        Quiet is measured in time, not in polls: on a loaded machine one fetch round trip to the
+        embedded broker can outlast several 200 ms polls (three quiet polls once ended a read
+        halfway through a topic whose records were all acknowledged)."""
+        last_new = time.monotonic()
+        while time.monotonic() - last_new < quiet_s:
             before = len(self.messages)
-            quiet = quiet + 1 if len(self.drain()) == before else 0
+            if len(self.drain()) > before:
+                last_new = time.monotonic()
         return self.messages
 
     def wait_count(self, count: int, timeout_s: float) -> list[Any]:
