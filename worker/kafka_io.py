@@ -278,11 +278,12 @@ class KafkaPublisher:
         """Queue one record.
 
         Raises:
-            PublishError: the client refused it (e.g. no metadata for the topic in time).
+            PublishError: the client refused it (neither key nor value, over the request limit, no
+                metadata for the topic in time).
         """
         try:
             self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
-        except KafkaError as exc:
+        except (KafkaError, ValueError, TypeError) as exc:  # kafka-python refuses some records with ValueError
             raise PublishError(f"send failed: {type(exc).__name__}: {exc}") from exc
 
     def flush(self, timeout_s: float) -> None:

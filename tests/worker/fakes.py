@@ -1,9 +1,9 @@
-"""In-memory stand-ins for the Kafka source and sink, held to the real ones by the contract tests.
+"""In-memory stand-ins for the Kafka source, sink and publisher, held to the real ones by the contract tests.
 
 ``tests/worker/test_kafka_contract.py`` runs one behaviour suite against these fakes *and* the
-kafka-python adapters on the embedded broker: a fake may not accept what the real client
-refuses (a record with neither key nor value, a record over the request limit), nor refuse
-what it accepts (tombstones, keyless records, headers).
+real adapters (the worker's source and sink, the replayer's publisher) on the embedded broker: a
+fake may not accept what the real client refuses (a record with neither key nor value, a record
+over the request limit), nor refuse what it accepts (tombstones, keyless records, headers).
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ from worker.outputs import GivenUpRecords, Undeliverable
 
 Partition = tuple[str, int]
 Delivered = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def refusal(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit: int) -> str | None:
+    """Why kafka-python's producer refuses this record, or ``None`` when it accepts it."""
+    if key is None and value is None:
+        return "ValueError('Need at least one: key or value')"
+    if not all(isinstance(name, str) and isinstance(value, bytes) for name, value in headers):
+        return "TypeError('All headers items must be (str, bytes) tuples')"
+    if record_size(key, value, headers) > limit:
+        return "MessageSizeTooLargeError()"
+    return None
 
 
 class FakeSource:
@@ -148,13 +159,7 @@ class FakeSink:
         self._pending = still
 
     def _refusal(self, record: OutputRecord) -> str | None:
-        if record.key is None and record.value is None:
-            return "ValueError('Need at least one: key or value')"
-        if not all(isinstance(name, str) and isinstance(value, bytes) for name, value in record.headers):
-            return "TypeError('All headers items must be (str, bytes) tuples')"
-        if record_size(record.key, record.value, record.headers) > self.max_request_bytes:
-            return "MessageSizeTooLargeError()"
-        return None
+        return refusal(record.key, record.value, record.headers, self.max_request_bytes)
 
     def reset(self) -> None:
         self.resets += 1
@@ -162,3 +167,22 @@ class FakeSink:
 
     def close(self, timeout_s: float) -> None:
         self.journal.append("sink-closed")
+
+
+class FakePublisher:
+    """The replayer's :class:`worker.replay.Publisher` in memory, refusing at ``send`` what
+    :class:`worker.kafka_io.KafkaPublisher` refuses there (its contract tests run on both)."""
+
+    def __init__(self, max_request_bytes: int = 1_000_000) -> None:
+        self.max_request_bytes = max_request_bytes
+        self.sent: list[Delivered] = []  # (topic, value, key, headers), in order
+        self.flushed_at: list[int] = []  # len(sent) at each flush
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        error = refusal(key, value, headers, self.max_request_bytes)
+        if error is not None:
+            raise PublishError(f"send failed: {error}")
+        self.sent.append((topic, value, key, headers))
+
+    def flush(self, timeout_s: float) -> None:
+        self.flushed_at.append(len(self.sent))

@@ -1,9 +1,10 @@
 """One behaviour suite for the Kafka adapters, run against the test fakes *and* the real client.
 
 A fake may be used by other tests only for what this suite shows it does like the real thing:
-kafka-python on the embedded broker (or ``KAFKA_BOOTSTRAP_SERVERS``). Records the real client
-refuses (neither key nor value; over the request limit) must be refused by the fake too; records
-real producers send (keyless tombstones, from librdkafka) must come through the source intact.
+kafka-python and librdkafka (the worker's source and sink) and the replayer's publisher on the
+embedded broker (or ``KAFKA_BOOTSTRAP_SERVERS``). Records the real client refuses (neither key nor
+value; over the request limit) must be refused by the fake too; records real producers send
+(keyless tombstones, from librdkafka) must come through the source intact.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer as LibrdkafkaProducer
-from fakes import FakeSink, FakeSource
+from fakes import FakePublisher, FakeSink, FakeSource
 from kafka_harness import TopicReader, Topics, wait_for
 
 from worker.confluent_io import ConfluentSink, ConfluentSource, make_confluent_producer
 from worker.errors import BrokerError, PublishError
-from worker.kafka_io import KafkaSource, make_producer
+from worker.kafka_io import KafkaPublisher, KafkaSource, make_producer
 from worker.kafka_sink import KafkaSink
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
@@ -234,6 +235,68 @@ def test_real_sinks_learn_of_acknowledgements_without_a_flush(client: str, kafka
         assert sink.pending == 0 and sink.flush(0.0, through=mark) == []
     finally:
         real.close()  # closes the sink and the reader
+
+
+# ------------------------------------------------------------------ publisher (the replayer's)
+
+
+@dataclass
+class PublisherUnderTest:
+    publisher: Any
+    topic: str
+    delivered: Callable[[int], list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]]
+
+
+@pytest.fixture(params=["fake", "kafka-python"])
+def publisher_under_test(request: pytest.FixtureRequest) -> Iterator[PublisherUnderTest]:
+    if request.param == "fake":
+        fake = FakePublisher(max_request_bytes=LIMIT)
+        yield PublisherUnderTest(fake, "out", lambda n: [(v, k, h) for _t, v, k, h in fake.sent])
+        return
+    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=1)
+    settings = KafkaSettings(bootstrap_servers=bootstrap, max_request_bytes=LIMIT, max_message_bytes=LIMIT // 3)
+    publisher = KafkaPublisher(settings)
+    reader = TopicReader(bootstrap, topics.output)
+
+    def delivered(n: int) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        return [(m.value, m.key, list(m.headers)) for m in reader.wait_count(n, 30)]
+
+    try:
+        yield PublisherUnderTest(publisher, topics.output, delivered)
+    finally:
+        publisher.close(2.0)
+        reader.close()
+
+
+def test_publisher_delivers_values_keys_and_headers_in_order(publisher_under_test: PublisherUnderTest) -> None:
+    publisher, topic = publisher_under_test.publisher, publisher_under_test.topic
+    publisher.send(topic, b'{"a": NaN}', None, [])
+    publisher.send(topic, b"v", b"k", [("h", b"1")])
+    publisher.send(topic, None, b"tomb", [])
+    publisher.flush(10.0)
+    assert publisher_under_test.delivered(3) == [
+        (b'{"a": NaN}', None, []),
+        (b"v", b"k", [("h", b"1")]),
+        (None, b"tomb", []),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(None, None), (b"k", b"x" * LIMIT)],
+    ids=["no-key-no-value", "value-over-limit"],
+)
+def test_publisher_refuses_at_send_what_the_client_refuses_and_keeps_the_rest(
+    publisher_under_test: PublisherUnderTest, key: bytes | None, value: bytes | None
+) -> None:
+    publisher, topic = publisher_under_test.publisher, publisher_under_test.topic
+    publisher.send(topic, b"before", None, [])
+    with pytest.raises(PublishError):
+        publisher.send(topic, value, key, [])
+    publisher.send(topic, b"after", None, [])
+    publisher.flush(10.0)
+    assert publisher_under_test.delivered(2) == [(b"before", None, []), (b"after", None, [])]
 
 
 # ------------------------------------------------------------------ source

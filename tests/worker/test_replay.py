@@ -10,24 +10,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fakes import FakePublisher
 from hypothesis import given
 from hypothesis import strategies as st
 
 from detector.table_reader import SourceLine, iter_lines
 from worker.replay import SHOW_SKIPPED, InvalidLineError, ReplayOptions, main, replay
 from worker.topic_tools import TopicTail, create_topics
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
-        self.flushed_at: list[int] = []
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        self.sent.append((topic, value, key))
-
-    def flush(self, timeout_s: float) -> None:
-        self.flushed_at.append(len(self.sent))
 
 
 def lines_of(tmp_path: Path, text: bytes, name: str = "e.jsonl") -> list[SourceLine]:
@@ -43,18 +32,18 @@ def test_by_default_every_line_is_published_byte_for_byte_without_key(tmp_path: 
     publisher = FakePublisher()
     summary = replay(lines_of(tmp_path, JSONL), publisher, ReplayOptions(topic="t"))
     assert summary.published == 3 and summary.skipped == ()
-    assert [value for _, value, _ in publisher.sent] == [
+    assert [value for _, value, _, _ in publisher.sent] == [
         b'{"a": 1, "x": NaN}',
         b'{"a":2,"x":Infinity, "id": "k2"}',
         b'{ "a" : -Infinity }',
     ]
-    assert [key for _, _, key in publisher.sent] == [None, None, None]
+    assert [key for _, _, key, _ in publisher.sent] == [None, None, None]
 
 
 def test_key_field_keys_records_without_changing_them(tmp_path: Path) -> None:
     publisher = FakePublisher()
     replay(lines_of(tmp_path, JSONL), publisher, ReplayOptions(topic="t", key_field="id"))
-    assert [key for _, _, key in publisher.sent] == [None, b"k2", None]
+    assert [key for _, _, key, _ in publisher.sent] == [None, b"k2", None]
     assert publisher.sent[1][1] == b'{"a":2,"x":Infinity, "id": "k2"}'
 
 
@@ -73,17 +62,17 @@ def test_ids_and_timestamps_are_added_only_when_asked_and_missing_and_nan_stays_
     )
     publisher = FakePublisher()
     replay(lines, publisher, options, clock=lambda: 100.0)
-    assert [value for _, value, _ in publisher.sent] == [
+    assert [value for _, value, _, _ in publisher.sent] == [
         b'{"a":1.5,"x":NaN,"event_id":"run-0","ts":100.0}',
         b'{"a":2,"event_id":"keep-me","ts":5.0}',
     ]
-    assert [key for _, _, key in publisher.sent] == [b"run-0", b"keep-me"]
+    assert [key for _, _, key, _ in publisher.sent] == [b"run-0", b"keep-me"]
 
 
 def test_csv_rows_become_compact_json_events(tmp_path: Path) -> None:
     publisher = FakePublisher()
     replay(lines_of(tmp_path, b"a,b,c\n1,x,\n2.5,nan,7\n", "e.csv"), publisher, ReplayOptions(topic="t"))
-    assert [value for _, value, _ in publisher.sent] == [b'{"a":1,"b":"x","c":null}', b'{"a":2.5,"b":"nan","c":7}']
+    assert [value for _, value, _, _ in publisher.sent] == [b'{"a":1,"b":"x","c":null}', b'{"a":2.5,"b":"nan","c":7}']
 
 
 def test_an_invalid_line_stops_after_flushing_and_says_where_and_how_many(tmp_path: Path) -> None:
@@ -125,7 +114,7 @@ def test_csv_row_with_wrong_cell_count_is_invalid(tmp_path: Path) -> None:
 def test_limit_counts_published_events() -> None:
     publisher = FakePublisher()
     replay([SourceLine(i, {"a": i}) for i in range(10)], publisher, ReplayOptions(topic="t", limit=3))
-    assert [value for _, value, _ in publisher.sent] == [b'{"a":0}', b'{"a":1}', b'{"a":2}']
+    assert [value for _, value, _, _ in publisher.sent] == [b'{"a":0}', b'{"a":1}', b'{"a":2}']
 
 
 @given(
@@ -140,7 +129,7 @@ def test_jsonl_round_trip_is_byte_for_byte(events: list[dict[str, object]]) -> N
         path.write_bytes(b"".join(r + b"\n" for r in raw))
         publisher = FakePublisher()
         replay(iter_lines(path), publisher, ReplayOptions(topic="t"))
-    assert [value for _, value, _ in publisher.sent] == raw
+    assert [value for _, value, _, _ in publisher.sent] == raw
 
 
 def test_rate_limit_asks_to_sleep_for_the_schedule() -> None:
