@@ -2,7 +2,8 @@
 
 Reads without a consumer group (assign + seek, nothing committed), so the retrain job never
 disturbs the workers' offsets. The window is either the last ``N`` events (newest by record
-timestamp over all partitions) or everything since ``M`` minutes ago; the end offsets are fixed
+timestamp over all partitions) or everything stamped since ``M`` minutes ago (filtered by record
+timestamp, since a broker's offset for a time may come early); the end offsets are fixed
 when reading starts, so a busy topic cannot keep the job reading forever.
 
 Memory is bounded by ``cap = min(last, max_events)`` events, newest kept:
@@ -111,8 +112,9 @@ def _read(consumer: KafkaConsumer, window: KafkaWindow) -> KafkaEvents:
     tps = [TopicPartition(window.topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     ends: dict[TopicPartition, int] = consumer.end_offsets(tps)
-    starts = _start_offsets(consumer, tps, ends, window)
-    newest = _NewestRows(window.cap)
+    since_ms = None if window.since_minutes is None else max(0, int((time.time() - window.since_minutes * 60) * 1000))
+    starts = _start_offsets(consumer, tps, ends, window.cap, since_ms)
+    newest = _NewestRows(window.cap, not_before_ms=since_ms or 0)
     timed_out = _read_backwards(consumer, tps, starts, ends, newest, time.monotonic() + window.timeout_s)
     if timed_out:
         logger.warning("kafka_read_timed_out", extra={"rows": len(newest.heap), "timeout_s": window.timeout_s})
@@ -128,14 +130,18 @@ def _read(consumer: KafkaConsumer, window: KafkaWindow) -> KafkaEvents:
 
 
 class _NewestRows:
-    """The ``cap`` newest rows by (timestamp, partition, offset): a min-heap that drops the oldest."""
+    """The ``cap`` newest rows by (timestamp, partition, offset) stamped at or after ``not_before_ms``:
+    a min-heap that drops the oldest."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, not_before_ms: int = 0) -> None:
         self.cap = cap
+        self.not_before_ms = not_before_ms
         self.heap: list[Row] = []
 
     def offer(self, row: Row) -> bool:
-        """Keep ``row`` if it is among the newest ``cap``; returns whether it was kept."""
+        """Keep ``row`` if it is in the window and among the newest ``cap``; returns whether it was kept."""
+        if row[0] < self.not_before_ms:
+            return False
         if len(self.heap) < self.cap:
             heapq.heappush(self.heap, row)
             return True
@@ -214,14 +220,17 @@ def _read_chunk(
 
 
 def _start_offsets(
-    consumer: KafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int], window: KafkaWindow
+    consumer: KafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int], cap: int, since_ms: int | None
 ) -> dict[TopicPartition, int]:
-    """Where each partition's window starts, never earlier than ``end - cap``."""
+    """Where each partition's window starts, never earlier than ``end - cap``.
+
+    The offset for ``since_ms`` may come early (a broker may answer with the start of the record
+    batch that holds the time, and producers may stamp records out of order), so the rows read are
+    also filtered by their timestamps (:class:`_NewestRows`)."""
     beginnings: dict[TopicPartition, int] = consumer.beginning_offsets(tps)
-    floor = {tp: max(beginnings[tp], ends[tp] - window.cap) for tp in tps}
-    if window.since_minutes is None:
+    floor = {tp: max(beginnings[tp], ends[tp] - cap) for tp in tps}
+    if since_ms is None:
         return floor
-    since_ms = max(0, int((time.time() - window.since_minutes * 60.0) * 1000))
     found = consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
     return {tp: ends[tp] if found.get(tp) is None else max(floor[tp], found[tp].offset) for tp in tps}
 

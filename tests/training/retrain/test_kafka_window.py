@@ -1,80 +1,21 @@
-"""The retrain job's bounded Kafka window on an in-memory consumer: memory cap, backward chunks, timeout."""
+"""The retrain job's bounded Kafka window on an in-memory consumer: memory cap, backward chunks, timeout.
+
+The consumer is held to the real one by ``test_kafka_consumer_contract.py``."""
 
 from __future__ import annotations
 
 import json
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_kafka_consumer import TOPIC, FakeConsumer, Message
 from kafka import TopicPartition
 
 import training.retrain.kafka_source as kafka_source
 from training.retrain.kafka_security import KafkaSecurity
 from training.retrain.kafka_source import KafkaWindow, _read
-
-TOPIC = "events"
-
-
-@dataclass
-class Message:
-    offset: int
-    timestamp: int
-    value: bytes
-
-
-class FakeConsumer:
-    """Just what the window reader uses of ``KafkaConsumer``; counts the most values it handed out."""
-
-    def __init__(self, partitions: int, per_partition: int, batch: int = 50) -> None:
-        # Event i lives on partition i % partitions at timestamp 1_000 + i: newest = highest i.
-        self.logs: dict[int, list[Message]] = {p: [] for p in range(partitions)}
-        for i in range(partitions * per_partition):
-            p = i % partitions
-            self.logs[p].append(Message(len(self.logs[p]), 1_000 + i, json.dumps({"i": i}).encode()))
-        self.batch = batch
-        self.assigned: list[TopicPartition] = []
-        self.positions: dict[TopicPartition, int] = {}
-        self.handed_out = 0
-        self.polls = 0
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return set(self.logs) if topic == TOPIC else set()
-
-    def assign(self, tps: list[TopicPartition]) -> None:
-        self.assigned = list(tps)
-
-    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self.logs[tp.partition]) for tp in tps}
-
-    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return dict.fromkeys(tps, 0)
-
-    def offsets_for_times(self, wanted: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
-        found = {}
-        for tp, ts in wanted.items():
-            offset = next((m.offset for m in self.logs[tp.partition] if m.timestamp >= ts), None)
-            found[tp] = None if offset is None else types.SimpleNamespace(offset=offset)
-        return found
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.positions[tp] = offset
-
-    def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp]
-
-    def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Message]]:
-        self.polls += 1
-        out = {}
-        for tp in self.assigned:
-            got = self.logs[tp.partition][self.positions[tp] : self.positions[tp] + self.batch]
-            if got:
-                out[tp] = got
-                self.positions[tp] += len(got)
-                self.handed_out += len(got)
-        return out
 
 
 def ids(events: list[dict[str, Any]]) -> list[int]:
@@ -177,3 +118,11 @@ def test_retrain_refuses_incomplete_sasl_settings_as_usage(
     err = capsys.readouterr().err
     assert "needs sasl_mechanism, sasl_username and sasl_password" in err and "hunter2" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_end_offsets_short_of_the_log_still_give_the_newest_events() -> None:
+    """As the embedded broker answers (the start of the last record batch): the newest chunk reads on."""
+    consumer = FakeConsumer(partitions=3, per_partition=2_000, end_behind=5)
+    got = _read(consumer, KafkaWindow("fake:9092", TOPIC, last=300))  # type: ignore[arg-type]
+    assert ids(got.events) == list(range(5_700, 6_000)) and not got.timed_out
