@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fake_kafka_consumer import FakeConsumer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka_topics import new_topic
 
 from training.retrain.kafka_source import KafkaWindow, _read
 
@@ -25,12 +25,7 @@ BASE_MS = int(time.time() * 1000) - 600_000  # ten minutes ago: inside any broke
 
 
 def _real(bootstrap: str) -> tuple[KafkaConsumer, str]:
-    topic = f"window-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        admin.close()
+    topic = new_topic(bootstrap, PARTITIONS, prefix="window")
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for i in range(PARTITIONS * PER_PARTITION):
         value = json.dumps({"i": i}).encode()

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka_topics import new_topic
 from tiny_model import TinyModel, load_rows, to_event
 
 import training.retrain.kafka_source as kafka_source
@@ -31,12 +31,7 @@ JUNK = [b"{not json", b"[1, 2]", b""]
 def stream(kafka_broker: Any, tiny_model: TinyModel) -> tuple[str, str, list[dict[str, Any]]]:
     """A 3-partition topic holding junk values, then held-out normals interleaved with attacks."""
     bootstrap = kafka_broker.bootstrap_servers
-    topic = f"retrain-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, 3, 1)])
-    finally:
-        admin.close()
+    topic = new_topic(bootstrap, 3, prefix="retrain")
     attacks = tiny_model.attack_events[:200]
     events = [*tiny_model.normal_events]
     for i, attack in enumerate(attacks):
@@ -78,12 +73,7 @@ def test_live_traffic_on_one_partition_does_not_hold_the_read(kafka_broker: Any)
     """The real-broker side of the fake's idle-partition case: while one partition keeps receiving
     events and the other none, the read ends shortly after the end offsets, not at its timeout."""
     bootstrap = kafka_broker.bootstrap_servers
-    topic = f"live-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        admin.close()
+    topic = new_topic(bootstrap, 2, prefix="live")
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     for i in range(200):
         producer.send(topic, value=orjson.dumps({"i": i}), partition=i % 2)
@@ -145,16 +135,6 @@ def test_retrain_from_kafka_leaves_out_what_the_live_model_flags(
     assert main(unreachable) == EXIT_FAILED
 
 
-def _new_topic(bootstrap: str, partitions: int) -> str:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        admin.close()
-    return name
-
-
 def test_feedback_loop_end_to_end(
     kafka_broker: Any, tiny_model: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,7 +152,7 @@ def test_feedback_loop_end_to_end(
     false_positives = [e for e, f in zip(normals, v1.score_records(normals).flagged.tolist(), strict=True) if f]
     confirmed = attacks[:60]
     assert len(false_positives) >= 5 and len(confirmed) == 60
-    topic = _new_topic(bootstrap, 2)
+    topic = new_topic(bootstrap, 2)
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     timestamp = int(time.time() * 1000) - 100_000
     for event in [*normals, *confirmed]:
@@ -188,7 +168,7 @@ def test_feedback_loop_end_to_end(
     rows = [f"{e['event_id']},false_positive,new normal" for e in false_positives]
     rows += [f"{e['event_id']},confirmed,scan" for e in confirmed]
     verdicts.write_text("event_id,verdict,note\n" + "\n".join(rows) + "\n")
-    feedback_topic = _new_topic(bootstrap, 1)
+    feedback_topic = new_topic(bootstrap, 1)
     argv = ["feedback", "--file", str(verdicts), "--by", "ann", "--bootstrap-servers", bootstrap]
     assert main([*argv, "--topic", feedback_topic]) == EXIT_PROMOTED
     capsys.readouterr()
