@@ -12,7 +12,8 @@ Memory is bounded by ``cap = min(last, max_events)`` events, newest kept:
   ``cap`` events overall);
 * the partitions are read backwards in chunks (newest chunk first), into a heap that keeps the
   ``cap`` newest values by record timestamp and drops older ones as they arrive; reading stops once
-  a whole chunk adds nothing newer than what the full heap holds;
+  a whole chunk adds nothing newer than what the full heap holds, or (a since-window) nothing
+  stamped inside the window;
 * so a timeout keeps the newest part of the window read so far, not the oldest.
 
 Values are parsed only after reading (raw bytes are smaller than parsed dicts).
@@ -174,8 +175,10 @@ def _read_backwards(
         kept = _read_chunk(consumer, active, low, high, newest, deadline, open_ended=first)
         if kept is None:
             return True
-        if kept == 0 and len(newest.heap) >= newest.cap:
-            return False  # a whole older chunk added nothing newer than the full window
+        if kept == 0 and (len(newest.heap) >= newest.cap or newest.not_before_ms > 0):
+            # A whole chunk added nothing: all of it older than the full window, or than the window's
+            # start time (reached where a broker's offset for that time came early).
+            return False
         high, first = low, False
 
 

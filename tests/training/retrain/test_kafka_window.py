@@ -5,6 +5,7 @@ The consumer is held to the real one by ``test_kafka_consumer_contract.py``."""
 from __future__ import annotations
 
 import json
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -126,3 +127,24 @@ def test_end_offsets_short_of_the_log_still_give_the_newest_events() -> None:
     consumer = FakeConsumer(partitions=3, per_partition=2_000, end_behind=5)
     got = _read(consumer, KafkaWindow("fake:9092", TOPIC, last=300))  # type: ignore[arg-type]
     assert ids(got.events) == list(range(5_700, 6_000)) and not got.timed_out
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize("answer", ["exact", "offset 0"])
+def test_a_since_window_stops_reading_at_the_first_chunk_older_than_its_start(
+    monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """Where the broker's offset for the start time comes early (the embedded broker answers the
+    start of a record batch, or offset 0 with timestamp -1 for a time after every record), the read
+    still ends one chunk past the window instead of reading back to ``end - max_events``."""
+    # Event i at (now - 4,000 s + i s): the last 10 minutes hold events 3,400 (or 3,401) to 3,999.
+    now_ms = int(time.time() * 1000)
+    consumer = FakeConsumer(partitions=2, per_partition=2_000, base_ms=now_ms - 4_000_000, step_ms=1_000)
+    if answer == "offset 0":
+        monkeypatch.setattr(consumer, "offsets_for_times", lambda wanted: {tp: Message(0, -1, b"") for tp in wanted})
+    window = KafkaWindow("fake:9092", TOPIC, since_minutes=10, max_events=800)  # chunks of 100 offsets
+    got = _read(consumer, window)  # type: ignore[arg-type]
+    assert ids(got.events)[0] in (3_400, 3_401) and ids(got.events) == list(range(ids(got.events)[0], 4_000))
+    assert not got.timed_out
+    # 300 offsets in the window and one older chunk per partition, not the 800 from end - max_events.
+    assert consumer.handed_out <= 2 * (300 + 100 + 100)
