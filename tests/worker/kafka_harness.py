@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from expectations import Expected
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -91,25 +92,46 @@ def events_bytes(events: Iterable[dict[str, Any]]) -> list[bytes]:
 
 @dataclass
 class TopicReader:
-    """Reads everything from a topic as it arrives (assign + seek to beginning, no group)."""
+    """Reads everything from a topic as it arrives (assign + seek to beginning, no group).
+
+    Each record is kept once, by (partition, offset), and a stretch of offsets the reader moved past
+    is read again (once per stretch): the embedded broker (Tansu 0.6, memory storage) advances a
+    partition's high watermark before it stores the batch, so a reader that polls while two or
+    more producers write one partition (several workers' outputs) can be handed a later batch
+    before an earlier one is stored, and move past the earlier. The log holds every record; a
+    re-read finds nothing that is not in it (``benchmarks/embedded_broker_reader_race.py``).
+    """
 
     bootstrap: str
     topic: str
     messages: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         parts = self._consumer.partitions_for_topic(self.topic) or {0}
-        self._consumer.assign([TopicPartition(self.topic, p) for p in parts])
+        self._tps = {p: TopicPartition(self.topic, p) for p in parts}
+        self._consumer.assign(list(self._tps.values()))
         self._consumer.seek_to_beginning()
+        self._beginnings: dict[int, int] = {}
+        self._offsets: dict[int, set[int]] = {p: set() for p in parts}
+        self._reread: set[tuple[int, int]] = set()
 
     def drain(self) -> list[Any]:
-        for batch in self._consumer.poll(timeout_ms=200).values():
-            self.messages.extend(batch)
+        polled = self._consumer.poll(timeout_ms=200)
+        for batch in polled.values():
+            for m in batch:
+                if m.offset not in self._offsets[m.partition]:
+                    self._offsets[m.partition].add(m.offset)
+                    self.messages.append(m)
+        if polled:
+            self._read_missed_again()
         return self.messages
 
     def drain_all(self, quiet_s: float = 2.0) -> list[Any]:
-        """Read until nothing has come for ``quiet_s`` seconds (for already-written data).
+        """Read until nothing has come for ``quiet_s`` seconds (for already-written data); the
+        records in log order per partition.
 
         Quiet is measured in time, not in polls: on a loaded machine one fetch round trip to the
         embedded broker can outlast several 200 ms polls (three quiet polls once ended a read
@@ -119,7 +141,23 @@ class TopicReader:
             before = len(self.messages)
             if len(self.drain()) > before:
                 last_new = time.monotonic()
+        if self._reread:
+            self.messages.sort(key=lambda m: (m.partition, m.offset))
         return self.messages
+
+    def _read_missed_again(self) -> None:
+        """Seek back to the first offset not read below each partition's highest (once per offset)."""
+        for p, offsets in self._offsets.items():
+            if not offsets:
+                continue
+            if p not in self._beginnings:
+                self._beginnings[p] = self._consumer.beginning_offsets([self._tps[p]])[self._tps[p]]
+            start, top = self._beginnings[p], max(offsets)
+            if len(offsets) < top - start + 1:
+                first = next(o for o in range(start, top) if o not in offsets)
+                if (p, first) not in self._reread:
+                    self._reread.add((p, first))
+                    self._consumer.seek(self._tps[p], first)
 
     def wait_count(self, count: int, timeout_s: float) -> list[Any]:
         wait_for(lambda: len(self.drain()) >= count, timeout_s, f"{count} messages on {self.topic}")
@@ -212,3 +250,46 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+#: What each worker counted, for a report on missing outputs.
+REPORTED_COUNTERS = (
+    "kestrel_events_total",
+    "kestrel_anomalies_total",
+    "kestrel_anomaly_records_undeliverable_total",
+    "kestrel_publish_failures_total",
+)
+
+
+def assert_flagged(
+    ids: Iterable[str],
+    expected: Expected,
+    *,
+    bootstrap: str,
+    topic: str,
+    workers: Iterable[WorkerProcess],
+) -> None:
+    """Every id ``expected`` must flag was read back from ``topic``, and none it may not flag.
+
+    When some are missing, the message says where they went: whether a fresh read of the topic finds
+    them (then the log holds them and only the test's reader missed them) and what each worker
+    counted (events read, anomalies, outputs given up, failed publishes)."""
+    read = set(ids)
+    missing = expected.must_flag - read
+    if missing:
+        fresh = TopicReader(bootstrap, topic)
+        try:
+            found = {m.key.decode() for m in fresh.drain_all(quiet_s=3.0) if m.key is not None} & missing
+        finally:
+            fresh.close()
+        counts: list[dict[str, float | str]] = []
+        for w in workers:
+            try:
+                counts.append({name: w.metric(name) for name in REPORTED_COUNTERS})
+            except OSError as exc:  # a worker killed on purpose, or gone
+                counts.append({"unreachable": str(exc)})
+        raise AssertionError(
+            f"{len(missing)} expected anomaly records not read back from {topic} (first {sorted(missing)[:12]});"
+            f" a fresh read finds {len(found)} of them; the workers counted {counts}"
+        )
+    assert read <= expected.may_flag, sorted(read - expected.may_flag)[:12]

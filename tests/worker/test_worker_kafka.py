@@ -12,7 +12,16 @@ from typing import Any
 import orjson
 import pytest
 from expectations import expected_flags, renumber
-from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, events_bytes, produce, wait_for
+from kafka_harness import (
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    assert_flagged,
+    committed_offsets,
+    events_bytes,
+    produce,
+    wait_for,
+)
 from tiny_model import TinyModel
 
 from worker.anomaly_record import RECORD_FIELDS
@@ -175,7 +184,7 @@ def test_kill_9_and_restart_loses_nothing(kafka_client: str, kafka_broker: Any, 
         second.wait_ready()
         producer.join(60)
         ids = _accounted(bootstrap, topics, ends, out, 60)
-        assert expected.must_flag <= set(ids) <= expected.may_flag
+        assert_flagged(ids, expected, bootstrap=bootstrap, topic=topics.output, workers=[second])
         duplicates = len(ids) - len(set(ids))
         # With overlap (the default) two batches may be uncommitted at the kill: the one in flight
         # and the one being scored; librdkafka's commits are sent without waiting, so the batch
@@ -212,7 +221,7 @@ def test_two_workers_split_partitions_and_hand_over(
         more = produce(bootstrap, topics.input, events_bytes(events[half:]))
         ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in {*ends, *more}}
         ids = _accounted(bootstrap, topics, ends, out, 60)
-        assert expected.must_flag <= set(ids) <= expected.may_flag
+        assert_flagged(ids, expected, bootstrap=bootstrap, topic=topics.output, workers=[a, b])
         assert len(ids) == len(set(ids)), "a clean hand-over must not duplicate"
     finally:
         out.close()
@@ -251,7 +260,7 @@ def test_broker_freeze_makes_worker_unready_then_recovers(
         more = produce(bootstrap, topics.input, events_bytes(events[half:]))
         ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in {*ends, *more}}
         ids = _accounted(bootstrap, topics, ends, out, 60)
-        assert expected.must_flag <= set(ids) <= expected.may_flag
+        assert_flagged(ids, expected, bootstrap=bootstrap, topic=topics.output, workers=[worker])
         if kafka_client == "kafka-python":
             assert worker.metric("kestrel_broker_errors_total") > 0
         else:  # librdkafka rides out an 8 s freeze without an error; the lost session shows instead

@@ -1,0 +1,46 @@
+"""The test harness's topic reader on the broker: each record once, and a missed stretch read again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from expectations import Expected
+from kafka_harness import TopicReader, Topics, assert_flagged, produce
+
+pytestmark = pytest.mark.kafka
+
+
+def test_reader_keeps_each_record_once_and_reads_a_missed_stretch_again(kafka_broker: Any) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=2)
+    ends = produce(bootstrap, topics.input, [b"%d" % i for i in range(40)])
+    reader = TopicReader(bootstrap, topics.input)
+    first = [(m.partition, m.offset) for m in reader.drain_all(quiet_s=0.5)]
+    assert sorted(first) == [(0, o) for o in range(ends.get(0, 0))] + [(1, o) for o in range(ends.get(1, 0))]
+    # As a reader handed a later batch before an earlier one is stored: offsets 2-4 of the fullest
+    # partition never arrived (the beginning, 0, too on the other partition).
+    fullest = max(ends, key=lambda p: ends[p])
+    skipped = {(fullest, 2), (fullest, 3), (fullest, 4), (1 - fullest, 0)}
+    reader.messages[:] = [m for m in reader.messages if (m.partition, m.offset) not in skipped]
+    for partition, offset in skipped:  # the state a skipped stretch leaves
+        reader._offsets[partition].discard(offset)
+    produce(bootstrap, topics.input, [b"late"])  # a poll that returns something finds the gap
+    again = [(m.partition, m.offset) for m in reader.drain_all(quiet_s=0.5)]
+    assert again == sorted(set(again))  # once each, in log order
+    assert set(first) <= set(again) and len(set(again) - set(first)) == 1  # the skipped ones back, and the new one
+    reader.close()
+
+
+def test_a_missing_anomaly_report_says_whether_the_log_holds_the_records(kafka_broker: Any) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=1)
+    produce(bootstrap, topics.output, [b"{}"] * 5, keys=[b"e-%d" % i for i in range(5)])
+    flagged = {"e-0", "e-1", "e-2", "e-9"}  # e-9 was never written
+    expected = Expected(must_flag=flagged, may_flag=flagged, flag_rate_normals=0.0)
+    where: dict[str, Any] = {"bootstrap": bootstrap, "topic": topics.output, "workers": []}
+    with pytest.raises(AssertionError, match=r"3 expected anomaly records .* a fresh read finds 2 of them"):
+        assert_flagged(["e-0"], expected, **where)
+    assert_flagged(sorted(flagged), expected, **where)
+    with pytest.raises(AssertionError, match="e-3"):
+        assert_flagged([*flagged, "e-3"], expected, **where)
