@@ -146,16 +146,17 @@ class TopicReader:
         return self.messages
 
     def _read_missed_again(self) -> None:
-        """Seek back to the first offset not read below each partition's highest (once per offset)."""
+        """Seek back to the first offset not read below each partition's highest and not sought
+        before (each offset once: a hole the broker never fills does not hide a later one)."""
         for p, offsets in self._offsets.items():
             if not offsets:
                 continue
             if p not in self._beginnings:
                 self._beginnings[p] = self._consumer.beginning_offsets([self._tps[p]])[self._tps[p]]
             start, top = self._beginnings[p], max(offsets)
-            if len(offsets) < top - start + 1:
-                first = next(o for o in range(start, top) if o not in offsets)
-                if (p, first) not in self._reread:
+            if len(offsets) < top - start + 1:  # a hole read again before (a permanent one) is passed over
+                first = next((o for o in range(start, top) if o not in offsets and (p, o) not in self._reread), None)
+                if first is not None:
                     self._reread.add((p, first))
                     self._consumer.seek(self._tps[p], first)
 
