@@ -41,8 +41,13 @@ class Explainer:
     def __init__(
         self, feature_mean: NDArray[np.float32], feature_spread: NDArray[np.float32], column_fields: list[str]
     ) -> None:
-        if feature_mean.shape != feature_spread.shape or feature_mean.shape[1] != len(column_fields):
+        if feature_mean.ndim != 2 or feature_mean.shape != feature_spread.shape:
+            shapes = f"{feature_mean.shape} / {feature_spread.shape}"
+            raise ValueError(f"explainer statistics must be two (K, F) matrices, got {shapes}")
+        if feature_mean.shape[1] != len(column_fields):
             raise ValueError("explainer statistics do not match the featurizer width")
+        if not (np.all(np.isfinite(feature_mean)) and np.all(np.isfinite(feature_spread))):
+            raise ValueError("explainer statistics must be finite")
         self.feature_mean = feature_mean.astype(np.float32)
         self.feature_spread = np.maximum(feature_spread, MIN_SPREAD).astype(np.float32)
         fields = list(dict.fromkeys(column_fields))

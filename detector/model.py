@@ -177,11 +177,47 @@ class Detector:
                 featurizer.column_fields,
             )
             version = str(manifest["model_version"])
-        except ArtifactError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError, ValidationError) as exc:
+            detector = cls(featurizer, encoder, scorer, explainer, version, manifest)
+            detector.check_scores()
+        except ArtifactError as exc:
+            raise ArtifactError(f"{model_dir}: {exc}") from exc
+        except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError, ValidationError) as exc:
             raise ArtifactError(f"{model_dir}: inconsistent artifact ({type(exc).__name__}: {exc})") from exc
-        return cls(featurizer, encoder, scorer, explainer, version, manifest)
+        return detector
+
+    def check_scores(self) -> None:
+        """Check that the parts fit together and score: a model that loads must not fail (or score
+        NaN) on the first batch it sees in the worker.
+
+        The probe is each centroid's mean member row (the explainer's statistics: real featurized
+        rows of this model's input space), run through the encoder, both score terms and the
+        explanation, as the worker runs a flagged event.
+
+        Raises:
+            ArtifactError: mismatched shapes, non-finite weights or statistics, or a probe that
+                fails or scores anything but finite numbers.
+        """
+        centroids = self.scorer.centroids
+        if centroids.shape[1] != self.encoder.config.embedding_dim:
+            raise ArtifactError(
+                f"centroids are {centroids.shape[1]} wide but the encoder embeds in {self.encoder.config.embedding_dim}"
+            )
+        if self.explainer.feature_mean.shape[0] != centroids.shape[0]:
+            raise ArtifactError(
+                f"explainer statistics for {self.explainer.feature_mean.shape[0]} centroids, "
+                f"the scorer has {centroids.shape[0]}"
+            )
+        bad = [name for name, p in self.encoder.state_dict().items() if not torch.isfinite(p).all()]
+        if bad:
+            raise ArtifactError(f"encoder weights are not finite: {', '.join(bad[:5])}")
+        probe = np.ascontiguousarray(self.explainer.feature_mean, dtype=np.float32)
+        try:
+            result = self.score_features(probe)
+            self.explainer.explain(probe, result.nearest_centroid, [{}] * len(probe))
+        except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
+            raise ArtifactError(f"the model fails to score its own centroids ({type(exc).__name__}: {exc})") from exc
+        if not np.all(np.isfinite(result.score)):
+            raise ArtifactError("the model scores its own centroids as non-finite numbers")
 
 
 def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:

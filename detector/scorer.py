@@ -102,6 +102,8 @@ class CentroidGeometry:
         k = centroids.shape[0]
         if centroids.ndim != 2 or k == 0:
             raise ArtifactError("centroids must be a non-empty (K, D) matrix")
+        if not np.all(np.isfinite(centroids)):
+            raise ArtifactError("centroids must be finite")
         if centroid_class.shape != (k,) or radius.shape != (k,):
             raise ArtifactError("centroid_class and radius must have one entry per centroid")
         if np.any(radius <= 0) or not np.all(np.isfinite(radius)):
@@ -186,6 +188,11 @@ class CentroidScorer:
         input_neighbours: InputNeighbours | None = None,
     ) -> None:
         self.geometry = CentroidGeometry(centroids, centroid_class, class_names, radius)
+        cal = np.asarray(calibration_scores, dtype=np.float64)
+        if cal.ndim != 1 or not np.all(np.isfinite(cal)):
+            raise ArtifactError("calibration scores must be a vector of finite numbers")
+        if not np.isfinite(threshold):
+            raise ArtifactError(f"threshold must be finite, got {threshold}")
         self.input_neighbours = input_neighbours
         self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=np.float64))
         self.threshold = float(threshold)

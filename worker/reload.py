@@ -140,6 +140,9 @@ class RegistryWatcher:
         except (DetectorError, OSError) as exc:
             self._failed(version, version, exc)
             return None
+        except Exception as exc:  # a bug meeting this version: back off from it like any bad version
+            self._failed(version, version, exc)
+            return None
         self._failure = None
         previous, self._serving = self._serving, version
         self._swap(model)

@@ -44,7 +44,7 @@ from detector.registry.records import (
     version_info,
 )
 from detector.registry.storage import LocalStorage, RegistryStorage
-from detector.signing import Ed25519PrivateKey, Ed25519PublicKey, sign_artifact, verify_signature
+from detector.signing import SIGNATURE, Ed25519PrivateKey, Ed25519PublicKey, sign_artifact, verify_signature
 
 __all__ = ["ANY_LIVE", "LiveChangedError", "ModelRegistry"]
 
@@ -114,10 +114,20 @@ class ModelRegistry:
         return version
 
     def _same_or_conflict(self, source: Path, version: str) -> str:
-        registered = self.storage.read_bytes(f"{_version_key(version)}/{MANIFEST_NAME}")
-        if registered == (source / MANIFEST_NAME).read_bytes():
-            return version
-        raise RegistryError(f"version {version} is already registered with different content")
+        key = _version_key(version)
+        registered = self.storage.read_bytes(f"{key}/{MANIFEST_NAME}")
+        if registered != (source / MANIFEST_NAME).read_bytes():
+            raise RegistryError(f"version {version} is already registered with different content")
+        signature = source / SIGNATURE
+        if signature.exists():  # a signed copy must not be taken as added when the registry's is not
+            stored = self.storage.read_bytes(f"{key}/{SIGNATURE}")
+            if stored != signature.read_bytes():
+                how = "unsigned" if stored is None else "with a signature by another key"
+                raise RegistryError(
+                    f"version {version} is already registered {how}; a registered version is never changed"
+                    " (register the signed model before promoting it, or keep the registry's copy)"
+                )
+        return version
 
     def versions(self) -> list[VersionInfo]:
         """Every registered version, oldest first (by ``created_at``, then name)."""

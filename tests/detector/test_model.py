@@ -277,3 +277,70 @@ def test_refuses_an_incomplete_or_misshapen_input_term(artifact: Path, half: str
     _rewrite(artifact, edit)
     with pytest.raises(ArtifactError, match="input"):
         Detector.load(artifact)
+
+
+def _nan_first_weight(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    name = next(k for k in sorted(tensors) if k.startswith("encoder.") and k.endswith("weight"))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+
+
+def _wider_centroids(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    c = tensors["scorer.centroids"]
+    tensors["scorer.centroids"] = torch.cat([c, torch.zeros(c.shape[0], 3, dtype=c.dtype)], dim=1)
+
+
+def _one_centroid_short_explainer(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    for name in ("explain.feature_mean", "explain.feature_spread"):
+        tensors[name] = tensors[name][:-1].contiguous()
+
+
+def _flat_explainer(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    for name in ("explain.feature_mean", "explain.feature_spread"):
+        tensors[name] = tensors[name].flatten().contiguous()
+
+
+def _nan_centroid(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    tensors["scorer.centroids"][0, 0] = float("nan")
+
+
+def _nan_calibration(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    tensors["scorer.calibration_scores"][0] = float("nan")
+
+
+def _huge_threshold(manifest: dict[str, Any], tensors: dict[str, Any]) -> None:
+    manifest["scorer"]["threshold"] = 10**400  # valid JSON; float() of it overflows
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_nan_first_weight, "encoder weights are not finite"),
+        (_wider_centroids, "centroids are .* wide but the encoder embeds in"),
+        (_one_centroid_short_explainer, "explainer statistics for .* centroids"),
+        (_flat_explainer, "explainer statistics must be two"),
+        (_nan_centroid, "centroids must be finite"),
+        (_nan_calibration, "calibration scores must be a vector of finite numbers"),
+        (_huge_threshold, "OverflowError"),
+    ],
+)
+def test_refuses_a_consistent_artifact_that_cannot_score(artifact: Path, edit: Any, message: str) -> None:
+    """Valid hashes, parts that do not fit together: refused at load with the reason, never a bare
+    IndexError or a model that crashes the worker's first batch or scores NaN (found in review)."""
+    _rewrite(artifact, edit)
+    with pytest.raises(ArtifactError, match=message) as refused:
+        Detector.load(artifact)
+    assert str(artifact) in str(refused.value)
+
+
+def test_a_loaded_model_has_scored_its_own_centroids(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe at load runs the worker's path for flagged events: scores and explanations."""
+    seen: list[int] = []
+    explain = Explainer.explain
+
+    def counting(self: Explainer, features: Any, centroid: Any, records: Any, top: int = 3) -> Any:
+        seen.append(len(records))
+        return explain(self, features, centroid, records, top)
+
+    monkeypatch.setattr(Explainer, "explain", counting)
+    detector = Detector.load(artifact)
+    assert seen == [len(detector.scorer.centroids)]

@@ -115,6 +115,26 @@ def test_registry_signs_on_add_and_verifies_on_promote(
     assert load_model(unsigned).detector.version == unsigned_version  # no key configured: not required
 
 
+def test_adding_a_registered_version_again_signed_is_refused_unless_the_signature_is_the_same(
+    tmp_path: Path, artifact: Path, keys: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: it printed "added" and left the registered copy unsigned (or signed by the
+    old key). A registered version is never changed, so it is a clear error instead."""
+    root = str(tmp_path / "registry")
+    ours, theirs = str(keys["ours"]), str(keys["theirs"])
+    assert main(["registry", "add", str(artifact), "--registry", root]) == 0
+    capsys.readouterr()
+    assert main(["registry", "add", str(artifact), "--registry", root, "--signing-key", ours]) == 1
+    assert "already registered unsigned" in capsys.readouterr().err
+    signed_root = str(tmp_path / "signed")
+    assert main(["registry", "add", str(artifact), "--registry", signed_root, "--signing-key", ours]) == 0
+    assert main(["registry", "add", str(artifact), "--registry", signed_root, "--signing-key", ours]) == 0  # same
+    assert main(["registry", "add", str(artifact), "--registry", signed_root]) == 0  # unsigned copy of the same
+    capsys.readouterr()
+    assert main(["registry", "add", str(artifact), "--registry", signed_root, "--signing-key", theirs]) == 1
+    assert "with a signature by another key" in capsys.readouterr().err
+
+
 def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
     private, public = tmp_path / "k", tmp_path / "k.pub"
     assert main(["registry", "keygen", "--private-key", str(private), "--public-key", str(public)]) == 0

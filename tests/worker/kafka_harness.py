@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +26,23 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from worker.embedded_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerLogs:
+    """Where worker subprocesses write their logs. The tests' conftest points ``directory`` at
+    pytest's own temporary directory (kept for the last few runs, for a failure's post-mortem);
+    left unset (the benchmarks), the first worker makes a temporary directory that is removed when
+    the process exits."""
+
+    directory: Path | None = None
+
+    @classmethod
+    def path(cls) -> Path:
+        """``directory``, made on first use when nothing set it."""
+        if cls.directory is None:
+            cls.directory = Path(tempfile.mkdtemp(prefix="kestrel-worker-logs-"))
+            atexit.register(shutil.rmtree, cls.directory, ignore_errors=True)
+        return cls.directory
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
@@ -198,7 +218,7 @@ class WorkerProcess:
         command += ["--output-topic", self.topics.output, "--dead-letter-topic", self.topics.dlq]
         command += ["--group-id", self.topics.group, "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port)]
         command += ["--log-format", "text", "--kafka-client", self.client, *self.extra]
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{self.port}.log"
+        self.log_path = WorkerLogs.path() / f"worker-{self.port}-{uuid.uuid4().hex[:8]}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}

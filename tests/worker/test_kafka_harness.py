@@ -1,9 +1,12 @@
-"""The test harness's topic reader on the broker: each record once, and a missed stretch read again."""
+"""The test harness's topic reader on the broker: each record once, and a missed stretch read again;
+where worker logs go."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import kafka_harness
 import pytest
 from expectations import Expected
 from kafka_harness import TopicReader, Topics, assert_flagged, produce
@@ -46,3 +49,17 @@ def test_a_missing_anomaly_report_says_whether_the_log_holds_the_records(kafka_b
     assert_flagged(sorted(flagged), expected, **where)
     with pytest.raises(AssertionError, match="e-3"):
         assert_flagged([*flagged, "e-3"], expected, **where)
+
+
+def test_worker_logs_go_to_pytests_temporary_directory_and_elsewhere_to_one_removed_at_exit(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = kafka_harness.WorkerLogs
+    assert logs.path().is_relative_to(tmp_path_factory.getbasetemp())
+    monkeypatch.setattr(logs, "directory", None)
+    registered: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(kafka_harness.atexit, "register", lambda *a, **k: registered.append(a))
+    made = logs.path()
+    assert made.is_dir() and logs.path() == made
+    assert registered == [(kafka_harness.shutil.rmtree, made)]
+    Path.rmdir(made)

@@ -114,6 +114,38 @@ def test_broken_version_is_refused_counted_and_not_retried_in_a_tight_loop(
     assert _value(metrics, "kestrel_model_reload_failures_total") == 2
 
 
+def test_an_unexpected_load_error_backs_off_from_that_version_like_a_refused_one(
+    registry: ModelRegistry,
+    tiny_model: TinyModel,
+    second_model: TinyModel,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug meeting one version (not a typed refusal) is still that version's failure: counted,
+    logged with the version, and not retried every interval (found in review: it was retried on
+    every poll, logged once with no version)."""
+    clock = FakeClock()
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, clock)
+    calls: list[str] = []
+
+    def failing(reg: ModelRegistry, registry_dir: Path, version: str) -> LoadedModel:
+        calls.append(version)
+        raise IndexError("tuple index out of range")
+
+    monkeypatch.setattr("worker.reload.load_registry_version", failing)
+    registry.promote(second_model.version, "newer")
+    for _ in range(20):
+        clock.now += 1
+        assert watcher.check_once() is None
+    assert calls == [second_model.version] and swapped == []
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    logged = [r for r in caplog.records if r.message == "model_reload_failed"]
+    assert [getattr(r, "version", None) for r in logged] == [second_model.version]
+    clock.now += 30
+    watcher.check_once()
+    assert len(calls) == 2 and _value(metrics, "kestrel_model_reload_failures_total") == 2
+
+
 def test_version_dir_with_another_model_inside_is_refused(registry: ModelRegistry, tiny_model: TinyModel) -> None:
     watcher, swapped, metrics = _watcher(registry, tiny_model.version, FakeClock())
     target = registry.storage.local_path("versions/20990101T000000Z-renamed1")
