@@ -73,6 +73,27 @@ class FeatureSpec(BaseModel):
         """All feature fields, numeric first, in featurizer column order."""
         return [*self.numeric, *self.categorical]
 
+    def changes_from(self, old: FeatureSpec) -> list[str]:
+        """What an event stream that suits ``old`` meets under this spec, one phrase per change
+        (empty: the same events are valid and read the same way). A field that becomes required
+        sends every event without it to the dead-letter topic."""
+        required = set(self.features) - set(self.optional)
+        old_required = set(old.features) - set(old.optional)
+        changes = []
+        newly = sorted(required - old_required)
+        if newly:
+            changes.append("newly required: " + ", ".join(newly))
+        dropped = sorted(set(old.features) - set(self.features))
+        if dropped:
+            changes.append("no longer features: " + ", ".join(dropped))
+        kind = sorted(set(old.numeric) & set(self.categorical) | set(old.categorical) & set(self.numeric))
+        if kind:
+            changes.append("numeric <-> categorical: " + ", ".join(kind))
+        for role in ("id_field", "timestamp_field"):
+            if getattr(self, role) != getattr(old, role):
+                changes.append(f"{role}: {getattr(old, role)!r} -> {getattr(self, role)!r}")
+        return changes
+
     @classmethod
     def from_json_file(cls, path: Path) -> FeatureSpec:
         """Read a spec file; raise :class:`SpecError` naming the problem."""

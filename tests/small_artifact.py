@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,19 @@ from detector.schema import FeatureSpec
 from detector.scorer import CentroidScorer, threshold_at_fpr
 
 
-def build_artifact(out_dir: Path, seed: int, metadata: dict[str, Any] | None = None) -> Path:
-    """Save a tiny but real detector (two numeric fields, one categorical, two centroids)."""
+def build_artifact(
+    out_dir: Path, seed: int, metadata: dict[str, Any] | None = None, optional: Sequence[str] = ()
+) -> Path:
+    """Save a tiny but real detector (two numeric fields, one categorical, two centroids; the
+    ``optional`` ones among them may be missing)."""
     rng = np.random.default_rng(seed)
     records = [
         {"bytes": float(rng.normal(100, 10)), "duration": float(rng.exponential(2)), "proto": ["tcp", "udp"][i % 2]}
         for i in range(50)
     ]
-    featurizer = Featurizer(FeatureSpec(numeric=["bytes", "duration"], categorical=["proto"])).fit(records)
+    featurizer = Featurizer(
+        FeatureSpec(numeric=["bytes", "duration"], categorical=["proto"], optional=list(optional))
+    ).fit(records)
     torch.manual_seed(seed)
     encoder = Encoder(EncoderConfig(input_dim=featurizer.n_features, hidden=(8,), embedding_dim=4)).eval()
     features = featurizer.transform(records)

@@ -568,11 +568,16 @@ class WorkerLoop:
         if new is None and self._model_updates is not None:
             new = self._model_updates()
         if new is not None and new.detector.version != self._model.detector.version:
-            old = self._model.detector.version
+            old, old_spec = self._model.detector.version, self._model.detector.spec
             self._model = new
             self._describe_model(new)
             self.metrics.model_reloads.inc()
             logger.info("model_swapped", extra={"old_version": old, "new_version": new.detector.version})
+            if changes := new.detector.spec.changes_from(old_spec):
+                logger.warning(
+                    "model_swapped_spec_changed",
+                    extra={"old_version": old, "new_version": new.detector.version, "changes": changes},
+                )
 
     def _describe_model(self, model: LoadedModel) -> None:
         det = model.detector

@@ -176,3 +176,22 @@ def test_inference_never_raises_anything_but_spec_error(records: list[dict[str, 
         return
     assert set(spec.features) <= {"a", "b", "c"}
     assert set(spec.log_scale) <= set(spec.numeric)
+
+
+def test_changes_from_names_what_an_event_stream_meets() -> None:
+    old = FeatureSpec(numeric=["a", "b"], categorical=["c"], optional=["b"], id_field="id")
+    assert old.changes_from(old) == []
+    assert (
+        FeatureSpec(numeric=["a", "b"], categorical=["c"], optional=["b", "a"], id_field="id").changes_from(old) == []
+    )
+    new = FeatureSpec(numeric=["a", "c", "d"], categorical=["b"], timestamp_field="ts", id_field="id")
+    assert new.changes_from(old) == [
+        "newly required: b, d",
+        "numeric <-> categorical: b, c",
+        "timestamp_field: None -> 'ts'",
+    ]
+    assert old.changes_from(new) == [
+        "no longer features: d",
+        "numeric <-> categorical: b, c",
+        "timestamp_field: 'ts' -> None",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import replace
 
@@ -171,6 +172,25 @@ def test_model_swap_happens_between_batches(model: LoadedModel, tiny_model: Tiny
     assert loop.model is swapped
     assert loop.metrics.model_reloads._value.get() == 1
     assert 'kestrel_model_info{version="v-next"} 1.0' in _exposition(loop)
+
+
+def test_a_swap_to_a_model_whose_events_need_more_is_logged_as_a_warning(
+    model: LoadedModel, tiny_model: TinyModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a reload that made a field required was silent, and then every event went
+    to the dead-letter topic as ``missing_field`` with nothing saying why."""
+    loop, _source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 5)])
+    loop.run_once()
+    spec = model.detector.spec
+    stricter = copy.copy(model.detector.featurizer)
+    stricter.spec = spec.model_copy(update={"optional": [], "id_field": None})
+    loop.swap_model(replace(model, detector=replace(model.detector, featurizer=stricter, version="v-next")))
+    loop.run_once()
+    warned = [r for r in caplog.records if r.getMessage() == "model_swapped_spec_changed"]
+    expected = [f"newly required: {', '.join(sorted(spec.optional))}"] if spec.optional else []
+    if spec.id_field is not None:
+        expected.append(f"id_field: {spec.id_field!r} -> None")
+    assert expected and [getattr(r, "changes", None) for r in warned] == [expected]
 
 
 def _exposition(loop: WorkerLoop) -> str:

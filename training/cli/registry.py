@@ -26,6 +26,7 @@ from typing import Any
 
 from detector.errors import DetectorError, RegistryError
 from detector.registry import HistoryRecord, ModelRegistry, VersionInfo
+from detector.schema import FeatureSpec
 from detector.signing import generate_keys, load_private_key, load_public_key
 
 EXIT_OK = 0
@@ -157,14 +158,33 @@ def _add(registry: ModelRegistry, args: argparse.Namespace) -> None:
     print(f"added {version}")
     if record is not None:
         print(_moved(record))
+        _warn_spec_change(registry, record)
 
 
 def _promote(registry: ModelRegistry, args: argparse.Namespace) -> None:
-    _report_move(registry.promote(args.version, args.reason, args.actor), args.json)
+    record = registry.promote(args.version, args.reason, args.actor)
+    _report_move(record, args.json)
+    _warn_spec_change(registry, record)
 
 
 def _rollback(registry: ModelRegistry, args: argparse.Namespace) -> None:
-    _report_move(registry.rollback(args.reason, args.actor), args.json)
+    record = registry.rollback(args.reason, args.actor)
+    _report_move(record, args.json)
+    _warn_spec_change(registry, record)
+
+
+def _warn_spec_change(registry: ModelRegistry, record: HistoryRecord) -> None:
+    """On stderr: what the live model's events now meet that they did not (workers log it too)."""
+    if record.previous is None:
+        return
+    try:
+        old, new = (
+            FeatureSpec.model_validate(registry.show(v).manifest["spec"]) for v in (record.previous, record.version)
+        )
+    except (KeyError, ValueError, RegistryError):  # a manifest without a readable spec: nothing to compare
+        return
+    for change in new.changes_from(old):
+        print(f"warning: the live model's event spec changed ({change})", file=sys.stderr)
 
 
 def _history(registry: ModelRegistry, args: argparse.Namespace) -> None:

@@ -145,3 +145,22 @@ def test_usage_errors_exit_with_argparse_code(registry_dir: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         run("registry", "promote", "v1", "--registry", str(registry_dir))  # no --reason
     assert exc.value.code == 2
+
+
+def test_promoting_a_model_whose_events_need_more_warns_what_changed(
+    tmp_path: Path, models: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: a promotion that makes a field required was silent, and then every event
+    without it went to the dead-letter topic."""
+    reg = str(tmp_path / "registry")
+    lenient = build_artifact(tmp_path / "lenient", 13, optional=["duration"])
+    assert run("registry", "add", str(lenient), "--registry", reg, "--promote") == EXIT_OK
+    assert "warning" not in capsys.readouterr().err  # nothing live before: nothing to compare
+    assert run("registry", "add", str(models[0]), "--registry", reg, "--promote") == EXIT_OK
+    added = capsys.readouterr()
+    assert "event spec changed (newly required: duration)" in added.err
+    strict = added.out.splitlines()[0].removeprefix("added ")
+    assert run("registry", "rollback", "--registry", reg, "--reason", "x") == EXIT_OK
+    assert "warning" not in capsys.readouterr().err  # back to the lenient one: nothing newly needed
+    assert run("registry", "promote", strict, "--registry", reg, "--reason", "x") == EXIT_OK
+    assert capsys.readouterr().err.count("newly required: duration") == 1
