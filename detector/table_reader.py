@@ -1,4 +1,4 @@
-"""Reading event files: CSV with a header, or JSON Lines; gzip or not.
+"""Reading event files: CSV with a header (``.tsv``: tab-delimited), or JSON Lines; gzip or not.
 
 Shared by the trainer (training data) and the worker's replayer (publishing a file to a topic).
 A CSV cell becomes a number exactly when a live event's string would be read as one
@@ -9,6 +9,11 @@ becomes ``None``; every other cell stays a string (so ``"nan"`` in a numeric col
 a bad value, not silently accepted). Columns named in ``text_columns`` (ids, timestamps) are never
 converted.
 
+A leading UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped. A CSV whose header is one column
+holding another delimiter (``a;b;c``, or ``a,b,c`` in a ``.tsv``) and a JSON array where JSON Lines
+are expected are refused, naming the file: read as they are, they would give one meaningless column
+or one error per line.
+
 :func:`iter_lines` yields every line with its number, its record or why it is invalid, and (JSONL)
 its bytes as read, so the replayer can publish a file unchanged and skip invalid lines;
 :func:`iter_records` stops at the first invalid line.
@@ -16,6 +21,7 @@ its bytes as read, so the replayer can publish a file unchanged and skip invalid
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import gzip
@@ -57,13 +63,27 @@ def _decompressed(raw: IO[bytes]) -> IO[bytes]:
     return raw
 
 
+#: Bytes looked at for a byte-order mark and the first non-blank character.
+_PEEK_BYTES = 4096
+
+
+def _peek(fh: IO[bytes]) -> tuple[int, str]:
+    """Where the text starts (past a UTF-8 byte-order mark) and its first non-blank character ("" if none)."""
+    head = fh.read(_PEEK_BYTES)
+    start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    return start, head[start:].lstrip()[:1].decode("latin-1")
+
+
 def _format_of(path: Path, first_char: str) -> str:
+    """``"jsonl"``, ``"csv"`` or ``"tsv"``: from the last suffix but ``.gz``, else from the first character."""
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     if suffixes and suffixes[-1] in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
-    if suffixes and suffixes[-1] in (".csv", ".txt", ".tsv"):
+    if suffixes and suffixes[-1] == ".tsv":
+        return "tsv"
+    if suffixes and suffixes[-1] in (".csv", ".txt"):
         return "csv"
-    return "jsonl" if first_char == "{" else "csv"
+    return "jsonl" if first_char in ("{", "[") else "csv"
 
 
 def convert_cell(cell: str) -> Any:
@@ -96,7 +116,8 @@ def iter_lines(path: Path, text_columns: Iterable[str] = ()) -> Iterator[SourceL
     is yielded with its ``error``; the caller decides whether to stop or skip it.
 
     Raises:
-        DataError: missing or unreadable file, a CSV without a header or with duplicate names.
+        DataError: missing or unreadable file, a CSV without a header, with duplicate names or a
+            one-column header holding another delimiter, a JSON array instead of JSON Lines.
     """
     path = Path(path)
     if not path.is_file():
@@ -104,13 +125,19 @@ def iter_lines(path: Path, text_columns: Iterable[str] = ()) -> Iterator[SourceL
     keep = set(text_columns)
     try:
         with path.open("rb") as raw, _decompressed(raw) as fh:
-            fmt = _format_of(path, fh.read(1).decode("latin-1"))
-            fh.seek(0)
+            start, first_char = _peek(fh)
+            fmt = _format_of(path, first_char)
+            fh.seek(start)  # past a byte-order mark: it is not part of the first name or line
             if fmt == "jsonl":
+                if first_char == "[":
+                    raise DataError(
+                        f"{path}: looks like a JSON array (its first character is '['); "
+                        "expected JSON Lines (one JSON object per line)"
+                    )
                 yield from _iter_jsonl(fh, path)
             else:
                 text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-                yield from _iter_csv(text, path, keep)
+                yield from _iter_csv(text, path, keep, "\t" if fmt == "tsv" else ",")
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
@@ -127,12 +154,34 @@ def iter_records(path: Path, text_columns: Iterable[str] = ()) -> Iterator[Recor
         yield line.record
 
 
-def _iter_csv(fh: IO[str], path: Path, keep: set[str]) -> Iterator[SourceLine]:
-    reader = csv.reader(fh)
+#: Delimiters a one-column header is checked for, by name.
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _check_delimiter(header: list[str], path: Path, delimiter: str) -> None:
+    """Refuse a one-column header holding another delimiter: guessing could split a file wrongly."""
+    if len(header) != 1:
+        return
+    found = {d: header[0].count(d) for d in _DELIMITERS if d != delimiter}
+    other = max(found, key=lambda d: found[d])
+    if not found[other]:
+        return
+    shown = header[0] if len(header[0]) <= 40 else header[0][:37] + "..."
+    expected = (
+        "a .tsv file is read tab-separated (name a comma-separated file .csv)"
+        if delimiter == "\t"
+        else "expected comma-separated CSV (name a tab-separated file .tsv)"
+    )
+    raise DataError(f"{path}: looks {_DELIMITERS[other]}-delimited (its header is one column, {shown!r}); {expected}")
+
+
+def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> Iterator[SourceLine]:
+    reader = csv.reader(fh, delimiter=delimiter)
     header = next(reader, None)
     if not header:
         raise DataError(f"{path}: empty file (a CSV needs a header row)")
     header = [h.strip() for h in header]
+    _check_delimiter(header, path, delimiter)
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataError(f"{path}: duplicate column names in header: {', '.join(dupes)}")
