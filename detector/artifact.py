@@ -9,18 +9,21 @@ Layout::
       weights.safetensors   encoder weights, centroids, radii, calibration scores, explainer stats
 
 Saving writes into a temporary sibling directory and renames it into place, so readers never
-see a half-written artifact.
+see a half-written artifact. It replaces only an earlier artifact (a directory holding nothing but
+an artifact's files) or fills an empty directory; anything else at the target is refused, never
+removed. Directories are written 0755 and files 0644, so a worker under another uid can read them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -60,14 +63,22 @@ def _manifest_digest(manifest: Mapping[str, Any]) -> str:
 def write_artifact(
     out_dir: Path, manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], format_version: int = 1
 ) -> Path:
-    """Write ``manifest`` + ``tensors`` as an artifact directory at ``out_dir`` (replacing it), as
+    """Write ``manifest`` + ``tensors`` as an artifact directory at ``out_dir``, as
     ``format_version`` (the oldest format that holds what it writes, see :data:`FORMAT_VERSION`).
 
-    The manifest gains ``format_version``, ``files`` (sha256 per file) and its own digest.
+    ``out_dir`` may be new, an empty directory (filled in place, manifest last) or an earlier
+    artifact (replaced in one rename). The manifest gains ``format_version``, ``files`` (sha256 per
+    file) and its own digest. Directories are written 0755, files 0644.
+
+    Raises:
+        ArtifactError: ``out_dir`` is anything else (see :func:`check_artifact_target`); nothing
+            is written or removed.
     """
     if format_version not in READABLE_FORMATS:
         raise ValueError(f"unknown artifact format version {format_version}")
-    out_dir = Path(out_dir)
+    given = Path(out_dir)
+    out_dir = given.resolve()  # "." and ".." have no name to build the temporary siblings from
+    check_artifact_target(given)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -77,20 +88,99 @@ def write_artifact(
         full["files"] = {WEIGHTS: sha256_file(tmp / WEIGHTS)}
         full[_SELF_HASH] = _manifest_digest(full)
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        # mkdtemp makes 0700 and the files follow the umask: a worker under another uid must read them.
+        tmp.chmod(0o755)
+        for name in (WEIGHTS, MANIFEST):
+            (tmp / name).chmod(0o644)
         fsync_tree(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
+        _install(tmp, out_dir, _target_kind(out_dir, given))
         fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
+    return given
+
+
+def check_artifact_target(out_dir: Path) -> None:
+    """Check that an artifact can be written at ``out_dir`` without removing anything else.
+
+    Writable targets: a path that does not exist yet (under a writable directory), an empty
+    directory, or an earlier artifact: a directory with a ``manifest.json`` of ours and nothing but
+    the files it lists.
+
+    Raises:
+        ArtifactError: ``out_dir`` is a file, a directory holding other files, not creatable (a
+            parent is a file) or not writable. The message starts with ``out_dir`` as given.
+    """
+    given = Path(out_dir)
+    resolved = given.resolve()
+    kind = _target_kind(resolved, given)
+    # The temporary sibling goes into the parent; an empty directory also receives the files.
+    needs_write = [resolved.parent] + ([resolved] if kind == "empty" else [])
+    for directory in needs_write:
+        existing = next(p for p in (directory, *directory.parents) if p.exists())
+        if not existing.is_dir():
+            raise ArtifactError(f"{given} cannot be created: {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ArtifactError(f"{given} cannot be written: no write permission in {existing}")
+
+
+_TargetKind = Literal["absent", "empty", "artifact"]
+
+
+def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
+    """What is at the (resolved) ``out_dir``; ArtifactError for what an artifact must not replace."""
+    if not out_dir.exists():
+        return "absent"
+    if not out_dir.is_dir():
+        raise ArtifactError(
+            f"{given} is a file, not a model directory" if out_dir.is_file() else f"{given} is not a directory"
+        )
+    names = sorted(p.name for p in out_dir.iterdir())
+    if not names:
+        return "empty"
+    ours = {MANIFEST, WEIGHTS} | set(_listed_files(out_dir / MANIFEST))
+    others = [n + ("/" if (out_dir / n).is_dir() else "") for n in names if n not in ours]
+    if MANIFEST in names and not others:
+        return "artifact"
+    shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    raise ArtifactError(
+        f"{given} holds other files and is not a model directory ({shown}); nothing was written: "
+        "give a new or empty directory, or a model directory to replace"
+    )
+
+
+def _listed_files(manifest_path: Path) -> list[str]:
+    """The file names a manifest lists; none when it is missing or not one of ours."""
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = manifest.get("files") if isinstance(manifest, dict) and "format_version" in manifest else None
+    return [str(name) for name in files] if isinstance(files, dict) else []
+
+
+def _install(tmp: Path, out_dir: Path, kind: _TargetKind) -> None:
+    """Move the finished artifact ``tmp`` to ``out_dir``, which is ``kind``."""
+    if kind == "absent":
+        tmp.rename(out_dir)
+    elif kind == "empty":
+        # Filled in place (it may be a mount point or the working directory); the manifest goes
+        # last, so a reader sees no artifact or a whole one.
+        (tmp / WEIGHTS).rename(out_dir / WEIGHTS)
+        try:
+            (tmp / MANIFEST).rename(out_dir / MANIFEST)
+        except BaseException:
+            (out_dir / WEIGHTS).unlink(missing_ok=True)
+            raise
+        fsync_dir(out_dir)
+        tmp.rmdir()
+    else:
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -39,6 +39,7 @@ def infer_spec(
     timestamp_field: str | None = None,
     label_field: str | None = None,
     exclude: Iterable[str] = (),
+    row_numbers: Sequence[int] | None = None,
 ) -> FeatureSpec:
     """Infer which fields are numeric, categorical, optional and log-scaled.
 
@@ -46,6 +47,8 @@ def infer_spec(
         records: training records (dicts), as loaded from CSV/JSONL.
         id_field, timestamp_field, label_field: roles that are not features.
         exclude: more fields that are not features (e.g. the truth column).
+        row_numbers: the 1-based data row of each record in its file, for messages (default:
+            the records are the file's rows, in order).
 
     Raises:
         SpecError: no usable feature is left.
@@ -67,7 +70,7 @@ def infer_spec(
             optional.append(field)
         numbers = _as_numbers(present)
         if numbers is None:
-            _refuse_mostly_numeric(field, values)
+            _refuse_mostly_numeric(field, values, row_numbers or range(1, len(values) + 1))
             categorical.append(field)
             continue
         numeric.append(field)
@@ -106,23 +109,33 @@ def _is_misspelt_number(value: Any) -> bool:
         return False
 
 
-def _refuse_mostly_numeric(field: str, values: list[Any]) -> None:
-    """A column of numbers with a few stray strings ("nan", "n/a"), or with numbers the worker would
-    refuse (" 12"), is a data error, not a category."""
+def _refuse_mostly_numeric(field: str, values: list[Any], rows: Sequence[int]) -> None:
+    """A column of numbers with a few stray strings ("nan", "n/a"), with numbers the worker would
+    refuse (" 12"), or with text among numbers that are not whole, is a data error, not a category.
+    ``rows[i]`` is the 1-based data row of ``values[i]``, for the message."""
     present = [(i, v) for i, v in enumerate(values) if v is not None and v != ""]
     bad = [(i, v) for i, v in present if _number(v) is None]
     if bad and all(_is_misspelt_number(v) for _, v in bad):
         row, value = bad[0]
         raise SpecError(
-            f"column {field!r} holds numbers spelled in a way events may not use, e.g. row {row + 1}: "
+            f"column {field!r} holds numbers spelled in a way events may not use, e.g. row {rows[row]}: "
             f"{str(value)[:40]!r}; write them as JSON numbers (no spaces, '+', leading zeros or '_'), "
             "or give a spec that declares the column categorical"
         )
     if present and len(bad) <= _STRAY_SHARE * len(present):
         row, value = bad[0]
         raise SpecError(
-            f"column {field!r} is numeric except for {len(bad)} value(s), e.g. row {row + 1}: {str(value)[:40]!r}; "
+            f"column {field!r} is numeric except for {len(bad)} value(s), e.g. row {rows[row]}: {str(value)[:40]!r}; "
             "fix or blank those cells, or give a spec that declares the column"
+        )
+    fractional = [(i, v) for i, v in present if isinstance(v, float) and math.isfinite(v) and not v.is_integer()]
+    if bad and fractional:  # text and numbers with a fraction: neither numeric nor categorical
+        (row, value), (number_row, number) = bad[0], fractional[0]
+        raise SpecError(
+            f"column {field!r} mixes text ({len(bad)} value(s), e.g. row {rows[row]}: {str(value)[:40]!r}) with "
+            f"numbers that are not whole (e.g. row {rows[number_row]}: {number!r}), which is neither a numeric nor a "
+            "categorical column (a category is text or a whole number); fix or blank the text cells, or drop "
+            "the column, or for a categorical column write its values as JSON Lines strings"
         )
 
 
@@ -169,6 +182,23 @@ def likely_key_columns(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) 
         if field in spec.categorical or _looks_like_key_numbers(_as_numbers(present)):
             found.append(field)
     return found
+
+
+def crowded_categorical_columns(
+    records: Sequence[Mapping[str, Any]], spec: FeatureSpec, max_categories: int
+) -> dict[str, int]:
+    """Categorical features with more distinct values than the featurizer keeps, and how many.
+
+    The featurizer keeps the ``max_categories`` most frequent values of a column; the rest share
+    one "other" value. When most rows hold a value outside the kept ones, a row with a kept (but
+    rare) value is the odd one out, and scores as anomalous for a value the column holds everywhere.
+    """
+    out = {}
+    for field in spec.categorical:
+        distinct = len({str(r.get(field)) for r in records if r.get(field) not in (None, "")})
+        if distinct > max_categories:
+            out[field] = distinct
+    return out
 
 
 def _nearly_all_distinct(records: Sequence[Mapping[str, Any]], field: str) -> bool:

@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+#: Upper bounds that keep a typo from allocating terabytes or starting a hundred thousand threads.
+MAX_WIDTH = 16_384
+MAX_THREADS = 256
+
 
 class TrainConfig(BaseModel):
     """Everything that shapes a training run.
@@ -59,7 +63,7 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     hidden: tuple[int, ...] = (256, 128)
-    embedding_dim: int = Field(default=64, ge=2)
+    embedding_dim: int = Field(default=64, ge=2, le=MAX_WIDTH)
     unlabelled_positives: Literal["auto", "clusters", "one_class", "views", "views_one_class"] = "auto"
     projection: Literal["auto", "sphere", "stereographic"] = "auto"
     corruption_rate: float = Field(default=0.3, ge=0, le=1)
@@ -68,10 +72,17 @@ class TrainConfig(BaseModel):
     outlier_noise: float | Literal["auto"] | None = None
     neighbour_weight: float = Field(default=0.0, ge=0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    seed: int = 0
-    threads: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     max_seconds: float | None = Field(default=None, gt=0)
     progress: bool = True
+
+    @field_validator("hidden")
+    @classmethod
+    def _layer_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= w <= MAX_WIDTH for w in value):
+            raise ValueError(f"hidden layer widths must be between 1 and {MAX_WIDTH}, got {list(value)}")
+        return value
 
     @field_validator("outlier_noise")
     @classmethod

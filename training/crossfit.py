@@ -47,6 +47,14 @@ def cross_fit_folds(n_holdout: int, n_records: int, below: int) -> int:
     return folds if n_records - math.ceil(n_records / max(folds, 1)) >= MIN_FOLD_TRAIN and folds >= 2 else 0
 
 
+def min_rows_to_cross_fit() -> int:
+    """The fewest normals :func:`cross_fit_folds` cross-fits (each fold model trains on enough)."""
+    n = 2
+    while n - math.ceil(n / FOLDS) < MIN_FOLD_TRAIN:
+        n += 1
+    return n
+
+
 def fold_of(labels: Sequence[str] | None, n: int, folds: int, seed: int) -> NDArray[np.intp]:
     """Fold index per row, dealt round-robin over a random order within each normal class."""
     rng = np.random.default_rng(seed + 2)

@@ -37,7 +37,7 @@ from training.calibration import (
     score_quantiles,
 )
 from training.config import TrainConfig
-from training.crossfit import cross_fit_folds, cross_fitted, cross_fitted_scores, fpr_band
+from training.crossfit import cross_fit_folds, cross_fitted, cross_fitted_scores, fpr_band, min_rows_to_cross_fit
 from training.learning.budget import choose_threads, step_work
 from training.learning.clustering import choose_k, kmeans
 from training.learning.outliers import ColumnLayout
@@ -223,9 +223,15 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
     label_field = spec.label_field
     labels = [_class_name(r.get(label_field)) for r in records] if label_field else None
     train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
-    if len(train_idx) < 10 or len(cal_idx) < 1:
-        raise DataError(f"too few normal rows to train and calibrate ({len(records)}); need at least a few dozen")
     folds = cross_fit_folds(len(cal_idx), len(records), config.cross_fit_below)
+    if len(train_idx) < 10 or len(cal_idx) < 1 or (not folds and len(cal_idx) < config.cross_fit_below):
+        # The holdout calls for cross-fitting but there are too few rows to cross-fit: a holdout of
+        # a row or two would set the threshold at their scores (measured: 45-67% of new normals
+        # flagged at a 1% target with 11-12 rows).
+        raise DataError(
+            f"too few normal rows to train and calibrate ({len(records)}); need at least {min_rows_to_cross_fit()}"
+            " (and a few hundred for a threshold that holds its false-positive rate)"
+        )
     if folds:
         # Few calibration normals: every normal trains the final model and is scored by a model
         # that did not see it (cross-conformal), instead of losing a small holdout.

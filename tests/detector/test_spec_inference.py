@@ -1,9 +1,13 @@
-"""Columns that look like an id or a timestamp are named (they would become features the worker requires)."""
+"""Columns that look like an id or a timestamp are named (they would become features the worker requires);
+crowded categorical columns; columns that are neither numeric nor categorical, with the file's rows named."""
 
 from __future__ import annotations
 
+import pytest
+
+from detector.errors import SpecError
 from detector.schema import FeatureSpec
-from detector.spec_inference import infer_spec, likely_key_columns
+from detector.spec_inference import crowded_categorical_columns, infer_spec, likely_key_columns
 
 
 def records(n: int) -> list[dict[str, object]]:
@@ -48,3 +52,29 @@ def test_the_share_of_distinct_values_is_taken_over_the_present_values_wherever_
     spec = FeatureSpec(numeric=["x"], categorical=["name"])
     assert likely_key_columns(rows(5), spec) == ["name"]  # 95 distinct of 100 present
     assert likely_key_columns(rows(6), spec) == []  # 94 of 100
+
+
+def test_crowded_categorical_columns_are_those_with_more_values_than_are_kept() -> None:
+    records = [{"h": f"v{i}", "p": ["tcp", "udp"][i % 2], "x": float(i)} for i in range(300)]
+    spec = FeatureSpec(numeric=["x"], categorical=["h", "p"])
+    assert crowded_categorical_columns(records, spec, 256) == {"h": 300}
+    assert crowded_categorical_columns(records, spec, 300) == {}
+
+
+def test_text_among_numbers_that_are_not_whole_is_refused_with_both_kinds_named() -> None:
+    """Found in review: inferred categorical, then refused at row 1 ("must be a string or integer
+    code, got float"), pointing at a valid number instead of at the text."""
+    records = [{"a": 0.5 + i} for i in range(95)] + [{"a": "n/a"} for _ in range(5)]
+    with pytest.raises(SpecError, match=r"'a' mixes text \(5 value\(s\), e\.g\. row 96: 'n/a'\) .* row 1: 0\.5\)"):
+        infer_spec(records)
+    whole = [{"a": i} for i in range(95)] + [{"a": "n/a"} for _ in range(5)]
+    assert infer_spec(whole).categorical == ["a"]  # whole numbers and text: category codes
+
+
+def test_messages_name_the_rows_of_the_file_when_records_are_a_subset() -> None:
+    records = [{"a": float(i)} for i in range(200)]
+    records[150] = {"a": "n/a"}
+    with pytest.raises(SpecError, match="row 151:"):
+        infer_spec(records)
+    with pytest.raises(SpecError, match="row 351:"):
+        infer_spec(records, row_numbers=range(201, 401))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import os
+import stat
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,10 +17,12 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from detector.errors import DataError, InvalidEventError, SpecError, UsageError
+from detector.artifact import check_artifact_target
+from detector.errors import ArtifactError, DataError, InvalidEventError, SpecError, UsageError
+from detector.features import DEFAULT_MAX_CATEGORIES
 from detector.model import Detector
 from detector.schema import FeatureSpec
-from detector.spec_inference import infer_spec, likely_key_columns
+from detector.spec_inference import crowded_categorical_columns, infer_spec, likely_key_columns
 from training.cli.heartbeat import Heartbeat
 from training.config import TrainConfig
 from training.data import Record, as_text, check_values, iter_records, load_records, require_columns, split_by_truth
@@ -36,6 +42,7 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
     """
     if (args.truth_column is None) != (args.normal_value is None):
         raise UsageError("--truth-column and --normal-value go together")
+    _one_role_per_column(args)
     drop = [c for c in args.drop_columns.split(",") if c]
     records = load_records(args.data, text_columns=[c for c in (args.id_column, args.timestamp_column) if c])
     # Id and timestamp columns are read online only: training data may lack them.
@@ -58,16 +65,34 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
         if overrides:
             try:
                 spec = FeatureSpec.model_validate(spec.model_dump() | overrides)
-            except ValueError as exc:
-                raise SpecError(f"--spec with the given columns: {exc}") from exc
+            except ValidationError as exc:
+                reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+                raise UsageError(f"--spec {args.spec} and the column options disagree: {reasons}") from exc
         require_columns(normals, spec.features, args.spec)
     else:
         try:
-            spec = infer_spec(normals, **roles)
+            spec = infer_spec(normals, **roles, row_numbers=[i + 1 for i, a in enumerate(flags) if not a])
         except SpecError as exc:
             raise SpecError(f"{args.data}: {exc}") from exc
     check_values(rows, flags, spec, args.data)
+    if args.label_column:
+        blank = next((i for i, r in enumerate(rows) if not flags[i] and r.get(args.label_column) in (None, "")), None)
+        if blank is not None:
+            raise DataError(
+                f"{args.data}: row {blank + 1}: normal row with an empty normal-class label in {args.label_column!r}"
+                " (give every normal row its class, or leave out --label-column)"
+            )
     return normals, rows, flags, spec
+
+
+def _one_role_per_column(args: argparse.Namespace) -> None:
+    """A column plays one role: two options naming the same one are a usage error."""
+    options = ("--label-column", "--truth-column", "--id-column", "--timestamp-column")
+    named = [(o, getattr(args, o[2:].replace("-", "_"), None)) for o in options]
+    for i, (first, column) in enumerate(named):
+        for second, other in named[i + 1 :]:
+            if column is not None and column == other:
+                raise UsageError(f"{first} and {second} both name column {column!r}; a column plays one role")
 
 
 def values_seen(records: list[Record], column: str, shown: int = 5) -> str:
@@ -78,14 +103,25 @@ def values_seen(records: list[Record], column: str, shown: int = 5) -> str:
 
 
 def warn_about_key_columns(normals: list[Record], spec: FeatureSpec) -> None:
-    """Warn (stderr) about inferred feature columns that look like an id or a timestamp."""
-    for column in likely_key_columns(normals, spec):
+    """Warn (stderr) about inferred feature columns that look like an id or a timestamp, and about
+    categorical columns with more distinct values than the featurizer keeps."""
+    keys = likely_key_columns(normals, spec)
+    for column in keys:
         print(
             f"warning: column {column!r} has a different value in (nearly) every row, like an id or a timestamp; "
             "it becomes a feature the worker then requires in every event. Name it with --id-column or "
             "--timestamp-column, or leave it out with --drop-columns",
             file=sys.stderr,
         )
+    for column, distinct in crowded_categorical_columns(normals, spec, DEFAULT_MAX_CATEGORIES).items():
+        if column not in keys:
+            print(
+                f"warning: categorical column {column!r} has {distinct:,} distinct values; the"
+                f" {DEFAULT_MAX_CATEGORIES} most frequent are kept and the rest share one 'other' value, so"
+                " events with a kept but rare value can score as anomalous. Leave it out with --drop-columns,"
+                " or group its values into fewer categories",
+                file=sys.stderr,
+            )
 
 
 def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None) -> FitConfig:
@@ -133,7 +169,15 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
+    if args.report and not args.truth_column:
+        raise UsageError("--report needs --truth-column and --normal-value")
     config = fit_config_from_args(args)  # a bad option value fails before the data is read
+    try:  # a cheap look now; saving checks again (and for real) after training
+        check_artifact_target(args.out)
+    except ArtifactError as exc:
+        raise ArtifactError(f"--out {exc}") from exc
+    # Absolute before saving: replacing the working directory (--out .) leaves the process in the old one.
+    report = args.report.absolute() if args.report else None
     normals, rows, flags, spec = read_normals(args)
     if not args.spec:
         warn_about_key_columns(normals, spec)
@@ -152,37 +196,57 @@ def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
         **result.metadata["training"],
     }
     summary.pop("config", None)
-    if args.report:
-        if not args.truth_column:
-            raise UsageError("--report needs --truth-column and --normal-value")
+    if report is not None:
         groups = ["anomalous" if f else "normal" for f in flags]
         if heartbeat is not None:
             heartbeat.stage = f"evaluating on {len(rows)} rows"
-        summary["evaluation"] = _evaluate_and_report(result.detector, rows, flags, groups, args.report, args.data)
+        summary["evaluation"] = _evaluate_and_report(result.detector, rows, flags, groups, report, args.data)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def run_score(args: argparse.Namespace) -> int:
+    """``score``: the CSV is written to a temporary sibling of ``--out`` and renamed over it only
+    once every row is scored, so a failed run leaves the previous file (and no temporary one)."""
+    out: Path = args.out
+    if out.is_dir():
+        raise DataError(f"--out {out} is a directory; give the scores file's name")
+    if out.exists() and args.data.exists() and out.samefile(args.data):
+        raise UsageError(f"--out {out} is the data file {args.data}; scores must go to another file")
     detector = Detector.load(args.model)
     spec = detector.spec
     text = [c for c in (spec.id_field, spec.timestamp_field) if c]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    header = [*([spec.id_field] if spec.id_field else []), "score", "flagged", "nearest_class", "p_value"]
+    mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else 0o644  # mkstemp's 0600 would hide it
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write there ({exc.strerror}: {exc.filename})") from exc
     count = 0
-    with args.out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(([spec.id_field] if spec.id_field else []) + ["score", "flagged", "nearest_class", "p_value"])
-        chunk: list[Record] = []
-        for record in iter_records(args.data, text_columns=text):
-            chunk.append(record)
-            if len(chunk) == SCORE_CHUNK:
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            chunk: list[Record] = []
+            for record in iter_records(args.data, text_columns=text):
+                chunk.append(record)
+                if len(chunk) == SCORE_CHUNK:
+                    count += _write_scores(writer, detector, chunk, count, args.data)
+                    chunk = []
+            if chunk:
                 count += _write_scores(writer, detector, chunk, count, args.data)
-                chunk = []
-        if chunk:
-            count += _write_scores(writer, detector, chunk, count, args.data)
-    if count == 0:
-        raise DataError(f"{args.data}: no records")
-    print(json.dumps({"scored": count, "out": str(args.out), "model_version": detector.version}))
+            if count == 0:
+                raise DataError(f"{args.data}: no records")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    print(json.dumps({"scored": count, "out": str(out), "model_version": detector.version}))
     return 0
 
 
@@ -225,6 +289,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     drop = {c for c in args.drop_columns.split(",") if c}
     groups = [str(r.get(args.truth_column)) for r in records]
     rows, flags = split_by_truth(records, args.truth_column, args.normal_value)
+    if all(flags) or not any(flags):
+        which = "no row has" if all(flags) else "every row has"
+        raise DataError(
+            f"{args.data}: {which} {args.truth_column}={args.normal_value!r}, and evaluating needs normals and"
+            f" anomalies; values seen: {values_seen(records, args.truth_column)}"
+        )
     if drop:
         rows = [{k: v for k, v in r.items() if k not in drop} for r in rows]
     metrics = _evaluate_and_report(detector, rows, flags, groups, args.report, args.data)

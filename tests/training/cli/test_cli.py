@@ -195,11 +195,22 @@ def test_wrong_normal_value_lists_the_values_seen(
     assert "'neptune' (" in line
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--target-fpr", "2"],
+        # found in review: tracebacks, and a segmentation fault for --threads 100000
+        ["--seed", "-5"],
+        ["--seed", str(10**23)],
+        ["--threads", "100000"],
+        ["--embedding-dim", str(10**12)],
+    ],
+)
 def test_an_out_of_range_option_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path, option: list[str]
 ) -> None:
-    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, "--target-fpr", "2"]
-    expect_error(capsys, argv, "--target-fpr", code=2)
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, *option]
+    expect_error(capsys, argv, option[0], code=2)
 
 
 def test_a_bug_is_not_disguised_as_a_one_line_error(
