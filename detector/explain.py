@@ -78,7 +78,20 @@ class Explainer:
         ]
 
 
+#: Longest value shown in an explanation's text (the fields list keeps the whole value).
+MAX_SHOWN = 80
+
+
 def describe(deviations: Sequence[FieldDeviation], class_name: str) -> str:
-    """One-line text, e.g. ``src_bytes=54540 (12.3σ), service='ftp' (8.0σ) vs class 'web'``."""
-    parts = [f"{d.field}={d.value!r} ({d.deviation:.1f}σ)" for d in deviations]
+    """One-line text, e.g. ``src_bytes=54540 (12.3σ), service='ftp' (8.0σ) vs class 'web'``.
+
+    Values are shown as Python literals cut to :data:`MAX_SHOWN` characters: a long text value would
+    otherwise appear twice in an anomaly record, the second time escaped (up to six times longer).
+    """
+    parts = [f"{d.field}={_shown(d.value)} ({d.deviation:.1f}σ)" for d in deviations]
     return f"{', '.join(parts)} vs class {class_name!r}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import islice, repeat
 from operator import eq
 from typing import Any
 
@@ -276,6 +276,14 @@ class ConfluentSource:
             return None
         return None if high is None or high < 0 else int(high)
 
+    def position(self, partition: Partition) -> int | None:
+        """The next offset this consumer hands out (past control records), or ``None`` when unknown."""
+        try:
+            (answer,) = self._consumer.position([TopicPartition(*partition)])
+        except (KafkaException, RuntimeError, ValueError):
+            return None
+        return None if answer.offset < 0 else int(answer.offset)
+
     def coordinator_known(self) -> bool:
         """False after librdkafka reported every broker down, until records or a commit come through."""
         return not self._down.is_set()
@@ -333,7 +341,7 @@ def _records(messages: list[Message]) -> list[RawRecord]:
     kinds, stamps = zip(*map(_TIMESTAMP, messages), strict=True)
     if None in stamps:
         stamps = tuple(-1 if s is None else s for s in stamps)
-    raw_headers = list(map(_HEADERS, messages))
+    raw_headers = _raw_headers(messages)
     headers: Iterable[tuple[tuple[str, bytes], ...]] = repeat((), n)
     if any(raw_headers):  # most records have none: no per-record tuple building then
         headers = [_headers(raw) for raw in raw_headers]
@@ -344,6 +352,39 @@ def _records(messages: list[Message]) -> list[RawRecord]:
         map(_KEY, messages), map(_VALUE, messages), headers, appended, strict=True,
     )  # fmt: skip
     return list(map(tuple.__new__, repeat(RawRecord, n), columns))
+
+
+#: The only header of a record whose headers librdkafka's client cannot read (a header name that
+#: is not UTF-8: names are raw bytes on the wire, the client decodes them): the record is scored
+#: all the same (its value is intact), and its dead letter, if any, says its headers were lost.
+UNREADABLE_HEADERS = "kestrel.headers_unreadable"
+#: What ``Message.headers()`` raises for such a name: a ``SystemError`` (caused by a
+#: ``UnicodeDecodeError``), as confluent-kafka 2.x builds the list before it checks the decode.
+_UNDECODABLE = (SystemError, UnicodeDecodeError, ValueError)
+
+
+def _raw_headers(messages: list[Message]) -> list[Any]:
+    """Each message's ``headers()``, or :data:`UNREADABLE_HEADERS` with the reason for those whose
+    headers cannot be read (one warning per batch). Every message's ``headers()`` is called once
+    only: after a failure, confluent-kafka keeps the half-built list (a tuple with a NULL name)
+    and returns it without an error the next time, which would crash the interpreter if read."""
+    raw: list[Any] = []
+    unreadable: list[int] = []
+    while len(raw) < len(messages):
+        try:
+            raw.extend(map(_HEADERS, islice(messages, len(raw), None)))  # keeps what came before a failure
+        except _UNDECODABLE as exc:
+            reason = str(exc.__cause__ or exc)[:200]
+            raw.append([(UNREADABLE_HEADERS, reason.encode("utf-8", "replace"))])
+            unreadable.append(len(raw) - 1)
+    if unreadable:
+        first = messages[unreadable[0]]
+        logger.warning(
+            "input_headers_unreadable",
+            extra={"records": len(unreadable), "topic": first.topic(), "partition": first.partition(),
+                   "offset": first.offset(), "error": raw[unreadable[0]][0][1].decode()},
+        )  # fmt: skip
+    return raw
 
 
 def _headers(raw: list[tuple[str, Any]] | dict[str, Any] | None) -> tuple[tuple[str, bytes], ...]:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import codec as kafka_codec
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import IllegalStateError, KafkaError
+from kafka.errors import CorruptRecordError, IllegalStateError, KafkaError, UnsupportedCodecError
 from kafka.record import util as record_util
 from kafka.structs import OffsetAndMetadata
 
@@ -43,10 +44,20 @@ def crc32c_implementation() -> str:
     return "python" if record_util._crc32c is record_util.crc32c_py else "c"
 
 
+def missing_codecs() -> list[str]:
+    """Compression codecs kafka-python cannot decompress here (their packages are dependencies):
+    a batch in one of them fails every poll with ``UnsupportedCodecError`` and its partition stalls."""
+    readable = {"lz4": kafka_codec.has_lz4(), "snappy": kafka_codec.has_snappy(), "zstd": kafka_codec.has_zstd()}
+    return [name for name, ok in readable.items() if not ok]
+
+
 def _fatal(exc: KafkaError) -> bool:
-    """Only a closed or broken client is fatal: other errors (a commit refused after a rebalance,
-    a broker away) clear by themselves, or by the loop's rebuild after repeated failures."""
-    return isinstance(exc, IllegalStateError)
+    """A closed or broken client is fatal, and so is a fetched batch the client cannot read (a
+    corrupt record, a header name that is not UTF-8, a codec not installed): kafka-python then
+    keeps a dead iterator for the partition and never fetches it again, so only a new consumer
+    reads on (the loop rebuilds it, counted and logged). Other errors (a commit refused after a
+    rebalance, a broker away) clear by themselves, or by the loop's rebuild after repeated failures."""
+    return isinstance(exc, (IllegalStateError, CorruptRecordError, UnsupportedCodecError))
 
 
 def _timestamp(value: int | None) -> int:
@@ -145,6 +156,10 @@ class KafkaSource:
         #: Commits asked for inside the revoke callback (see :class:`_Listener`), else ``None``.
         self._collected: dict[Partition, int] | None = None
         self._collected_timeout_ms = REQUEST_TIMEOUT_MS
+        if missing := missing_codecs():
+            logger.warning(
+                "kafka_codecs_missing", extra={"codecs": missing, "hint": "pip install lz4 python-snappy zstandard"}
+            )
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -174,7 +189,7 @@ class KafkaSource:
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
         except (UnicodeDecodeError, ValueError, TypeError) as exc:  # a record the client cannot parse
-            raise BrokerError(f"poll failed on an unparseable record: {type(exc).__name__}: {exc}") from exc
+            raise BrokerError(f"poll failed on an unparseable record: {type(exc).__name__}: {exc}", fatal=True) from exc
         return [
             RawRecord(
                 m.topic,
@@ -241,6 +256,14 @@ class KafkaSource:
         try:
             value = self._consumer.highwater(TopicPartition(*partition))
         except KafkaError:
+            return None
+        return None if value is None else int(value)
+
+    def position(self, partition: Partition) -> int | None:
+        """The next offset this consumer hands out (past control records), or ``None`` when unknown."""
+        try:
+            value = self._consumer.position(TopicPartition(*partition), timeout_ms=0)
+        except (KafkaError, IllegalStateError):
             return None
         return None if value is None else int(value)
 

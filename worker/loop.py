@@ -51,6 +51,7 @@ class Source(Protocol):
     def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None: ...
     def assignment(self) -> set[Partition]: ...
     def highwater(self, partition: Partition) -> int | None: ...
+    def position(self, partition: Partition) -> int | None: ...
     def coordinator_known(self) -> bool: ...
     def close(self, timeout_ms: int) -> None: ...
 
@@ -235,6 +236,8 @@ class WorkerLoop:
                 self._handle(source, records)
             elif self._finish_in_flight() or self._offsets.uncommitted:
                 self._try_commit()
+            elif self._commit_past_control_records(source):
+                pass
             elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
                 self._probe(source)
             broken = self._consumer_health.needs_rebuild() or self._commit_health.needs_rebuild()
@@ -453,6 +456,26 @@ class WorkerLoop:
         self.health.progressed()
         self._broker_succeeded()
         return True
+
+    def _commit_past_control_records(self, source: Source) -> bool:
+        """Idle, nothing in flight or uncommitted, yet a partition lags behind its end: what lies
+        between the committed offset and the consumer's position are control records (a
+        transactional producer's commit markers take an offset and are never handed out). Commit
+        the position, else the lag stays at 1 for good and liveness fails with nothing to do.
+        Returns whether it committed."""
+        if self._in_flight is not None or self._sink.pending:
+            return False
+        committed = self._offsets.committed_in(self._owned(source))
+        ahead = {}
+        for partition, lag in self._lag.items():
+            if lag > 0 and partition in committed:
+                position = source.position(partition)
+                if position is not None and position > committed[partition]:
+                    ahead[partition] = position
+        if not ahead:
+            return False
+        self._offsets.advanced(ahead)
+        return self._try_commit()
 
     def _probe(self, source: Source) -> None:
         """Re-commit known offsets to learn whether the broker answers while idle."""

@@ -42,6 +42,13 @@ class OffsetBook:
             if key in assigned and offset + 1 > self._processed.get(key, 0):
                 self._processed[key] = offset + 1
 
+    def advanced(self, positions: Mapping[Partition, int]) -> None:
+        """Mark partitions processed up to ``positions`` where nothing polled lies below them
+        (the consumer skipped control records past the last record processed)."""
+        for key, offset in positions.items():
+            if offset > self._processed.get(key, self._committed.get(key, 0)):
+                self._processed[key] = offset
+
     @property
     def uncommitted(self) -> dict[Partition, int]:
         """Processed offsets not yet committed."""

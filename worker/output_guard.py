@@ -16,7 +16,11 @@ the next largest, until the record fits:
   do not all send them.
 
 Anomaly records (key = event id):
-  1. the original event is left out (``"event": null``, header ``kestrel.event_dropped``);
+  0. an event the JSON encoder cannot write back (an extra field nested deeper than orjson's 255
+     levels: the decoder reads up to 1,024) is left out whatever the size (``"event": null``,
+     header ``kestrel.event_dropped`` = ``unencodable``);
+  1. the original event is left out (``"event": null``, header ``kestrel.event_dropped`` = the
+     record's size);
   2. the explanation's field values are left out (header ``kestrel.explanation_dropped``);
   3. the event id is replaced by the source coordinates (header ``kestrel.event_id_replaced``).
 After these steps a record is at most about 1.5 kB plus its topic names (the error message header
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from worker.anomaly_record import MODEL_VERSION_HEADER, encode_anomaly_record
 from worker.outcomes import Flagged, RawRecord, Rejected
@@ -120,7 +126,12 @@ def fit_anomaly(topic: str, flagged: Flagged, model_version: str, max_request_by
     anomaly = flagged.anomaly
     key = flagged.event_id.encode()
     headers: list[Header] = [(MODEL_VERSION_HEADER, model_version.encode())]
-    value = encode_anomaly_record(anomaly)
+    try:
+        value = encode_anomaly_record(anomaly)
+    except orjson.JSONEncodeError:  # an extra field nested deeper than the encoder writes
+        headers.append(("kestrel.event_dropped", b"unencodable"))
+        anomaly = {**anomaly, "event": None}
+        value = encode_anomaly_record(anomaly)
     if record_size(key, value, headers) > max_request_bytes:
         headers.append(("kestrel.event_dropped", str(len(value)).encode()))
         anomaly = {**anomaly, "event": None}

@@ -16,7 +16,7 @@ from tiny_model import TinyModel
 from detector.artifact import FORMAT_VERSION, MANIFEST, WEIGHTS, read_artifact, write_artifact
 from detector.encoder import Encoder, EncoderConfig
 from detector.errors import ArtifactError, InvalidEventError
-from detector.explain import Explainer
+from detector.explain import Explainer, FieldDeviation, describe
 from detector.features import Featurizer
 from detector.model import Detector, _load_gauss_term
 from detector.schema import FeatureSpec
@@ -344,3 +344,10 @@ def test_a_loaded_model_has_scored_its_own_centroids(artifact: Path, monkeypatch
     monkeypatch.setattr(Explainer, "explain", counting)
     detector = Detector.load(artifact)
     assert seen == [len(detector.scorer.centroids)]
+
+
+def test_an_explanation_text_shows_at_most_eighty_characters_of_a_value() -> None:
+    """Found in review: a 30 kB value of private-use characters became a 90 kB escaped text."""
+    long = "\ue000" * 30_000
+    text = describe([FieldDeviation("service", long, 9.0), FieldDeviation("bytes", 12, 3.0)], "web")
+    assert text == f"service={repr(long)[:77]}... (9.0σ), bytes=12 (3.0σ) vs class 'web'"

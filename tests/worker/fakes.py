@@ -33,7 +33,15 @@ def refusal(key: bytes | None, value: bytes | None, headers: list[tuple[str, byt
 class FakeSource:
     """A group consumer over a fixed list of batches; ``poll`` hands out one batch per call."""
 
-    def __init__(self, journal: list[str], batches: list[list[RawRecord]], partitions: int = 2) -> None:
+    def __init__(
+        self,
+        journal: list[str],
+        batches: list[list[RawRecord]],
+        partitions: int = 2,
+        ends: Mapping[Partition, int] | None = None,
+    ) -> None:
+        """``ends``: a partition's end offset when control records (transaction markers) follow its
+        last record: once every batch is handed out, the position and high watermark reach it."""
         self.journal = journal
         self.batches = batches
         self.commits: list[dict[Partition, int]] = []
@@ -43,6 +51,8 @@ class FakeSource:
         self.on_revoked = None
         self._assigned = {("in", p) for p in range(partitions)}
         self._high: dict[Partition, int] = {}
+        self._position: dict[Partition, int] = {}
+        self._ends = dict(ends or {})
 
     def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
         if self.fail_polls:
@@ -54,6 +64,10 @@ class FakeSource:
         for r in batch:
             key = (r.topic, r.partition)
             self._high[key] = max(self._high.get(key, 0), r.offset + 1)
+            self._position[key] = r.offset + 1
+        if not self.batches:
+            for key, end in self._ends.items():
+                self._high[key] = self._position[key] = end
         return batch
 
     def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
@@ -68,6 +82,9 @@ class FakeSource:
 
     def highwater(self, partition: Partition) -> int | None:
         return self._high.get(partition)
+
+    def position(self, partition: Partition) -> int | None:
+        return self._position.get(partition)
 
     def set_highwater(self, partition: Partition, offset: int) -> None:
         self._high[partition] = offset

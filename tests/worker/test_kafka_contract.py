@@ -302,28 +302,41 @@ def test_publisher_refuses_at_send_what_the_client_refuses_and_keeps_the_rest(
 # ------------------------------------------------------------------ source
 
 
-def _librdkafka_produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+def _librdkafka_produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], transactional: bool = False
+) -> None:
+    """Write ``records`` to partition 0; ``transactional``: in one committed transaction, whose
+    commit marker then takes the offset after them."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "linger.ms": 5}
+    producer = LibrdkafkaProducer(config | ({"transactional.id": f"tx-{uuid.uuid4().hex}"} if transactional else {}))
+    if transactional:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     for key, value in records:
         producer.produce(topic, key=key, value=value, partition=0, headers=[("h", b"1")] if value else None)
+    if transactional:
+        producer.commit_transaction(30)
     assert producer.flush(30) == 0
 
 
 RECORDS: list[tuple[bytes | None, bytes | None]] = [(b"k", b"{}"), (None, None), (None, b"v"), (b"t", None)]
 
 
-@pytest.fixture(params=CLIENTS)
-def polled(request: pytest.FixtureRequest) -> Iterator[tuple[Any, list[RawRecord]]]:
-    if request.param == "fake":
+@pytest.fixture(params=[(c, t) for c in CLIENTS for t in ("plain", "transaction")], ids="-".join)
+def polled(request: pytest.FixtureRequest) -> Iterator[tuple[Any, list[RawRecord], int]]:
+    """A source that read RECORDS, what it returned, and the partition's end (past a commit marker)."""
+    client, kind = request.param
+    end = len(RECORDS) + (kind == "transaction")
+    if client == "fake":
         batch = [RawRecord("in", 0, i, 0, k, v, (("h", b"1"),) if v else ()) for i, (k, v) in enumerate(RECORDS)]
-        source = FakeSource([], [batch])
-        yield source, source.poll(100, 200)
+        source = FakeSource([], [batch], ends={("in", 0): len(RECORDS) + 1} if kind == "transaction" else None)
+        yield source, source.poll(100, 200), end
         return
     bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=1)
-    _librdkafka_produce(bootstrap, topics.input, RECORDS)
+    _librdkafka_produce(bootstrap, topics.input, RECORDS, transactional=kind == "transaction")
     settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=f"g-{uuid.uuid4().hex}")
-    source: Any = (KafkaSource if request.param == "kafka-python" else ConfluentSource)(
+    source: Any = (KafkaSource if client == "kafka-python" else ConfluentSource)(
         settings, lambda p: None, lambda p: None
     )
     got: list[RawRecord] = []
@@ -334,19 +347,23 @@ def polled(request: pytest.FixtureRequest) -> Iterator[tuple[Any, list[RawRecord
 
     wait_for(more, 30, "records from the real broker")
     try:
-        yield source, got
+        yield source, got, end
     finally:
         source.close(1000)
 
 
-def test_source_returns_tombstones_keyless_records_and_headers_intact(polled: tuple[Any, list[RawRecord]]) -> None:
-    source, records = polled
+def test_source_returns_tombstones_keyless_records_and_headers_intact(
+    polled: tuple[Any, list[RawRecord], int],
+) -> None:
+    source, records, end = polled
     assert [(r.key, r.value) for r in records] == RECORDS
     assert [r.offset for r in records] == [0, 1, 2, 3]
     assert records[0].headers == (("h", b"1"),) and records[1].headers == ()
     partition = (records[0].topic, 0)
     assert partition in source.assignment()
-    assert source.highwater(partition) == 4
+    # With a transaction its commit marker takes offset 4: never handed out, but the position and
+    # the high watermark are past it (what the loop commits once idle).
+    assert source.highwater(partition) == end and source.position(partition) == end
 
 
 def test_source_construction_fails_with_a_broker_error_when_nobody_answers() -> None:

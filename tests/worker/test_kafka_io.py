@@ -3,12 +3,15 @@ librdkafka producer's fatal error."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import kafka.errors as kafka_errors
 import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message
 
 from worker.confluent_io import ConfluentSink, _records
 from worker.errors import BrokerError, PublishError, SettingsError
-from worker.kafka_io import crc32c_implementation
+from worker.kafka_io import KafkaSource, crc32c_implementation
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
 from worker.settings import load_settings
@@ -141,3 +144,32 @@ def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
     with pytest.raises(BrokerError) as failed:
         _records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
     assert failed.value.fatal and "fenced" in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        kafka_errors.CorruptRecordError("Found invalid record structure: UnicodeDecodeError(...)"),
+        kafka_errors.UnsupportedCodecError("Libraries for lz4 compression codec not found"),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        kafka_errors.IllegalStateError("closed"),
+    ],
+)
+def test_a_batch_kafka_python_cannot_read_rebuilds_the_consumer(error: Exception) -> None:
+    """Found in review: kafka-python keeps a dead iterator for the partition after such an error and
+    never fetches it again; as a transient error the worker sat idle for good, healthy and lag 0."""
+    source = KafkaSource.__new__(KafkaSource)
+    source._consumer = SimpleNamespace(poll=lambda **kw: (_ for _ in ()).throw(error))  # type: ignore[assignment]
+    with pytest.raises(BrokerError) as failed:
+        source.poll(10, 10)
+    assert failed.value.fatal
+
+
+def test_a_broker_away_is_not_fatal_for_kafka_python() -> None:
+    source = KafkaSource.__new__(KafkaSource)
+    source._consumer = SimpleNamespace(
+        poll=lambda **kw: (_ for _ in ()).throw(kafka_errors.KafkaTimeoutError("broker away"))
+    )  # type: ignore[assignment]
+    with pytest.raises(BrokerError) as failed:
+        source.poll(10, 10)
+    assert not failed.value.fatal

@@ -193,6 +193,26 @@ def test_a_swap_to_a_model_whose_events_need_more_is_logged_as_a_warning(
     assert expected and [getattr(r, "changes", None) for r in warned] == [expected]
 
 
+def test_control_records_after_the_last_record_are_committed_past_once_idle(
+    model: LoadedModel, tiny_model: TinyModel
+) -> None:
+    """Found in review: a transactional producer's commit marker takes the offset after its
+    records and is never handed out; the worker committed last record + 1, one short for good (lag
+    1, liveness failing with nothing to do). Idle, it commits the consumer's position past it."""
+    journal: list[str] = []
+    batch = _records(tiny_model, 0, 0, 10, attack=False) + _records(tiny_model, 1, 0, 4, attack=False)
+    source = FakeSource(journal, [batch], ends={("in", 0): 11})
+    config = replace(CONFIG, lag_interval_s=0.0)
+    loop = WorkerLoop(
+        lambda r, a: source, FakeSink(journal), model, WorkerMetrics(CollectorRegistry()), HealthState(), config
+    )
+    for _ in range(5):
+        loop.run_once()
+    # the records first (last record + 1), then, idle with a lag of one, the position past the marker
+    assert source.commits == [{("in", 0): 10, ("in", 1): 4}, {("in", 0): 11}]
+    assert 'kestrel_consumer_lag{partition="0",topic="in"} 0.0' in _exposition(loop)
+
+
 def _exposition(loop: WorkerLoop) -> str:
     return generate_latest(loop.metrics.registry).decode()
 

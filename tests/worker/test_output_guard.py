@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,6 +101,18 @@ def test_an_oversized_anomaly_record_drops_the_event_then_the_details_then_the_i
         out.headers
     ).keys()
     assert out.size <= LIMIT
+
+
+def test_an_event_the_encoder_cannot_write_back_is_left_out_not_a_crash() -> None:
+    """Found in review: an anomalous event with an extra field nested 300 deep (orjson reads 1,024
+    levels, writes 255) raised in the loop and crash-looped every replica."""
+    raw = b'{"a": 1, "trace": ' + b"[" * 300 + b"]" * 300 + b"}"
+    flagged = _flagged({"a": 1})
+    flagged = dataclasses.replace(flagged, anomaly={**flagged.anomaly, "event": orjson.loads(raw)})
+    out = fit_anomaly("anomalies", flagged, "v1", LIMIT)
+    record = orjson.loads(out.value or b"")
+    assert record["event"] is None and record["event_id"] == "e-1" and record["explanation"]["fields"]
+    assert out.headers == [("model_version", b"v1"), ("kestrel.event_dropped", b"unencodable")]
 
 
 sizes = st.sampled_from([0, 1, 100, MIN_REQUEST_BYTES, LIMIT, 3 * LIMIT])

@@ -203,6 +203,39 @@ class _Reader:
         self.reader.close()
 
 
+def test_input_from_a_transactional_producer_is_committed_to_its_end_and_the_worker_stays_live(
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
+) -> None:
+    """Found in review: each transaction's commit marker takes an offset that is never handed out;
+    the worker committed last record + 1, one short for good, so its lag stayed 1 and liveness
+    failed after the no-progress timeout with nothing to do (an orchestrator restarts it for ever)."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=1)
+    events = renumber(tiny_model.normal_events[:40] + tiny_model.attack_events[:10], "tx")
+    producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{topics.group}"})
+    producer.init_transactions(30)
+    for start in (0, 25):  # two transactions: two markers, the last one at the end of the log
+        producer.begin_transaction()
+        for value in events_bytes(events[start : start + 25]):
+            producer.produce(topics.input, value=value, partition=0)
+        producer.commit_transaction(30)
+    end = {0: len(events) + 2}
+    worker = WorkerProcess(
+        tiny_model.path, bootstrap, topics, env={"WORKER_NO_PROGRESS_TIMEOUT_S": "5"}, client=kafka_client
+    )
+    try:
+        worker.wait_ready()
+        wait_for(
+            lambda: committed_offsets(bootstrap, topics.group, topics.input, end) == end, 30, "committed to the end"
+        )
+        assert worker.metric("kestrel_events_total") == len(events)
+        time.sleep(6)  # past the no-progress timeout: nothing is pending, so the worker stays live
+        assert worker.status("/healthz") == 200, worker.log()
+        assert worker.metric("kestrel_consumer_lag") == 0
+    finally:
+        worker.stop_quietly()
+
+
 def test_stop_during_an_outage_is_prompt_and_says_why(kafka_client: str, tiny_model: TinyModel) -> None:
     nobody = f"127.0.0.1:{free_port()}"
     topics = Topics("events", "anomalies", "events.dlq", "g")

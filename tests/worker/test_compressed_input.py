@@ -1,0 +1,84 @@
+"""Input compressed by its producer (gzip, lz4, snappy, zstd; Java producers often use lz4 or zstd)
+is read by both sources, every offset in order.
+
+kafka-python decompresses lz4, snappy and zstd only with optional packages (lz4, python-snappy,
+zstandard; dependencies of the project): without them a compressed batch failed every poll with
+``UnsupportedCodecError`` and the partition stalled while /healthz stayed 200.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer as LibrdkafkaProducer
+from kafka import codec as kafka_codec
+from kafka_harness import Topics, wait_for
+
+from worker.confluent_io import ConfluentSource
+from worker.errors import BrokerError
+from worker.kafka_io import KafkaSource, missing_codecs
+from worker.outcomes import RawRecord
+from worker.settings import KafkaSettings
+
+CODECS = ["gzip", "lz4", "snappy", "zstd"]
+
+
+def test_kafka_python_can_read_every_codec_a_producer_may_use() -> None:
+    assert missing_codecs() == []
+    payload = b'{"id": "e1", "value": 1.5}' * 50
+    for name in CODECS:
+        assert getattr(kafka_codec, f"has_{name}")(), f"kafka-python cannot read {name}"
+        decode, encode = getattr(kafka_codec, f"{name}_decode"), getattr(kafka_codec, f"{name}_encode")
+        assert decode(encode(payload)) == payload, name
+
+
+def test_kafka_source_warns_when_a_codec_is_missing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kafka_codec, "has_lz4", lambda: False)
+    assert "lz4" in missing_codecs()
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1", connect_timeout_ms=300)
+    with caplog.at_level(logging.WARNING, logger="worker.kafka_io"), pytest.raises(BrokerError):
+        KafkaSource(settings, lambda p: None, lambda p: None)
+    (warning,) = [r for r in caplog.records if r.getMessage() == "kafka_codecs_missing"]
+    assert "lz4" in warning.codecs  # type: ignore[attr-defined]
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes], **config: Any) -> None:
+    producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "linger.ms": 5, **config})
+    for value in values:
+        producer.produce(topic, value=value, partition=0)
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+@pytest.mark.parametrize("codec", CODECS)
+def test_source_reads_every_offset_of_a_compressed_batch_between_plain_ones(
+    kafka_broker: Any, client: str, codec: str
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=1)
+    values = [f'{{"n": {i}, "pad": "{"x" * 40}"}}'.encode() for i in range(9)]
+    _produce(bootstrap, topics.input, values[:3])
+    _produce(bootstrap, topics.input, values[3:6], **{"compression.type": codec})
+    _produce(bootstrap, topics.input, values[6:])
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=f"g-{uuid.uuid4().hex}")
+    source: Any = (KafkaSource if client == "kafka-python" else ConfluentSource)(
+        settings, lambda p: None, lambda p: None
+    )
+    got: list[RawRecord] = []
+
+    def more() -> bool:
+        got.extend(source.poll(100, 200))
+        return len(got) >= len(values)
+
+    try:
+        wait_for(more, 30, f"{codec}-compressed records from the broker")
+    finally:
+        source.close(1000)
+    assert [r.offset for r in got] == list(range(len(values)))
+    assert [r.value for r in got] == values
