@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
@@ -24,11 +26,22 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
             write (registry pointers and signatures); ``False`` for files that can be rewritten.
         mode: permission bits of the new file (temporary files start as 0600).
     """
+    with atomic_writer(path, durable=durable, mode=mode) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: Path, *, durable: bool = True, mode: int = 0o644, encoding: str | None = None, newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """A file for ``path``'s new content, written as a stream: it replaces ``path`` in one step when
+    the block ends, and is removed (``path`` left as it was) when the block raises. Binary, or text
+    with ``encoding`` (and ``newline``); ``durable`` and ``mode`` as for :func:`write_atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "wb" if encoding is None else "w", encoding=encoding, newline=newline) as fh:
+            yield fh
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())

@@ -63,3 +63,12 @@ def kafka_broker() -> Iterator[KafkaBroker]:
 def model_dir(tiny_model: TinyModel) -> Path:
     path: Path = tiny_model.path
     return path
+
+
+@pytest.fixture
+def inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working directory is an empty ``tmp_path/here`` (restored after the test)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    return here

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,19 +100,6 @@ def test_fills_an_empty_directory_in_place(content: Content, tmp_path: Path) -> 
     assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
     assert [p.name for p in tmp_path.iterdir()] == ["mount"]
     read_artifact(target)
-
-
-@pytest.fixture
-def inside(tmp_path: Path) -> Iterator[Path]:
-    """The working directory is an empty ``tmp_path/here`` (restored after the test)."""
-    here = tmp_path / "here"
-    here.mkdir()
-    cwd = Path.cwd()
-    os.chdir(here)
-    try:
-        yield here
-    finally:
-        os.chdir(cwd)
 
 
 def test_writes_to_the_working_directory_given_as_dot(content: Content, inside: Path) -> None:

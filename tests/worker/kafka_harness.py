@@ -13,7 +13,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from worker.embedded_broker import free_port
+from worker.kafka_io import KafkaSource
+from worker.outcomes import RawRecord
+from worker.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,6 +112,31 @@ def produce(
 
 def events_bytes(events: Iterable[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(e) for e in events]
+
+
+@contextmanager
+def source_that_read(
+    bootstrap: str, topic: str, client: str, n: int, what: str
+) -> Iterator[tuple[Any, list[RawRecord]]]:
+    """The worker's source for ``client`` (``kafka-python`` or ``confluent``) in a group of its own,
+    once it has polled ``n`` records of ``topic``, and those records; closed on exit."""
+    from worker.confluent_io import ConfluentSource  # noqa: PLC0415 - librdkafka only where a test asks
+
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topic, group_id=f"g-{uuid.uuid4().hex}")
+    source: Any = (KafkaSource if client == "kafka-python" else ConfluentSource)(
+        settings, lambda p: None, lambda p: None
+    )
+    got: list[RawRecord] = []
+
+    def more() -> bool:
+        got.extend(source.poll(100, 200))
+        return len(got) >= n
+
+    try:
+        wait_for(more, 30, what)
+        yield source, got
+    finally:
+        source.close(1000)
 
 
 @dataclass

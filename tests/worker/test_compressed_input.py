@@ -9,18 +9,15 @@ zstandard; dependencies of the project): without them a compressed batch failed 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer as LibrdkafkaProducer
 from kafka import codec as kafka_codec
-from kafka_harness import Topics, wait_for
+from kafka_harness import Topics, source_that_read
 
-from worker.confluent_io import ConfluentSource
 from worker.errors import BrokerError
 from worker.kafka_io import KafkaSource, missing_codecs
-from worker.outcomes import RawRecord
 from worker.settings import KafkaSettings
 
 CODECS = ["gzip", "lz4", "snappy", "zstd"]
@@ -66,19 +63,7 @@ def test_source_reads_every_offset_of_a_compressed_batch_between_plain_ones(
     _produce(bootstrap, topics.input, values[:3])
     _produce(bootstrap, topics.input, values[3:6], **{"compression.type": codec})
     _produce(bootstrap, topics.input, values[6:])
-    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=f"g-{uuid.uuid4().hex}")
-    source: Any = (KafkaSource if client == "kafka-python" else ConfluentSource)(
-        settings, lambda p: None, lambda p: None
-    )
-    got: list[RawRecord] = []
-
-    def more() -> bool:
-        got.extend(source.poll(100, 200))
-        return len(got) >= len(values)
-
-    try:
-        wait_for(more, 30, f"{codec}-compressed records from the broker")
-    finally:
-        source.close(1000)
+    with source_that_read(bootstrap, topics.input, client, len(values), f"{codec}-compressed records") as (_, got):
+        pass
     assert [r.offset for r in got] == list(range(len(values)))
     assert [r.value for r in got] == values

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer as LibrdkafkaProducer
 from fakes import FakePublisher, FakeSink, FakeSource
-from kafka_harness import TopicReader, Topics, wait_for
+from kafka_harness import TopicReader, Topics, source_that_read, wait_for
 
 from worker.confluent_io import ConfluentSink, ConfluentSource, make_confluent_producer
 from worker.errors import BrokerError, PublishError
@@ -335,21 +335,11 @@ def polled(request: pytest.FixtureRequest) -> Iterator[tuple[Any, list[RawRecord
     bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=1)
     _librdkafka_produce(bootstrap, topics.input, RECORDS, transactional=kind == "transaction")
-    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=f"g-{uuid.uuid4().hex}")
-    source: Any = (KafkaSource if client == "kafka-python" else ConfluentSource)(
-        settings, lambda p: None, lambda p: None
-    )
-    got: list[RawRecord] = []
-
-    def more() -> bool:
-        got.extend(source.poll(100, 200))
-        return len(got) >= len(RECORDS)
-
-    wait_for(more, 30, "records from the real broker")
-    try:
+    with source_that_read(bootstrap, topics.input, client, len(RECORDS), "records from the real broker") as (
+        source,
+        got,
+    ):
         yield source, got, end
-    finally:
-        source.close(1000)
 
 
 def test_source_returns_tombstones_keyless_records_and_headers_intact(

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
-import os
 import stat
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from detector.artifact import check_artifact_target
+from detector.atomic_file import atomic_writer
 from detector.errors import ArtifactError, DataError, InvalidEventError, SpecError, UsageError
 from detector.features import DEFAULT_MAX_CATEGORIES
 from detector.model import Detector
@@ -218,14 +216,9 @@ def run_score(args: argparse.Namespace) -> int:
     text = [c for c in (spec.id_field, spec.timestamp_field) if c]
     header = [*([spec.id_field] if spec.id_field else []), "score", "flagged", "nearest_class", "p_value"]
     mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else 0o644  # mkstemp's 0600 would hide it
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise DataError(f"--out {out}: cannot write there ({exc.strerror}: {exc.filename})") from exc
     count = 0
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        with atomic_writer(out, mode=mode, encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(header)
             chunk: list[Record] = []
@@ -238,14 +231,8 @@ def run_score(args: argparse.Namespace) -> int:
                 count += _write_scores(writer, detector, chunk, count, args.data)
             if count == 0:
                 raise DataError(f"{args.data}: no records")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write there ({exc.strerror}: {exc.filename})") from exc
     print(json.dumps({"scored": count, "out": str(out), "model_version": detector.version}))
     return 0
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,19 +126,6 @@ def test_fit_checks_out_again_after_training(
     monkeypatch.setattr("training.cli.commands.fit_detector", fit_then_someone_writes)
     expect_error(capsys, ["fit", str(data), "--out", str(target), *FIT_OPTIONS], "holds other files")
     assert tree(target) == {"notes.txt": b"arrived while training"}
-
-
-@pytest.fixture
-def inside(tmp_path: Path) -> Iterator[Path]:
-    """The working directory is an empty ``tmp_path/here`` (restored after the test)."""
-    here = tmp_path / "here"
-    here.mkdir()
-    cwd = Path.cwd()
-    os.chdir(here)
-    try:
-        yield here
-    finally:
-        os.chdir(cwd)
 
 
 def test_fit_out_dot_writes_the_working_directory(data: Path, inside: Path) -> None:
