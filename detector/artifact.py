@@ -139,9 +139,15 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
     names = sorted(p.name for p in out_dir.iterdir())
     if not names:
         return "empty"
-    ours = {MANIFEST, WEIGHTS} | set(_listed_files(out_dir / MANIFEST))
+    listed = _listed_files(out_dir / MANIFEST)  # none unless the manifest is one of ours
+    ours = {MANIFEST, WEIGHTS} | set(listed) if listed else set()
     others = [n + ("/" if (out_dir / n).is_dir() else "") for n in names if n not in ours]
-    if MANIFEST in names and not others:
+    if listed and not others:
+        if out_dir == Path.cwd().resolve():
+            raise ArtifactError(
+                f"{given} is the working directory: replacing it would leave this shell in a deleted"
+                " directory; write the model from its parent directory"
+            )
         return "artifact"
     shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
     raise ArtifactError(

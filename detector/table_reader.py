@@ -167,11 +167,12 @@ def _check_delimiter(header: list[str], path: Path, delimiter: str) -> None:
     if not found[other]:
         return
     shown = header[0] if len(header[0]) <= 40 else header[0][:37] + "..."
-    expected = (
-        "a .tsv file is read tab-separated (name a comma-separated file .csv)"
-        if delimiter == "\t"
-        else "expected comma-separated CSV (name a tab-separated file .tsv)"
-    )
+    if delimiter == "\t":
+        expected = "a .tsv file is read tab-separated (name a comma-separated file .csv)"
+    elif other == "\t":
+        expected = "expected comma-separated CSV (name a tab-separated file .tsv)"
+    else:
+        expected = "expected comma-separated CSV (save it with commas, or tab-separated as .tsv)"
     raise DataError(f"{path}: looks {_DELIMITERS[other]}-delimited (its header is one column, {shown!r}); {expected}")
 
 

@@ -24,6 +24,17 @@ class BrokerError(WorkerError):
         self.fatal = fatal
 
 
+class UnreadableBatchError(BrokerError):
+    """The client cannot read a fetched batch of one partition (a corrupt record, a header name
+    that is not UTF-8, a codec not installed): that partition was paused at ``offset``, before the
+    batch's unread records, and the others go on (not fatal)."""
+
+    def __init__(self, message: str, *, partition: tuple[str, int], offset: int) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.offset = offset
+
+
 class PublishError(BrokerError):
     """Some produced records were not acknowledged by the broker in time."""
 

@@ -20,7 +20,7 @@ from kafka.errors import CorruptRecordError, IllegalStateError, KafkaError, Unsu
 from kafka.record import util as record_util
 from kafka.structs import OffsetAndMetadata
 
-from worker.errors import BrokerError, CommitError, PublishError
+from worker.errors import BrokerError, CommitError, PublishError, UnreadableBatchError
 from worker.outcomes import RawRecord
 from worker.settings import KafkaSettings
 
@@ -52,12 +52,14 @@ def missing_codecs() -> list[str]:
 
 
 def _fatal(exc: KafkaError) -> bool:
-    """A closed or broken client is fatal, and so is a fetched batch the client cannot read (a
-    corrupt record, a header name that is not UTF-8, a codec not installed): kafka-python then
-    keeps a dead iterator for the partition and never fetches it again, so only a new consumer
-    reads on (the loop rebuilds it, counted and logged). Other errors (a commit refused after a
-    rebalance, a broker away) clear by themselves, or by the loop's rebuild after repeated failures."""
-    return isinstance(exc, (IllegalStateError, CorruptRecordError, UnsupportedCodecError))
+    """Only a closed or broken client is fatal: other errors (a commit refused after a rebalance,
+    a broker away) clear by themselves, or by the loop's rebuild after repeated failures."""
+    return isinstance(exc, IllegalStateError)
+
+
+#: What kafka-python raises when it cannot read a fetched batch: a record that does not parse (a
+#: header name that is not UTF-8), a bad checksum, a codec that is not installed.
+_UNREADABLE = (CorruptRecordError, UnsupportedCodecError, UnicodeDecodeError, ValueError, TypeError)
 
 
 def _timestamp(value: int | None) -> int:
@@ -186,10 +188,10 @@ class KafkaSource:
         """
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except _UNREADABLE as exc:
+            raise self._set_aside(exc) from exc
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
-        except (UnicodeDecodeError, ValueError, TypeError) as exc:  # a record the client cannot parse
-            raise BrokerError(f"poll failed on an unparseable record: {type(exc).__name__}: {exc}", fatal=True) from exc
         return [
             RawRecord(
                 m.topic,
@@ -204,6 +206,32 @@ class KafkaSource:
             for messages in batches.values()
             for m in messages
         ]
+
+    def _set_aside(self, exc: Exception) -> BrokerError:
+        """Pause the partition whose fetched batch the client cannot read, and say where.
+
+        kafka-python decodes a batch from its first record and keeps the failed iterator in its
+        fetcher, after which it never fetches that partition again and hands out nothing: every
+        partition of the consumer stalls, silently. A seek past the record does not help (the batch
+        is decoded from its start again). So the partition is paused at the failed record, the
+        dead iterator dropped, and the other partitions go on. Reads kafka-python's fetcher state
+        (pinned ``<4``; ``tests/worker/test_worker_faults.py`` holds it to the real client); when
+        that state is not there, the error is fatal and the loop rebuilds the consumer.
+        """
+        text = f"{type(exc).__name__}: {exc}"
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        stuck = getattr(fetcher, "_next_partition_records", None)
+        tp = getattr(stuck, "topic_partition", None)
+        offset = getattr(stuck, "next_fetch_offset", None)
+        if not isinstance(tp, TopicPartition) or not isinstance(offset, int):
+            return BrokerError(f"poll failed on a batch the client cannot read: {text}", fatal=True)
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+        self._consumer.pause(tp)
+        return UnreadableBatchError(
+            f"partition {tp.topic}[{tp.partition}] paused at offset {offset}: the client cannot read it ({text})",
+            partition=(tp.topic, tp.partition),
+            offset=offset,
+        )
 
     def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
         """Commit ``offsets`` (the next offset to read per partition), blocking.

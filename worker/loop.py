@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from worker.broker_health import Backoff, ClientHealth
-from worker.errors import BrokerError, CommitError, PublishError
+from worker.errors import BrokerError, CommitError, PublishError, UnreadableBatchError
 from worker.latency import event_time_lags, processing_latencies
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel
@@ -151,6 +151,8 @@ class WorkerLoop:
         self._source_factory = source_factory
         #: Partitions revoked by a rebalance and not assigned again since.
         self._revoked: set[Partition] = set()
+        #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
+        self._unreadable: dict[Partition, int] = {}
         self._source: Source | None = None
         #: Bumped for each consumer built or dropped: callbacks of a consumer since closed are ignored.
         self._source_generation = 0
@@ -275,6 +277,7 @@ class WorkerLoop:
         source, self._source = self._source, None
         self._source_generation += 1  # its callbacks (librdkafka: on a closing thread) change nothing now
         self._offsets.forget_all()
+        self._forget_unreadable(self._unreadable)
         self._consumer_health.rebuilt()
         self._commit_health.succeeded()
         self.metrics.client_rebuilds.labels("consumer").inc()
@@ -304,6 +307,16 @@ class WorkerLoop:
                 # Idle with nothing committed, the probe has no offsets to re-commit: a known
                 # coordinator is the sign the broker is back (else readiness stays off for good).
                 self._broker_succeeded()
+        except UnreadableBatchError as exc:
+            # One partition set aside (paused at the record the client cannot read); records
+            # already returned, of it and of the others, are processed as usual.
+            if self._unreadable.get(exc.partition) != exc.offset:
+                logger.error(
+                    "partition_unreadable",
+                    extra={"partition": exc.partition, "offset": exc.offset, "error": str(exc)},
+                )
+            self._unreadable[exc.partition] = exc.offset
+            self.metrics.unreadable_partitions.set(len(self._unreadable))
         except BrokerError as exc:
             # Records already returned by an earlier poll are past the consumer's position:
             # they must be processed, or a later commit would skip them.
@@ -463,8 +476,8 @@ class WorkerLoop:
         transactional producer's commit markers take an offset and are never handed out). Commit
         the position, else the lag stays at 1 for good and liveness fails with nothing to do.
         Returns whether it committed."""
-        if self._in_flight is not None or self._sink.pending:
-            return False
+        if self._in_flight is not None or self._sink.pending or self._abandoned or self._stop.is_set():
+            return False  # a batch given up under WORKER_UNDELIVERABLE_POLICY=stop is never committed past
         committed = self._offsets.committed_in(self._owned(source))
         ahead = {}
         for partition, lag in self._lag.items():
@@ -517,6 +530,7 @@ class WorkerLoop:
             # finish (else their next owner reads them again: at-least-once, not lost).
             self._finish_if_acknowledged(self.config.revoke_flush_timeout_s)
         self._revoked |= set(partitions)
+        self._forget_unreadable(partitions)
         offsets = self._offsets.revoke(partitions)
         timeout_ms = self.config.commit_timeout_ms
         if stopping:  # leaving the group on stop: what is left of the drain time, at least a moment
@@ -564,8 +578,17 @@ class WorkerLoop:
             lag = {} if source is None else self._offsets.lag(source.assignment(), source.highwater)
             self.metrics.set_lag(lag, set(self._lag) - set(lag))
             self._lag = lag
-        if not self._offsets.work_pending(self._lag) and not self._sink.pending and self._in_flight is None:
+        # A partition set aside at a record the client cannot read shows its lag, but is not work a
+        # restart could do: it would read the same record (liveness holds; alert on the lag).
+        lag = {p: v for p, v in self._lag.items() if p not in self._unreadable} if self._unreadable else self._lag
+        if not self._offsets.work_pending(lag) and not self._sink.pending and self._in_flight is None:
             self.health.progressed()
+
+    def _forget_unreadable(self, partitions: Iterable[Partition]) -> None:
+        """A new consumer (or owner) of these partitions reads them afresh."""
+        for partition in list(partitions):
+            self._unreadable.pop(partition, None)
+        self.metrics.unreadable_partitions.set(len(self._unreadable))
 
     def _count(
         self, result: BatchResult, given_up: list[Undeliverable], threshold: float, read_at: float, acked_at: float

@@ -115,6 +115,11 @@ class WorkerMetrics:
         self.commit_failures = Counter("kestrel_commit_failures", "Failed offset commits.", registry=r)
         self.broker_errors = Counter("kestrel_broker_errors", "Broker connection errors and retries.", registry=r)
         self.ready = Gauge("kestrel_ready", "1 when ready to process.", registry=r)
+        self.unreadable_partitions = Gauge(
+            "kestrel_unreadable_partitions",
+            "Input partitions paused at a record the Kafka client cannot read (kafka-python).",
+            registry=r,
+        )
         self.threshold = Gauge("kestrel_threshold", "Live model threshold.", registry=r)
         self.target_flag_rate = Gauge("kestrel_target_flag_rate", "Live model calibrated target FPR.", registry=r)
         self.flag_rate = Gauge("kestrel_flag_rate", "Share of the last 10,000 scored events flagged.", registry=r)

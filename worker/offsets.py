@@ -43,8 +43,9 @@ class OffsetBook:
                 self._processed[key] = offset + 1
 
     def advanced(self, positions: Mapping[Partition, int]) -> None:
-        """Mark partitions processed up to ``positions`` where nothing polled lies below them
-        (the consumer skipped control records past the last record processed)."""
+        """Mark partitions processed up to ``positions`` (the consumer skipped control records past
+        the last record processed). The caller guarantees that nothing polled below them is still
+        unprocessed: nothing in flight, nothing uncommitted, nothing given up."""
         for key, offset in positions.items():
             if offset > self._processed.get(key, self._committed.get(key, 0)):
                 self._processed[key] = offset

@@ -57,9 +57,13 @@ def test_refuses_a_directory_with_a_manifest_that_is_not_ours(content: Content, 
     target.mkdir()
     (target / MANIFEST).write_text('{"name": "app", "icons": []}', encoding="utf-8")
     (target / "index.html").write_text("<html/>", encoding="utf-8")
-    with pytest.raises(ArtifactError, match=r"holds other files .*\(index.html\)"):
+    with pytest.raises(ArtifactError, match=r"holds other files .*\(index.html, manifest.json\)"):
         write_artifact(target, *content)
     assert (target / MANIFEST).read_text(encoding="utf-8") == '{"name": "app", "icons": []}'
+    (target / "index.html").unlink()  # found in review: a foreign manifest alone was replaced
+    with pytest.raises(ArtifactError, match=r"holds other files .*\(manifest.json\)"):
+        write_artifact(target, *content)
+    assert [p.name for p in target.iterdir()] == [MANIFEST]
 
 
 def test_refuses_a_file_and_keeps_it(content: Content, tmp_path: Path) -> None:
@@ -105,9 +109,13 @@ def test_fills_an_empty_directory_in_place(content: Content, tmp_path: Path) -> 
 def test_writes_to_the_working_directory_given_as_dot(content: Content, inside: Path) -> None:
     assert write_artifact(Path("."), *content) == Path(".")
     read_artifact(inside)
-    write_artifact(Path("."), content[0] | {"training": {"second": True}}, content[1])  # replaces the artifact
-    assert read_artifact(inside)[0]["training"] == {"second": True}
+    # Found in review: replacing the working directory itself left the shell in a deleted one.
+    with pytest.raises(ArtifactError, match="is the working directory"):
+        write_artifact(Path("."), content[0] | {"training": {"second": True}}, content[1])
+    assert read_artifact(inside)[0].get("training") != {"second": True}
     assert sorted(p.name for p in inside.parent.iterdir()) == ["here"]
+    with pytest.raises(ArtifactError, match="is the working directory"):
+        write_artifact(Path("../here"), *content)  # the same directory, by another path
 
 
 def test_writes_readable_modes_whatever_the_umask(content: Content, tmp_path: Path) -> None:

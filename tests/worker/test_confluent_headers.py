@@ -4,6 +4,7 @@ the librdkafka worker scores them with a marker header instead of crashing on ev
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -116,3 +117,38 @@ def test_the_librdkafka_worker_survives_a_header_name_that_is_not_utf8(
     finally:
         worker.stop_quietly()
         dlq.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_the_kafka_python_worker_sets_aside_the_partition_it_cannot_read_and_reads_the_others(
+    kafka_broker: Any, tiny_model: TinyModel
+) -> None:
+    """Found in review: kafka-python keeps a dead iterator after a batch it cannot read and never
+    fetches again, so the whole consumer stalled silently (healthy, lag 0). The partition is now
+    paused at the record (the client decodes a batch from its start, so it cannot skip it), the
+    others are read and committed to their ends, and liveness holds."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=3)
+    events = events_bytes(renumber(tiny_model.normal_events[:30], "k"))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    for i, value in enumerate(events):  # event 9 is partition 0's offset 3
+        headers = [(_RawName(), b"v")] if i == 9 else []
+        producer.send(topics.input, value=value, partition=i % 3, headers=headers).get(10)
+    producer.close()
+    ends, expected = {0: 10, 1: 10, 2: 10}, {0: 3, 1: 10, 2: 10}
+    worker = WorkerProcess(
+        tiny_model.path, bootstrap, topics, env={"WORKER_NO_PROGRESS_TIMEOUT_S": "5"}, client="kafka-python"
+    )
+    try:
+        worker.wait_ready()
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == expected, 60, "committed")
+        wait_for(lambda: worker.metric("kestrel_unreadable_partitions") == 1, 10, "the partition set aside")
+        time.sleep(6)  # past the no-progress timeout: the set-aside partition is not pending work
+        assert worker.process.poll() is None and worker.status("/healthz") == 200, worker.log()
+        assert committed_offsets(bootstrap, topics.group, topics.input, ends) == expected
+        assert worker.metric("kestrel_events_total") == 23  # 3 + 10 + 10
+        log = worker.log()
+        assert log.count("partition_unreadable") == 1 and "paused at offset 3" in log
+    finally:
+        worker.stop_quietly()

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import kafka.errors as kafka_errors
 import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message
+from kafka import TopicPartition
 
 from worker.confluent_io import ConfluentSink, _records
-from worker.errors import BrokerError, PublishError, SettingsError
+from worker.errors import BrokerError, PublishError, SettingsError, UnreadableBatchError
 from worker.kafka_io import KafkaSource, crc32c_implementation
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
@@ -146,30 +147,45 @@ def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
     assert failed.value.fatal and "fenced" in str(failed.value)
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        kafka_errors.CorruptRecordError("Found invalid record structure: UnicodeDecodeError(...)"),
-        kafka_errors.UnsupportedCodecError("Libraries for lz4 compression codec not found"),
-        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
-        kafka_errors.IllegalStateError("closed"),
-    ],
-)
-def test_a_batch_kafka_python_cannot_read_rebuilds_the_consumer(error: Exception) -> None:
-    """Found in review: kafka-python keeps a dead iterator for the partition after such an error and
-    never fetches it again; as a transient error the worker sat idle for good, healthy and lag 0."""
+UNREADABLE = [
+    kafka_errors.CorruptRecordError("Found invalid record structure: UnicodeDecodeError(...)"),
+    kafka_errors.UnsupportedCodecError("Libraries for lz4 compression codec not found"),
+    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+]
+
+
+def _raising(error: Exception, fetcher: object = None) -> KafkaSource:
     source = KafkaSource.__new__(KafkaSource)
-    source._consumer = SimpleNamespace(poll=lambda **kw: (_ for _ in ()).throw(error))  # type: ignore[assignment]
-    with pytest.raises(BrokerError) as failed:
+    paused: list[TopicPartition] = []
+    consumer = SimpleNamespace(
+        poll=lambda **kw: (_ for _ in ()).throw(error), _fetcher=fetcher, pause=paused.append, paused=paused
+    )
+    source._consumer = consumer  # type: ignore[assignment]
+    return source
+
+
+@pytest.mark.parametrize("error", UNREADABLE)
+def test_a_batch_kafka_python_cannot_read_sets_its_partition_aside(error: Exception) -> None:
+    """Found in review: kafka-python keeps a dead iterator after such an error and never fetches
+    again; as a transient error the worker sat idle for good, healthy and lag 0."""
+    stuck = SimpleNamespace(topic_partition=TopicPartition("in", 2), next_fetch_offset=7)
+    fetcher = SimpleNamespace(_next_partition_records=stuck)
+    source = _raising(error, fetcher)
+    with pytest.raises(UnreadableBatchError) as failed:
         source.poll(10, 10)
-    assert failed.value.fatal
+    assert (failed.value.partition, failed.value.offset, failed.value.fatal) == (("in", 2), 7, False)
+    assert "partition in[2] paused at offset 7" in str(failed.value)
+    assert fetcher._next_partition_records is None and source._consumer.paused == [TopicPartition("in", 2)]
+
+
+@pytest.mark.parametrize("error", [*UNREADABLE, kafka_errors.IllegalStateError("closed")])
+def test_without_the_fetchers_state_such_a_batch_rebuilds_the_consumer(error: Exception) -> None:
+    with pytest.raises(BrokerError) as failed:
+        _raising(error).poll(10, 10)
+    assert failed.value.fatal and not isinstance(failed.value, UnreadableBatchError)
 
 
 def test_a_broker_away_is_not_fatal_for_kafka_python() -> None:
-    source = KafkaSource.__new__(KafkaSource)
-    source._consumer = SimpleNamespace(
-        poll=lambda **kw: (_ for _ in ()).throw(kafka_errors.KafkaTimeoutError("broker away"))
-    )  # type: ignore[assignment]
     with pytest.raises(BrokerError) as failed:
-        source.poll(10, 10)
+        _raising(kafka_errors.KafkaTimeoutError("broker away")).poll(10, 10)
     assert not failed.value.fatal

@@ -282,3 +282,19 @@ def test_a_stop_with_an_abandoned_batch_in_flight_commits_nothing_after_it(model
     assert loop.run() is False
     assert source.commits == [] and source.closed
     assert loop.metrics.dead_letters_undeliverable._value.get() == 1
+
+
+def test_an_abandoned_batch_is_not_committed_past_as_control_records(model: LoadedModel) -> None:
+    """Found in review: once idle, the commit past transaction markers committed the consumer's
+    position over a batch given up under WORKER_UNDELIVERABLE_POLICY=stop."""
+    journal: list[str] = []
+    sink = FakeSink(journal, max_request_bytes=1000, max_attempts=2)
+    sink.auto_ack = True
+    source = FakeSource(journal, [[_poison(0, b"k", b"{bad")], [], [_poison(1, b"k", b"x" * 5000)]])
+    loop = _loop(model, source, sink, replace(CONFIG, undeliverable="stop", lag_interval_s=0.0))
+    for _ in range(8):
+        if loop.stop_reason != "not stopped":
+            break
+        loop.run_once()
+    assert loop.stop_reason == "undeliverable_output"
+    assert source.commits == [{("in", 0): 1}]

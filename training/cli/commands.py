@@ -73,12 +73,13 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
         except SpecError as exc:
             raise SpecError(f"{args.data}: {exc}") from exc
     check_values(rows, flags, spec, args.data)
-    if args.label_column:
-        blank = next((i for i, r in enumerate(rows) if not flags[i] and r.get(args.label_column) in (None, "")), None)
+    label = spec.label_field
+    if label:  # --label-column, or a --spec's label_field
+        blank = next((i for i, r in enumerate(rows) if not flags[i] and r.get(label) in (None, "")), None)
         if blank is not None:
             raise DataError(
-                f"{args.data}: row {blank + 1}: normal row with an empty normal-class label in {args.label_column!r}"
-                " (give every normal row its class, or leave out --label-column)"
+                f"{args.data}: row {blank + 1}: normal row with an empty normal-class label in {label!r}"
+                " (give every normal row its class, or train without class labels)"
             )
     return normals, rows, flags, spec
 
