@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from detector.errors import DetectorError
 from detector.signing import Ed25519PublicKey, load_public_key
 from worker.errors import SettingsError
-from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer
+from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer, missing_codecs
 from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
 from worker.loop import LoopConfig, PartitionsCallback, Source, SourceFactory, WorkerLoop
@@ -126,6 +126,18 @@ def _clients(settings: WorkerSettings) -> tuple[SourceFactory, Sink, str]:
     return build, KafkaSink(lambda: make_producer(settings.kafka)), crc32c_implementation()
 
 
+def warn_about_kafka_python(crc: str) -> None:
+    """At start-up, what kafka-python lacks here: its C checksum (the pure-Python one costs ~10x in
+    consumer CPU) and its lz4/snappy/zstd codecs (a batch in a missing one cannot be read, and its
+    partition is set aside). ``crc`` is ``librdkafka`` on the other client: nothing to say."""
+    if crc == "python":
+        logger.warning("kafka_crc32c_pure_python", extra={"hint": "pip install crc32c (~10x faster consuming)"})
+    if crc != "librdkafka" and (missing := missing_codecs()):
+        logger.warning(
+            "kafka_codecs_missing", extra={"codecs": missing, "hint": "pip install lz4 python-snappy zstandard"}
+        )
+
+
 def _loop_config(settings: WorkerSettings) -> LoopConfig:
     return LoopConfig(
         output_topic=settings.kafka.output_topic,
@@ -178,8 +190,7 @@ def run(settings: WorkerSettings) -> int:
     metrics, health = WorkerMetrics(), HealthState(no_progress_after_s=settings.no_progress_timeout_s)
     client = settings.kafka_client.value
     metrics.build_info.labels(client, crc).set(1)
-    if crc == "python":
-        logger.warning("kafka_crc32c_pure_python", extra={"hint": "pip install crc32c (~10x faster consuming)"})
+    warn_about_kafka_python(crc)
     try:
         server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port)
     except OSError as exc:

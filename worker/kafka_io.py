@@ -46,7 +46,7 @@ def crc32c_implementation() -> str:
 
 def missing_codecs() -> list[str]:
     """Compression codecs kafka-python cannot decompress here (their packages are dependencies):
-    a batch in one of them fails every poll with ``UnsupportedCodecError`` and its partition stalls."""
+    a batch in one of them cannot be read and its partition is set aside (``KafkaSource._set_aside``)."""
     readable = {"lz4": kafka_codec.has_lz4(), "snappy": kafka_codec.has_snappy(), "zstd": kafka_codec.has_zstd()}
     return [name for name, ok in readable.items() if not ok]
 
@@ -158,10 +158,6 @@ class KafkaSource:
         #: Commits asked for inside the revoke callback (see :class:`_Listener`), else ``None``.
         self._collected: dict[Partition, int] | None = None
         self._collected_timeout_ms = REQUEST_TIMEOUT_MS
-        if missing := missing_codecs():
-            logger.warning(
-                "kafka_codecs_missing", extra={"codecs": missing, "hint": "pip install lz4 python-snappy zstandard"}
-            )
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
