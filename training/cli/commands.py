@@ -175,8 +175,7 @@ def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
         check_artifact_target(args.out)
     except ArtifactError as exc:
         raise ArtifactError(f"--out {exc}") from exc
-    # Absolute before saving: replacing the working directory (--out .) leaves the process in the old one.
-    report = args.report.absolute() if args.report else None
+    report = args.report
     normals, rows, flags, spec = read_normals(args)
     if not args.spec:
         warn_about_key_columns(normals, spec)
