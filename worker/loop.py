@@ -481,7 +481,7 @@ class WorkerLoop:
         committed = self._offsets.committed_in(self._owned(source))
         ahead = {}
         for partition, lag in self._lag.items():
-            if lag > 0 and partition in committed:
+            if lag > 0 and partition in committed and partition not in self._unreadable:  # paused: no position news
                 position = source.position(partition)
                 if position is not None and position > committed[partition]:
                     ahead[partition] = position
