@@ -11,11 +11,13 @@ incompatible model, or a metrics port that cannot be bound. The last log line is
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from detector.errors import DetectorError
 from detector.signing import Ed25519PublicKey, load_public_key
-from worker.errors import SettingsError
+from worker.errors import NoLiveVersionError, SettingsError
 from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer, missing_codecs
 from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
@@ -169,6 +171,64 @@ def _start_watcher(settings: WorkerSettings, loop: WorkerLoop, metrics: WorkerMe
     return watcher
 
 
+class _Stopper:
+    """SIGTERM / SIGINT, from start-up on: stops the wait for a first model, then the loop."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()  # for waiting on; set shortly after the signal
+        self.signalled = False  # set by the handler itself, before it returns
+        self.reason = "signal"
+        self._loop: WorkerLoop | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def attach(self, loop: WorkerLoop) -> None:
+        """From now on a signal stops ``loop`` (at once if one came before)."""
+        self._loop = loop
+        if self.signalled:
+            loop.request_stop(self.reason)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Neither Event.set() nor request_stop() here: the handler runs on the main thread, possibly
+        # inside an Event.wait() holding the Event's lock, which set() would then wait for forever.
+        if not self.signalled:
+            self.reason = signal.Signals(signum).name
+        self.signalled = True
+        loop = self._loop
+        target = self.requested.set if loop is None else functools.partial(loop.request_stop, self.reason)
+        threading.Thread(target=target, name="stop-request", daemon=True).start()
+
+
+def _wait_for_live_model(settings: WorkerSettings, health: HealthState, stopper: _Stopper) -> LoadedModel | None:
+    """``--registry`` with nothing promoted yet: alive and not ready, the registry read again every
+    ``WORKER_RELOAD_INTERVAL_S`` until a version is live (``None`` when stopped first).
+
+    Raises:
+        DetectorError / OSError: the version promoted meanwhile cannot be loaded.
+    """
+    logger.warning(
+        "waiting_for_live_model",
+        extra={
+            "registry": str(settings.registry_dir),
+            "hint": "promote a version: python -m training registry promote VERSION --registry DIR",
+        },
+    )
+    next_look = time.monotonic() + settings.reload_interval_s
+    while not stopper.requested.wait(min(1.0, max(0.0, next_look - time.monotonic()))):
+        health.tick()
+        health.progressed()  # nothing can be pending: the worker has not joined its group
+        if time.monotonic() < next_look:
+            continue
+        next_look = time.monotonic() + settings.reload_interval_s
+        try:
+            return _load_initial_model(settings)
+        except NoLiveVersionError:
+            continue
+    return None
+
+
 def run(settings: WorkerSettings) -> int:
     """Run the worker with ``settings`` until stopped; return the exit code."""
     torch.set_num_threads(settings.torch_threads)
@@ -176,12 +236,16 @@ def run(settings: WorkerSettings) -> int:
     # core makes every small matrix product wait for busy cores under contention (measured 14 ms
     # instead of 0.04 ms per batch on a loaded 2-core machine).
     threadpool_limits(limits=settings.torch_threads, user_api="blas")
+    stopper = _Stopper()
+    stopper.install()
+    model: LoadedModel | None = None
     try:
         model = _load_initial_model(settings)
+    except NoLiveVersionError:
+        pass  # waited for below, once the probes are served
     except (DetectorError, OSError) as exc:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
-    logger.info("model_loaded", extra={"model_version": model.detector.version, "seconds": model.load_seconds})
     try:
         source_factory, sink, crc = _clients(settings)
     except SettingsError as exc:
@@ -197,18 +261,39 @@ def run(settings: WorkerSettings) -> int:
         print(f"error: cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: {exc}", file=sys.stderr)
         return 2
     server.start()
+    try:
+        return _serve(settings, model, source_factory, sink, metrics, health, stopper, server.port, crc)
+    finally:
+        server.stop()
+
+
+def _serve(
+    settings: WorkerSettings,
+    model: LoadedModel | None,
+    source_factory: SourceFactory,
+    sink: Sink,
+    metrics: WorkerMetrics,
+    health: HealthState,
+    stopper: _Stopper,
+    port: int,
+    crc: str,
+) -> int:
+    """With the probes served: the first model (waited for if need be), then the loop until stopped."""
+    if model is None:
+        try:
+            model = _wait_for_live_model(settings, health, stopper)
+        except (DetectorError, OSError) as exc:
+            print(f"error: cannot load the model: {exc}", file=sys.stderr)
+            return 2
+    if model is None or stopper.signalled:
+        logger.info("worker_stopped", extra={"reason": stopper.reason, "clean": True, "exit_code": 0})
+        return 0
+    logger.info("model_loaded", extra={"model_version": model.detector.version, "seconds": model.load_seconds})
     loop = WorkerLoop(source_factory, sink, model, metrics, health, _loop_config(settings))
-
-    def on_signal(signum: int, frame: object) -> None:
-        # Not request_stop() here: the handler runs on the main thread, possibly inside the loop's
-        # Event.wait() holding the Event's lock, which Event.set() would then wait for forever.
-        name = signal.Signals(signum).name
-        threading.Thread(target=loop.request_stop, args=(name,), name="stop-request", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopper.attach(loop)
     watcher = _start_watcher(settings, loop, metrics)
-    logger.info("worker_started", extra={"metrics_port": server.port, "kafka_client": client, "crc32c": crc})
+    client = settings.kafka_client.value
+    logger.info("worker_started", extra={"metrics_port": port, "kafka_client": client, "crc32c": crc})
     # Everything built so far (torch, numpy, the clients, the model) lives as long as the process:
     # out of the collector's reach, a full collection walks only what the loop allocates (measured:
     # 75-100 ms pauses every few seconds at 20k events/s otherwise, a p99 latency spike).
@@ -222,7 +307,6 @@ def run(settings: WorkerSettings) -> int:
     finally:
         if watcher is not None:
             watcher.stop()
-        server.stop()
     code = 0 if clean else 1
     logger.info("worker_stopped", extra={"reason": loop.stop_reason, "clean": clean, "exit_code": code})
     return code

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detector.errors import DetectorError
+from detector.errors import ArtifactError, DetectorError
 
 
 class WorkerError(DetectorError):
@@ -45,3 +45,8 @@ class CommitError(BrokerError):
 
 class BrokerStartError(WorkerError):
     """The embedded broker could not be started."""
+
+
+class NoLiveVersionError(WorkerError, ArtifactError):
+    """The model registry has no live version yet (nothing promoted): a worker started with
+    ``--registry`` waits for one, alive and not ready."""

@@ -11,6 +11,7 @@ from detector.errors import ArtifactError
 from detector.model import Detector
 from detector.registry import ModelRegistry
 from detector.signing import Ed25519PublicKey, verify_signature
+from worker.errors import NoLiveVersionError
 from worker.typed_decode import TypedDecoder
 
 
@@ -70,7 +71,8 @@ def load_live_model(registry_dir: Path, public_key: Ed25519PublicKey | None = No
     name, a registered version, a directory inside the registry, a manifest of that version.
 
     Raises:
-        ArtifactError: no registry, no live version, or an artifact that fails those checks.
+        NoLiveVersionError: nothing promoted yet.
+        ArtifactError: no registry, or an artifact that fails those checks.
         RegistryError: a malformed pointer or one naming an unregistered version.
     """
     if not registry_dir.is_dir():
@@ -78,7 +80,7 @@ def load_live_model(registry_dir: Path, public_key: Ed25519PublicKey | None = No
     registry = ModelRegistry(registry_dir, public_key=public_key)
     version = registry.live_version()
     if version is None:
-        raise ArtifactError(f"registry {registry_dir}: no live version (promote one first)")
+        raise NoLiveVersionError(f"registry {registry_dir}: no live version (promote one first)")
     return load_registry_version(registry, registry_dir, version)
 
 

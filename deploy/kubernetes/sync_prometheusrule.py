@@ -3,7 +3,7 @@
 The rule file is the single source of truth (compose mounts it, promtool tests it); the
 Prometheus Operator needs the same groups wrapped in a ``PrometheusRule``. Run after editing the
 rules: ``python deploy/kubernetes/sync_prometheusrule.py``; ``--check`` exits 1 when the generated
-file is stale (tests/deploy/test_kubernetes.py does the same comparison). Needs PyYAML.
+file is stale (tests/deploy/test_kubernetes_manifests.py does the same comparison). Needs PyYAML.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
 import re
 import subprocess
 import tomllib
@@ -106,6 +107,24 @@ def test_constraints_file_pins_exact_versions_only() -> None:
     assert not set(names) & {canonicalize_name(n) for n in NOT_RUNTIME}
     assert not [n for n in names if n.startswith("nvidia-")]
     assert {"crc32c", "confluent-kafka"} <= set(names)
+
+
+def test_constraints_pin_every_requirement_of_torch() -> None:
+    """torch is installed without its dependencies; the project's install brings them, pinned."""
+    pins = _pins()
+    requires = [Requirement(text) for text in importlib.metadata.requires("torch") or []]
+    needed = {canonicalize_name(r.name) for r in requires if r.marker is None or r.marker.evaluate()}
+    assert needed, "torch's metadata lists its requirements"
+    assert not needed - set(pins), f"torch's requirements not pinned: {sorted(needed - set(pins))}"
+    torch_run = next(c.value[0] for c in _commands() if c.cmd == "RUN" and "torch==" in c.value[0])
+    assert "--no-deps" in torch_run, torch_run
+
+
+def test_the_image_runs_the_librdkafka_client() -> None:
+    """The README and operations.md call librdkafka the image's client: the image sets it."""
+    runtime = _commands()[[i for i, c in enumerate(_commands()) if c.cmd == "FROM"][-1] :]
+    env = {c.value[i]: c.value[i + 1] for c in runtime if c.cmd == "ENV" for i in range(0, len(c.value), 2)}
+    assert env["WORKER_KAFKA_CLIENT"] == "confluent"
 
 
 def test_constraints_pin_every_runtime_dependency_within_its_range() -> None:

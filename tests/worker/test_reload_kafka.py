@@ -153,3 +153,50 @@ def test_hot_reload_while_streaming(kafka_broker: Any, tiny_model: TinyModel, tm
     finally:
         out.close()
         worker.stop_quietly()
+
+
+def test_waits_alive_and_not_ready_for_a_first_promotion(
+    kafka_broker: Any, tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """A registry with nothing promoted: the worker serves its probes (alive, not ready), consumes
+    nothing, and starts on the version promoted later; every event produced meanwhile is scored once."""
+    bootstrap = kafka_broker.bootstrap_servers
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.add(tiny_model.path)
+    topics = Topics.unique(bootstrap)
+    events = _phase([*tiny_model.normal_events, *tiny_model.attack_events], "w", 300)
+    ends = produce(bootstrap, topics.input, events_bytes(events))
+    worker = RegistryWorker(
+        registry.storage.local_path("LIVE").parent, bootstrap, topics, env={"WORKER_RELOAD_INTERVAL_S": "0.2"}
+    )
+    try:
+        wait_for(lambda: worker.status("/healthz") == 200, 30, "liveness while waiting")
+        assert worker.status("/readyz") == 503
+        wait_for(lambda: "waiting_for_live_model" in worker.log(), 10, "the wait logged")
+        assert worker.process.poll() is None
+        assert committed_offsets(bootstrap, topics.group, topics.input, ends) == {p: 0 for p in ends}
+        assert worker.metric("kestrel_events_total") == 0
+        registry.promote(tiny_model.version, "first model")
+        wait_for(lambda: worker.status("/readyz") == 200, 60, "ready after the promotion")
+        assert worker.model_info() == {tiny_model.version}
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == ends, 60, "all committed")
+        assert worker.metric("kestrel_events_total") == len(events)
+        assert worker.terminate() == 0
+    finally:
+        worker.stop_quietly()
+
+
+def test_stops_cleanly_while_waiting_for_a_first_promotion(tmp_path: Path) -> None:
+    """SIGTERM before any version is live, in an empty registry directory (a new volume): a clean
+    stop (exit 0, ``worker_stopped``), no broker needed."""
+    (tmp_path / "registry").mkdir()
+    topics = Topics("in", "out", "dlq", "g")
+    worker = RegistryWorker(tmp_path / "registry", "127.0.0.1:1", topics)
+    try:
+        wait_for(lambda: worker.status("/healthz") == 200, 30, "liveness while waiting")
+        assert worker.status("/readyz") == 503
+        assert worker.terminate(15) == 0
+        stopped = [line for line in worker.log().splitlines() if "worker_stopped" in line]
+        assert len(stopped) == 1 and "SIGTERM" in stopped[0], worker.log()
+    finally:
+        worker.stop_quietly()

@@ -52,8 +52,17 @@ def add_retrain_command(subparsers: argparse._SubParsersAction[argparse.Argument
     retrain.add_argument("--registry", required=True, type=Path, metavar="DIR", help="model registry directory")
     kafka = retrain.add_argument_group("Kafka source")
     kafka.add_argument("--from-kafka", action="store_true", help="also read recent events from the input topic")
-    kafka.add_argument("--bootstrap-servers", default="localhost:9092", metavar="HOST:PORT", help="Kafka brokers")
-    kafka.add_argument("--topic", default="events", help="input topic (default: events)")
+    kafka.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("WORKER_KAFKA__BOOTSTRAP_SERVERS") or "localhost:9092",
+        metavar="HOST:PORT",
+        help="Kafka brokers (default: $WORKER_KAFKA__BOOTSTRAP_SERVERS, else localhost:9092)",
+    )
+    kafka.add_argument(
+        "--topic",
+        default=os.environ.get("WORKER_KAFKA__INPUT_TOPIC") or "events",
+        help="input topic (default: $WORKER_KAFKA__INPUT_TOPIC, else events)",
+    )
     window = kafka.add_mutually_exclusive_group()
     window.add_argument("--since-minutes", type=float, metavar="M", help="events of the last M minutes")
     window.add_argument("--last", type=int, metavar="N", help="the newest N events")

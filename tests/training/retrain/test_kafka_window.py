@@ -148,3 +148,20 @@ def test_a_since_window_stops_reading_at_the_first_chunk_older_than_its_start(
     assert not got.timed_out
     # 300 offsets in the window and one older chunk per partition, not the 800 from end - max_events.
     assert consumer.handed_out <= 2 * (300 + 100 + 100)
+
+
+def test_retrain_reads_the_brokers_and_input_topic_of_the_worker_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same ConfigMap as the workers' points the retrain job at their brokers and topic."""
+    from training.cli.main import build_parser  # noqa: PLC0415
+
+    argv = ["retrain", "--registry", "r", "--from-kafka"]
+    monkeypatch.delenv("WORKER_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("WORKER_KAFKA__INPUT_TOPIC", raising=False)
+    plain = build_parser().parse_args(argv)
+    assert (plain.bootstrap_servers, plain.topic) == ("localhost:9092", "events")
+    monkeypatch.setenv("WORKER_KAFKA__BOOTSTRAP_SERVERS", "kafka-0:9092,kafka-1:9092")
+    monkeypatch.setenv("WORKER_KAFKA__INPUT_TOPIC", "flows")
+    from_env = build_parser().parse_args(argv)
+    assert (from_env.bootstrap_servers, from_env.topic) == ("kafka-0:9092,kafka-1:9092", "flows")
+    flags = build_parser().parse_args([*argv, "--bootstrap-servers", "b:1", "--topic", "t"])
+    assert (flags.bootstrap_servers, flags.topic) == ("b:1", "t")
