@@ -198,6 +198,8 @@ def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     """
     model_dir = Path(model_dir)
     manifest_path = model_dir / MANIFEST
+    if model_dir.exists() and not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir} is a file, not a model directory (a directory that `fit --out` wrote)")
     if not model_dir.is_dir():
         raise ArtifactError(f"model directory not found: {model_dir}")
     try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,11 @@ def require_columns(records: Sequence[Record], columns: Iterable[str | None], pa
     present = set(records[0]) if records else set()
     for column in columns:
         if column is not None and column not in present:
-            known = ", ".join(sorted(present)[:12])
-            raise DataError(f"{path}: no column {column!r} (columns include: {known})")
+            close = difflib.get_close_matches(column, present, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            others = [c for c in sorted(present) if c not in close]
+            listed = ", ".join(others[:12]) + (f" and {len(others) - 12} more" if len(others) > 12 else "")
+            raise DataError(f"{path}: no column {column!r} ({hint}columns include: {listed})")
 
 
 def split_by_truth(records: Sequence[Record], truth_column: str, normal_value: str) -> tuple[list[Record], list[bool]]:

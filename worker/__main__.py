@@ -212,7 +212,10 @@ def _wait_for_live_model(settings: WorkerSettings, health: HealthState, stopper:
         "waiting_for_live_model",
         extra={
             "registry": str(settings.registry_dir),
-            "hint": "promote a version: python -m training registry promote VERSION --registry DIR",
+            "hint": (
+                "python -m training registry add MODEL_DIR --registry DIR --promote --reason 'first model'"
+                " (or registry promote VERSION --registry DIR --reason ... for a registered version)"
+            ),
         },
     )
     next_look = time.monotonic() + settings.reload_interval_s

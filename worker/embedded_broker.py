@@ -63,6 +63,8 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, start_timeout_s: float = 15.0) -> None:
+        if port is not None and not 0 <= port <= 65535:
+            raise BrokerStartError(f"port {port} is not a TCP port (1-65535, or 0 for any free one)")
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -88,7 +90,11 @@ class EmbeddedBroker:
         url = f"tcp://{HOST}:{self.port}"
         command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
         command += ["--storage-engine", "memory://tansu/"]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a terminal's Ctrl-C reaches the program that started it, which stops it
+        # after what depends on it (a worker draining its last outputs), not the broker first.
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while not _accepts(self.port):
             if self._process.poll() is not None:
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the broker in the foreground until SIGINT/SIGTERM."""
     args = build_parser().parse_args(argv)
     try:
-        broker = EmbeddedBroker(args.port or None).start()
+        broker = EmbeddedBroker(None if args.port == 0 else args.port).start()
     except BrokerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ it prints one JSON line on stdout: ``{"published", "skipped", "seconds", "rate"}
 from __future__ import annotations
 
 import argparse
+import difflib
 import itertools
 import json
 import sys
@@ -215,11 +216,35 @@ def run(args: argparse.Namespace) -> ReplaySummary:
         settings = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
     except ValidationError as exc:
         raise UsageError(f"invalid --bootstrap-servers: {exc.errors()[0]['msg']}") from exc
+    warn_if_new_topic(settings, options.topic)
     sink = KafkaPublisher(settings)
     try:
         return replay(itertools.chain([first], lines), sink, options)
     finally:
         sink.close(5.0)
+
+
+def warn_if_new_topic(settings: KafkaSettings, topic: str) -> None:
+    """A topic the broker does not have yet is most often a typo: say so before publishing (a broker
+    that creates topics on first use would otherwise take the events where no worker reads)."""
+    from worker.topic_tools import existing_topics  # noqa: PLC0415 - --help works without importing kafka
+
+    topics = existing_topics(settings)
+    if topics is None or topic in topics:
+        return
+    names = sorted(t for t in topics if not t.startswith("__"))
+    close = difflib.get_close_matches(topic, names, n=3, cutoff=0.6)
+    if close:
+        known = "did you mean " + " or ".join(repr(t) for t in close) + "?"
+    else:
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        known = "existing: " + (", ".join(names[:10]) + more or "none")
+    print(
+        f"warning: topic {topic!r} does not exist on {settings.bootstrap_servers} yet ({known}); "
+        "publishing creates it where the broker creates topics on first use; check that the worker's "
+        "--input-topic is the same name",
+        file=sys.stderr,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,27 @@ def create_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]]) -> 
         admin.close()
 
 
+def existing_topics(settings: KafkaSettings) -> set[str] | None:
+    """The topics the broker lists (a metadata request for all topics creates none), or ``None``
+    when it does not answer within ``connect_timeout_ms`` (the caller's own client reports that)."""
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            enable_auto_commit=False,
+            group_id=None,
+            bootstrap_timeout_ms=settings.connect_timeout_ms,
+            **security_config(settings),
+        )
+    except KafkaError:
+        return None
+    try:
+        return set(consumer.topics())
+    except KafkaError:
+        return None
+    finally:
+        consumer.close()
+
+
 class TopicTail:
     """Reads every record of a topic from the beginning (no consumer group, no commits)."""
 

@@ -88,7 +88,11 @@ def start_worker(args: argparse.Namespace, model: Path, bootstrap: str, log: Pat
                f"{args.topic}.dlq", "--group-id", "kestrel-demo", "--metrics-host", "127.0.0.1",
                "--metrics-port", str(args.metrics_port)]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # Its own session: Ctrl-C reaches only the demo, which stops the worker (a clean drain) before
+        # the broker it drains to.
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + 90
     while http_status(f"http://127.0.0.1:{args.metrics_port}/readyz") != 200:
         if process.poll() is not None:
@@ -117,14 +121,18 @@ def read_metrics(port: int) -> dict[str, float]:
         return {}
 
 
-def counted_lines(args: argparse.Namespace, tally: Tally) -> Iterator[SourceLine]:
+def counted_lines(args: argparse.Namespace, tally: Tally, stop: threading.Event) -> Iterator[SourceLine]:
     for line in itertools.islice(iter_lines(args.test), args.events):
+        if stop.is_set():
+            return
         if line.record is not None:
             tally.count_sent(line.record)
         yield line
 
 
-def send_events(args: argparse.Namespace, bootstrap: str, tally: Tally, failure: list[BaseException]) -> None:
+def send_events(
+    args: argparse.Namespace, bootstrap: str, tally: Tally, failure: list[BaseException], stop: threading.Event
+) -> None:
     try:
         sink = KafkaPublisher(KafkaSettings(bootstrap_servers=bootstrap))
         for value in MALFORMED[: args.malformed]:
@@ -133,7 +141,7 @@ def send_events(args: argparse.Namespace, bootstrap: str, tally: Tally, failure:
         # The test file has no id or time: add them (the model was trained with these columns).
         options = ReplayOptions(topic=args.topic, rate=args.rate, add_id="event_id", add_timestamp="ts",
                                 key_field="event_id", drop=frozenset({"difficulty"}), id_prefix="demo")  # fmt: skip
-        replay(counted_lines(args, tally), sink, options)
+        replay(counted_lines(args, tally, stop), sink, options)
         sink.close(5.0)
     except BaseException as exc:  # reported by the main thread
         failure.append(exc)
@@ -142,7 +150,8 @@ def send_events(args: argparse.Namespace, bootstrap: str, tally: Tally, failure:
 def watch(args: argparse.Namespace, bootstrap: str, tally: Tally) -> dict[str, Any]:
     """Replay in a thread; show progress every second; return once every event is accounted for."""
     failure: list[BaseException] = []
-    sender = threading.Thread(target=send_events, args=(args, bootstrap, tally, failure), daemon=True)
+    stop = threading.Event()
+    sender = threading.Thread(target=send_events, args=(args, bootstrap, tally, failure, stop), daemon=True)
     tail = TopicTail(bootstrap, f"{args.topic}.anomalies")
     start = time.monotonic()
     sender.start()
@@ -174,6 +183,10 @@ def watch(args: argparse.Namespace, bootstrap: str, tally: Tally) -> dict[str, A
                 raise StepError(f"not every event was processed within {args.timeout} s (sent {sent}, "
                                 f"processed {processed:.0f})")  # fmt: skip
     finally:
+        # Interrupted or failed: the replay stops at its next event and closes its producer while
+        # the broker still runs (a producer left to the interpreter's exit waits for a dead broker).
+        stop.set()
+        sender.join(10.0)
         tail.close()
     return {"seconds": time.monotonic() - start, "metrics": metrics}
 
@@ -266,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         if keep:
             print(
                 f"\nLeft running: broker {bootstrap} (pid {broker.pid}), worker pid {worker.pid}, metrics "
-                f"http://127.0.0.1:{args.metrics_port}/metrics. Stop them with: kill {worker.pid} {broker.pid}"
+                f"http://127.0.0.1:{args.metrics_port}/metrics; topics {args.topic} (input), "
+                f"{args.topic}.anomalies, {args.topic}.dlq.\n"
+                f"  Follow the anomalies: python -m worker.tail --topic {args.topic}.anomalies "
+                f"--bootstrap-servers {bootstrap}\n"
+                f"  Stop them with: kill {worker.pid} {broker.pid}"
             )
         return 0 if summary["unaccounted"] == 0 else 1
     except StepError as exc:
@@ -304,6 +321,7 @@ def summarise(
 ) -> dict[str, Any]:
     metrics = run["metrics"]
     processed = metric_sum(metrics, "kestrel_events_total")
+    bound = "bounded by the replay rate" if args.rate > 0 else "replayed as fast as possible, on a shared machine"
     summary = tally.summary() | {
         "processed": int(processed),
         "rejected_to_dead_letter": int(rejected(metrics)),
@@ -323,7 +341,7 @@ def summarise(
         f"false-positive rate on normal traffic {summary['false_positive_rate']:.3f} "
         f"(calibrated for {args.target_fpr})\n"
         f"      unaccounted events: {summary['unaccounted']}; throughput {summary['throughput_events_per_s']:,.0f} "
-        "events/s (bounded by the replay rate; see benchmarks/ for capacity)\n"
+        f"events/s ({bound}; see benchmarks/ for capacity)\n"
         f"      end-to-end latency p50 {summary['latency_ms']['p50']} ms, p95 {summary['latency_ms']['p95']} ms, "
         f"p99 {summary['latency_ms']['p99']} ms\n"
         f"      report: {summary['report']}\n      metrics: {summary['metrics_url']}"

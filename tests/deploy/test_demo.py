@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,36 @@ def test_demo_short_mode(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "ANOMALY", "precision"):
         assert step in done.stdout
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ctrl_c_stops_the_worker_cleanly_then_the_broker(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the demo's whole process group mid-replay: the worker drains and
+    commits (exit 0) before the broker stops, and nothing is left to fail at exit."""
+    out = tmp_path / "demo"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.demo", "--events", "20000", "--rate", "500", "--epochs", "1", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        seen = ""
+        while "scored" not in seen:  # a progress line: the replay is running
+            line = process.stdout.readline()
+            assert line, f"the demo ended before replaying: {seen[-3000:]}"
+            seen += line
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal sends: the whole foreground group
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "interrupted: stopping everything" in stderr
+    assert "Traceback" not in stderr and "warning" not in stderr, stderr[-3000:]
+    log = (out / "worker.log").read_text()
+    assert "worker_stopped reason=SIGTERM clean=True exit_code=0" in log, log[-3000:]
 
 
 def test_demo_names_the_failing_step(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_refuses_a_directory_that_does_not_exist(tmp_path: Path) -> None:
 
 def test_refuses_a_file_in_place_of_the_directory(tmp_path: Path) -> None:
     (tmp_path / "model").write_text("hello", encoding="utf-8")
-    with pytest.raises(ArtifactError, match="model directory not found"):
+    with pytest.raises(ArtifactError, match="model is a file, not a model directory"):
         Detector.load(tmp_path / "model")
 
 

@@ -152,6 +152,18 @@ def test_missing_column_error_text() -> None:
         require_columns(records, ["a", "label"], "file.csv")
 
 
+def test_missing_column_error_names_the_near_matches_first() -> None:
+    """A typo's likely column is named even when it sorts after the first dozen."""
+    records = [{f"col_{i:02d}": i for i in range(20)} | {"label": "normal", "service": "http"}]
+    with pytest.raises(DataError) as caught:
+        require_columns(records, ["labels"], "test.csv")
+    message = str(caught.value)
+    assert message.startswith("test.csv: no column 'labels' (did you mean 'label'? columns include: col_00,")
+    assert message.endswith("and 9 more)")
+    with pytest.raises(DataError, match=r"did you mean 'service'\?"):
+        require_columns(records, ["service_knd"], "test.csv")
+
+
 def test_iter_records_streams_lazily(tmp_path: Path) -> None:
     path = write(tmp_path / "d.csv", CSV_TEXT, False)
     stream = iter_records(path)

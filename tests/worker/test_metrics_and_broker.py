@@ -54,3 +54,13 @@ def test_embedded_broker_starts_accepts_and_stops() -> None:
     broker.stop()  # idempotent
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", broker.port), timeout=1).close()
+
+
+@pytest.mark.parametrize("port", [99999, -1])
+def test_embedded_broker_refuses_a_port_out_of_range(port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.embedded_broker import main  # noqa: PLC0415
+
+    with pytest.raises(BrokerStartError, match=f"port {port} is not a TCP port"):
+        EmbeddedBroker(port)
+    assert main(["--port", str(port)]) == 2
+    assert "is not a TCP port" in capsys.readouterr().err

@@ -191,3 +191,21 @@ def test_replays_a_gzip_jsonl_byte_for_byte_into_a_real_topic(  # type: ignore[n
     assert json.loads(out) | {"seconds": 0, "rate": 0} == {"published": 2, "skipped": 1, "seconds": 0, "rate": 0}
     assert "skipped " in err and ":2: invalid JSON" in err
     assert read_back(bootstrap, topics[1], 2) == [(b"a", b'{"id": "a", "x": NaN}'), (b"b", b'{"id":"b","x":1e400}')]
+
+
+@pytest.mark.kafka
+def test_a_topic_the_broker_does_not_have_is_warned_about_before_publishing(  # type: ignore[no-untyped-def]
+    kafka_broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt topic is most often a typo: published anyway (brokers may create it), with a warning."""
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    bootstrap = kafka_broker.bootstrap_servers
+    existing = f"replay-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [(existing, 1)])
+    assert main([str(path), "--topic", existing, "--bootstrap-servers", bootstrap]) == 0
+    assert "warning" not in capsys.readouterr().err
+    typo = existing + "x"
+    assert main([str(path), "--topic", typo, "--bootstrap-servers", bootstrap]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: topic {typo!r} does not exist on {bootstrap} yet (did you mean {existing!r}" in err

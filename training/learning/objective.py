@@ -98,10 +98,12 @@ class MetricObjective:
         else:
             self.criterion = TripletLoss(margin=config.effective_margin, mining=config.mining)
 
-    def describe(self) -> str:
-        """E.g. ``contrastive; positives: labelled classes; negatives: other classes, synthetic outliers``."""
+    def describe(self, classes_from_clusters: bool = False) -> str:
+        """E.g. ``contrastive; positives: labelled classes; negatives: other classes, synthetic outliers``
+        (``classes_from_clusters``: the classes are k-means clusters of unlabelled rows, not labels)."""
         if self.n_classes >= 2:
-            positives, negatives = "labelled classes", ["other classes"]
+            positives = "k-means clusters of the rows" if classes_from_clusters else "labelled classes"
+            negatives = ["other clusters" if classes_from_clusters else "other classes"]
         elif self.coassociated:
             positives, negatives = "co-clustered rows (k-means co-association)", ["rows clustered apart"]
         elif self.views is not None:

@@ -51,7 +51,7 @@ class TrainingHistory:
             "best_validation_loss": round(min(self.validation_loss), 6) if self.validation_loss else None,
             "final_train_loss": round(self.train_loss[-1], 6) if self.train_loss else None,
             "stopped_early": self.stopped_early,
-            "seconds": round(self.seconds, 2),
+            "training_loop_seconds": round(self.seconds, 2),
             "projection": self.projection,
             "outlier_noise": None if self.outlier_noise is None else round(self.outlier_noise, 3),
             "cluster_structure": self.cluster_structure,
@@ -193,7 +193,7 @@ def train_encoder(
     torch.set_num_threads(budget.threads)
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history = TrainingHistory(
-        objective=objective.describe(),
+        objective=objective.describe(classes_from_clusters=labels is None),
         projection=projection,
         outlier_noise=noise if config.outlier_exposure else None,
         cluster_structure=structure,

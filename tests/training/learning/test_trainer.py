@@ -60,6 +60,15 @@ def test_triplet_loss_takes_the_best_clustering_as_classes() -> None:
     assert all(len(np.unique(targets[truth == t])) == 1 for t in range(3))
 
 
+def test_the_objective_names_clusters_as_the_classes_of_unlabelled_triplet_training() -> None:
+    x, truth = three_blobs()
+    triplet = QUICK.model_copy(update={"loss": "triplet"})
+    _, unlabelled = train_encoder(x, None, layout(4), triplet)
+    assert unlabelled.objective.startswith("triplet; positives: k-means clusters of the rows; negatives: other clust")
+    _, labelled = train_encoder(x, truth.astype(np.intp), layout(4), triplet)
+    assert labelled.objective.startswith("triplet; positives: labelled classes; negatives: other classes")
+
+
 def test_a_continuum_is_one_class_on_the_stereographic_sphere() -> None:
     targets, structure = training_targets(one_blob(), None, QUICK)
     assert targets is None and structure is not None and structure["clustered"] is False
