@@ -54,7 +54,9 @@ def test_training_help_shows_defaults() -> None:
         assert text in fit
     assert "--threads" in fit and "Exit codes" in help_of(subs["training"])
     assert "(default: None)" not in fit and "(default: False)" not in fit
-    assert "(default: localhost:9092)" in help_of(subs["training retrain"])
+    retrain = help_of(subs["training retrain"])
+    assert "(default: $WORKER_KAFKA__BOOTSTRAP_SERVERS, else localhost:9092)" in retrain
+    assert "(default: $WORKER_KAFKA__INPUT_TOPIC, else events)" in retrain
 
 
 def test_replay_tail_and_worker_help_show_defaults(capsys: pytest.CaptureFixture[str]) -> None:

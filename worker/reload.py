@@ -70,7 +70,6 @@ class RegistryWatcher:
         public_key: Ed25519PublicKey | None = None,
     ) -> None:
         self.registry = ModelRegistry(registry_dir, public_key=public_key)
-        self._registry_dir = registry_dir
         self.interval_s = interval_s
         self.retry_backoff_s = retry_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -136,7 +135,7 @@ class RegistryWatcher:
 
     def _load_and_swap(self, version: str) -> LoadedModel | None:
         try:
-            model = load_registry_version(self.registry, self._registry_dir, version)
+            model = load_registry_version(self.registry, version)
         except (DetectorError, OSError) as exc:
             self._failed(version, version, exc)
             return None

@@ -8,7 +8,7 @@ The public names are re-exported here, so ``from detector.registry import ModelR
 one import a user needs.
 """
 
-from detector.registry.model_registry import ANY_LIVE, LiveChangedError, ModelRegistry
+from detector.registry.model_registry import ANY_LIVE, LiveChangedError, ModelRegistry, VersionConflictError
 from detector.registry.records import HistoryRecord, VersionInfo
 from detector.registry.storage import LocalStorage, RegistryStorage
 
@@ -19,5 +19,6 @@ __all__ = [
     "LocalStorage",
     "ModelRegistry",
     "RegistryStorage",
+    "VersionConflictError",
     "VersionInfo",
 ]

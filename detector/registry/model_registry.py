@@ -5,11 +5,17 @@ Layout (``REGISTRY_DIR``)::
     versions/<model_version>/   verified artifact directories, immutable once added
     LIVE                        the live version name and a newline, replaced atomically
     history.jsonl               one JSON record per promotion or roll-back, with its reason
+    pending.json                the last pointer move's record, written before ``LIVE`` is replaced
     reports/<name>/<file>       decision reports (retrain gate JSON, HTML evaluations, ...)
 
 A version directory appears complete or not at all (staged copy, verified, then renamed), and is
 never modified afterwards, so a reader that reads ``LIVE`` and then loads ``versions/<v>/`` never
 sees a half-written model. Promotions hold an exclusive lock so concurrent promoters serialise.
+A pointer move writes its record to ``pending.json``, replaces ``LIVE``, then appends the record to
+``history.jsonl``; a crash between the last two leaves a record the next reader completes
+(:func:`detector.registry.records.unrecorded_move`), so a roll-back is never mistaken for a promotion.
+A version directory that resolves outside the registry (a symlink out) is refused, as the worker
+refuses it.
 
 Typical worker use (cheap to poll)::
 
@@ -31,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from detector.errors import RegistryError
+from detector.errors import ArtifactError, RegistryError
 from detector.model import Detector
 from detector.registry.records import (
     Action,
@@ -41,17 +47,19 @@ from detector.registry.records import (
     history_line,
     live_stack,
     parse_history,
+    unrecorded_move,
     version_info,
 )
 from detector.registry.storage import LocalStorage, RegistryStorage
 from detector.signing import SIGNATURE, Ed25519PrivateKey, Ed25519PublicKey, sign_artifact, verify_signature
 
-__all__ = ["ANY_LIVE", "LiveChangedError", "ModelRegistry"]
+__all__ = ["ANY_LIVE", "LiveChangedError", "ModelRegistry", "VersionConflictError"]
 
 logger = logging.getLogger(__name__)
 
 LIVE_KEY = "LIVE"
 HISTORY_KEY = "history.jsonl"
+PENDING_KEY = "pending.json"
 VERSIONS_PREFIX = "versions"
 REPORTS_PREFIX = "reports"
 MANIFEST_NAME = "manifest.json"
@@ -59,6 +67,10 @@ MANIFEST_NAME = "manifest.json"
 
 class LiveChangedError(RegistryError):
     """A compare-and-swap promotion found ``LIVE`` naming another version than the one expected."""
+
+
+class VersionConflictError(RegistryError):
+    """The version is already registered with other content (another manifest under the same name)."""
 
 
 ANY_LIVE: object = object()
@@ -86,13 +98,16 @@ class ModelRegistry:
     def add(self, artifact_dir: Path | str, signing_key: Ed25519PrivateKey | None = None) -> str:
         """Verify an artifact and copy it in as ``versions/<model_version>/``; returns the version.
 
-        Adding an artifact whose identical copy is already registered returns its version.
+        Adding an artifact whose identical copy is already registered returns its version, once
+        the registered copy is checked as :meth:`load_version` would (hashes, inside the registry).
         With ``signing_key`` the registered copy gets a ``manifest.sig`` (the source is untouched).
 
         Raises:
-            ArtifactError: the artifact does not load and verify (tampered, truncated, ...).
-            RegistryError: the version is already registered with different content, or its
-                name cannot be used as a directory name.
+            ArtifactError: the artifact does not load and verify (tampered, truncated, ...), or
+                it is already registered and the registered copy does not verify or resolves
+                outside the registry.
+            VersionConflictError: the version is already registered with different content.
+            RegistryError: its name cannot be used as a directory name.
         """
         if signing_key is not None:
             with tempfile.TemporaryDirectory(prefix="kestrel-sign-") as tmp:
@@ -103,6 +118,7 @@ class ModelRegistry:
         source = Path(artifact_dir)
         version = Detector.load(source).version
         _check_name(version, "model version")
+        self._require_inside(version)  # a workers' loader refuses what lies outside: so does add
         key = _version_key(version)
         if self.storage.exists(key):
             return self._same_or_conflict(source, version)
@@ -115,9 +131,10 @@ class ModelRegistry:
 
     def _same_or_conflict(self, source: Path, version: str) -> str:
         key = _version_key(version)
+        self._require_inside(version)
         registered = self.storage.read_bytes(f"{key}/{MANIFEST_NAME}")
         if registered != (source / MANIFEST_NAME).read_bytes():
-            raise RegistryError(f"version {version} is already registered with different content")
+            raise VersionConflictError(f"version {version} is already registered with different content")
         signature = source / SIGNATURE
         if signature.exists():  # a signed copy must not be taken as added when the registry's is not
             stored = self.storage.read_bytes(f"{key}/{SIGNATURE}")
@@ -127,6 +144,12 @@ class ModelRegistry:
                     f"version {version} is already registered {how}; a registered version is never changed"
                     " (register the signed model before promoting it, or keep the registry's copy)"
                 )
+        try:  # the same manifest proves nothing about the registered files (bit rot, a bad restore)
+            Detector.load(self.storage.local_path(key))
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"version {version} is already registered, but its registered copy fails: {exc}"
+            ) from exc
         return version
 
     def versions(self) -> list[VersionInfo]:
@@ -145,12 +168,15 @@ class ModelRegistry:
         return self._info(version, self._pointer_or_none())
 
     def version_path(self, version: str) -> Path:
-        """Local directory of a registered version.
+        """Local directory of a registered version, checked to lie inside the registry.
 
         Raises:
             RegistryError: unknown version.
+            ArtifactError: the version directory resolves outside the registry (a symlink out of
+                it): what is outside is not what was verified on the way in.
         """
         self._require_version(version)
+        self._require_inside(version)
         return self.storage.local_path(_version_key(version))
 
     def load_version(self, version: str) -> Detector:
@@ -158,8 +184,9 @@ class ModelRegistry:
 
         Raises:
             RegistryError: unknown version.
-            ArtifactError: the stored artifact no longer verifies, or a public key is configured
-                and the artifact is unsigned or its signature does not verify.
+            ArtifactError: the stored artifact no longer verifies or resolves outside the registry,
+                or a public key is configured and the artifact is unsigned or its signature does
+                not verify.
         """
         path = self.version_path(version)
         if self.public_key is not None:
@@ -172,10 +199,24 @@ class ModelRegistry:
             known = ", ".join(self.storage.list_keys(VERSIONS_PREFIX)[-5:]) or "none"
             raise RegistryError(f"unknown model version {version!r} (latest registered: {known})")
 
-    def _info(self, version: str, live: str | None) -> VersionInfo:
+    def _require_inside(self, version: str) -> None:
         key = _version_key(version)
-        raw = self.storage.read_bytes(f"{key}/{MANIFEST_NAME}")
-        return version_info(version, raw, self.storage.local_path(key), is_live=version == live)
+        if not self.storage.resolves_inside(key):
+            raise ArtifactError(_outside(version, self.storage.local_path(key)))
+
+    def _info(self, version: str, live: str | None) -> VersionInfo:
+        """One version's information; an entry that cannot be read is described, not raised."""
+        key = _version_key(version)
+        path = self.storage.local_path(key)
+        raw, problem = None, None
+        try:
+            if not self.storage.resolves_inside(key):
+                problem = _outside(version, path)
+            else:
+                raw = self.storage.read_bytes(f"{key}/{MANIFEST_NAME}")
+        except RegistryError as exc:  # e.g. a directory of another uid with mode 0700
+            problem = str(exc)
+        return version_info(version, raw, path, is_live=version == live, problem=problem)
 
     # ------------------------------------------------------------ live pointer
     def read_pointer(self) -> str | None:
@@ -243,6 +284,7 @@ class ModelRegistry:
             ArtifactError: ``verify`` and the stored artifact no longer verifies.
         """
         with self.storage.lock():
+            self._complete_history_locked()
             if expected_live is not ANY_LIVE:
                 current = self._pointer_or_none()
                 if current != expected_live:
@@ -261,7 +303,7 @@ class ModelRegistry:
             RegistryError: no earlier live version to return to, or empty reason.
         """
         with self.storage.lock():
-            stack = live_stack(self.history(), self._pointer_or_none())
+            stack = live_stack(self._complete_history_locked(), self._pointer_or_none())
             if len(stack) < 2:
                 raise RegistryError("nothing to roll back to: no version was live before the current one")
             return self._move_pointer_locked(stack[-2], reason, actor, "rollback", verify)
@@ -282,8 +324,10 @@ class ModelRegistry:
             actor=actor or default_actor(),
             action=action,
         )
-        # Pointer first: it is the truth; a crash before the history line is tolerated by
-        # :func:`_live_stack`, which trusts LIVE over the history.
+        # The record first, then the pointer (the truth), then the history: a crash after the
+        # pointer moved leaves the record in PENDING_KEY, and the next move, roll-back or history
+        # read completes the history from it (:func:`unrecorded_move`).
+        self.storage.replace_atomic(PENDING_KEY, history_line(record))
         self.storage.replace_atomic(LIVE_KEY, f"{version}\n".encode())
         self._append_history(record)
         logger.info("registry_pointer_moved", extra={"version": version, "previous": record.previous, "action": action})
@@ -297,8 +341,23 @@ class ModelRegistry:
         self.storage.append_bytes(HISTORY_KEY, line)
 
     def history(self) -> list[HistoryRecord]:
-        """Every promotion and roll-back, oldest first. Unreadable lines are skipped with a warning."""
-        return parse_history(self.storage.read_bytes(HISTORY_KEY) or b"")
+        """Every promotion and roll-back, oldest first. Unreadable lines are skipped with a warning.
+
+        A move whose history line a crash prevented is included (see :func:`unrecorded_move`).
+        """
+        records = parse_history(self.storage.read_bytes(HISTORY_KEY) or b"")
+        move = unrecorded_move(self.storage.read_bytes(PENDING_KEY), self._pointer_or_none(), records)
+        return records if move is None else [*records, move]
+
+    def _complete_history_locked(self) -> list[HistoryRecord]:
+        """Append the record of a move that a crash left out of the history; returns the history."""
+        records = parse_history(self.storage.read_bytes(HISTORY_KEY) or b"")
+        move = unrecorded_move(self.storage.read_bytes(PENDING_KEY), self._pointer_or_none(), records)
+        if move is not None:
+            self._append_history(move)
+            records.append(move)
+            logger.warning("registry_history_completed", extra={"version": move.version, "action": move.action})
+        return records
 
     # ----------------------------------------------------------------- reports
     def write_report(self, version_or_name: str, name: str, data: bytes | str | Mapping[str, Any]) -> Path:
@@ -343,6 +402,10 @@ def _version_key(version: str) -> str:
 def _check_name(name: str, what: str) -> None:
     if not _NAME.fullmatch(name):
         raise RegistryError(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 128)")
+
+
+def _outside(version: str, path: Path) -> str:
+    return f"{VERSIONS_PREFIX}/{version} resolves outside the registry ({path.resolve()})"
 
 
 def _verify_copy(version: str) -> Callable[[Path], None]:

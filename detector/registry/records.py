@@ -76,17 +76,24 @@ def default_actor() -> str:
         return "unknown"
 
 
-def version_info(version: str, raw_manifest: bytes | None, path: Path, *, is_live: bool) -> VersionInfo:
-    """Build a :class:`VersionInfo` from a version's ``manifest.json`` bytes (``None``: missing)."""
+def version_info(
+    version: str, raw_manifest: bytes | None, path: Path, *, is_live: bool, problem: str | None = None
+) -> VersionInfo:
+    """Build a :class:`VersionInfo` from a version's ``manifest.json`` bytes (``None``: missing).
+
+    ``problem`` (the entry could not be read at all, or lies outside the registry) becomes the
+    info's ``error``, with an empty manifest.
+    """
     manifest: dict[str, Any] = {}
-    error = None
-    try:
-        parsed = json.loads(raw_manifest) if raw_manifest is not None else None
-        if not isinstance(parsed, dict):
-            raise ValueError("missing or not a JSON object")
-        manifest = parsed
-    except ValueError as exc:
-        error = f"unreadable manifest: {exc}"
+    error = problem
+    if problem is None:
+        try:
+            parsed = json.loads(raw_manifest) if raw_manifest is not None else None
+            if not isinstance(parsed, dict):
+                raise ValueError("missing or not a JSON object")
+            manifest = parsed
+        except ValueError as exc:
+            error = f"unreadable manifest: {exc}"
     scorer = manifest.get("scorer")
     threshold = scorer.get("threshold") if isinstance(scorer, dict) else None
     return VersionInfo(
@@ -147,7 +154,12 @@ def _flatten(value: Any, prefix: str, out: dict[str, Scalar], depth: int) -> Non
 
 
 def live_stack(history: list[HistoryRecord], live: str | None) -> list[str]:
-    """Versions that were live, most recent last, with rolled-back ones popped off."""
+    """Versions that were live, most recent last, with rolled-back ones popped off.
+
+    ``history`` must include a move that :func:`unrecorded_move` recovers: a roll-back missing
+    from it would be taken for a promotion, and the next roll-back would return to the version
+    just rolled back from.
+    """
     stack: list[str] = []
     for record in history:
         if record.action == "rollback" and stack:
@@ -155,5 +167,25 @@ def live_stack(history: list[HistoryRecord], live: str | None) -> list[str]:
         if not stack or stack[-1] != record.version:
             stack.append(record.version)
     if live is not None and (not stack or stack[-1] != live):
-        stack.append(live)  # LIVE moved without a history line (crash between the two writes)
+        stack.append(live)  # LIVE set by hand, without a history line: taken as a promotion
     return stack
+
+
+def unrecorded_move(pending: bytes | None, live: str | None, history: list[HistoryRecord]) -> HistoryRecord | None:
+    """The pointer move that happened but whose history line is missing (a crash between the writes).
+
+    A move writes its record to the pending key first, then replaces ``LIVE``, then appends the
+    record to the history. So the pending record took effect when ``LIVE`` names its version; it
+    is missing from the history when it is not the history's last record. A pending move whose
+    pointer write never happened (``LIVE`` still names another version) is ignored.
+
+    Args:
+        pending: the pending key's bytes (one history line), ``None`` when there is none.
+        live: the version ``LIVE`` names now.
+        history: the parsed history, oldest first.
+    """
+    records = parse_history(pending or b"")
+    if len(records) != 1 or records[0].version != live:
+        return None
+    move = records[0]
+    return None if history and history[-1] == move else move

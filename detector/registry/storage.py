@@ -10,6 +10,7 @@ temporary prefix followed by a marker write, ``local_path`` to a download cache.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -30,7 +31,11 @@ class RegistryStorage(Protocol):
     """What the registry needs from where it keeps its objects."""
 
     def read_bytes(self, key: str) -> bytes | None:
-        """The bytes stored under ``key``, or ``None`` when there is no such object."""
+        """The bytes stored under ``key``, or ``None`` when there is no such object.
+
+        Raises:
+            RegistryError: the object exists but cannot be read (permission denied, I/O error).
+        """
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` (creating parents); readers see the old or the new bytes."""
@@ -42,7 +47,14 @@ class RegistryStorage(Protocol):
         """Append ``data`` to ``key`` durably (creating it); used for the one-line-per-record history."""
 
     def exists(self, key: str) -> bool:
-        """Whether an object or a directory prefix ``key`` exists."""
+        """Whether an object or a directory prefix ``key`` exists.
+
+        Raises:
+            RegistryError: whether it exists cannot be told (permission denied on a parent).
+        """
+
+    def resolves_inside(self, key: str) -> bool:
+        """Whether ``key`` is stored inside this storage, not reached through a link that leaves it."""
 
     def list_keys(self, prefix: str) -> list[str]:
         """Sorted names directly under ``prefix`` (one level, like an S3 delimiter listing)."""
@@ -54,7 +66,7 @@ class RegistryStorage(Protocol):
         appears and the exception propagates.
 
         Raises:
-            FileExistsError: ``key`` already exists.
+            FileExistsError: ``key`` already exists, or appeared meanwhile (a concurrent copy won).
         """
 
     def local_path(self, key: str) -> Path:
@@ -92,6 +104,8 @@ class LocalStorage:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        except OSError as exc:  # e.g. a directory copied in by hand with mode 0700 under another uid
+            raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
 
     def write_bytes(self, key: str, data: bytes) -> None:
         write_atomic(self._path(key), data, durable=False)
@@ -110,7 +124,13 @@ class LocalStorage:
             os.close(fd)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        try:
+            return self._path(key).exists()
+        except OSError as exc:
+            raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
+
+    def resolves_inside(self, key: str) -> bool:
+        return self._path(key).resolve().is_relative_to(self.root.resolve())
 
     def list_keys(self, prefix: str) -> list[str]:
         directory = self._path(prefix) if prefix.strip("/") else self.root
@@ -132,9 +152,7 @@ class LocalStorage:
             fsync_tree(staged)
             if verify is not None:
                 verify(staged)
-            # rename(2) refuses to replace a non-empty directory, so a concurrent add of the
-            # same key fails here instead of overwriting.
-            staged.rename(target)
+            _rename_new(staged, target)
             fsync_dir(target.parent)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -151,6 +169,20 @@ class LocalStorage:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+
+def _rename_new(staged: Path, target: Path) -> None:
+    """Rename ``staged`` to ``target``, which must not exist: never overwrite a concurrent copy.
+
+    rename(2) refuses to replace a non-empty directory, but with ``ENOTEMPTY`` (or ``EEXIST``) on
+    Linux, a plain ``OSError``: map it to the ``FileExistsError`` the protocol promises.
+    """
+    try:
+        staged.rename(target)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) or exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileExistsError(errno.EEXIST, f"{target} appeared meanwhile (a concurrent copy)") from exc
+        raise
 
 
 def _make_readable(root: Path) -> None:

@@ -128,7 +128,7 @@ def test_an_unexpected_load_error_backs_off_from_that_version_like_a_refused_one
     watcher, swapped, metrics = _watcher(registry, tiny_model.version, clock)
     calls: list[str] = []
 
-    def failing(reg: ModelRegistry, registry_dir: Path, version: str) -> LoadedModel:
+    def failing(reg: ModelRegistry, version: str) -> LoadedModel:
         calls.append(version)
         raise IndexError("tuple index out of range")
 

@@ -9,9 +9,9 @@ The training CLI wires these in::
     if args.command == "registry":           # or: args.run_command(args)
         return run_registry_command(args)
 
-Every subcommand takes ``--registry DIR`` and ``--json``; output goes to stdout, a one-line
-``error: ...`` message to stderr. Exit codes: :data:`EXIT_OK` and :data:`EXIT_ERROR` (argparse
-itself exits with 2 on a usage error).
+Every subcommand takes ``--json``, and all but ``keygen`` take ``--registry DIR``; output goes to
+stdout, a one-line ``error: ...`` message to stderr. Exit codes: :data:`EXIT_OK` and
+:data:`EXIT_ERROR` (argparse itself exits with 2 on a usage error).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def add_registry_commands(
     keygen = sub.add_parser("keygen", help="write a new Ed25519 key pair for signing models")
     keygen.add_argument("--private-key", type=Path, required=True, metavar="FILE", help="written with mode 0600")
     keygen.add_argument("--public-key", type=Path, required=True, metavar="FILE", help="for WORKER_MODEL_PUBLIC_KEY")
+    keygen.add_argument("--json", action="store_true", help="print the key paths as JSON instead of text")
     promote = sub.add_parser("promote", parents=[common], help="make a version live")
     promote.add_argument("version", help="a registered version")
     for parser in (promote, sub.add_parser("rollback", parents=[common], help="return to the previous live version")):
@@ -143,15 +144,19 @@ def _keygen(args: argparse.Namespace) -> None:
     with os.fdopen(fd, "wb") as fh:
         fh.write(private)
     args.public_key.write_bytes(public)
+    if args.json:
+        _print_json({"private_key": str(args.private_key), "public_key": str(args.public_key)})
+        return
     print(f"wrote private key {args.private_key} (keep it secret) and public key {args.public_key}")
 
 
 def _add(registry: ModelRegistry, args: argparse.Namespace) -> None:
     signing_key = load_private_key(args.signing_key) if args.signing_key is not None else None
     version = registry.add(args.model_dir, signing_key=signing_key)
-    # With a public key configured, promotion checks the signature; otherwise add has verified it.
-    verify = registry.public_key is not None
-    record = registry.promote(version, args.reason, args.actor, verify=verify) if args.promote else None
+    # Promotion verifies the registered copy, as `registry promote` does: what add checked may be
+    # the source directory only (the version was registered before), and LIVE must never name a
+    # copy that fails.
+    record = registry.promote(version, args.reason, args.actor) if args.promote else None
     if args.json:
         _print_json({"version": version, "promotion": record.as_dict() if record else None})
         return

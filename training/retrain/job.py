@@ -11,7 +11,8 @@ Steps (see :func:`run_retrain`):
 4. Measure candidate and live model on the same held-out normals (and anomalies) and apply the
    gate (:mod:`training.retrain.gate`).
 5. Unless a dry run: register the candidate, promote it if the gate says so, and write
-   ``reports/<candidate_version>/decision.json`` (+ ``evaluation.html`` with anomalies).
+   ``reports/<candidate_version>/decision.json`` (+ ``evaluation.html`` with anomalies). A
+   candidate whose version another run registered first is kept, and nothing is written.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from detector.errors import DataError, UsageError
 from detector.model import Detector
-from detector.registry import LiveChangedError, ModelRegistry
+from detector.registry import LiveChangedError, ModelRegistry, VersionConflictError
 from detector.schema import FeatureSpec
 from detector.signing import key_pair_matches, load_private_key, load_public_key
 from detector.spec_inference import infer_spec
@@ -154,7 +155,11 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         result = RetrainResult(decision, False, candidate.version, report)
         if options.dry_run:
             return result
-        version = registry.add(candidate_dir, signing_key=signing_key)
+        try:
+            version = registry.add(candidate_dir, signing_key=signing_key)
+        except VersionConflictError as exc:
+            _lost_race(result, exc)
+            return result
     if decision.promote:
         _promote(registry, version, live_version, result)
     report["promoted"] = result.promoted
@@ -182,6 +187,23 @@ def _promote(registry: ModelRegistry, version: str, compared_with: str | None, r
         return
     result.promoted = True
     result.report["promotion"] = record.as_dict()
+
+
+def _lost_race(result: RetrainResult, conflict: VersionConflictError) -> None:
+    """Another run registered this version name first: keep, as when another run promoted first.
+
+    A name is the training second and a hash of the weights, so two runs on the same data and seed
+    that finish in the same second build the same name with another ``created_at``. The other run
+    owns the version and its ``reports/<version>/`` folder: this run registers and writes nothing.
+    """
+    result.report["decision"] = "keep"
+    result.report["promoted"] = False
+    result.report["reason"] = (
+        f"kept the candidate unregistered: {conflict} by another run (the same weights, trained in the "
+        "same second); that run decides its promotion"
+    )
+    result.report["live_changed"] = True
+    logger.warning("retrain_version_taken", extra={"candidate": result.candidate_version})
 
 
 def _gather(options: RetrainOptions, live: Detector | None) -> tuple[RetrainData, FeatureSpec]:

@@ -13,6 +13,7 @@ import pytest
 from small_artifact import build_artifact
 
 import training.retrain.job
+from detector.artifact import read_artifact, write_artifact
 from detector.registry import ModelRegistry
 from detector.signing import generate_keys
 from training.cli.main import main
@@ -155,6 +156,41 @@ def test_a_promotion_made_while_the_job_runs_is_not_overwritten(
     assert [(r.version, r.previous, r.actor) for r in reg.history()][-1] == (operator_version, before, "alice")
     report = _decision(registry, summary["candidate_version"])
     assert report["decision"] == "keep" and report["promoted"] is False and report["live_changed"] is True
+
+
+def test_a_run_whose_version_another_run_registered_first_is_kept_not_failed(
+    registry: Path,
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two runs on the same data and seed that finish in the same second build the same version
+    name (training second + weights hash) with another ``created_at``: the later one lost a race."""
+    reg = ModelRegistry(registry)
+    before = reg.live_version()
+    real_add = ModelRegistry.add
+    twins: list[str] = []
+
+    def another_run_adds_first(self: ModelRegistry, artifact_dir: Path | str, signing_key: Any = None) -> str:
+        if not twins:
+            manifest, tensors = read_artifact(Path(artifact_dir))
+            body = {k: v for k, v in manifest.items() if k not in ("format_version", "files", "manifest_sha256")}
+            body["created_at"] = str(body["created_at"])[:19] + ".999999+00:00"  # the same second
+            twin = write_artifact(tmp_path / "twin", body, tensors, format_version=manifest["format_version"])
+            twins.append(real_add(self, twin))
+        return real_add(self, artifact_dir, signing_key)
+
+    monkeypatch.setattr(ModelRegistry, "add", another_run_adds_first)
+    code = main(["retrain", str(files["second"]), "--registry", str(registry), *COMMON, "--threads", "1"])
+    out = capsys.readouterr()
+    assert code == EXIT_KEPT, out.err
+    summary = json.loads(out.out)
+    assert summary["decision"] == "keep" and summary["promoted"] is False
+    assert summary["candidate_version"] == twins[0]
+    assert "already registered with different content by another run" in summary["reason"]
+    assert summary["reports"] == [] and reg.reports(twins[0]) == []  # the other run's folder is left alone
+    assert reg.live_version() == before
 
 
 def test_dry_run_writes_nothing(registry: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
