@@ -137,6 +137,12 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
     live_version = registry.live_version()
     live = registry.load_version(live_version) if live_version is not None else None
     data, spec = _gather(options, live)
+    unreadable = _what_live_cannot_read(live, spec)
+    compared = None if unreadable else live  # the settings are still the live model's (below)
+    if unreadable:
+        # A new event contract (--spec) the live model cannot read: it is not compared (its
+        # figures would be those of events it rejects); the candidate is judged as a first model.
+        logger.warning("retrain_live_not_comparable", extra={"live": live_version, "changes": unreadable})
     config = options.configure(_base_config(live))
     n_holdout = holdout_size(len(data.normals), options.holdout_fraction, config.target_fpr)
     train, holdout = split_holdout(data.normals, n_holdout)
@@ -146,12 +152,20 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         candidate = Detector.load(candidate_dir)
         reference = config.target_fpr  # recall at equal realised FPR is measured at the candidate's target
         cand_figures = _measure(candidate, holdout, data.anomalies, candidate.version, reference)
-        live_figures = _measure(live, holdout, data.anomalies, live_version, reference) if live is not None else None
+        live_figures = (
+            _measure(compared, holdout, data.anomalies, live_version, reference) if compared is not None else None
+        )
         # Unlabelled rows the live model flags were left out: its FPR on them is 0 by construction.
         filtered = data.counts.get("unlabelled_rows_scored_by_live", 0) > 0
         decision = decide(cand_figures, live_figures, options.gate, judge_live=not filtered)
         report = decision_report(options, decision, cand_figures, live_figures, data, len(train), len(holdout))
         report["fit_warnings"] = fit.warnings
+        if unreadable:
+            report["live_not_compared"] = (
+                f"live model {live_version} cannot read events of the new spec ({'; '.join(unreadable)}): "
+                "the candidate was judged on its own false-positive rate, as a first model"
+            )
+            report["reason"] = f"{report['reason']}; {report['live_not_compared']}"
         result = RetrainResult(decision, False, candidate.version, report)
         if options.dry_run:
             return result
@@ -229,7 +243,7 @@ def _gather(options: RetrainOptions, live: Detector | None) -> tuple[RetrainData
         normals_in = feedback.unlabelled
         for key, n in feedback.counts.items():
             data.count(key, n)
-    if live is not None and not options.keep_flagged:
+    if live is not None and not options.keep_flagged and not _what_live_cannot_read(live, spec):
         data.count("unlabelled_rows_scored_by_live", len(normals_in))
         normals_in, n_flagged = unflagged(normals_in, live)
         data.count("unlabelled_rows_flagged_by_live_left_out", n_flagged)
@@ -243,6 +257,19 @@ def _gather(options: RetrainOptions, live: Detector | None) -> tuple[RetrainData
     data.count("normal_rows", len(data.normals))
     data.count("anomaly_rows", len(data.anomalies))
     return data, spec
+
+
+def _what_live_cannot_read(live: Detector | None, spec: FeatureSpec) -> list[str]:
+    """Why events valid under ``spec`` may not fit the live model (empty: they all do): a field
+    the live model requires that ``spec`` does not, or a field that changed kind."""
+    if live is None:
+        return []
+    old = live.spec
+    required = set(spec.features) - set(spec.optional)
+    missing = sorted(set(old.features) - set(old.optional) - required)
+    retyped = sorted(set(old.numeric) & set(spec.categorical) | set(old.categorical) & set(spec.numeric))
+    reasons = [f"it requires {', '.join(missing)}"] if missing else []
+    return reasons + ([f"numeric <-> categorical: {', '.join(retyped)}"] if retyped else [])
 
 
 def _spec(options: RetrainOptions, live: Detector | None, rows: list[dict[str, Any]]) -> FeatureSpec:

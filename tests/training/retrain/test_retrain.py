@@ -202,6 +202,37 @@ def test_dry_run_writes_nothing(registry: Path, files: dict[str, Path], capsys: 
     assert [v.version for v in reg.versions()] == versions and reg.live_version() == live
 
 
+def test_a_new_spec_without_a_field_the_live_model_requires_is_judged_without_the_live_model(
+    registry: Path, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runbook's "retrain with the new feature spec" when the producers dropped a field: the
+    live model cannot read the new events, so it is neither used to filter them nor compared."""
+    reg = ModelRegistry(registry)
+    before = reg.live_version()
+    assert before is not None
+    spec = reg.load_version(before).spec.model_dump(mode="json")
+    for role in ("numeric", "log_scale", "optional"):
+        spec[role] = [f for f in spec.get(role) or [] if f != "duration"]
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    with files["second"].open(newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    gone, label = header.index("duration"), header.index("label")
+    normal = [r[:gone] + r[gone + 1 :] for r in rows if r[label] == "normal"]  # unlabelled: read as normal
+    data = _write(tmp_path / "no-duration.csv", header[:gone] + header[gone + 1 :], normal)
+    unlabelled = ["--drop-columns", "difficulty,label", "--quiet"]
+    argv = ["retrain", str(data), "--registry", str(registry), "--spec", str(spec_file), *unlabelled, *FAST]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == EXIT_PROMOTED, out + err
+    summary = json.loads(out)
+    report = _decision(registry, summary["candidate_version"])
+    assert report["live"] is None and "it requires duration" in report["live_not_compared"]
+    assert "it requires duration" in summary["reason"]
+    assert "unlabelled_rows_scored_by_live" not in report["data"]  # not filtered by a model that cannot read them
+    assert "duration" not in ModelRegistry(registry).load_version(summary["candidate_version"]).spec.features
+
+
 def test_too_few_rows_for_the_holdout_fail_with_exit_1(
     registry: Path, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
