@@ -57,12 +57,22 @@ def number_from_text(text: str) -> int | float | None:
     return float(text)
 
 
-#: Python types a block of values may hold to be converted at once.
-NUMBER_TYPES: Final = frozenset({int, float})
+#: Types a block of values may hold to be converted at once: Python's and NumPy's numbers (what
+#: ``DataFrame.to_dict("records")`` or rows of an array give), never a boolean.
+NUMBER_TYPES: Final = frozenset(
+    {int, float, np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64}
+    | {np.uint8, np.uint16, np.uint32, np.uint64}
+)
+
+
+def python_scalar(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (``np.float32`` -> ``float``, ``np.int64`` ->
+    ``int``, ``np.bool_`` -> ``bool``, ``np.str_`` -> ``str``); anything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def finite_number_block(values: Sequence[Any]) -> NDArray[np.float64] | None:
-    """``values`` as one float array when every one is an ``int``/``float`` (no ``bool``) and the
+    """``values`` as one float array when every one is a number of :data:`NUMBER_TYPES` (no ``bool``) and the
     result is finite; else ``None``, and the caller parses value by value (:func:`parse_numeric`),
     which gives the same numbers and names whatever is wrong (a string, NaN, an int beyond float range).
     """
@@ -85,6 +95,7 @@ def parse_numeric(value: Any, field: str, optional: bool) -> float:
         InvalidEventError: missing (non-optional), wrong type (bool, list, object, a string that
             is not a JSON number's spelling) or not finite (NaN, inf, in number or string form).
     """
+    value = python_scalar(value)
     if value is MISSING or value is None or value == "":
         if optional:
             return math.nan
@@ -127,6 +138,7 @@ def canonical_category(value: Any, field: str, optional: bool) -> str | None:
     Raises:
         InvalidEventError: missing (non-optional) or wrong type (list, object, NaN).
     """
+    value = python_scalar(value)
     if value is MISSING or value is None:
         if optional:
             return None

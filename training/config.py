@@ -75,6 +75,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     max_seconds: float | None = Field(default=None, gt=0)
+    #: A progress bar per training (on stderr, and only when stderr is a terminal).
     progress: bool = True
 
     @field_validator("hidden")

@@ -3,9 +3,11 @@ crowded categorical columns; columns that are neither numeric nor categorical, w
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from detector.errors import SpecError
+from detector.features import Featurizer
 from detector.schema import FeatureSpec
 from detector.spec_inference import crowded_categorical_columns, infer_spec, likely_key_columns
 
@@ -78,3 +80,15 @@ def test_messages_name_the_rows_of_the_file_when_records_are_a_subset() -> None:
         infer_spec(records)
     with pytest.raises(SpecError, match="row 351:"):
         infer_spec(records, row_numbers=range(201, 401))
+
+
+def test_numpy_number_columns_are_inferred_numeric_and_fit_like_python_numbers() -> None:
+    """Rows of a NumPy array or a DataFrame's records hold NumPy scalars, not Python numbers."""
+    rng = np.random.default_rng(0)
+    python_rows = [{"a": int(i % 7), "b": float(rng.normal()), "c": int(i % 3)} for i in range(200)]
+    numpy_rows = [{"a": np.int64(r["a"]), "b": np.float32(r["b"]), "c": np.int32(r["c"])} for r in python_rows]
+    spec = infer_spec(numpy_rows)
+    assert spec == infer_spec([{k: float(v) if k == "b" else v for k, v in r.items()} for r in numpy_rows])
+    assert set(spec.numeric) == {"a", "b", "c"} and spec.categorical == []
+    featurizer = Featurizer(spec).fit(python_rows)
+    np.testing.assert_allclose(featurizer.transform(numpy_rows), featurizer.transform(python_rows), rtol=1e-6)

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -212,3 +213,36 @@ def test_csv_cells_are_cached_only_when_short_and_read_alike_either_way() -> Non
     assert convert_cell(long_text) == long_text
     assert table_reader._convert_short.cache_info().currsize == before  # long cells are not kept
     assert convert_cell("0.25") == 0.25 and convert_cell("0.25") is convert_cell("0.25")  # cached
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [(np.float32(0.5), 0.5), (np.float64(-2.25), -2.25), (np.int64(3), 3.0), (np.int32(-7), -7.0), (np.uint8(9), 9.0)],
+)
+def test_numpy_numbers_read_as_the_python_numbers_they_hold(value: Any, number: float) -> None:
+    """What ``DataFrame.to_dict("records")`` or an array's rows give a library user."""
+    assert parse_numeric(value, "x", optional=False) == number
+    block = finite_number_block([value, 1, 2.5])
+    assert block is not None and block.tolist() == [number, 1.0, 2.5]
+
+
+def test_numpy_booleans_and_non_finite_numbers_are_refused_like_python_ones() -> None:
+    for value, reason in (
+        (np.bool_(True), "wrong_type"),
+        (np.float32("nan"), "not_finite"),
+        (np.float64("inf"), "not_finite"),
+    ):
+        with pytest.raises(InvalidEventError) as caught:
+            parse_numeric(value, "x", optional=False)
+        assert caught.value.reason == reason
+    assert finite_number_block([np.bool_(False), 1]) is None
+    assert finite_number_block([np.float32("nan")]) is None
+
+
+def test_numpy_category_codes_read_as_the_python_codes() -> None:
+    assert canonical_category(np.int64(3), "c", optional=False) == "3"
+    assert canonical_category(np.float32(2.0), "c", optional=False) == "2"
+    assert canonical_category(np.str_("tcp"), "c", optional=False) == "tcp"
+    assert canonical_category(np.bool_(True), "c", optional=False) == "true"
+    with pytest.raises(InvalidEventError, match="got float"):
+        canonical_category(np.float32(2.5), "c", optional=False)

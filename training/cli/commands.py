@@ -28,7 +28,6 @@ from training.evaluation.metrics import evaluate
 from training.fit import FitConfig, fit_detector
 
 SCORE_CHUNK = 4096
-REPORT_SAMPLE = 5000
 
 
 def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], list[bool], FeatureSpec]:
@@ -304,15 +303,15 @@ def _evaluate_and_report(
     if report is not None:
         from training.evaluation.report import write_report  # noqa: PLC0415 - matplotlib only with --report
 
-        sample = np.random.default_rng(0).permutation(len(rows))[:REPORT_SAMPLE]
+        # Every embedding: the plot samples them itself (and says of how many), coloured normal /
+        # anomalous in the same colours as the report's other figures.
         write_report(
             report,
             result,
             scored.score,
             is_anomaly,
             detector.threshold,
-            embeddings=embeddings[sample],
-            embedding_labels=["anomalous" if is_anomaly[i] else "normal" for i in sample],
+            embeddings=embeddings,
             centroids=detector.scorer.centroids,
             centroid_labels=[detector.scorer.class_names[c] for c in detector.scorer.centroid_class],
             extra={

@@ -172,7 +172,16 @@ def train_encoder(
     Returns:
         The encoder restored to its best held-out epoch (in eval mode), and the history.
     """
-    torch.manual_seed(config.seed)
+    # Seeded for reproducibility, on a forked generator: the caller's torch random stream is
+    # left as it was (a library must not reseed its user's global state).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _train_encoder(x, labels, layout, config)
+
+
+def _train_encoder(
+    x: NDArray[np.float32], labels: NDArray[np.intp] | None, layout: ColumnLayout, config: TrainConfig
+) -> tuple[Encoder, TrainingHistory]:
     targets, structure = training_targets(x, labels, config)
     stratify = targets if targets is not None and targets.ndim == 1 else None
     fit_idx, val_idx = split_validation(len(x), stratify, config.validation_fraction, config.seed)
@@ -202,7 +211,8 @@ def train_encoder(
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
     epochs, patience = budget.epochs, budget.patience
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not config.progress, leave=False)
+    # disable=None: a bar only where stderr is a terminal, never into a log file or a pipe.
+    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=None if config.progress else True, leave=False)
     for epoch in bar:
         history.train_loss.append(_train_epoch(encoder, objective, optimiser, x_fit, y_fit, config.seed + epoch))
         val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config, noise)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,8 +134,18 @@ def test_score_writes_one_row_per_input_in_order(model: Path, sample: Path, work
 
 
 def test_evaluate_prints_json_metrics_and_writes_the_report(
-    model: Path, sample: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
+    model: Path, sample: Path, workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import training.evaluation.report as report_module  # noqa: PLC0415
+
+    plotted: list[tuple[Any, Any, Any]] = []
+    real_projection = report_module.embedding_projection_png
+
+    def projection(embeddings: Any, labels: Any, centroids: Any, centroid_labels: Any, is_anomaly: Any) -> bytes:
+        plotted.append((embeddings, labels, is_anomaly))
+        return real_projection(embeddings, labels, centroids, centroid_labels, is_anomaly)
+
+    monkeypatch.setattr(report_module, "embedding_projection_png", projection)
     report = workdir / "report"
     capsys.readouterr()
     argv = ["evaluate", str(model), str(sample), *LABELS[:4], "--drop-columns", "difficulty", "--report", str(report)]
@@ -144,6 +155,10 @@ def test_evaluate_prints_json_metrics_and_writes_the_report(
     assert 0.5 < metrics["auroc"] <= 1.0
     assert {"auprc", "recall", "false_positive_rate", "per_group"} <= set(metrics)
     assert (report / "report.html").stat().st_size > 1000
+    # The scatter gets every event and the truth (its normal / anomalous colours, "a sample of k of n"),
+    # not a pre-drawn sample with free-form labels (colours then came from the size order).
+    [(embeddings, labels, is_anomaly)] = plotted
+    assert len(embeddings) == len(is_anomaly) == N_ROWS and labels is None
 
 
 def test_missing_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

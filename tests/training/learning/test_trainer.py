@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from detector.encoder import embed
 from training.config import TrainConfig
@@ -157,3 +158,22 @@ def test_history_records_the_resolved_choices() -> None:
     assert summary["outlier_noise"] == round(noise_scale_for(x[fit_idx], QUICK.seed), 3) > DEFAULT_NOISE_SCALE
     structure = summary["cluster_structure"]
     assert isinstance(structure, dict) and structure["clustered"] is False
+
+
+def test_training_is_seeded_without_touching_the_callers_torch_random_state() -> None:
+    x, _ = three_blobs()
+    torch.manual_seed(12345)
+    before = torch.get_rng_state()
+    first, _ = train_encoder(x, None, layout(4), QUICK)
+    assert torch.equal(torch.get_rng_state(), before)  # a library does not reseed its user's generator
+    torch.manual_seed(999)  # another caller state: the same seed in the config gives the same encoder
+    second, _ = train_encoder(x, None, layout(4), QUICK)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_progress_bar_stays_out_of_a_stderr_that_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library user's log file or notebook pipe gets no tqdm bars (the CLI writes its own lines there)."""
+    x, _ = three_blobs()
+    train_encoder(x, None, layout(4), QUICK.model_copy(update={"progress": True}))
+    assert capsys.readouterr().err == ""
