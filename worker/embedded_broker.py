@@ -60,13 +60,18 @@ class EmbeddedBroker:
     Args:
         port: port to listen on; ``None`` picks a free one.
         start_timeout_s: how long :meth:`start` waits for the broker to accept connections.
+        own_session: start the broker in a session of its own, out of reach of signals sent to
+            the caller's process group (a terminal's Ctrl-C, a hang-up): for a caller that stops
+            it itself after what depends on it (the demo stops its worker first). By default it
+            shares the caller's group, so a group kill (a cancelled CI job) takes it down too.
     """
 
-    def __init__(self, port: int | None = None, start_timeout_s: float = 15.0) -> None:
+    def __init__(self, port: int | None = None, start_timeout_s: float = 15.0, own_session: bool = False) -> None:
         if port is not None and not 0 <= port <= 65535:
             raise BrokerStartError(f"port {port} is not a TCP port (1-65535, or 0 for any free one)")
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
+        self.own_session = own_session
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,10 +95,8 @@ class EmbeddedBroker:
         url = f"tcp://{HOST}:{self.port}"
         command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
         command += ["--storage-engine", "memory://tansu/"]
-        # Its own session: a terminal's Ctrl-C reaches the program that started it, which stops it
-        # after what depends on it (a worker draining its last outputs), not the broker first.
         self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.own_session
         )
         deadline = time.monotonic() + self.start_timeout_s
         while not _accepts(self.port):

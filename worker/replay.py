@@ -226,7 +226,11 @@ def run(args: argparse.Namespace) -> ReplaySummary:
 
 def warn_if_new_topic(settings: KafkaSettings, topic: str) -> None:
     """A topic the broker does not have yet is most often a typo: say so before publishing (a broker
-    that creates topics on first use would otherwise take the events where no worker reads)."""
+    that creates topics on first use would otherwise take the events where no worker reads).
+
+    Raises:
+        BrokerError: no broker answers (before any event is read or published).
+    """
     from worker.topic_tools import existing_topics  # noqa: PLC0415 - --help works without importing kafka
 
     topics = existing_topics(settings)

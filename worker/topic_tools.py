@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from worker.errors import BrokerError
 from worker.kafka_io import security_config
@@ -42,7 +42,11 @@ def create_topics(bootstrap_servers: str, topics: Iterable[tuple[str, int]]) -> 
 
 def existing_topics(settings: KafkaSettings) -> set[str] | None:
     """The topics the broker lists (a metadata request for all topics creates none), or ``None``
-    when it does not answer within ``connect_timeout_ms`` (the caller's own client reports that)."""
+    when it cannot list them (the caller goes on without the list).
+
+    Raises:
+        BrokerError: no broker answered within ``connect_timeout_ms``.
+    """
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -51,6 +55,10 @@ def existing_topics(settings: KafkaSettings) -> set[str] | None:
             bootstrap_timeout_ms=settings.connect_timeout_ms,
             **security_config(settings),
         )
+    except KafkaTimeoutError as exc:  # kafka-python 3: no broker answered the bootstrap
+        raise BrokerError(
+            f"cannot reach {settings.bootstrap_servers}: no broker answered within {settings.connect_timeout_ms} ms"
+        ) from exc
     except KafkaError:
         return None
     try:

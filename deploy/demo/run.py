@@ -82,6 +82,7 @@ def train(args: argparse.Namespace, model: Path, report: Path) -> dict[str, Any]
 
 
 def start_worker(args: argparse.Namespace, model: Path, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start the worker (in a session of its own: see :func:`main`); :func:`wait_ready` waits for it."""
     env = dict(os.environ, WORKER_LOG_FORMAT="text", WORKER_LOG_LEVEL="INFO")
     command = [sys.executable, "-m", "worker", "--model", str(model), "--bootstrap-servers", bootstrap,
                "--input-topic", args.topic, "--output-topic", f"{args.topic}.anomalies", "--dead-letter-topic",
@@ -93,6 +94,10 @@ def start_worker(args: argparse.Namespace, model: Path, bootstrap: str, log: Pat
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    return process
+
+
+def wait_ready(args: argparse.Namespace, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 90
     while http_status(f"http://127.0.0.1:{args.metrics_port}/readyz") != 200:
         if process.poll() is not None:
@@ -100,7 +105,6 @@ def start_worker(args: argparse.Namespace, model: Path, bootstrap: str, log: Pat
         if time.monotonic() > deadline:
             raise StepError(f"the worker was not ready within 90 s; see {log}")
         time.sleep(0.2)
-    return process
 
 
 def http_status(url: str) -> int:
@@ -245,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     model, report, log = args.out / "model", args.out / "report", args.out / "worker.log"
     broker: EmbeddedBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
-    signal.signal(signal.SIGTERM, _interrupt)
+    # The broker and the worker run in sessions of their own, so a terminal's Ctrl-C or hang-up
+    # reaches only this process, which then stops the worker (a clean drain) before the broker.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _interrupt)
     keep = False
     summary_out: dict[str, Any] | None = None
     try:
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = step(
             2,
             "starting the embedded Kafka broker (Tansu, in memory)",
-            lambda: EmbeddedBroker(args.broker_port or None).start(),
+            lambda: EmbeddedBroker(args.broker_port or None, own_session=True).start(),
         )
         bootstrap = broker.bootstrap_servers
         step(
@@ -266,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         worker = step(3, "starting the worker (python -m worker)", lambda: start_worker(args, model, bootstrap, log))
+        step(3, "waiting for the worker to be ready", lambda: wait_ready(args, worker, log))
         print(f"      metrics: http://127.0.0.1:{args.metrics_port}/metrics  (worker log: {log})")
         tally = Tally(label_field="label", normal_value="normal")
         rate = "as fast as possible" if args.rate <= 0 else f"{args.rate:,.0f} events/s"
@@ -295,11 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         code = None
         if not keep:
-            code = stop_process(worker)
-            if code not in (None, 0):
-                print(f"warning: the worker exited with code {code}; see {log}", file=sys.stderr)
-            if broker is not None:
-                broker.stop()
+            # A second Ctrl-C (or a hang-up) must not cut the clean-up short and orphan the children.
+            for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(stop_signal, signal.SIG_IGN)
+            try:
+                code = stop_process(worker)
+                if code not in (None, 0):
+                    print(f"warning: the worker exited with code {code}; see {log}", file=sys.stderr)
+            finally:
+                if broker is not None:
+                    broker.stop()
         if summary_out is not None and args.summary_json:  # written after clean-up, so "stopped" is true
             final = summary_out | {"stopped": not keep, "worker_exit_code": code}
             args.summary_json.write_text(json.dumps(final, indent=2))

@@ -176,7 +176,7 @@ def unrecorded_move(pending: bytes | None, live: str | None, history: list[Histo
 
     A move writes its record to the pending key first, then replaces ``LIVE``, then appends the
     record to the history. So the pending record took effect when ``LIVE`` names its version; it
-    is missing from the history when it is not the history's last record. A pending move whose
+    is missing from the history when the history does not hold it. A pending move whose
     pointer write never happened (``LIVE`` still names another version) is ignored.
 
     Args:
@@ -188,4 +188,6 @@ def unrecorded_move(pending: bytes | None, live: str | None, history: list[Histo
     if len(records) != 1 or records[0].version != live:
         return None
     move = records[0]
-    return None if history and history[-1] == move else move
+    # Anywhere in the history, not only last: LIVE may name that version again later without this
+    # file being rewritten (an older build's promotion, a restored backup), and it is then old news.
+    return None if move in history else move

@@ -54,12 +54,35 @@ def test_demo_short_mode(tmp_path: Path) -> None:
         assert step in done.stdout
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes() and _alive(int(cmdline.parent.name)):
+                found.append(int(cmdline.parent.name))
+        except OSError:  # ended meanwhile
+            continue
+    return found
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_ctrl_c_stops_the_worker_cleanly_then_the_broker(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C signals the demo's whole process group mid-replay: the worker drains and
-    commits (exit 0) before the broker stops, and nothing is left to fail at exit."""
+@pytest.mark.parametrize(
+    ("stop_signal", "when"),
+    [
+        (signal.SIGINT, "scored"),  # Ctrl-C mid-replay (a progress line is out)
+        (signal.SIGHUP, "scored"),  # the terminal closed mid-replay
+        (signal.SIGINT, "waiting for the worker to be ready"),  # Ctrl-C before the worker is ready
+    ],
+)
+def test_a_terminal_signal_stops_the_worker_then_the_broker_and_leaves_nothing_running(
+    tmp_path: Path, stop_signal: signal.Signals, when: str
+) -> None:
+    """A terminal signals the demo's whole process group: the worker and the broker, in sessions of
+    their own, are stopped by the demo, the worker first (it drains and commits, exit 0), and
+    nothing is left running or failing at exit."""
     out = tmp_path / "demo"
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy.demo", "--events", "20000", "--rate", "500", "--epochs", "1", "--out", str(out)],
@@ -68,20 +91,25 @@ def test_ctrl_c_stops_the_worker_cleanly_then_the_broker(tmp_path: Path) -> None
     try:
         assert process.stdout is not None
         seen = ""
-        while "scored" not in seen:  # a progress line: the replay is running
+        while when not in seen:
             line = process.stdout.readline()
-            assert line, f"the demo ended before replaying: {seen[-3000:]}"
+            assert line, f"the demo ended before {when!r}: {seen[-3000:]}"
             seen += line
-        os.killpg(process.pid, signal.SIGINT)  # what a terminal sends: the whole foreground group
+        broker = seen.split("creating topics on ", 1)[1].split()[0]
+        os.killpg(process.pid, stop_signal)  # what a terminal sends: the whole foreground group
         stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert "interrupted: stopping everything" in stderr
-    assert "Traceback" not in stderr and "warning" not in stderr, stderr[-3000:]
-    log = (out / "worker.log").read_text()
-    assert "worker_stopped reason=SIGTERM clean=True exit_code=0" in log, log[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert not _processes_mentioning(str(out / "model")), "the worker was left running"
+    assert not _processes_mentioning(f"tcp://{broker}"), "the broker was left running"
+    if when == "scored":  # a ready worker drains; one still starting may stop before it logs
+        log = (out / "worker.log").read_text()
+        assert "warning" not in stderr, stderr[-3000:]
+        assert "worker_stopped reason=SIGTERM clean=True exit_code=0" in log, log[-3000:]
 
 
 def test_demo_names_the_failing_step(tmp_path: Path) -> None:

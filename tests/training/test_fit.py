@@ -61,7 +61,10 @@ def test_calibration_scores_are_the_scores_of_held_out_normals(nsl: tuple[FitRes
     normal, _ = nsl_kdd_rows(4000)
     _, cal_idx = split_calibration(None, 1500, 0.1, FAST.seed)
     rescored = result.detector.score_records([normal[i] for i in cal_idx], top=0).scores
-    np.testing.assert_allclose(np.sort(rescored), result.detector.scorer.calibration_scores, rtol=1e-6)
+    # The fit sums the held-out terms in float64, scoring fuses float32 distance products: the last
+    # digits depend on the CPU's BLAS kernels (bit-equal to 1e-6 on AVX-512 Intel, 2e-5 on AMD EPYC);
+    # other rows would differ in the first digits.
+    np.testing.assert_allclose(np.sort(rescored), result.detector.scorer.calibration_scores, rtol=1e-4)
 
 
 def test_attacks_score_higher_than_held_out_normals(nsl: tuple[FitResult, Any, Any]) -> None:

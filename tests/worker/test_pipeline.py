@@ -271,7 +271,9 @@ def test_values_the_typed_decoder_refuses_are_scored_on_the_exact_path(
     assert [r.record.offset for r in mixed.rejected] == [70]
     assert mixed.scored.tolist() == [i for i in range(100) if i != 70]
     same = [i for i in range(100) if i not in (60, 70)]
-    np.testing.assert_array_equal(mixed.scores[[p for p in range(99) if p != 60]], base.scores[same])
+    # 99 rows against 100 in the float32 matrix products: equal to the bit on some CPUs' BLAS
+    # kernels, within float32 rounding (measured 1e-7) on others.
+    np.testing.assert_allclose(mixed.scores[[p for p in range(99) if p != 60]], base.scores[same], rtol=1e-6)
     np.testing.assert_array_equal(mixed.flagged_at, [f.record.offset for f in mixed.flagged])
 
 

@@ -15,8 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detector.table_reader import SourceLine, iter_lines
+from worker.errors import BrokerError
 from worker.replay import SHOW_SKIPPED, InvalidLineError, ReplayOptions, main, replay
-from worker.topic_tools import TopicTail, create_topics
+from worker.settings import KafkaSettings
+from worker.topic_tools import TopicTail, create_topics, existing_topics
 
 
 def lines_of(tmp_path: Path, text: bytes, name: str = "e.jsonl") -> list[SourceLine]:
@@ -209,3 +211,24 @@ def test_a_topic_the_broker_does_not_have_is_warned_about_before_publishing(  # 
     assert main([str(path), "--topic", typo, "--bootstrap-servers", bootstrap]) == 0
     err = capsys.readouterr().err
     assert f"warning: topic {typo!r} does not exist on {bootstrap} yet (did you mean {existing!r}" in err
+
+
+def test_an_unreachable_broker_fails_once_before_anything_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The topic check meets the dead broker first: one connect timeout, one line, no producer built."""
+    with pytest.raises(BrokerError, match=r"cannot reach 127\.0\.0\.1:1: no broker answered within 200 ms"):
+        existing_topics(KafkaSettings(bootstrap_servers="127.0.0.1:1", connect_timeout_ms=200))
+
+    def no_publisher(*args: object) -> None:
+        raise AssertionError("a producer was built for an unreachable broker")
+
+    monkeypatch.setattr("worker.kafka_io.KafkaPublisher", no_publisher)
+    monkeypatch.setattr(
+        "worker.topic_tools.existing_topics",
+        lambda settings: existing_topics(settings.model_copy(update={"connect_timeout_ms": 200})),
+    )
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    assert main([str(path), "--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]) == 1
+    assert capsys.readouterr().err == "error: cannot reach 127.0.0.1:1: no broker answered within 200 ms\n"

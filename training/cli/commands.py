@@ -213,10 +213,11 @@ def run_score(args: argparse.Namespace) -> int:
     detector = Detector.load(args.model)
     spec = detector.spec
     text = [c for c in (spec.id_field, spec.timestamp_field) if c]
-    # The data row's number first (1 = the first record, as in error messages): joins every score
-    # back to its row, also without an id column or where a row's id is empty.
+    # The data row's number last (1 = the first record, as in error messages; last, so scripts that
+    # read the earlier columns by position keep working): joins every score back to its row, also
+    # without an id column or where a row's id is empty.
     row_column = "input_row" if spec.id_field == "row" else "row"
-    header = [row_column, *([spec.id_field] if spec.id_field else []), "score", "flagged", "nearest_class", "p_value"]
+    header = [*([spec.id_field] if spec.id_field else []), "score", "flagged", "nearest_class", "p_value", row_column]
     mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else 0o644  # mkstemp's 0600 would hide it
     count = 0
     try:
@@ -246,12 +247,13 @@ def _write_scores(writer: Any, detector: Detector, chunk: list[Record], offset: 
         raise DataError(f"{path}: row {offset + _row_of(exc) + 1}: {_without_prefix(exc)}") from exc
     id_field = detector.spec.id_field
     for i, record in enumerate(chunk):
-        prefix = [offset + i + 1, *([record.get(id_field, "")] if id_field else [])]
+        prefix = [record.get(id_field, "")] if id_field else []
         values = [
             f"{result.scores[i]:.6g}",
             int(result.flagged[i]),
             result.nearest_class[i],
             f"{result.p_values[i]:.6g}",
+            offset + i + 1,
         ]
         writer.writerow([*prefix, *values])
     return len(chunk)

@@ -220,7 +220,7 @@ def run_retrain_command(args: argparse.Namespace) -> int:
         "promoted": result.promoted,
         "dry_run": options.dry_run,
         "candidate_version": result.candidate_version,
-        "live_version": (result.report["live"] or {}).get("version"),
+        "live_version": result.report["live_version"],
         "reason": result.report["reason"],
         "reports": [str(p) for p in result.report_paths],
     }

@@ -160,6 +160,7 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         decision = decide(cand_figures, live_figures, options.gate, judge_live=not filtered)
         report = decision_report(options, decision, cand_figures, live_figures, data, len(train), len(holdout))
         report["fit_warnings"] = fit.warnings
+        report["live_version"] = live_version  # also when the live model was not compared
         if unreadable:
             report["live_not_compared"] = (
                 f"live model {live_version} cannot read events of the new spec ({'; '.join(unreadable)}): "

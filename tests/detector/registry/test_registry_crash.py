@@ -11,6 +11,7 @@ from small_artifact import build_artifact
 
 import detector.registry.model_registry as model_registry
 from detector.registry import ModelRegistry
+from detector.registry.records import Action, HistoryRecord, history_line
 from detector.registry.storage import LocalStorage
 
 
@@ -103,6 +104,29 @@ def test_a_move_killed_before_the_pointer_changed_leaves_no_trace(
     assert [r.version for r in registry.history()] == [a]
     registry.promote(b, "for real")
     assert [(r.version, r.reason) for r in registry.history()] == [(a, "initial"), (b, "for real")]
+
+
+def test_a_stale_pending_record_is_not_replayed_when_live_names_its_version_again(
+    registry: ModelRegistry, artifacts: list[Path]
+) -> None:
+    """An older build (which writes no pending record) rolls back and promotes again: LIVE names
+    the version of the last pending record once more, whose move is in the history already."""
+    a, b = (registry.add(x) for x in artifacts[:2])
+    registry.promote(a, "initial")
+    registry.promote(b, "newer")  # the pending record now holds this promotion of b
+
+    def older_build_moves(version: str, previous: str, action: Action, reason: str) -> None:
+        registry.storage.replace_atomic("LIVE", f"{version}\n".encode())
+        record = HistoryRecord(at="2030-01-01T00:00:00+00:00", version=version, previous=previous,
+                               reason=reason, actor="old", action=action)  # fmt: skip
+        registry.storage.append_bytes("history.jsonl", history_line(record))
+
+    older_build_moves(a, b, "rollback", "old build: roll back")
+    older_build_moves(b, a, "promote", "old build: promote again")
+    expected = [(a, "initial"), (b, "newer"), (a, "old build: roll back"), (b, "old build: promote again")]
+    assert [(r.version, r.reason) for r in registry.history()] == expected
+    registry.promote(a, "back")
+    assert [(r.version, r.reason) for r in registry.history()] == [*expected, (a, "back")]
 
 
 def test_an_add_that_loses_the_race_to_an_identical_add_returns_the_version(

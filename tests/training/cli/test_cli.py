@@ -124,7 +124,7 @@ def test_score_writes_one_row_per_input_in_order(model: Path, sample: Path, work
     assert main(["score", str(model), str(sample), "--out", str(out)]) == 0
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["row", "id", "score", "flagged", "nearest_class", "p_value"]
+    assert list(rows[0]) == ["id", "score", "flagged", "nearest_class", "p_value", "row"]
     assert [r["id"] for r in rows] == [f"conn-{i:04d}" for i in range(1, N_ROWS + 1)]
     assert [r["row"] for r in rows] == [str(i) for i in range(1, N_ROWS + 1)]
     assert {r["flagged"] for r in rows} <= {"0", "1"}

@@ -229,6 +229,7 @@ def test_a_new_spec_without_a_field_the_live_model_requires_is_judged_without_th
     report = _decision(registry, summary["candidate_version"])
     assert report["live"] is None and "it requires duration" in report["live_not_compared"]
     assert "it requires duration" in summary["reason"]
+    assert summary["live_version"] == before  # live, only not compared
     assert "unlabelled_rows_scored_by_live" not in report["data"]  # not filtered by a model that cannot read them
     assert "duration" not in ModelRegistry(registry).load_version(summary["candidate_version"]).spec.features
 
