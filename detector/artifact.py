@@ -21,15 +21,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_weights
+from safetensors.torch import save_file
 
+from detector.artifact_files import MAX_MANIFEST_BYTES, check_file_name, read_model_file
 from detector.atomic_file import fsync_dir, fsync_tree
 from detector.errors import ArtifactError
 
@@ -189,12 +191,20 @@ def _install(tmp: Path, out_dir: Path, kind: _TargetKind) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and verify an artifact directory.
+def read_artifact(
+    model_dir: Path, check_manifest: Callable[[bytes], None] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify an artifact directory: every file read once, checked and used as read.
+
+    ``check_manifest`` (e.g. a signature check) is given the manifest's bytes before they are
+    parsed: the bytes it accepts are the bytes loaded. The weights are copied into memory, so a
+    later edit of the file (or its truncation) cannot reach the loaded model.
 
     Raises:
         ArtifactError: missing files, bad JSON, unknown format version, a file or the manifest
-            whose hash does not match (tampered or truncated), or unreadable weights.
+            whose hash does not match (tampered or truncated), a listed name that is not a plain
+            file of the directory, a link, a file over its size bound, or unreadable weights;
+            whatever ``check_manifest`` raises.
     """
     model_dir = Path(model_dir)
     manifest_path = model_dir / MANIFEST
@@ -203,17 +213,45 @@ def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     if not model_dir.is_dir():
         raise ArtifactError(f"model directory not found: {model_dir}")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        raw = read_model_file(manifest_path, MAX_MANIFEST_BYTES)
     except FileNotFoundError as exc:
         raise ArtifactError(f"{model_dir}: no {MANIFEST}") from exc
+    if check_manifest is not None:
+        check_manifest(raw)
+    manifest = _parse_manifest(raw, manifest_path)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or WEIGHTS not in files:
+        raise ArtifactError(f"{manifest_path}: no file hashes")
+    contents: dict[str, bytes] = {}
+    for name, expected in files.items():
+        path = model_dir / check_file_name(name, manifest_path)
+        try:
+            contents[name] = read_model_file(path)
+        except FileNotFoundError:
+            raise ArtifactError(f"{model_dir}: missing file {name}") from None
+        if hashlib.sha256(contents[name]).hexdigest() != expected:
+            raise ArtifactError(f"{path}: sha256 mismatch (tampered or truncated)")
+    try:
+        tensors = load_weights(contents[WEIGHTS])
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / WEIGHTS}: unreadable weights ({exc})") from exc
+    return manifest, tensors
+
+
+def _parse_manifest(raw: bytes, manifest_path: Path) -> dict[str, Any]:
+    """The manifest's JSON object, its format version and its own hash checked."""
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise ArtifactError(f"{manifest_path}: not valid JSON (nested too deeply)") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: not a JSON object")
     version = manifest.get("format_version")
-    if version not in READABLE_FORMATS:
+    if version not in READABLE_FORMATS:  # before the hash: another format may hash otherwise
         raise ArtifactError(
-            f"{model_dir}: artifact format version {version!r} is not supported "
+            f"{manifest_path.parent}: artifact format version {version!r} is not supported "
             f"(this build reads {' and '.join(map(str, READABLE_FORMATS))})"
         )
     try:
@@ -222,20 +260,16 @@ def read_artifact(model_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
         raise ArtifactError(f"{manifest_path}: manifest holds invalid values ({exc})") from exc
     if manifest.get(_SELF_HASH) != digest:
         raise ArtifactError(f"{manifest_path}: manifest hash mismatch (edited or corrupted)")
+    return manifest
+
+
+def artifact_file_names(model_dir: Path) -> list[str]:
+    """The files that make up the artifact at ``model_dir``: the manifest and the files it lists
+    (checked as :func:`read_artifact` checks them, which the caller has done or will do)."""
+    manifest = _parse_manifest(read_model_file(model_dir / MANIFEST, MAX_MANIFEST_BYTES), model_dir / MANIFEST)
     files = manifest.get("files")
-    if not isinstance(files, dict) or WEIGHTS not in files:
-        raise ArtifactError(f"{manifest_path}: no file hashes")
-    for name, expected in files.items():
-        path = model_dir / name
-        if not path.is_file():
-            raise ArtifactError(f"{model_dir}: missing file {name}")
-        if sha256_file(path) != expected:
-            raise ArtifactError(f"{path}: sha256 mismatch (tampered or truncated)")
-    try:
-        tensors = load_file(str(model_dir / WEIGHTS))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{model_dir / WEIGHTS}: unreadable weights ({exc})") from exc
-    return manifest, tensors
+    listed = [check_file_name(name, model_dir / MANIFEST) for name in files] if isinstance(files, dict) else []
+    return [MANIFEST, *listed]
 
 
 def tensor_to_numpy(tensors: Mapping[str, torch.Tensor], name: str) -> np.ndarray:

@@ -15,6 +15,7 @@ Two ways onto the sphere (``EncoderConfig.projection``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -22,6 +23,8 @@ import torch
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from detector.errors import ArtifactError
 
 
 class EncoderConfig(BaseModel):
@@ -85,3 +88,16 @@ def embed(encoder: Encoder, features: NDArray[np.float32]) -> NDArray[np.float32
         out = encoder(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
     embeddings: NDArray[np.float32] = out.numpy()
     return embeddings
+
+
+def check_state_shapes(config: EncoderConfig, state: Mapping[str, torch.Tensor]) -> None:
+    """The weights hold exactly the tensors ``config`` builds, shape for shape: checked on a
+    shape-only (``meta``) encoder, so a manifest claiming huge layers over a small weights file
+    is refused without allocating them."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in Encoder(config).state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != expected:
+        differ = sorted(n for n in expected.keys() | found.keys() if expected.get(n) != found.get(n))
+        shown = ", ".join(f"{n}: {found.get(n)} for {expected.get(n)}" for n in differ[:3])
+        raise ArtifactError(f"encoder weights do not match the encoder config ({shown})")

@@ -10,6 +10,7 @@ Python API::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from detector.artifact import read_artifact, tensor_to_numpy, write_artifact
-from detector.encoder import Encoder, EncoderConfig, embed
+from detector.encoder import Encoder, EncoderConfig, check_state_shapes, embed
 from detector.errors import ArtifactError
 from detector.explain import Explainer, FieldDeviation, describe
 from detector.features import Featurizer
@@ -31,6 +32,7 @@ from detector.input_neighbours import GaussTerm, InputNeighbours
 from detector.rank_gauss import RankGauss
 from detector.schema import FeatureSpec
 from detector.scorer import CentroidScorer, ScoreResult
+from detector.signing import Ed25519PublicKey, verify_signature
 
 
 @dataclass(frozen=True)
@@ -144,20 +146,24 @@ class Detector:
         return Path(out_dir)
 
     @classmethod
-    def load(cls, model_dir: Path | str) -> Detector:
-        """Load and verify an artifact directory.
+    def load(cls, model_dir: Path | str, public_key: Ed25519PublicKey | None = None) -> Detector:
+        """Load and verify an artifact directory (and, given ``public_key``, its signature, on the
+        same manifest bytes that are loaded).
 
         Raises:
-            ArtifactError: tampered, truncated, incompatible or inconsistent artifact.
+            ArtifactError: tampered, truncated, incompatible or inconsistent artifact; with
+                ``public_key``, an unsigned or wrongly signed one.
         """
-        manifest, tensors = read_artifact(Path(model_dir))
+        check = None if public_key is None else functools.partial(verify_signature, Path(model_dir), public_key)
+        manifest, tensors = read_artifact(Path(model_dir), check)
         try:
             spec = FeatureSpec.model_validate(manifest["spec"])
             featurizer = Featurizer.from_state(spec, manifest["featurizer"])
             config = EncoderConfig.model_validate(manifest["encoder"])
-            encoder = Encoder(config)
             prefix = "encoder."
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            check_state_shapes(config, state)  # before any allocation a manifest's widths ask for
+            encoder = Encoder(config)
             encoder.load_state_dict(state, strict=True)
             encoder.eval()
             if config.input_dim != featurizer.n_features:

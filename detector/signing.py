@@ -97,8 +97,12 @@ def sign_artifact(model_dir: Path, key: Ed25519PrivateKey) -> Path:
     return path
 
 
-def verify_signature(model_dir: Path, key: Ed25519PublicKey) -> None:
+def verify_signature(model_dir: Path, key: Ed25519PublicKey, manifest: bytes | None = None) -> None:
     """Check ``manifest.sig`` against ``manifest.json`` with ``key``.
+
+    ``manifest``: the manifest's bytes as the caller read them (and will use them); read from the
+    directory when ``None``. A loader passes its own read (see ``Detector.load``), so a manifest
+    swapped between the check and the load cannot slip through.
 
     Raises:
         ArtifactError: unsigned, malformed signature, or a signature that does not verify (made
@@ -114,7 +118,7 @@ def verify_signature(model_dir: Path, key: Ed25519PublicKey) -> None:
         ) from None
     try:
         signature = base64.b64decode(raw.strip(), validate=True)
-        key.verify(signature, (model_dir / MANIFEST).read_bytes())
+        key.verify(signature, manifest if manifest is not None else (model_dir / MANIFEST).read_bytes())
     except (binascii.Error, ValueError, InvalidSignature, OSError):
         raise ArtifactError(
             f"{model_dir}: signature does not verify (signed with another key, or the manifest was changed)"

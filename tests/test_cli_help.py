@@ -61,7 +61,7 @@ def test_training_help_shows_defaults() -> None:
 
 def test_replay_tail_and_worker_help_show_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     replay = help_of(replay_parser())
-    assert "(default: 0.0)" in replay and "(default: localhost:9092)" in replay and "Exit codes" in replay
+    assert "(default: 0.0)" in replay and "else localhost:9092)" in replay and "Exit codes" in replay
     assert "(default: anomalies)" in help_of(tail_parser())
     with pytest.raises(SystemExit):
         parse_overrides(["--help"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from detector.errors import ArtifactError
 from detector.model import Detector
 from detector.registry import ModelRegistry
-from detector.signing import Ed25519PublicKey, verify_signature
+from detector.signing import Ed25519PublicKey
 from worker.errors import NoLiveVersionError
 from worker.typed_decode import TypedDecoder
 
@@ -42,9 +42,7 @@ def load_model(model_dir: Path, public_key: Ed25519PublicKey | None = None) -> L
             with ``public_key``, an unsigned or wrongly signed one.
     """
     start = time.perf_counter()
-    if public_key is not None:
-        verify_signature(model_dir, public_key)
-    detector = Detector.load(model_dir)
+    detector = Detector.load(model_dir, public_key)  # the signature checked on the manifest bytes loaded
     elapsed = time.perf_counter() - start
     return LoadedModel(detector, elapsed, _created(detector), _target_fpr(detector), TypedDecoder(detector.spec))
 

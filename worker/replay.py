@@ -19,6 +19,7 @@ import argparse
 import difflib
 import itertools
 import json
+import os
 import sys
 import time
 import uuid
@@ -33,7 +34,7 @@ from detector.cli_help import DefaultsHelpFormatter
 from detector.errors import DataError, UsageError
 from detector.table_reader import SourceLine, iter_lines
 from worker.errors import BrokerError, PublishError
-from worker.settings import KafkaSettings
+from worker.settings import KafkaSettings, tool_kafka_settings
 
 FLUSH_EVERY = 2000
 EXIT_FAILED = 1
@@ -174,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("data", type=Path, metavar="DATA", help="CSV (with header) or JSONL file, gzip or not")
     parser.add_argument("--topic", required=True, help="topic to publish to")
-    parser.add_argument("--bootstrap-servers", default="localhost:9092", help="Kafka bootstrap servers")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="Kafka bootstrap servers (default: $WORKER_KAFKA__BOOTSTRAP_SERVERS, else localhost:9092)",
+    )
     parser.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
     parser.add_argument("--limit", type=int, default=None, help="publish at most N events (default: all)")
     parser.add_argument("--skip-invalid", action="store_true", help="skip and count invalid lines instead of stopping")
@@ -212,10 +217,10 @@ def run(args: argparse.Namespace) -> ReplaySummary:
     first = next(lines, None)  # a missing or unreadable file fails here, before connecting
     if first is None:
         raise DataError(f"{args.data}: no records")
-    try:
-        settings = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
+    try:  # the brokers and security (SASL, TLS) of the worker's WORKER_KAFKA__* variables, as tail
+        settings = tool_kafka_settings(os.environ, args.bootstrap_servers)
     except ValidationError as exc:
-        raise UsageError(f"invalid --bootstrap-servers: {exc.errors()[0]['msg']}") from exc
+        raise UsageError(f"invalid Kafka settings: {exc.errors()[0]['msg']}") from exc
     warn_if_new_topic(settings, options.topic)
     sink = KafkaPublisher(settings)
     try:

@@ -186,3 +186,31 @@ def _first_error(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in err["loc"])
     message = str(err["msg"]).splitlines()[0]
     return f"{where}: {message}" if where else message
+
+
+_TOOL_ENV_FIELDS = (
+    "bootstrap_servers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+)
+_TOOL_ENV_PREFIX = "WORKER_KAFKA__"
+
+
+def tool_kafka_settings(env: Mapping[str, str], bootstrap_servers: str | None) -> KafkaSettings:
+    """The tools' (tail, replay) connection settings: the worker's ``WORKER_KAFKA__*`` variables for the
+    brokers and security; a ``--bootstrap-servers`` option wins.
+
+    Raises:
+        ValidationError: a setting is invalid.
+    """
+    values = {
+        name: env[_TOOL_ENV_PREFIX + name.upper()]
+        for name in _TOOL_ENV_FIELDS
+        if env.get(_TOOL_ENV_PREFIX + name.upper())
+    }
+    if bootstrap_servers:
+        values["bootstrap_servers"] = bootstrap_servers
+    return KafkaSettings.model_validate(values)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -25,17 +25,7 @@ from pydantic import ValidationError
 from detector.cli_help import DefaultsHelpFormatter
 from worker.errors import BrokerError
 from worker.record_format import TailRecord, format_line, json_line
-from worker.settings import KafkaSettings
-
-ENV_FIELDS = (
-    "bootstrap_servers",
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_username",
-    "sasl_password",
-    "ssl_cafile",
-)
-ENV_PREFIX = "WORKER_KAFKA__"
+from worker.settings import tool_kafka_settings as settings_from
 
 
 class RecordSource(Protocol):
@@ -61,18 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records (default: never)")
     parser.add_argument("--json", action="store_true", help="one JSON object per record instead of a pretty line")
     return parser
-
-
-def settings_from(env: Mapping[str, str], bootstrap_servers: str | None) -> KafkaSettings:
-    """The worker's connection settings from ``WORKER_KAFKA__*`` variables; the option wins.
-
-    Raises:
-        ValidationError: a setting is invalid.
-    """
-    values = {name: env[ENV_PREFIX + name.upper()] for name in ENV_FIELDS if env.get(ENV_PREFIX + name.upper())}
-    if bootstrap_servers:
-        values["bootstrap_servers"] = bootstrap_servers
-    return KafkaSettings.model_validate(values)
 
 
 def follow(source: RecordSource, limit: int | None) -> Iterator[TailRecord]:

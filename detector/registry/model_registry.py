@@ -30,13 +30,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from detector.artifact import artifact_file_names
+from detector.artifact_files import copy_artifact_files
 from detector.errors import ArtifactError, RegistryError
 from detector.model import Detector
 from detector.registry.records import (
@@ -51,7 +52,7 @@ from detector.registry.records import (
     version_info,
 )
 from detector.registry.storage import LocalStorage, RegistryStorage
-from detector.signing import SIGNATURE, Ed25519PrivateKey, Ed25519PublicKey, sign_artifact, verify_signature
+from detector.signing import SIGNATURE, Ed25519PrivateKey, Ed25519PublicKey, sign_artifact
 
 __all__ = ["ANY_LIVE", "LiveChangedError", "ModelRegistry", "VersionConflictError"]
 
@@ -109,13 +110,21 @@ class ModelRegistry:
             VersionConflictError: the version is already registered with different content.
             RegistryError: its name cannot be used as a directory name.
         """
-        if signing_key is not None:
-            with tempfile.TemporaryDirectory(prefix="kestrel-sign-") as tmp:
-                signed = Path(tmp) / "artifact"
-                shutil.copytree(artifact_dir, signed)
-                sign_artifact(signed, signing_key)
-                return self.add(signed)
-        source = Path(artifact_dir)
+        with tempfile.TemporaryDirectory(prefix="kestrel-add-") as tmp:
+            # Only the artifact's own files, as plain files: a link or a stray file in the source
+            # directory (a private key next to a received model) never enters the registry.
+            source = Path(artifact_dir)
+            Detector.load(source)  # what is wrong with the source, named as such
+            names = artifact_file_names(source)
+            if signing_key is None and (source / SIGNATURE).exists():
+                names.append(SIGNATURE)
+            copy_artifact_files(source, names, Path(tmp) / "artifact")
+            if signing_key is not None:
+                sign_artifact(Path(tmp) / "artifact", signing_key)
+            return self._add_clean(Path(tmp) / "artifact")
+
+    def _add_clean(self, source: Path) -> str:
+        """:meth:`add` of a directory holding nothing but the artifact's files."""
         version = Detector.load(source).version
         _check_name(version, "model version")
         self._require_inside(version)  # a workers' loader refuses what lies outside: so does add
@@ -188,10 +197,7 @@ class ModelRegistry:
                 or a public key is configured and the artifact is unsigned or its signature does
                 not verify.
         """
-        path = self.version_path(version)
-        if self.public_key is not None:
-            verify_signature(path, self.public_key)
-        return Detector.load(path)
+        return Detector.load(self.version_path(version), self.public_key)
 
     def _require_version(self, version: str) -> None:
         _check_name(version, "version")

@@ -94,6 +94,8 @@ def version_info(
             manifest = parsed
         except ValueError as exc:
             error = f"unreadable manifest: {exc}"
+        except RecursionError:
+            error = "unreadable manifest: nested too deeply"
     scorer = manifest.get("scorer")
     threshold = scorer.get("threshold") if isinstance(scorer, dict) else None
     return VersionInfo(

@@ -232,3 +232,27 @@ def test_an_unreachable_broker_fails_once_before_anything_is_published(
     path.write_bytes(b'{"a": 1}\n')
     assert main([str(path), "--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err == "error: cannot reach 127.0.0.1:1: no broker answered within 200 ms\n"
+
+
+def test_the_connection_comes_from_the_workers_kafka_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brokers and security (SASL, TLS) as the worker and tail read them; --bootstrap-servers wins."""
+    seen: list[KafkaSettings] = []
+
+    class Publisher(FakePublisher):
+        def __init__(self, settings: KafkaSettings) -> None:
+            super().__init__()
+            seen.append(settings)
+
+        def close(self, timeout_s: float) -> None:
+            pass
+
+    monkeypatch.setattr("worker.kafka_io.KafkaPublisher", Publisher)
+    monkeypatch.setattr("worker.topic_tools.existing_topics", lambda settings: {"t"})
+    monkeypatch.setenv("WORKER_KAFKA__BOOTSTRAP_SERVERS", "kafka-0:9093")
+    monkeypatch.setenv("WORKER_KAFKA__SECURITY_PROTOCOL", "SSL")
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    assert main([str(path), "--topic", "t"]) == 0
+    assert main([str(path), "--topic", "t", "--bootstrap-servers", "other:9093"]) == 0
+    expected = [("kafka-0:9093", "SSL"), ("other:9093", "SSL")]
+    assert [(s.bootstrap_servers, s.security_protocol) for s in seen] == expected
