@@ -85,7 +85,8 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": f"kestrel-worker-{settings.group_id}",
-        "socket.connection.setup.timeout.ms": settings.connect_timeout_ms,
+        # librdkafka's floor is 1000 ms (kafka-python takes the setting as it is).
+        "socket.connection.setup.timeout.ms": max(1000, settings.connect_timeout_ms),
         "socket.timeout.ms": SOCKET_TIMEOUT_MS,
         "logger": logging.getLogger("confluent_kafka"),
         **security_config(settings),

@@ -73,6 +73,10 @@ def _headers(headers: list[tuple[str, bytes | None]] | None) -> tuple[tuple[str,
     return tuple((name, b"" if value is None else value) for name, value in headers or ())
 
 
+def _consumer_request_timeout_ms(settings: KafkaSettings) -> int:
+    return max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms + 1000, settings.fetch_max_wait_ms + 1000)
+
+
 def make_producer(settings: KafkaSettings) -> KafkaProducer:
     """A producer for the worker's outputs (acks=all; idempotent as kafka-python 3 defaults).
 
@@ -167,7 +171,10 @@ class KafkaSource:
                 auto_offset_reset="earliest",
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
-                request_timeout_ms=max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms + 1000),
+                # kafka-python refuses a request timeout not above the session timeout and the fetch
+                # wait, and an idle-connection limit not above the request timeout.
+                request_timeout_ms=_consumer_request_timeout_ms(settings),
+                connections_max_idle_ms=max(540_000, _consumer_request_timeout_ms(settings) + 1000),
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 bootstrap_timeout_ms=settings.connect_timeout_ms,
                 **_security(settings),

@@ -6,6 +6,8 @@ object. Secrets are :class:`pydantic.SecretStr` and are masked in :func:`effecti
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -71,7 +73,7 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
     #: Short session/heartbeat timeouts make joins (~3 s) and failover fast.
-    session_timeout_ms: int = Field(default=6000, ge=1000)
+    session_timeout_ms: int = Field(default=6000, ge=1000, le=3_600_000)  # librdkafka's ceiling
     heartbeat_interval_ms: int = Field(default=2000, ge=100)
     #: Longest broker-side wait of a fetch. Kafka answers as soon as data arrives, but some
     #: brokers (the embedded one) hold every fetch this long, so it bounds added latency.
@@ -143,9 +145,9 @@ class WorkerSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
     torch_threads: int = Field(default=1, ge=1, le=256)
-    reload_interval_s: float = Field(default=10.0, gt=0)
+    reload_interval_s: float = Field(default=10.0, ge=0.1, le=86_400)
     #: How long a stop (SIGTERM) may take to flush and commit before the worker gives up.
-    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=3600)
     #: An output the broker refuses for good: ``skip`` (count, log, move on) or ``stop``.
     undeliverable_policy: UndeliverablePolicy = UndeliverablePolicy.SKIP
     #: Liveness (/healthz) fails after this long without a commit while work is pending.
@@ -168,12 +170,31 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> WorkerSettings:
     Raises:
         SettingsError: one line naming the first bad setting.
     """
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise SettingsError(unknown[0])
     try:
         return WorkerSettings(**dict(overrides or {}))
     except ValidationError as exc:
         raise SettingsError(f"invalid setting: {_first_error(exc)}") from exc
     except ValueError as exc:  # e.g. an env value that is not valid JSON for a complex field
         raise SettingsError(f"invalid setting: {exc}".splitlines()[0]) from exc
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One message per ``WORKER_*`` variable that names no top-level setting (a misspelt one would
+    otherwise leave its setting at the default without a word; nested ``WORKER_KAFKA__*`` and
+    ``WORKER_METRICS__*`` ones are checked by their models)."""
+    known = {name.upper() for name in WorkerSettings.model_fields}
+    messages = []
+    for key in sorted(env):
+        upper = key.upper()
+        if not upper.startswith("WORKER_") or "__" in upper or upper[len("WORKER_") :] in known:
+            continue
+        close = difflib.get_close_matches(upper[len("WORKER_") :], sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean WORKER_{close[0]}?)" if close else ""
+        messages.append(f"unknown setting {key}{hint}: no such WORKER_* setting (docs/worker.md lists them)")
+    return messages
 
 
 def effective_settings(settings: WorkerSettings) -> dict[str, Any]:

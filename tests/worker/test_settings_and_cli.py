@@ -11,7 +11,7 @@ from tiny_model import TinyModel
 
 from worker.__main__ import _loop_config, parse_overrides
 from worker.errors import SettingsError
-from worker.settings import effective_settings, load_settings
+from worker.settings import KafkaSettings, effective_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +59,16 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"WORKER_KAFKA__SECURITY_PROTOCOL": "TLS"}, {"model_dir": "/m"}, "security_protocol"),
         ({"WORKER_KAFKA__OUTPUT_TOPIC": "events"}, {"model_dir": "/m"}, "must all differ"),
         ({"WORKER_LOG_LEVEL": "LOUD"}, {"model_dir": "/m"}, "log_level"),
+        # A misspelt setting would leave its setting at the default without a word.
+        ({"WORKER_BATCHSIZE": "1"}, {"model_dir": "/m"}, "WORKER_BATCHSIZE (did you mean WORKER_BATCH_SIZE?)"),
+        ({"worker_shutdown_timeout": "5"}, {"model_dir": "/m"}, "did you mean WORKER_SHUTDOWN_TIMEOUT_S?"),
+        # Values the clients or the clock refuse later (a traceback at SIGTERM, a dead reload thread,
+        # a consumer that never starts) are refused at start-up.
+        ({"WORKER_SHUTDOWN_TIMEOUT_S": "1e10"}, {"model_dir": "/m"}, "shutdown_timeout_s"),
+        ({"WORKER_SHUTDOWN_TIMEOUT_S": "inf"}, {"model_dir": "/m"}, "shutdown_timeout_s"),
+        ({"WORKER_RELOAD_INTERVAL_S": "inf"}, {"model_dir": "/m"}, "reload_interval_s"),
+        ({"WORKER_RELOAD_INTERVAL_S": "0.000001"}, {"model_dir": "/m"}, "reload_interval_s"),
+        ({"WORKER_KAFKA__SESSION_TIMEOUT_MS": "3600001"}, {"model_dir": "/m"}, "session_timeout_ms"),
     ],
 )
 def test_bad_settings_give_one_line(
@@ -94,3 +104,17 @@ def test_cli_bad_model_exits_2(tmp_path: Path, tiny_model: TinyModel) -> None:
     weights.write_bytes(weights.read_bytes()[:-10])
     result = _run("--model", str(broken), "--log-format", "text")
     assert result.returncode == 2 and "cannot load the model" in result.stderr
+
+
+def test_client_configurations_hold_every_accepted_setting() -> None:
+    """Settings inside their ranges build client configurations the clients accept: kafka-python
+    wants a request timeout above the session timeout and the fetch wait, and an idle-connection
+    limit above that; librdkafka a connection set-up timeout of at least 1000 ms."""
+    from worker.confluent_io import _common  # noqa: PLC0415
+    from worker.kafka_io import _consumer_request_timeout_ms  # noqa: PLC0415
+
+    edge = KafkaSettings(session_timeout_ms=3_600_000, heartbeat_interval_ms=100, fetch_max_wait_ms=10_000)
+    assert _consumer_request_timeout_ms(edge) > max(edge.session_timeout_ms, edge.fetch_max_wait_ms)
+    assert _consumer_request_timeout_ms(KafkaSettings(fetch_max_wait_ms=10_000)) > 10_000
+    assert _common(KafkaSettings(connect_timeout_ms=100))["socket.connection.setup.timeout.ms"] == 1000
+    assert _common(KafkaSettings(connect_timeout_ms=5000))["socket.connection.setup.timeout.ms"] == 5000
