@@ -72,6 +72,8 @@ def load_public_key(value: str) -> Ed25519PublicKey:
     Raises:
         ArtifactError: unreadable, or not an Ed25519 public key.
     """
+    if not value.strip():
+        raise ArtifactError("model public key: empty (give PEM text or the path of a PEM file)")
     try:
         pem = value.encode("utf-8") if value.lstrip().startswith(PEM_MARK) else Path(value).read_bytes()
         key = serialization.load_pem_public_key(pem)

@@ -185,3 +185,8 @@ def test_hot_reload_refuses_an_unsigned_version_and_takes_a_signed_one(
     assert watcher.check_once() is None and swapped == [] and watcher.serving_version == serving
     registry.promote(signed, "signed")
     assert watcher.check_once() is not None and watcher.serving_version == signed
+
+
+def test_an_empty_public_key_setting_says_so() -> None:
+    with pytest.raises(ArtifactError, match="model public key: empty"):
+        load_public_key("  ")
