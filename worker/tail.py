@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from detector.cli_help import DefaultsHelpFormatter
 from worker.errors import BrokerError
 from worker.record_format import TailRecord, format_line, json_line
-from worker.settings import tool_kafka_settings as settings_from
+from worker.settings import tool_kafka_settings
 
 
 class RecordSource(Protocol):
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --max must not be negative", file=sys.stderr)
         return 2
     try:
-        settings = settings_from(os.environ, args.bootstrap_servers)
+        settings = tool_kafka_settings(os.environ, args.bootstrap_servers)
     except ValidationError as exc:
         print(f"error: invalid Kafka settings: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2

@@ -114,18 +114,18 @@ class ModelRegistry:
             # Only the artifact's own files, as plain files: a link or a stray file in the source
             # directory (a private key next to a received model) never enters the registry.
             source = Path(artifact_dir)
-            Detector.load(source)  # what is wrong with the source, named as such
+            version = Detector.load(source).version  # what is wrong with the source, named as such
             names = artifact_file_names(source)
             if signing_key is None and (source / SIGNATURE).exists():
                 names.append(SIGNATURE)
             copy_artifact_files(source, names, Path(tmp) / "artifact")
             if signing_key is not None:
                 sign_artifact(Path(tmp) / "artifact", signing_key)
-            return self._add_clean(Path(tmp) / "artifact")
+            return self._add_clean(Path(tmp) / "artifact", version)
 
-    def _add_clean(self, source: Path) -> str:
-        """:meth:`add` of a directory holding nothing but the artifact's files."""
-        version = Detector.load(source).version
+    def _add_clean(self, source: Path, version: str) -> str:
+        """:meth:`add` of a directory holding nothing but the artifact's files (the copy is loaded
+        and checked to be ``version`` before it becomes visible, or compared with the registered one)."""
         _check_name(version, "model version")
         self._require_inside(version)  # a workers' loader refuses what lies outside: so does add
         key = _version_key(version)

@@ -64,7 +64,7 @@ def test_the_manifest_bytes_checked_are_the_bytes_loaded(artifact: Path) -> None
     assert manifest["scorer"]["threshold"] == original["scorer"]["threshold"]
 
 
-def test_a_signed_model_is_checked_and_loaded_from_one_read(artifact: Path, tmp_path: Path) -> None:
+def test_load_with_a_public_key_checks_the_signature(artifact: Path, tmp_path: Path) -> None:
     private, public = generate_keys()
     (tmp_path / "k").write_bytes(private)
     sign_artifact(artifact, load_private_key(tmp_path / "k"))

@@ -9,8 +9,8 @@ import pytest
 
 from worker.anomaly_record import build_anomaly_record, encode_anomaly_record
 from worker.record_format import TailRecord, format_line, json_line
-from worker.settings import KafkaSettings
-from worker.tail import follow, main, settings_from
+from worker.settings import KafkaSettings, tool_kafka_settings
+from worker.tail import follow, main
 
 ANOMALY = {
     "event_id": "e-7",
@@ -96,8 +96,8 @@ def test_follow_stops_after_max_records() -> None:
 
 def test_settings_come_from_the_worker_environment_and_the_option_wins() -> None:
     env = {"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:1", "WORKER_KAFKA__SECURITY_PROTOCOL": "SSL"}
-    assert settings_from(env, None).bootstrap_servers == "a:1"
-    assert settings_from(env, "b:2") == KafkaSettings(bootstrap_servers="b:2", security_protocol="SSL")  # type: ignore[arg-type]
+    assert tool_kafka_settings(env, None).bootstrap_servers == "a:1"
+    assert tool_kafka_settings(env, "b:2") == KafkaSettings(bootstrap_servers="b:2", security_protocol="SSL")  # type: ignore[arg-type]
 
 
 def test_unreachable_broker_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
