@@ -110,6 +110,10 @@ class ConfluentSource:
         self._assignment: set[Partition] | None = None
         self._assignment_read_at = 0.0
         self._in_rebalance = False
+        #: Inside ``on_assign``: the partitions handed over, and the offsets the loop asked to start
+        #: them from (see :meth:`rewind`).
+        self._handed: set[Partition] = set()
+        self._starts: dict[Partition, int] | None = None
         self._no_broker_up = 0
         config = {
             **_common(settings),
@@ -130,7 +134,7 @@ class ConfluentSource:
             self._consumer = Consumer(config)
             self._consumer.subscribe(
                 [settings.input_topic],
-                on_assign=lambda c, parts: self._rebalancing(on_assigned, parts),
+                on_assign=lambda c, parts: self._assigning(on_assigned, parts),
                 on_revoke=lambda c, parts: self._revoking(on_revoked, parts, "revoke"),
                 on_lost=lambda c, parts: self._revoking(on_revoked, parts, "lost"),
             )
@@ -148,6 +152,23 @@ class ConfluentSource:
             self._rebalancing(on_revoked, parts)
         finally:
             self._revoke_mode = None
+
+    def _assigning(self, on_assigned: PartitionsCallback, parts: list[TopicPartition]) -> None:
+        """Run the loop's assign callback; partitions it rewound are assigned from those offsets
+        (the rest from their committed offsets, as librdkafka does by itself when the callback
+        does not assign)."""
+        self._handed, self._starts = set(_partitions(parts)), {}
+        try:
+            self._rebalancing(on_assigned, parts)
+            starts = self._starts
+        finally:
+            self._handed, self._starts = set(), None
+        if not starts:
+            return
+        try:
+            self._consumer.assign([_starting(tp, starts) for tp in parts])
+        except (KafkaException, RuntimeError) as exc:
+            raise BrokerError(f"cannot assign from the rewound offsets {starts}: {exc}") from exc
 
     def _rebalancing(self, callback: PartitionsCallback, parts: list[TopicPartition]) -> None:
         """Run a rebalance callback; the cached assignment is read afresh afterwards (librdkafka
@@ -285,6 +306,17 @@ class ConfluentSource:
             return None
         return None if answer.offset < 0 else int(answer.offset)
 
+    def rewind(self, partition: Partition, offset: int) -> None:
+        """Inside ``on_assigned``: start ``partition`` at ``offset`` (librdkafka would start it at
+        its committed offset, which may lie below records this consumer still processes).
+
+        Raises:
+            BrokerError: called outside ``on_assigned``, or for a partition it does not hand over.
+        """
+        if self._starts is None or partition not in self._handed:
+            raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
+        self._starts[partition] = offset
+
     def coordinator_known(self) -> bool:
         """False after librdkafka reported every broker down, until records or a commit come through."""
         return not self._down.is_set()
@@ -308,6 +340,11 @@ class ConfluentSource:
         closer.join(timeout_ms / 1000.0)
         if closer.is_alive():
             logger.warning("consumer_close_timed_out", extra={"timeout_ms": timeout_ms})
+
+
+def _starting(tp: TopicPartition, starts: Mapping[Partition, int]) -> TopicPartition:
+    """``tp`` to assign from its offset in ``starts``, else from where librdkafka would start it."""
+    return TopicPartition(tp.topic, tp.partition, starts.get((tp.topic, tp.partition), tp.offset))
 
 
 def _partitions(parts: list[TopicPartition]) -> list[Partition]:

@@ -142,7 +142,12 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             self._on_revoked([(tp.topic, tp.partition) for tp in lost])
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._on_assigned([(tp.topic, tp.partition) for tp in assigned])
+        partitions = [(tp.topic, tp.partition) for tp in assigned]
+        self._source.handed = set(partitions)
+        try:
+            self._on_assigned(partitions)
+        finally:
+            self._source.handed = set()
 
 
 class KafkaSource:
@@ -162,6 +167,8 @@ class KafkaSource:
         #: Commits asked for inside the revoke callback (see :class:`_Listener`), else ``None``.
         self._collected: dict[Partition, int] | None = None
         self._collected_timeout_ms = REQUEST_TIMEOUT_MS
+        #: Inside the assign callback: the partitions it hands over (the only ones :meth:`rewind` takes).
+        self.handed: set[Partition] = set()
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -297,6 +304,21 @@ class KafkaSource:
         except (KafkaError, IllegalStateError):
             return None
         return None if value is None else int(value)
+
+    def rewind(self, partition: Partition, offset: int) -> None:
+        """Inside ``on_assigned``: read ``partition`` again from ``offset``. kafka-python keeps the
+        position of a partition that stays assigned through a rebalance (past records the loop
+        dropped when it was revoked); a seek moves it back and drops what was fetched past it.
+
+        Raises:
+            BrokerError: called outside ``on_assigned``, or for a partition it does not hand over.
+        """
+        if partition not in self.handed:
+            raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
+        try:
+            self._consumer.seek(TopicPartition(*partition), offset)
+        except (KafkaError, ValueError) as exc:
+            raise BrokerError(f"cannot rewind {partition} to {offset}: {type(exc).__name__}: {exc}") from exc
 
     def coordinator_known(self) -> bool:
         """Whether the client currently knows a live group coordinator (broker reachable)."""

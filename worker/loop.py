@@ -7,7 +7,11 @@ while the next is polled and scored: batch N's outputs are sent, batch N+1 is po
 sent, and only then does the loop wait for N's acknowledgements (usually there by then) and
 commit N. Batches finish strictly in order, so a commit never passes an unacknowledged output.
 While batches keep coming, commits are sent at most every ``commit_interval_s`` (a commit covers
-every batch finished before it); an idle poll, a rebalance and a stop commit at once.
+every batch finished before it); an idle poll, a rebalance and a stop commit at once. Records
+collected of a partition that a rebalance takes away are left out of the batch: the revoke commits
+what was processed before them, and the partition's next owner reads them (this loop too, its
+consumer rewound to them, when the partition comes back), so a rebalance repeats nothing but a
+batch whose acknowledgements did not come within ``revoke_flush_timeout_s``.
 
 Broker trouble never stops the loop: the consumer is (re)built with backoff, flushes are retried
 with backoff (the batch is not committed until they succeed), failed commits are retried with the
@@ -52,6 +56,11 @@ class Source(Protocol):
     def assignment(self) -> set[Partition]: ...
     def highwater(self, partition: Partition) -> int | None: ...
     def position(self, partition: Partition) -> int | None: ...
+    def rewind(self, partition: Partition, offset: int) -> None:
+        """Inside ``on_assigned``, for a partition it hands over: the next record of it that
+        :meth:`poll` returns is at ``offset`` (not where this consumer stopped reading it, nor
+        its committed offset)."""
+
     def coordinator_known(self) -> bool: ...
     def close(self, timeout_ms: int) -> None: ...
 
@@ -151,6 +160,10 @@ class WorkerLoop:
         self._source_factory = source_factory
         #: Partitions revoked by a rebalance and not assigned again since.
         self._revoked: set[Partition] = set()
+        #: Revoked partitions whose collected records were dropped: the first offset dropped, to
+        #: read again from should the next assignment give the partition back (see _collect).
+        self._rewind: dict[Partition, int] = {}
+        self._rebuild_requested = False
         #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
         self._unreadable: dict[Partition, int] = {}
         self._source: Source | None = None
@@ -242,7 +255,9 @@ class WorkerLoop:
                 pass
             elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
                 self._probe(source)
-            broken = self._consumer_health.needs_rebuild() or self._commit_health.needs_rebuild()
+            broken = (
+                self._consumer_health.needs_rebuild() or self._commit_health.needs_rebuild() or self._rebuild_requested
+            )
             if broken and not self._stop.is_set():
                 self._rebuild_source()
         self._update_lag()
@@ -270,6 +285,7 @@ class WorkerLoop:
             return None
         self._connect_backoff.succeeded()
         self._revoked.clear()
+        self._rewind.clear()
         return self._source
 
     def _rebuild_source(self) -> None:
@@ -277,6 +293,7 @@ class WorkerLoop:
         source, self._source = self._source, None
         self._source_generation += 1  # its callbacks (librdkafka: on a closing thread) change nothing now
         self._offsets.forget_all()
+        self._rebuild_requested = False
         self._forget_unreadable(self._unreadable)
         self._consumer_health.rebuilt()
         self._commit_health.succeeded()
@@ -324,8 +341,33 @@ class WorkerLoop:
             self._broker_failed("poll_failed", exc)
             if not records:
                 self._stop.wait(self.config.backoff_initial_s)
+        if self._revoked:
+            records = self._drop_revoked(records)
         self._offsets.saw(records)
         return records
+
+    def _drop_revoked(self, records: list[RawRecord]) -> list[RawRecord]:
+        """Leave out the records of partitions revoked while the batch was collected (and not
+        assigned back by its end): their revoke committed what was processed before them, so
+        their next owner reads them from there; processing them here too would repeat them. Should
+        the next assignment give a partition back, it is rewound to its first record left out
+        (kafka-python would go on past them; see :meth:`_on_assigned`)."""
+        kept: list[RawRecord] = []
+        dropped: dict[Partition, list[int]] = {}
+        for record in records:
+            partition = (record.topic, record.partition)
+            if partition in self._revoked:
+                dropped.setdefault(partition, []).append(record.offset)
+            else:
+                kept.append(record)
+        for partition, offsets in dropped.items():
+            first = min(self._rewind.get(partition, offsets[0]), offsets[0])
+            self._rewind[partition] = first
+            logger.info(
+                "revoked_records_left_out",
+                extra={"partition": partition, "from_offset": first, "count": len(offsets)},
+            )
+        return kept
 
     # -------------------------------------------------------------- batch
     def _handle(self, source: Source, records: list[RawRecord]) -> None:
@@ -547,6 +589,19 @@ class WorkerLoop:
         if generation != self._source_generation:
             return
         self._revoked -= set(partitions)
+        rewind, self._rewind = self._rewind, {}  # a partition not given back: its new owner reads it
+        for partition in partitions:
+            if partition in rewind and self._source is not None:
+                try:
+                    self._source.rewind(partition, rewind[partition])
+                except BrokerError as exc:
+                    # Not expected (the client refused its own assignment). Its position lies past
+                    # records left out: they stay out, uncommitted, until the consumer is rebuilt
+                    # and reads them again from the committed offset.
+                    self._revoked.add(partition)
+                    self._rewind[partition] = rewind[partition]
+                    self._rebuild_requested = True
+                    self._broker_failed("rewind_failed", exc, partition=partition, offset=rewind[partition])
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
     # --------------------------------------------------------------- state

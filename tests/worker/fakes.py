@@ -8,14 +8,15 @@ over the request limit), nor refuse what it accepts (tombstones, keyless records
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from worker.errors import CommitError, PublishError
+from worker.errors import BrokerError, CommitError, PublishError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord, record_size
 from worker.outputs import GivenUpRecords, Undeliverable
 
 Partition = tuple[str, int]
+PartitionsCallback = Callable[[list[Partition]], None]
 Delivered = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
@@ -48,27 +49,63 @@ class FakeSource:
         self.fail_commits = 0
         self.fail_polls = 0
         self.closed = False
-        self.on_revoked = None
+        self.on_revoked: PartitionsCallback | None = None
+        self.on_assigned: PartitionsCallback | None = None
+        #: Rebalances run inside the poll of that number (1 = first): ``(revoked, assigned)``, either
+        #: ``None`` for a rebalance whose other half comes in another poll.
+        self.rebalance_on_poll: dict[int, tuple[list[Partition] | None, list[Partition] | None]] = {}
+        self.polls = 0
+        self._handing: set[Partition] = set()
+        self._handed_out: dict[Partition, list[RawRecord]] = {}
         self._assigned = {("in", p) for p in range(partitions)}
         self._high: dict[Partition, int] = {}
         self._position: dict[Partition, int] = {}
         self._ends = dict(ends or {})
 
     def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        self.polls += 1
+        if self.polls in self.rebalance_on_poll:
+            self.rebalance(*self.rebalance_on_poll[self.polls])
         if self.fail_polls:
-            from worker.errors import BrokerError  # noqa: PLC0415
-
             self.fail_polls -= 1
             raise BrokerError("broker away")
         batch = self.batches.pop(0) if self.batches else []
         for r in batch:
             key = (r.topic, r.partition)
+            self._handed_out.setdefault(key, []).append(r)
             self._high[key] = max(self._high.get(key, 0), r.offset + 1)
             self._position[key] = r.offset + 1
         if not self.batches:
             for key, end in self._ends.items():
                 self._high[key] = self._position[key] = end
         return batch
+
+    def rebalance(self, revoked: list[Partition] | None, assigned: list[Partition] | None) -> None:
+        """What an eager group rebalance does inside a poll: ``on_revoked`` for ``revoked`` (the
+        client still lists them until the new assignment), then the new assignment, ``assigned``
+        (the whole of it), and ``on_assigned``; the callbacks are those the factory was given."""
+        if revoked is not None and self.on_revoked is not None:
+            self.on_revoked(revoked)
+        if assigned is None:
+            return
+        self._assigned = set(assigned)
+        self._handing = set(assigned)
+        try:
+            if self.on_assigned is not None:
+                self.on_assigned(assigned)
+        finally:
+            self._handing = set()
+
+    def rewind(self, partition: Partition, offset: int) -> None:
+        """As the real sources: only inside ``on_assigned``; the records of ``partition`` handed out
+        from ``offset`` on come again first in the next poll."""
+        if partition not in self._handing:
+            raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
+        handed = self._handed_out.get(partition, [])
+        self._handed_out[partition] = [r for r in handed if r.offset < offset]
+        again = [r for r in handed if r.offset >= offset]
+        if again:
+            self.batches.insert(0, again)
 
     def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None:
         if self.fail_commits:

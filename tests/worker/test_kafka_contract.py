@@ -9,6 +9,8 @@ value; over the request limit) must be refused by the fake too; records real pro
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -406,3 +408,113 @@ def test_librdkafka_source_assignment_follows_every_rebalance_at_once(kafka_brok
         first.close(1000)
         if second is not None:
             second.close(1000)
+
+
+# ----------------------------------------------------------------- rewind
+def _two_partitions_of_ten(bootstrap: str) -> Topics:
+    topics = Topics.unique(bootstrap, partitions=2)
+    producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for partition in (0, 1):
+        for i in range(10):
+            producer.produce(topics.input, value=b"%d" % i, partition=partition)
+    assert producer.flush(30) == 0
+    return topics
+
+
+class _Rewinder:
+    """The loop's side of a rebalance: once armed, every partition handed over is rewound to 3."""
+
+    def __init__(self) -> None:
+        self.source: Any = None
+        self.armed = False
+        self.assigned: list[list[tuple[str, int]]] = []
+
+    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
+        self.assigned.append(partitions)
+        if self.armed:
+            for partition in partitions:
+                self.source.rewind(partition, 3)
+
+
+@contextlib.contextmanager
+def _join_in_background(bootstrap: str, topics: Topics) -> Iterator[None]:
+    """A librdkafka member of the group, polling in a thread until the block ends."""
+    from confluent_kafka import Consumer  # noqa: PLC0415
+
+    stop = threading.Event()
+    member = Consumer({"bootstrap.servers": bootstrap, "group.id": topics.group, "enable.auto.commit": False})
+    member.subscribe([topics.input])
+
+    def run() -> None:
+        while not stop.is_set():
+            member.poll(0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        member.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_source_rewinds_a_partition_it_keeps_through_a_rebalance(client: str, request: pytest.FixtureRequest) -> None:
+    """A partition handed back to its reader by a rebalance comes again from the offset ``rewind``
+    names inside ``on_assigned``: kafka-python would go on from where it was (it keeps the position
+    of a partition that stays assigned), librdkafka from the committed offset (nothing here)."""
+    rewinder = _Rewinder()
+    if client == "fake":
+        batch = [RawRecord("in", p, i, 0, None, b"%d" % i) for p in (0, 1) for i in range(10)]
+        source: Any = FakeSource([], [batch])
+        source.on_assigned = rewinder.on_assigned
+        rewinder.source = source
+        assert len(source.poll(100, 200)) == 20
+        rewinder.armed = True
+        source.rebalance_on_poll[source.polls + 1] = ([("in", 0), ("in", 1)], [("in", 0)])
+        again = source.poll(100, 200)
+        assert [(r.partition, r.offset) for r in again] == [(0, i) for i in range(3, 10)]
+        return
+    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
+    topics = _two_partitions_of_ten(bootstrap)
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
+    source = (KafkaSource if client == "kafka-python" else ConfluentSource)(
+        settings, lambda p: None, rewinder.on_assigned
+    )
+    rewinder.source = source
+    try:
+        got: list[RawRecord] = []
+        wait_for(lambda: bool(got.extend(source.poll(100, 200))) or len(got) >= 20, 30, "the first member's records")
+        assert len(got) == 20
+        rewinder.armed = True
+        handed = len(rewinder.assigned)
+        again: list[RawRecord] = []
+        with _join_in_background(bootstrap, topics):
+
+            def rewound() -> bool:
+                again.extend(source.poll(100, 200))
+                return len(rewinder.assigned) > handed and len(again) >= 7
+
+            wait_for(rewound, 60, "the rebalance and the rewound records")
+            (kept,) = rewinder.assigned[-1]
+            assert [(r.partition, r.offset) for r in again] == [(kept[1], i) for i in range(3, 10)]
+    finally:
+        source.close(1000)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_source_refuses_a_rewind_outside_an_assignment(client: str, request: pytest.FixtureRequest) -> None:
+    if client == "fake":
+        source: Any = FakeSource([], [[RawRecord("in", 0, 0, 0, None, b"0")]])
+        source.poll(100, 200)
+        with pytest.raises(BrokerError, match="only a partition being assigned"):
+            source.rewind(("in", 0), 0)
+        return
+    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
+    topics = _two_partitions_of_ten(bootstrap)
+    with (
+        source_that_read(bootstrap, topics.input, client, 20, "records from the real broker") as (source, _got),
+        pytest.raises(BrokerError, match="only a partition being assigned"),
+    ):
+        source.rewind((topics.input, 0), 0)

@@ -230,6 +230,48 @@ def test_two_workers_split_partitions_and_hand_over(
 
 
 @pytest.mark.slow
+def test_a_member_joining_and_leaving_under_load_repeats_and_loses_nothing(
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
+) -> None:
+    """Scale 1 -> 2 -> 1 while events stream in: every input offset gives one anomaly record. The
+    records a worker had collected when its partitions were revoked are left out and read once, by
+    the partitions' next owner (docs/operations.md, "Commit semantics")."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = Topics.unique(bootstrap, partitions=4)
+    expected = expected_flags(tiny_model.path, tiny_model.attack_events)
+    flagged = [e for e in tiny_model.attack_events if e["event_id"] in expected.must_flag]
+    events = renumber((flagged * (6000 // len(flagged) + 1))[:6000], "r")
+    ends: dict[int, int] = {}
+    # A batch waits up to 200 ms to fill: a rebalance often lands in the middle of one.
+    extra = ["--batch-wait-ms", "200"]
+    producer = threading.Thread(
+        target=_produce_slowly, args=(bootstrap, topics.input, events_bytes(events), 600.0, ends)
+    )
+    out = TopicReader(bootstrap, topics.output)
+    a = WorkerProcess(tiny_model.path, bootstrap, topics, extra=extra, client=kafka_client)
+    b: WorkerProcess | None = None
+    try:
+        a.wait_ready()
+        producer.start()
+        wait_for(lambda: a.metric("kestrel_events_total") >= 600, 30, "the stream under way")
+        b = WorkerProcess(tiny_model.path, bootstrap, topics, extra=extra, client=kafka_client)
+        b.wait_ready()
+        wait_for(lambda: b.metric("kestrel_events_total") >= 300, 30, "the second member reading")
+        assert b.terminate(30) == 0, b.log()
+        assert producer.is_alive(), "the stream should outlast the rebalances"
+        producer.join(60)
+        ids = _accounted(bootstrap, topics, ends, out, 60)
+        assert sorted(ids) == sorted(e["event_id"] for e in events), (
+            f"{len(ids) - len(set(ids))} repeated, {len({e['event_id'] for e in events} - set(ids))} missing"
+        )
+    finally:
+        out.close()
+        a.stop_quietly()
+        if b is not None:
+            b.stop_quietly()
+
+
+@pytest.mark.slow
 def test_broker_freeze_makes_worker_unready_then_recovers(
     kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
 ) -> None:

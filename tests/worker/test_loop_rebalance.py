@@ -1,0 +1,141 @@
+"""The loop through group rebalances, with the fake source (held to the real clients by the contract
+suite): records of a partition revoked while a batch is collected are left out and read again by
+whoever owns the partition next, this worker included; every offset is processed once."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakeSink, FakeSource
+from prometheus_client import CollectorRegistry
+from tiny_model import TinyModel
+
+from worker.errors import BrokerError
+from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.metrics import HealthState, WorkerMetrics
+from worker.model_loading import LoadedModel, load_model
+from worker.outcomes import RawRecord
+
+P0, P1 = ("in", 0), ("in", 1)
+#: Batches of 25 records: a collect ends when it has them (deterministic poll numbers below).
+CONFIG = LoopConfig(
+    output_topic="out", dead_letter_topic="dlq", batch_size=25, batch_wait_ms=50, idle_poll_ms=1,
+    backoff_initial_s=0.001, backoff_max_s=0.002, shutdown_timeout_s=0.2, flush_timeout_s=0.01,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model: TinyModel) -> LoadedModel:
+    return load_model(tiny_model.path)
+
+
+def _dead_letters(partition: int, start: int, n: int) -> list[RawRecord]:
+    """Records that are not JSON: each one becomes a dead letter naming its source offset."""
+    return [RawRecord("in", partition, start + i, 0, None, b"not json") for i in range(n)]
+
+
+def _processed(sink: FakeSink) -> list[tuple[int, int]]:
+    """(partition, offset) of every dead letter sent, in order."""
+    out = []
+    for _topic, _value, _key, headers in sink.sent:
+        h = dict(headers)
+        out.append((int(h["kestrel.source.partition"]), int(h["kestrel.source.offset"])))
+    return out
+
+
+def _loop(model: LoadedModel, sources: list[FakeSource], sink: FakeSink) -> WorkerLoop:
+    """A loop whose consumer is ``sources[0]``, and ``sources[1]`` once rebuilt."""
+    built = iter(sources)
+
+    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source = next(built)
+        source.on_revoked, source.on_assigned = on_revoked, on_assigned
+        return source
+
+    return WorkerLoop(factory, sink, model, WorkerMetrics(CollectorRegistry()), HealthState(), CONFIG)
+
+
+def _run(loop: WorkerLoop, times: int) -> None:
+    for _ in range(times):
+        loop.run_once()
+
+
+def test_records_of_partitions_revoked_while_collected_are_left_out_and_read_again_when_given_back(
+    model: LoadedModel,
+) -> None:
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)])
+    # Poll 2 (the same collect) revokes both partitions; poll 3 gives only P0 back.
+    source.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0])}
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    loop.run_once()
+    assert sink.sent == [] and source.commits == []  # all 25 left out: nothing processed, nothing committed
+    _run(loop, 3)
+    # P0 read again from its first record left out, once; P1 is its new owner's, from offset 0.
+    assert _processed(sink) == [(0, i) for i in range(15)]
+    assert source.commits[-1] == {P0: 15} and all(P1 not in c for c in source.commits)
+    assert loop.uncommitted == {}
+
+
+def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(model: LoadedModel) -> None:
+    """kafka-python keeps handing out a revoked partition until the new assignment: those records
+    are left out with the rest, and the rewind goes back to the first of them."""
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10), _dead_letters(0, 20, 5)])
+    source.rebalance_on_poll = {2: ([P0, P1], None), 4: (None, [P0, P1])}
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    loop.run_once()  # polls 1-3: the batch is full, P0 still revoked
+    assert sink.sent == []
+    _run(loop, 4)
+    assert _processed(sink) == [(0, i) for i in range(25)]
+    assert source.commits[-1] == {P0: 25}
+
+
+def test_a_partition_given_back_within_the_collect_is_kept(model: LoadedModel) -> None:
+    """Revoked and assigned back before the batch is complete: its records stay and nothing is
+    rewound (kafka-python goes on from its position, which follows them)."""
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 15)])
+    source.rebalance_on_poll = {2: ([P0, P1], [P0, P1])}
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    _run(loop, 3)
+    assert _processed(sink) == [(0, i) for i in range(25)]
+    assert source.commits[-1] == {P0: 25}
+
+
+class _RefusingSource(FakeSource):
+    def rewind(self, partition: tuple[str, int], offset: int) -> None:
+        raise BrokerError("the client refused the seek")
+
+
+def test_a_refused_rewind_keeps_the_records_out_and_rebuilds_the_consumer(model: LoadedModel) -> None:
+    """Its position lies past the records left out: nothing of the partition may be processed or
+    committed from it; its successor reads them again from the committed offset."""
+    journal: list[str] = []
+    first = _RefusingSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)])
+    first.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0])}
+    first.batches.append(_dead_letters(0, 15, 5))  # what it would hand out past them: left out
+    second = FakeSource(journal, [_dead_letters(0, 0, 20)])
+    sink = FakeSink(journal)
+    loop = _loop(model, [first, second], sink)
+    loop.run_once()
+    loop.run_once()  # the assignment: the rewind is refused, P0's records stay out
+    assert sink.sent == [] and first.commits == [] and first.closed
+    _run(loop, 3)
+    assert _processed(sink) == [(0, i) for i in range(20)]
+    assert second.commits[-1] == {P0: 20}
+    assert loop.metrics.client_rebuilds.labels("consumer")._value.get() == 1
+
+
+def test_a_revoke_in_the_collect_drops_no_record_of_a_partition_kept(model: LoadedModel) -> None:
+    """Only the revoked partitions' records are left out (a cooperative-style revoke of one)."""
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)])
+    source.rebalance_on_poll = {2: ([P0], None)}
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    _run(loop, 2)
+    assert _processed(sink) == [(1, i) for i in range(15)]
+    assert source.commits[-1] == {P1: 15}
