@@ -168,7 +168,8 @@ class ConfluentSource:
         try:
             self._consumer.assign([_starting(tp, starts) for tp in parts])
         except (KafkaException, RuntimeError) as exc:
-            raise BrokerError(f"cannot assign from the rewound offsets {starts}: {exc}") from exc
+            # No assignment took effect: a rebuilt consumer joins afresh (from the committed offsets).
+            raise BrokerError(f"cannot assign from the rewound offsets {starts}: {exc}", fatal=True) from exc
 
     def _rebalancing(self, callback: PartitionsCallback, parts: list[TopicPartition]) -> None:
         """Run a rebalance callback; the cached assignment is read afresh afterwards (librdkafka

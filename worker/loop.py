@@ -160,8 +160,12 @@ class WorkerLoop:
         self._source_factory = source_factory
         #: Partitions revoked by a rebalance and not assigned again since.
         self._revoked: set[Partition] = set()
-        #: Revoked partitions whose collected records were dropped: the first offset dropped, to
-        #: read again from should the next assignment give the partition back (see _collect).
+        #: Partitions revoked since the last assignment (the rebalance under way).
+        self._awaiting_assignment: set[Partition] = set()
+        #: The records polled so far for the batch being collected (a revoke takes its partitions' out).
+        self._collecting: list[RawRecord] = []
+        #: Partitions whose collected records a revoke left out: the first offset left out, to read
+        #: again from should the assignment that ends the rebalance give the partition back.
         self._rewind: dict[Partition, int] = {}
         self._rebuild_requested = False
         #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
@@ -285,6 +289,7 @@ class WorkerLoop:
             return None
         self._connect_backoff.succeeded()
         self._revoked.clear()
+        self._awaiting_assignment.clear()
         self._rewind.clear()
         return self._source
 
@@ -306,15 +311,16 @@ class WorkerLoop:
 
     def _collect(self, source: Source) -> list[RawRecord]:
         cfg = self.config
-        records: list[RawRecord] = []
+        # Shared with _on_revoked while the polls run (a rebalance happens inside a poll).
+        self._collecting = records = []
         try:
-            records = source.poll(cfg.batch_size, cfg.idle_poll_ms)
+            records += self._kept(source.poll(cfg.batch_size, cfg.idle_poll_ms))
             deadline = time.monotonic() + cfg.batch_wait_ms / 1000.0
             while records and len(records) < cfg.batch_size and not self._stop.is_set():
                 left_ms = int((deadline - time.monotonic()) * 1000)
                 if left_ms <= 0:
                     break
-                records += source.poll(cfg.batch_size - len(records), left_ms)
+                records += self._kept(source.poll(cfg.batch_size - len(records), left_ms))
             self._consumer_health.succeeded()
             if (
                 not self._broker_ok
@@ -341,33 +347,40 @@ class WorkerLoop:
             self._broker_failed("poll_failed", exc)
             if not records:
                 self._stop.wait(self.config.backoff_initial_s)
-        if self._revoked:
-            records = self._drop_revoked(records)
+        finally:
+            self._collecting = []  # the batch is handed on: a later revoke leaves it alone
         self._offsets.saw(records)
         return records
 
-    def _drop_revoked(self, records: list[RawRecord]) -> list[RawRecord]:
-        """Leave out the records of partitions revoked while the batch was collected (and not
-        assigned back by its end): their revoke committed what was processed before them, so
-        their next owner reads them from there; processing them here too would repeat them. Should
-        the next assignment give a partition back, it is rewound to its first record left out
-        (kafka-python would go on past them; see :meth:`_on_assigned`)."""
-        kept: list[RawRecord] = []
+    def _kept(self, polled: list[RawRecord]) -> list[RawRecord]:
+        """``polled`` without records of partitions revoked and not assigned back (no client is
+        known to hand them out; should one, they are left out like those a revoke takes out of
+        the batch, see :meth:`_leave_out`)."""
+        if not self._revoked:
+            return polled
+        kept = [r for r in polled if (r.topic, r.partition) not in self._revoked]
+        if len(kept) < len(polled):
+            self._leave_out([r for r in polled if (r.topic, r.partition) in self._revoked])
+        return kept
+
+    def _leave_out(self, records: list[RawRecord]) -> None:
+        """Note collected records of revoked partitions as left out of the batch: the revoke commits
+        what was processed before them, so their next owner reads them. Should the assignment that
+        ends the rebalance give a partition back, it is rewound to its first record left out
+        (kafka-python would go on past them, librdkafka start at the committed offset, which may
+        lie below a batch in flight; see :meth:`_on_assigned`)."""
         dropped: dict[Partition, list[int]] = {}
         for record in records:
-            partition = (record.topic, record.partition)
-            if partition in self._revoked:
-                dropped.setdefault(partition, []).append(record.offset)
-            else:
-                kept.append(record)
+            dropped.setdefault((record.topic, record.partition), []).append(record.offset)
         for partition, offsets in dropped.items():
-            first = min(self._rewind.get(partition, offsets[0]), offsets[0])
-            self._rewind[partition] = first
+            first = min(offsets)
+            if partition in self._awaiting_assignment:
+                first = min(self._rewind.get(partition, first), first)
+                self._rewind[partition] = first
             logger.info(
                 "revoked_records_left_out",
                 extra={"partition": partition, "from_offset": first, "count": len(offsets)},
             )
-        return kept
 
     # -------------------------------------------------------------- batch
     def _handle(self, source: Source, records: list[RawRecord]) -> None:
@@ -562,7 +575,8 @@ class WorkerLoop:
 
     # ------------------------------------------------------------ rebalance
     def _on_revoked(self, partitions: list[Partition], generation: int) -> None:
-        """Commit what was processed for the revoked partitions, then forget them."""
+        """Take the revoked partitions' records out of the batch being collected, commit what was
+        processed of them, then forget them."""
         if generation != self._source_generation:
             logger.info("partitions_revoked_from_closed_consumer", extra={"partitions": sorted(partitions)})
             return
@@ -571,8 +585,12 @@ class WorkerLoop:
             # The batch in flight may hold records of these partitions: a short wait lets it
             # finish (else their next owner reads them again: at-least-once, not lost).
             self._finish_if_acknowledged(self.config.revoke_flush_timeout_s)
-        self._revoked |= set(partitions)
-        self._forget_unreadable(partitions)
+        gone = set(partitions)
+        self._revoked |= gone
+        self._awaiting_assignment |= gone
+        if self._collecting:  # a revoke inside a poll of _collect
+            self._leave_out([r for r in self._collecting if (r.topic, r.partition) in gone])
+            self._collecting[:] = [r for r in self._collecting if (r.topic, r.partition) not in gone]
         offsets = self._offsets.revoke(partitions)
         timeout_ms = self.config.commit_timeout_ms
         if stopping:  # leaving the group on stop: what is left of the drain time, at least a moment
@@ -589,7 +607,11 @@ class WorkerLoop:
         if generation != self._source_generation:
             return
         self._revoked -= set(partitions)
-        rewind, self._rewind = self._rewind, {}  # a partition not given back: its new owner reads it
+        self._awaiting_assignment.clear()
+        # Partitions not given back: their new owner reads them, from the committed offset (and a
+        # paused, unreadable one is read afresh); those given back keep their client state.
+        self._forget_unreadable(set(self._unreadable) - set(partitions))
+        rewind, self._rewind = self._rewind, {}
         for partition in partitions:
             if partition in rewind and self._source is not None:
                 try:
@@ -599,7 +621,6 @@ class WorkerLoop:
                     # records left out: they stay out, uncommitted, until the consumer is rebuilt
                     # and reads them again from the committed offset.
                     self._revoked.add(partition)
-                    self._rewind[partition] = rewind[partition]
                     self._rebuild_requested = True
                     self._broker_failed("rewind_failed", exc, partition=partition, offset=rewind[partition])
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})

@@ -55,6 +55,8 @@ class FakeSource:
         #: ``None`` for a rebalance whose other half comes in another poll.
         self.rebalance_on_poll: dict[int, tuple[list[Partition] | None, list[Partition] | None]] = {}
         self.polls = 0
+        #: ``(partition, offset)`` of every rewind, in order.
+        self.rewinds: list[tuple[Partition, int]] = []
         self._handing: set[Partition] = set()
         self._handed_out: dict[Partition, list[RawRecord]] = {}
         self._assigned = {("in", p) for p in range(partitions)}
@@ -83,7 +85,10 @@ class FakeSource:
     def rebalance(self, revoked: list[Partition] | None, assigned: list[Partition] | None) -> None:
         """What an eager group rebalance does inside a poll: ``on_revoked`` for ``revoked`` (the
         client still lists them until the new assignment), then the new assignment, ``assigned``
-        (the whole of it), and ``on_assigned``; the callbacks are those the factory was given."""
+        (the whole of it), and ``on_assigned``; the callbacks are those the factory was given.
+        A partition kept goes on from its position, as in kafka-python (librdkafka would start it
+        at its committed offset; the loop rewinds every partition whose records it left out, and
+        the contract suite holds both clients to the rewind)."""
         if revoked is not None and self.on_revoked is not None:
             self.on_revoked(revoked)
         if assigned is None:
@@ -101,6 +106,7 @@ class FakeSource:
         from ``offset`` on come again first in the next poll."""
         if partition not in self._handing:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
+        self.rewinds.append((partition, offset))
         handed = self._handed_out.get(partition, [])
         self._handed_out[partition] = [r for r in handed if r.offset < offset]
         again = [r for r in handed if r.offset >= offset]

@@ -518,3 +518,24 @@ def test_source_refuses_a_rewind_outside_an_assignment(client: str, request: pyt
         pytest.raises(BrokerError, match="only a partition being assigned"),
     ):
         source.rewind((topics.input, 0), 0)
+
+
+def test_librdkafka_source_makes_a_refused_rewound_assignment_fatal() -> None:
+    """librdkafka takes the assignment from the callback's own ``assign``: when that fails the
+    consumer holds no partitions, so the error is fatal (the loop rebuilds the consumer)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition  # noqa: PLC0415
+
+    source = ConfluentSource(KafkaSettings(bootstrap_servers="127.0.0.1:1"), lambda p: None, lambda p: None)
+
+    class _Refusing:
+        def assign(self, partitions: list[Any]) -> None:
+            raise KafkaException(KafkaError(KafkaError._STATE))
+
+    real, source._consumer = source._consumer, _Refusing()
+    try:
+        with pytest.raises(BrokerError, match="cannot assign from the rewound offsets") as failed:
+            source._assigning(lambda parts: source.rewind(parts[0], 3), [TopicPartition("in", 0)])
+        assert failed.value.fatal
+    finally:
+        source._consumer = real
+        source.close(1000)

@@ -9,7 +9,7 @@ from fakes import FakeSink, FakeSource
 from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel
 
-from worker.errors import BrokerError
+from worker.errors import BrokerError, UnreadableBatchError
 from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
@@ -78,8 +78,9 @@ def test_records_of_partitions_revoked_while_collected_are_left_out_and_read_aga
 
 
 def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(model: LoadedModel) -> None:
-    """kafka-python keeps handing out a revoked partition until the new assignment: those records
-    are left out with the rest, and the rewind goes back to the first of them."""
+    """Should a client hand out a revoked partition before the new assignment (neither kafka-python
+    3 nor librdkafka is known to), those records are left out with the rest, and the rewind goes
+    back to the first of them."""
     journal: list[str] = []
     source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10), _dead_letters(0, 20, 5)])
     source.rebalance_on_poll = {2: ([P0, P1], None), 4: (None, [P0, P1])}
@@ -92,17 +93,43 @@ def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(mod
     assert source.commits[-1] == {P0: 25}
 
 
-def test_a_partition_given_back_within_the_collect_is_kept(model: LoadedModel) -> None:
-    """Revoked and assigned back before the batch is complete: its records stay and nothing is
-    rewound (kafka-python goes on from its position, which follows them)."""
+def test_a_partition_given_back_within_the_collect_is_read_again_from_its_first_record_left_out(
+    model: LoadedModel,
+) -> None:
+    """Revoked and assigned back before the batch is complete: its records were taken out at the
+    revoke and come again after the rewind (librdkafka would otherwise restart the partition at its
+    committed offset, below them: a repeat; kafka-python go on past them)."""
     journal: list[str] = []
     source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 15)])
     source.rebalance_on_poll = {2: ([P0, P1], [P0, P1])}
     sink = FakeSink(journal)
     loop = _loop(model, [source], sink)
     _run(loop, 3)
+    assert source.rewinds == [(P0, 0)]
     assert _processed(sink) == [(0, i) for i in range(25)]
     assert source.commits[-1] == {P0: 25}
+
+
+def test_a_partition_that_went_to_another_member_is_not_rewound_when_it_comes_back_later(
+    model: LoadedModel,
+) -> None:
+    """Revoked and given to another member within one collect: its records are left out and the
+    rewind forgotten with that assignment. When a later rebalance gives it back, the partition
+    starts where the other member committed: rewinding it to the records left out long ago would
+    repeat all the other member did."""
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)])
+    source.rebalance_on_poll = {2: ([P0, P1], [P1])}
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    _run(loop, 2)
+    assert _processed(sink) == [(1, i) for i in range(15)] and source.commits[-1] == {P1: 15}
+    source.batches.append(_dead_letters(0, 50, 5))  # the other member committed P0 up to 50
+    source.rebalance([P1], [P0, P1])
+    _run(loop, 2)
+    assert source.rewinds == [(P1, 0)]  # P1 at the first rebalance; P0 never
+    assert _processed(sink)[15:] == [(0, i) for i in range(50, 55)]
+    assert source.commits[-1] == {P0: 55}
 
 
 class _RefusingSource(FakeSource):
@@ -139,3 +166,28 @@ def test_a_revoke_in_the_collect_drops_no_record_of_a_partition_kept(model: Load
     _run(loop, 2)
     assert _processed(sink) == [(1, i) for i in range(15)]
     assert source.commits[-1] == {P1: 15}
+
+
+class _UnreadableSource(FakeSource):
+    """Its first poll finds P0's batch unreadable (kafka-python pauses the partition there)."""
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]:
+        if self.polls == 0:
+            self.polls += 1
+            raise UnreadableBatchError("cannot read", partition=P0, offset=7)
+        return super().poll(max_records, timeout_ms)
+
+
+def test_an_unreadable_partition_stays_reported_through_a_rebalance_that_gives_it_back(model: LoadedModel) -> None:
+    """kafka-python keeps a partition it keeps paused through a rebalance: still unreadable, still
+    reported (it used to be forgotten at the revoke, and then stalled with a lag of 0 and no signal).
+    A partition that goes to another member is read afresh there: no longer reported here."""
+    source = _UnreadableSource([], [])
+    loop = _loop(model, [source], FakeSink([]))
+    loop.run_once()
+    unreadable = loop.metrics.unreadable_partitions
+    assert unreadable._value.get() == 1
+    source.rebalance([P0, P1], [P0, P1])
+    assert unreadable._value.get() == 1
+    source.rebalance([P0, P1], [P1])
+    assert unreadable._value.get() == 0
