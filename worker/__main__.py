@@ -29,10 +29,11 @@ from worker.errors import NoLiveVersionError, SettingsError
 from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer, missing_codecs
 from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
-from worker.loop import LoopConfig, PartitionsCallback, Source, SourceFactory, WorkerLoop
+from worker.loop import LoopConfig, Source, SourceFactory, WorkerLoop
 from worker.metrics import HealthState, MetricsServer, WorkerMetrics
 from worker.model_loading import LoadedModel, load_live_model, load_model
 from worker.outputs import Sink
+from worker.rebalance import PartitionsCallback, RevokedCallback
 from worker.reload import RegistryWatcher
 from worker.settings import KafkaClient, WorkerSettings, effective_settings, load_settings
 
@@ -117,12 +118,12 @@ def _clients(settings: WorkerSettings) -> tuple[SourceFactory, Sink, str]:
                 "WORKER_KAFKA_CLIENT=confluent needs confluent-kafka: pip install 'kestrel-anomaly[fast]'"
             ) from exc
 
-        def build_confluent(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> Source:
+        def build_confluent(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> Source:
             return ConfluentSource(settings.kafka, on_revoked, on_assigned)
 
         return build_confluent, ConfluentSink(lambda: make_confluent_producer(settings.kafka)), "librdkafka"
 
-    def build(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> Source:
+    def build(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> Source:
         return KafkaSource(settings.kafka, on_revoked, on_assigned)
 
     return build, KafkaSink(lambda: make_producer(settings.kafka)), crc32c_implementation()

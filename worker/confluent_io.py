@@ -34,12 +34,12 @@ from worker.errors import BrokerError, CommitError, PublishError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
 from worker.outputs import NumberedOutputs, Undeliverable
+from worker.rebalance import PartitionsCallback, RevokedCallback
 from worker.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
-PartitionsCallback = Callable[[list[Partition]], None]
 
 #: Delivery errors that say *this record* will never be accepted.
 REFUSED_CODES = frozenset(
@@ -96,9 +96,7 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
 class ConfluentSource:
     """Group consumer of the input topic with manual commits (librdkafka)."""
 
-    def __init__(
-        self, settings: KafkaSettings, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback
-    ) -> None:
+    def __init__(self, settings: KafkaSettings, on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> None:
         self._down = threading.Event()
         self._commit_error: KafkaError | None = None
         self._broker_error: KafkaError | None = None
@@ -141,7 +139,7 @@ class ConfluentSource:
         except (KafkaException, ValueError) as exc:
             raise BrokerError(f"cannot create the consumer: {exc}") from exc
 
-    def _revoking(self, on_revoked: PartitionsCallback, parts: list[TopicPartition], how: str) -> None:
+    def _revoking(self, on_revoked: RevokedCallback, parts: list[TopicPartition], how: str) -> None:
         """Run the loop's revoke callback. In a rebalance (``revoke``) its commit waits for the
         broker: an asynchronous one may land after the group re-read the committed offsets, and
         the partitions' next owner (often this consumer again) would repeat the batch. Partitions
@@ -149,9 +147,13 @@ class ConfluentSource:
         group has moved on and the commit could only fail."""
         self._revoke_mode = how
         try:
-            self._rebalancing(on_revoked, parts)
+            self._rebalancing(lambda partitions: on_revoked(partitions, lost=how == "lost"), parts)
         finally:
             self._revoke_mode = None
+            # Their next owner commits them: close must not commit this member's last offsets of
+            # them again (a partition given back and left unread would move back).
+            for partition in _partitions(parts):
+                self._last_commit.pop(partition, None)
 
     def _assigning(self, on_assigned: PartitionsCallback, parts: list[TopicPartition]) -> None:
         """Run the loop's assign callback; partitions it rewound are assigned from those offsets

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -22,13 +22,13 @@ from kafka.structs import OffsetAndMetadata
 
 from worker.errors import BrokerError, CommitError, PublishError, UnreadableBatchError
 from worker.outcomes import RawRecord
+from worker.rebalance import PartitionsCallback, RevokedCallback
 from worker.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 Header = tuple[str, bytes]
-PartitionsCallback = Callable[[list[Partition]], None]
 
 #: Longest wait for a broker answer on a single request (fetch, metadata, commit).
 REQUEST_TIMEOUT_MS = 7000
@@ -125,7 +125,7 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     the I/O thread's own loop, before the partitions are given up.
     """
 
-    def __init__(self, source: KafkaSource, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> None:
+    def __init__(self, source: KafkaSource, on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> None:
         self._source = source
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
@@ -139,7 +139,7 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         """Partitions taken away without a rebalance (the member was evicted): nothing is committed,
         the group has moved on (their next owner reads the uncommitted records again)."""
         with self._source.collecting_commits():  # and dropped
-            self._on_revoked([(tp.topic, tp.partition) for tp in lost])
+            self._on_revoked([(tp.topic, tp.partition) for tp in lost], lost=True)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         partitions = [(tp.topic, tp.partition) for tp in assigned]
@@ -161,9 +161,7 @@ class KafkaSource:
         on_assigned: called (inside :meth:`poll`) with newly assigned partitions.
     """
 
-    def __init__(
-        self, settings: KafkaSettings, on_revoked: PartitionsCallback, on_assigned: PartitionsCallback
-    ) -> None:
+    def __init__(self, settings: KafkaSettings, on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> None:
         #: Commits asked for inside the revoke callback (see :class:`_Listener`), else ``None``.
         self._collected: dict[Partition, int] | None = None
         self._collected_timeout_ms = REQUEST_TIMEOUT_MS

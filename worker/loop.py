@@ -39,11 +39,11 @@ from worker.offsets import OffsetBook
 from worker.outcomes import BatchResult, RawRecord
 from worker.outputs import Sink, Undeliverable, send_outputs
 from worker.pipeline import score_batch
+from worker.rebalance import PartitionsCallback, RevokedCallback
 
 logger = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
-PartitionsCallback = Callable[[list[Partition]], None]
 #: Hook polled between batches; returns a newly loaded model to serve, or ``None``.
 ModelUpdates = Callable[[], LoadedModel | None]
 
@@ -67,7 +67,7 @@ class Source(Protocol):
 
 #: Builds the source given the loop's (on_revoked, on_assigned) rebalance callbacks; raises
 #: :class:`BrokerError` when the broker cannot be reached.
-SourceFactory = Callable[[PartitionsCallback, PartitionsCallback], Source]
+SourceFactory = Callable[[RevokedCallback, PartitionsCallback], Source]
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,9 @@ class WorkerLoop:
         #: Partitions whose collected records a revoke left out: the first offset left out, to read
         #: again from should the assignment that ends the rebalance give the partition back.
         self._rewind: dict[Partition, int] = {}
+        #: Partitions whose rewind the client refused: their position lies past records left out,
+        #: so nothing of them is processed or committed until the consumer is rebuilt.
+        self._unrewound: set[Partition] = set()
         self._rebuild_requested = False
         #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
         self._unreadable: dict[Partition, int] = {}
@@ -281,7 +284,7 @@ class WorkerLoop:
         generation = self._source_generation
         try:
             self._source = self._source_factory(
-                lambda partitions: self._on_revoked(partitions, generation),
+                lambda partitions, lost=False: self._on_revoked(partitions, generation, lost),
                 lambda partitions: self._on_assigned(partitions, generation),
             )
         except BrokerError as exc:
@@ -292,6 +295,7 @@ class WorkerLoop:
         self._revoked.clear()
         self._awaiting_assignment.clear()
         self._rewind.clear()
+        self._unrewound.clear()
         return self._source
 
     def _rebuild_source(self) -> None:
@@ -357,11 +361,12 @@ class WorkerLoop:
         """``polled`` without records of partitions revoked and not assigned back (no client is
         known to hand them out; should one, they are left out like those a revoke takes out of
         the batch, see :meth:`_leave_out`)."""
-        if not self._revoked:
+        out = self._revoked | self._unrewound if self._unrewound else self._revoked
+        if not out:
             return polled
-        kept = [r for r in polled if (r.topic, r.partition) not in self._revoked]
+        kept = [r for r in polled if (r.topic, r.partition) not in out]
         if len(kept) < len(polled):
-            self._leave_out([r for r in polled if (r.topic, r.partition) in self._revoked])
+            self._leave_out([r for r in polled if (r.topic, r.partition) in out])
         return kept
 
     def _leave_out(self, records: list[RawRecord]) -> None:
@@ -500,7 +505,7 @@ class WorkerLoop:
     def _owned(self, source: Source) -> set[Partition]:
         """Assigned partitions not revoked since (kafka-python keeps revoked ones in its assignment
         until the rebalance completes; committing them could move the new owner's offset back)."""
-        return source.assignment() - self._revoked
+        return source.assignment() - self._revoked - self._unrewound
 
     def _try_commit(self) -> bool:
         if self._source is None:
@@ -575,20 +580,27 @@ class WorkerLoop:
         return clean
 
     # ------------------------------------------------------------ rebalance
-    def _on_revoked(self, partitions: list[Partition], generation: int) -> None:
+    def _on_revoked(self, partitions: list[Partition], generation: int, lost: bool = False) -> None:
         """Take the revoked partitions' records out of the batch being collected, commit what was
-        processed of them, then forget them."""
+        processed of them, then forget them. ``lost`` (the session expired): the group already gave
+        them to others, so nothing is committed (the source drops the commit) and nothing rewound."""
         if generation != self._source_generation:
             logger.info("partitions_revoked_from_closed_consumer", extra={"partitions": sorted(partitions)})
             return
         stopping = self._stop.is_set()
-        if not stopping and not self._abandoned:
+        if not stopping and not self._abandoned and not lost:
             # The batch in flight may hold records of these partitions: a short wait lets it
             # finish (else their next owner reads them again: at-least-once, not lost).
             self._finish_if_acknowledged(self.config.revoke_flush_timeout_s)
         gone = set(partitions)
         self._revoked |= gone
-        self._awaiting_assignment |= gone
+        if lost:
+            self._awaiting_assignment -= gone
+            for partition in gone:
+                self._rewind.pop(partition, None)
+        else:
+            self._awaiting_assignment |= gone
+            self._note_batch_in_flight(gone)
         if self._collecting:  # a revoke inside a poll of _collect
             self._leave_out([r for r in self._collecting if (r.topic, r.partition) in gone])
             self._collecting[:] = [r for r in self._collecting if (r.topic, r.partition) not in gone]
@@ -603,6 +615,24 @@ class WorkerLoop:
                 self.metrics.commit_failures.inc()
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
         logger.info("partitions_revoked", extra={"partitions": sorted(partitions)})
+
+    def _note_batch_in_flight(self, gone: set[Partition]) -> None:
+        """A batch still in flight after the revoke's wait holds records of ``gone`` that are not
+        committed: their next owner reads them again (logged). Should the partition come back here,
+        it is rewound past them instead (this loop still finishes and commits that batch;
+        librdkafka would start at the committed offset, below it)."""
+        batch = self._in_flight
+        if batch is None or batch.source is not self._source:
+            return
+        last: dict[Partition, int] = {}
+        for record in batch.records:
+            if (record.topic, record.partition) in gone:
+                last[(record.topic, record.partition)] = record.offset
+        if not last:
+            return
+        for partition, offset in last.items():
+            self._rewind[partition] = min(self._rewind.get(partition, offset + 1), offset + 1)
+        logger.warning("revoke_with_batch_in_flight", extra={"partitions": sorted(last), "pending": self._sink.pending})
 
     def _on_assigned(self, partitions: list[Partition], generation: int) -> None:
         if generation != self._source_generation:
@@ -623,9 +653,10 @@ class WorkerLoop:
                     # Not expected (the client refused its own assignment). Its position lies past
                     # records left out: they stay out, uncommitted, until the consumer is rebuilt
                     # and reads them again from the committed offset.
-                    self._revoked.add(partition)
+                    self._unrewound.add(partition)
                     self._rebuild_requested = True
-                    self._broker_failed("rewind_failed", exc, partition=partition, offset=rewind[partition])
+                    logger.error("rewind_failed", extra={"partition": partition, "offset": rewind[partition],
+                                                         "error": str(exc)})  # fmt: skip
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
     # --------------------------------------------------------------- state

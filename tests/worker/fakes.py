@@ -8,15 +8,15 @@ over the request limit), nor refuse what it accepts (tombstones, keyless records
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from worker.errors import BrokerError, CommitError, PublishError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord, record_size
 from worker.outputs import GivenUpRecords, Undeliverable
+from worker.rebalance import PartitionsCallback, RevokedCallback
 
 Partition = tuple[str, int]
-PartitionsCallback = Callable[[list[Partition]], None]
 Delivered = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
@@ -40,16 +40,20 @@ class FakeSource:
         batches: list[list[RawRecord]],
         partitions: int = 2,
         ends: Mapping[Partition, int] | None = None,
+        keeps_position: bool = True,
     ) -> None:
         """``ends``: a partition's end offset when control records (transaction markers) follow its
-        last record: once every batch is handed out, the position and high watermark reach it."""
+        last record: once every batch is handed out, the position and high watermark reach it.
+        ``keeps_position``: a partition a rebalance leaves assigned goes on from its position, as
+        kafka-python does; ``False``: it starts again at its committed offset, as librdkafka does
+        (``test_kafka_contract.py`` holds each client to its mode)."""
         self.journal = journal
         self.batches = batches
         self.commits: list[dict[Partition, int]] = []
         self.fail_commits = 0
         self.fail_polls = 0
         self.closed = False
-        self.on_revoked: PartitionsCallback | None = None
+        self.on_revoked: RevokedCallback | None = None
         self.on_assigned: PartitionsCallback | None = None
         #: Rebalances run inside the poll of that number (1 = first): ``(revoked, assigned)``, either
         #: ``None`` for a rebalance whose other half comes in another poll.
@@ -57,6 +61,10 @@ class FakeSource:
         self.polls = 0
         #: ``(partition, offset)`` of every rewind, in order.
         self.rewinds: list[tuple[Partition, int]] = []
+        #: The group's committed offsets (this consumer's commits; a test may play another member's).
+        self.committed: dict[Partition, int] = {}
+        self.keeps_position = keeps_position
+        self._lost: set[Partition] = set()
         self._handing: set[Partition] = set()
         self._handed_out: dict[Partition, list[RawRecord]] = {}
         self._assigned = {("in", p) for p in range(partitions)}
@@ -82,24 +90,33 @@ class FakeSource:
                 self._high[key] = self._position[key] = end
         return batch
 
-    def rebalance(self, revoked: list[Partition] | None, assigned: list[Partition] | None) -> None:
+    def rebalance(self, revoked: list[Partition] | None, assigned: list[Partition] | None, lost: bool = False) -> None:
         """What an eager group rebalance does inside a poll: ``on_revoked`` for ``revoked`` (the
         client still lists them until the new assignment), then the new assignment, ``assigned``
         (the whole of it), and ``on_assigned``; the callbacks are those the factory was given.
+        ``lost``: the member's session expired (the revoke says so; no commit should follow).
         A partition kept goes on from its position, as in kafka-python (librdkafka would start it
         at its committed offset; the loop rewinds every partition whose records it left out, and
         the contract suite holds both clients to the rewind)."""
         if revoked is not None and self.on_revoked is not None:
-            self.on_revoked(revoked)
+            self.on_revoked(revoked, lost=lost)
+        if lost and revoked is not None:
+            self._lost |= set(revoked)  # kafka-python drops their state: read afresh if assigned again
         if assigned is None:
             return
         self._assigned = set(assigned)
         self._handing = set(assigned)
+        rewound = len(self.rewinds)
         try:
             if self.on_assigned is not None:
                 self.on_assigned(assigned)
         finally:
             self._handing = set()
+        rewound_now = {partition for partition, _ in self.rewinds[rewound:]}
+        for partition in assigned:
+            if partition not in rewound_now and (not self.keeps_position or partition in self._lost):
+                self._restart(partition, self.committed.get(partition, 0))
+        self._lost = set()
 
     def rewind(self, partition: Partition, offset: int) -> None:
         """As the real sources: only inside ``on_assigned``; the records of ``partition`` handed out
@@ -107,9 +124,16 @@ class FakeSource:
         if partition not in self._handing:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
         self.rewinds.append((partition, offset))
+        self._restart(partition, offset)
+
+    def _restart(self, partition: Partition, offset: int) -> None:
+        """Hand out ``partition`` again from ``offset``: what was handed out from there comes first
+        in the next poll (records not handed out yet follow in their batches)."""
         handed = self._handed_out.get(partition, [])
         self._handed_out[partition] = [r for r in handed if r.offset < offset]
         again = [r for r in handed if r.offset >= offset]
+        if partition in self._position:
+            self._position[partition] = offset
         if again:
             self.batches.insert(0, again)
 
@@ -119,6 +143,7 @@ class FakeSource:
             raise CommitError("broker away")
         self.journal.append("commit")
         self.commits.append(dict(offsets))
+        self.committed.update(offsets)
 
     def assignment(self) -> set[Partition]:
         return set(self._assigned)

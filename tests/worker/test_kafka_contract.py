@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer as LibrdkafkaProducer
 from fakes import FakePublisher, FakeSink, FakeSource
-from kafka_harness import TopicReader, Topics, source_that_read, wait_for
+from kafka_harness import TopicReader, Topics, committed_offsets, source_that_read, wait_for
 
 from worker.confluent_io import ConfluentSink, ConfluentSource, make_confluent_producer
 from worker.errors import BrokerError, PublishError
@@ -538,4 +538,101 @@ def test_librdkafka_source_makes_a_refused_rewound_assignment_fatal() -> None:
         assert failed.value.fatal
     finally:
         source._consumer = real
+        source.close(1000)
+
+
+@pytest.mark.parametrize(
+    ("client", "first"),
+    [("fake-keeps-position", 10), ("fake-restarts-at-commit", 4), ("kafka-python", 10), ("confluent", 4)],
+)
+def test_a_partition_kept_through_a_rebalance_without_a_rewind_goes_on_as_its_client_does(
+    client: str, first: int, request: pytest.FixtureRequest
+) -> None:
+    """kafka-python goes on from its position (10, past the records read), librdkafka starts again
+    at the committed offset (4): the fake's two modes, which the loop's tests run in, do the same."""
+    kept: list[tuple[str, int]] = []
+
+    def on_assigned(partitions: list[tuple[str, int]]) -> None:
+        kept[:] = partitions
+
+    if client.startswith("fake"):
+        batch = [RawRecord("in", p, i, 0, None, b"%d" % i) for p in (0, 1) for i in range(10)]
+        source: Any = FakeSource([], [batch], keeps_position=client == "fake-keeps-position")
+        source.on_assigned = on_assigned
+        assert len(source.poll(100, 200)) == 20
+        source.commit({("in", 0): 4, ("in", 1): 4}, 1000)
+        source.batches.append([RawRecord("in", 0, 10, 0, None, b"10")])
+        source.rebalance_on_poll[source.polls + 1] = ([("in", 0), ("in", 1)], [("in", 0)])
+        again = source.poll(100, 200)
+        assert again[0].offset == first
+        return
+    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
+    topics = _two_partitions_of_ten(bootstrap)
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
+    source = (KafkaSource if client == "kafka-python" else ConfluentSource)(
+        settings, lambda p, lost=False: None, on_assigned
+    )
+    try:
+        got: list[RawRecord] = []
+        wait_for(lambda: bool(got.extend(source.poll(100, 200))) or len(got) >= 20, 30, "the first member's records")
+        source.commit({(topics.input, 0): 4, (topics.input, 1): 4}, 5000)
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, [0, 1]) == {0: 4, 1: 4}, 30, "commit")
+        kept.clear()
+        again: list[RawRecord] = []
+        with _join_in_background(bootstrap, topics):
+            wait_for(lambda: bool(again.extend(source.poll(100, 200))) or len(kept) == 1, 60, "the rebalance")
+            producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap})
+            for partition in (0, 1):  # offset 10 of each
+                producer.produce(topics.input, value=b"10", partition=partition)
+            assert producer.flush(30) == 0
+            (kept_partition,) = kept
+
+            def read_kept() -> bool:
+                again.extend(source.poll(100, 200))
+                return any(r.partition == kept_partition[1] for r in again)
+
+            wait_for(read_kept, 60, "records of the kept partition")
+            assert min(r.offset for r in again if r.partition == kept_partition[1]) == first
+    finally:
+        source.close(1000)
+
+
+def test_both_sources_say_lost_when_the_session_expired() -> None:
+    """The loop rewinds nothing it took out of a lost partition (the group moved on): the sources
+    must tell a loss from a revoke. librdkafka's also stops remembering its last commit of a
+    partition it gives up, which its close would otherwise commit again over the next owner's."""
+    import asyncio  # noqa: PLC0415
+
+    from confluent_kafka import TopicPartition  # noqa: PLC0415
+    from kafka import TopicPartition as KafkaTopicPartition  # noqa: PLC0415
+
+    from worker.kafka_io import _Listener  # noqa: PLC0415
+
+    calls: list[tuple[list[tuple[str, int]], bool]] = []
+
+    def on_revoked(partitions: list[tuple[str, int]], lost: bool = False) -> None:
+        calls.append((partitions, lost))
+
+    class _Collecting:
+        @contextlib.contextmanager
+        def collecting_commits(self) -> Iterator[dict[tuple[str, int], int]]:
+            yield {}
+
+        async def commit_collected(self, offsets: Any) -> None:
+            return None
+
+    listener = _Listener(_Collecting(), on_revoked, lambda p: None)  # type: ignore[arg-type]
+    asyncio.run(listener.on_partitions_lost([KafkaTopicPartition("in", 0)]))
+    asyncio.run(listener.on_partitions_revoked([KafkaTopicPartition("in", 1)]))
+    assert calls == [([("in", 0)], True), ([("in", 1)], False)]
+
+    calls.clear()
+    source = ConfluentSource(KafkaSettings(bootstrap_servers="127.0.0.1:1"), on_revoked, lambda p: None)
+    try:
+        source._last_commit = {("in", 0): 5, ("in", 1): 5, ("in", 2): 5}
+        source._revoking(on_revoked, [TopicPartition("in", 0)], "lost")
+        source._revoking(on_revoked, [TopicPartition("in", 1)], "revoke")
+        assert calls == [([("in", 0)], True), ([("in", 1)], False)]
+        assert source._last_commit == {("in", 2): 5}
+    finally:
         source.close(1000)

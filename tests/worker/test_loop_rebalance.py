@@ -23,6 +23,13 @@ CONFIG = LoopConfig(
 )  # fmt: skip
 
 
+@pytest.fixture(params=[True, False], ids=["kafka-python", "librdkafka"])
+def keeps_position(request: pytest.FixtureRequest) -> bool:
+    """The fake as either client: a partition kept through a rebalance goes on from its position
+    (kafka-python) or starts at its committed offset (librdkafka)."""
+    return bool(request.param)
+
+
 @pytest.fixture(scope="module")
 def model(tiny_model: TinyModel) -> LoadedModel:
     return load_model(tiny_model.path)
@@ -61,9 +68,14 @@ def _run(loop: WorkerLoop, times: int) -> None:
 
 def test_records_of_partitions_revoked_while_collected_are_left_out_and_read_again_when_given_back(
     model: LoadedModel,
+    keeps_position: bool,
 ) -> None:
     journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)])
+    source = FakeSource(
+        journal,
+        [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)],
+        keeps_position=keeps_position,
+    )
     # Poll 2 (the same collect) revokes both partitions; poll 3 gives only P0 back.
     source.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0])}
     sink = FakeSink(journal)
@@ -77,16 +89,22 @@ def test_records_of_partitions_revoked_while_collected_are_left_out_and_read_aga
     assert loop.uncommitted == {}
 
 
-def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(model: LoadedModel) -> None:
+def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(
+    model: LoadedModel, keeps_position: bool
+) -> None:
     """Should a client hand out a revoked partition before the new assignment (neither kafka-python
     3 nor librdkafka is known to), those records are left out with the rest, and the rewind goes
     back to the first of them."""
     journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10), _dead_letters(0, 20, 5)])
+    source = FakeSource(
+        journal,
+        [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10), _dead_letters(0, 20, 5)],
+        keeps_position=keeps_position,
+    )
     source.rebalance_on_poll = {2: ([P0, P1], None), 4: (None, [P0, P1])}
     sink = FakeSink(journal)
     loop = _loop(model, [source], sink)
-    loop.run_once()  # polls 1-3: the batch is full, P0 still revoked
+    loop.run_once()  # P0's records taken out at the revoke: an empty batch
     assert sink.sent == []
     _run(loop, 4)
     assert _processed(sink) == [(0, i) for i in range(25)]
@@ -95,12 +113,13 @@ def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(mod
 
 def test_a_partition_given_back_within_the_collect_is_read_again_from_its_first_record_left_out(
     model: LoadedModel,
+    keeps_position: bool,
 ) -> None:
     """Revoked and assigned back before the batch is complete: its records were taken out at the
     revoke and come again after the rewind (librdkafka would otherwise restart the partition at its
     committed offset, below them: a repeat; kafka-python go on past them)."""
     journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 15)])
+    source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 15)], keeps_position=keeps_position)
     source.rebalance_on_poll = {2: ([P0, P1], [P0, P1])}
     sink = FakeSink(journal)
     loop = _loop(model, [source], sink)
@@ -112,19 +131,25 @@ def test_a_partition_given_back_within_the_collect_is_read_again_from_its_first_
 
 def test_a_partition_that_went_to_another_member_is_not_rewound_when_it_comes_back_later(
     model: LoadedModel,
+    keeps_position: bool,
 ) -> None:
     """Revoked and given to another member within one collect: its records are left out and the
     rewind forgotten with that assignment. When a later rebalance gives it back, the partition
     starts where the other member committed: rewinding it to the records left out long ago would
     repeat all the other member did."""
     journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)])
+    source = FakeSource(
+        journal,
+        [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)],
+        keeps_position=keeps_position,
+    )
     source.rebalance_on_poll = {2: ([P0, P1], [P1])}
     sink = FakeSink(journal)
     loop = _loop(model, [source], sink)
     _run(loop, 2)
     assert _processed(sink) == [(1, i) for i in range(15)] and source.commits[-1] == {P1: 15}
-    source.batches.append(_dead_letters(0, 50, 5))  # the other member committed P0 up to 50
+    source.batches.append(_dead_letters(0, 50, 5))
+    source.committed[P0] = 50  # what the other member processed and committed
     source.rebalance([P1], [P0, P1])
     _run(loop, 2)
     assert source.rewinds == [(P1, 0)]  # P1 at the first rebalance; P0 never
@@ -156,10 +181,14 @@ def test_a_refused_rewind_keeps_the_records_out_and_rebuilds_the_consumer(model:
     assert loop.metrics.client_rebuilds.labels("consumer")._value.get() == 1
 
 
-def test_a_revoke_in_the_collect_drops_no_record_of_a_partition_kept(model: LoadedModel) -> None:
+def test_a_revoke_in_the_collect_drops_no_record_of_a_partition_kept(model: LoadedModel, keeps_position: bool) -> None:
     """Only the revoked partitions' records are left out (a cooperative-style revoke of one)."""
     journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)])
+    source = FakeSource(
+        journal,
+        [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)],
+        keeps_position=keeps_position,
+    )
     source.rebalance_on_poll = {2: ([P0], None)}
     sink = FakeSink(journal)
     loop = _loop(model, [source], sink)
@@ -191,3 +220,46 @@ def test_an_unreadable_partition_stays_reported_through_a_rebalance_that_gives_i
     assert unreadable._value.get() == 1
     source.rebalance([P0, P1], [P1])
     assert unreadable._value.get() == 0
+
+
+def test_records_of_partitions_lost_mid_collect_are_left_out_and_not_rewound(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """A session expiry (partitions lost): the group already gave them to others, who may have read
+    and committed past this member's records. Given back, a partition starts at the group's
+    committed offset (both clients read it afresh): rewinding it to the records left out would
+    repeat what the other member did."""
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10)], keeps_position=keeps_position)
+    source.rebalance_on_poll = {2: ([P0, P1], None, True)}
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    loop.run_once()
+    assert sink.sent == [] and source.commits == []  # left out, and nothing committed for lost partitions
+    source.committed[P0] = 30  # the other member read P0 up to 30 meanwhile
+    source.batches.append(_dead_letters(0, 30, 5))
+    source.rebalance(None, [P0])
+    _run(loop, 2)
+    assert source.rewinds == []
+    assert _processed(sink) == [(0, i) for i in range(30, 35)]
+    assert source.commits[-1] == {P0: 35}
+
+
+def test_a_batch_still_in_flight_at_the_revoke_is_not_read_again_when_its_partition_comes_back(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """Its outputs are not acknowledged within the revoke's wait, so its offsets are not committed.
+    Given back, the partition is rewound past the batch (librdkafka would start at the committed
+    offset, below it, and read it again); the batch finishes and is committed here."""
+    journal: list[str] = []
+    source = FakeSource(journal, [_dead_letters(0, 0, 10)], keeps_position=keeps_position)
+    sink = FakeSink(journal)
+    loop = _loop(model, [source], sink)
+    loop.run_once()  # the batch is sent, in flight
+    sink.fail_flushes = 1  # the revoke's wait for it fails
+    source.batches.append(_dead_letters(0, 10, 5))
+    source.rebalance([P0, P1], [P0, P1])
+    assert source.rewinds == [(P0, 10)] and source.commits == []
+    _run(loop, 3)
+    assert _processed(sink) == [(0, i) for i in range(15)]
+    assert source.commits[-1] == {P0: 15}
