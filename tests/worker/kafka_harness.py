@@ -124,7 +124,7 @@ def source_that_read(
 
     settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topic, group_id=f"g-{uuid.uuid4().hex}")
     source: Any = (KafkaSource if client == "kafka-python" else ConfluentSource)(
-        settings, lambda p: None, lambda p: None
+        settings, lambda p, lost=False: None, lambda p: None
     )
     got: list[RawRecord] = []
 

@@ -361,7 +361,7 @@ def test_source_returns_tombstones_keyless_records_and_headers_intact(
 def test_source_construction_fails_with_a_broker_error_when_nobody_answers() -> None:
     settings = KafkaSettings(bootstrap_servers="127.0.0.1:1", connect_timeout_ms=300)
     with pytest.raises(BrokerError):
-        KafkaSource(settings, lambda p: None, lambda p: None)
+        KafkaSource(settings, lambda p, lost=False: None, lambda p: None)
     with pytest.raises(BrokerError):
         make_producer(settings)
 
@@ -379,7 +379,7 @@ def test_librdkafka_source_assignment_follows_every_rebalance_at_once(kafka_brok
     topics = Topics.unique(bootstrap, partitions=2)
     everything = {(topics.input, 0), (topics.input, 1)}
     settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
-    first = ConfluentSource(settings, lambda p: None, lambda p: None)
+    first = ConfluentSource(settings, lambda p, lost=False: None, lambda p: None)
     second: ConfluentSource | None = None
     try:
 
@@ -391,7 +391,7 @@ def test_librdkafka_source_assignment_follows_every_rebalance_at_once(kafka_brok
             return True
 
         wait_for(lambda: polled_and_agree(first) and first.assignment() == everything, 30, "the first member's join")
-        second = ConfluentSource(settings, lambda p: None, lambda p: None)
+        second = ConfluentSource(settings, lambda p, lost=False: None, lambda p: None)
         wait_for(
             lambda: (
                 polled_and_agree(first, second)
@@ -480,7 +480,7 @@ def test_source_rewinds_a_partition_it_keeps_through_a_rebalance(client: str, re
     topics = _two_partitions_of_ten(bootstrap)
     settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
     source = (KafkaSource if client == "kafka-python" else ConfluentSource)(
-        settings, lambda p: None, rewinder.on_assigned
+        settings, lambda p, lost=False: None, rewinder.on_assigned
     )
     rewinder.source = source
     try:
@@ -525,7 +525,7 @@ def test_librdkafka_source_makes_a_refused_rewound_assignment_fatal() -> None:
     consumer holds no partitions, so the error is fatal (the loop rebuilds the consumer)."""
     from confluent_kafka import KafkaError, KafkaException, TopicPartition  # noqa: PLC0415
 
-    source = ConfluentSource(KafkaSettings(bootstrap_servers="127.0.0.1:1"), lambda p: None, lambda p: None)
+    source = ConfluentSource(KafkaSettings(bootstrap_servers="127.0.0.1:1"), lambda p, lost=False: None, lambda p: None)
 
     class _Refusing:
         def assign(self, partitions: list[Any]) -> None:
