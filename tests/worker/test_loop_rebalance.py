@@ -61,6 +61,16 @@ def _loop(model: LoadedModel, sources: list[FakeSource], sink: FakeSink) -> Work
     return WorkerLoop(factory, sink, model, WorkerMetrics(CollectorRegistry()), HealthState(), CONFIG)
 
 
+def _worker(
+    model: LoadedModel, batches: list[list[RawRecord]], keeps_position: bool
+) -> tuple[FakeSource, FakeSink, WorkerLoop]:
+    """A loop on one fake consumer (as ``keeps_position`` says) over ``batches``, and its sink."""
+    journal: list[str] = []
+    source = FakeSource(journal, batches, keeps_position=keeps_position)
+    sink = FakeSink(journal)
+    return source, sink, _loop(model, [source], sink)
+
+
 def _run(loop: WorkerLoop, times: int) -> None:
     for _ in range(times):
         loop.run_once()
@@ -70,16 +80,10 @@ def test_records_of_partitions_revoked_while_collected_are_left_out_and_read_aga
     model: LoadedModel,
     keeps_position: bool,
 ) -> None:
-    journal: list[str] = []
-    source = FakeSource(
-        journal,
-        [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)],
-        keeps_position=keeps_position,
-    )
+    batches = [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)]
+    source, sink, loop = _worker(model, batches, keeps_position)
     # Poll 2 (the same collect) revokes both partitions; poll 3 gives only P0 back.
     source.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0])}
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
     loop.run_once()
     assert sink.sent == [] and source.commits == []  # all 25 left out: nothing processed, nothing committed
     _run(loop, 3)
@@ -95,15 +99,10 @@ def test_records_polled_between_a_revoke_and_the_assignment_are_left_out_too(
     """Should a client hand out a revoked partition before the new assignment (neither kafka-python
     3 nor librdkafka is known to), those records are left out with the rest, and the rewind goes
     back to the first of them."""
-    journal: list[str] = []
-    source = FakeSource(
-        journal,
-        [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10), _dead_letters(0, 20, 5)],
-        keeps_position=keeps_position,
+    source, sink, loop = _worker(
+        model, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10), _dead_letters(0, 20, 5)], keeps_position
     )
     source.rebalance_on_poll = {2: ([P0, P1], None), 4: (None, [P0, P1])}
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
     loop.run_once()  # P0's records taken out at the revoke: an empty batch
     assert sink.sent == []
     _run(loop, 4)
@@ -118,11 +117,8 @@ def test_a_partition_given_back_within_the_collect_is_read_again_from_its_first_
     """Revoked and assigned back before the batch is complete: its records were taken out at the
     revoke and come again after the rewind (librdkafka would otherwise restart the partition at its
     committed offset, below them: a repeat; kafka-python go on past them)."""
-    journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 15)], keeps_position=keeps_position)
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10), _dead_letters(0, 10, 15)], keeps_position)
     source.rebalance_on_poll = {2: ([P0, P1], [P0, P1])}
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
     _run(loop, 3)
     assert source.rewinds == [(P0, 0)]
     assert _processed(sink) == [(0, i) for i in range(25)]
@@ -137,15 +133,10 @@ def test_a_partition_that_went_to_another_member_is_not_rewound_when_it_comes_ba
     rewind forgotten with that assignment. When a later rebalance gives it back, the partition
     starts where the other member committed: rewinding it to the records left out long ago would
     repeat all the other member did."""
-    journal: list[str] = []
-    source = FakeSource(
-        journal,
-        [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)],
-        keeps_position=keeps_position,
+    source, sink, loop = _worker(
+        model, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)], keeps_position
     )
     source.rebalance_on_poll = {2: ([P0, P1], [P1])}
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
     _run(loop, 2)
     assert _processed(sink) == [(1, i) for i in range(15)] and source.commits[-1] == {P1: 15}
     source.batches.append(_dead_letters(0, 50, 5))
@@ -183,15 +174,10 @@ def test_a_refused_rewind_keeps_the_records_out_and_rebuilds_the_consumer(model:
 
 def test_a_revoke_in_the_collect_drops_no_record_of_a_partition_kept(model: LoadedModel, keeps_position: bool) -> None:
     """Only the revoked partitions' records are left out (a cooperative-style revoke of one)."""
-    journal: list[str] = []
-    source = FakeSource(
-        journal,
-        [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)],
-        keeps_position=keeps_position,
+    source, sink, loop = _worker(
+        model, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(1, 10, 5)], keeps_position
     )
     source.rebalance_on_poll = {2: ([P0], None)}
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
     _run(loop, 2)
     assert _processed(sink) == [(1, i) for i in range(15)]
     assert source.commits[-1] == {P1: 15}
@@ -229,11 +215,8 @@ def test_records_of_partitions_lost_mid_collect_are_left_out_and_not_rewound(
     and committed past this member's records. Given back, a partition starts at the group's
     committed offset (both clients read it afresh): rewinding it to the records left out would
     repeat what the other member did."""
-    journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10)], keeps_position=keeps_position)
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10)], keeps_position)
     source.rebalance_on_poll = {2: ([P0, P1], None, True)}
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
     loop.run_once()
     assert sink.sent == [] and source.commits == []  # left out, and nothing committed for lost partitions
     source.committed[P0] = 30  # the other member read P0 up to 30 meanwhile
@@ -251,10 +234,7 @@ def test_a_batch_still_in_flight_at_the_revoke_is_not_read_again_when_its_partit
     """Its outputs are not acknowledged within the revoke's wait, so its offsets are not committed.
     Given back, the partition is rewound past the batch (librdkafka would start at the committed
     offset, below it, and read it again); the batch finishes and is committed here."""
-    journal: list[str] = []
-    source = FakeSource(journal, [_dead_letters(0, 0, 10)], keeps_position=keeps_position)
-    sink = FakeSink(journal)
-    loop = _loop(model, [source], sink)
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
     loop.run_once()  # the batch is sent, in flight
     sink.fail_flushes = 1  # the revoke's wait for it fails
     source.batches.append(_dead_letters(0, 10, 5))
