@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from worker.broker_health import Backoff, ClientHealth
@@ -172,6 +172,9 @@ class WorkerLoop:
         #: so nothing of them is processed or committed until the consumer is rebuilt.
         self._unrewound: set[Partition] = set()
         self._rebuild_requested = False
+        #: Partitions revoked while a batch of theirs was in flight, that batch since finished: the
+        #: offset past it, committed should the assignment give the partition back (it is rewound there).
+        self._finished_while_revoked: dict[Partition, int] = {}
         #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
         self._unreadable: dict[Partition, int] = {}
         self._source: Source | None = None
@@ -295,6 +298,7 @@ class WorkerLoop:
         self._revoked.clear()
         self._awaiting_assignment.clear()
         self._rewind.clear()
+        self._finished_while_revoked.clear()
         self._unrewound.clear()
         return self._source
 
@@ -450,6 +454,11 @@ class WorkerLoop:
         # read by a consumer since rebuilt is not committed at all: its successor reads it again.
         if batch.source is self._source:
             self._offsets.processed(batch.records, self._owned(batch.source))
+            if self._awaiting_assignment:
+                for record in batch.records:
+                    key = (record.topic, record.partition)
+                    if key in self._awaiting_assignment:
+                        self._finished_while_revoked[key] = record.offset + 1
         self._count(batch.result, given_up, batch.threshold, batch.read_at, acked_at)
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
@@ -598,6 +607,12 @@ class WorkerLoop:
             self._awaiting_assignment -= gone
             for partition in gone:
                 self._rewind.pop(partition, None)
+            batch = self._in_flight
+            if batch is not None and any((r.topic, r.partition) in gone for r in batch.records):
+                # Never marked processed: given back, the partition starts at the group's offset,
+                # which the member that had it may have moved past this batch.
+                kept = [r for r in batch.records if (r.topic, r.partition) not in gone]
+                self._in_flight = replace(batch, records=kept)
         else:
             self._awaiting_assignment |= gone
             self._note_batch_in_flight(gone)
@@ -614,13 +629,14 @@ class WorkerLoop:
             except CommitError as exc:
                 self.metrics.commit_failures.inc()
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
-        logger.info("partitions_revoked", extra={"partitions": sorted(partitions)})
+        logger.info("partitions_revoked", extra={"partitions": sorted(partitions), "lost": lost})
 
     def _note_batch_in_flight(self, gone: set[Partition]) -> None:
         """A batch still in flight after the revoke's wait holds records of ``gone`` that are not
         committed: their next owner reads them again (logged). Should the partition come back here,
-        it is rewound past them instead (this loop still finishes and commits that batch;
-        librdkafka would start at the committed offset, below it)."""
+        it is rewound past them instead (librdkafka would start at the committed offset, below
+        them): the batch is committed here, whether it finishes after the assignment (the partition
+        is owned again) or before it (``_finished_while_revoked``, committed at the assignment)."""
         batch = self._in_flight
         if batch is None or batch.source is not self._source:
             return
@@ -645,6 +661,7 @@ class WorkerLoop:
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))
         rewind, self._rewind = self._rewind, {}
+        done, self._finished_while_revoked = self._finished_while_revoked, {}
         for partition in partitions:
             if partition in rewind and self._source is not None:
                 try:
@@ -657,6 +674,9 @@ class WorkerLoop:
                     self._rebuild_requested = True
                     logger.error("rewind_failed", extra={"partition": partition, "offset": rewind[partition],
                                                          "error": str(exc)})  # fmt: skip
+                else:
+                    if partition in done and done[partition] <= rewind[partition]:
+                        self._offsets.advanced({partition: done[partition]})
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
     # --------------------------------------------------------------- state

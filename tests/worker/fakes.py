@@ -18,6 +18,10 @@ from worker.rebalance import PartitionsCallback, RevokedCallback
 
 Partition = tuple[str, int]
 Delivered = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+#: ``(revoked, assigned)`` or ``(revoked, assigned, lost)`` for :meth:`FakeSource.rebalance`.
+Rebalance = (
+    tuple[list[Partition] | None, list[Partition] | None] | tuple[list[Partition] | None, list[Partition] | None, bool]
+)
 
 
 def refusal(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit: int) -> str | None:
@@ -57,7 +61,7 @@ class FakeSource:
         self.on_assigned: PartitionsCallback | None = None
         #: Rebalances run inside the poll of that number (1 = first): ``(revoked, assigned)``, either
         #: ``None`` for a rebalance whose other half comes in another poll.
-        self.rebalance_on_poll: dict[int, tuple[list[Partition] | None, list[Partition] | None]] = {}
+        self.rebalance_on_poll: dict[int, Rebalance] = {}
         self.polls = 0
         #: ``(partition, offset)`` of every rewind, in order.
         self.rewinds: list[tuple[Partition, int]] = []

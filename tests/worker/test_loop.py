@@ -13,11 +13,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tiny_model import TinyModel
 
 from worker.errors import BrokerError
-from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.loop import LoopConfig, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord
+from worker.rebalance import PartitionsCallback, RevokedCallback
 
 CONFIG = LoopConfig(
     output_topic="out", dead_letter_topic="dlq", batch_wait_ms=0, idle_poll_ms=1,
@@ -40,7 +41,7 @@ def _loop(model: LoadedModel, batches: list[list[RawRecord]]) -> tuple[WorkerLoo
     source = FakeSource(journal, batches)
     sink = FakeSink(journal)
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         source.on_revoked = on_revoked
         return source
 

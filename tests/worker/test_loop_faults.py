@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel
 
 from worker.errors import BrokerError
-from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.loop import LoopConfig, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
 from worker.outcomes import RawRecord
+from worker.rebalance import PartitionsCallback, RevokedCallback
 
 CONFIG = LoopConfig(
     output_topic="out", dead_letter_topic="dlq", batch_wait_ms=0, idle_poll_ms=1, max_request_bytes=20_000,
@@ -37,8 +38,8 @@ def _loop(
     config: LoopConfig = CONFIG,
     health: HealthState | None = None,
 ) -> WorkerLoop:
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
-        source.on_revoked = on_revoked  # type: ignore[assignment]
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source.on_revoked = on_revoked
         return source
 
     return WorkerLoop(factory, sink, model, WorkerMetrics(CollectorRegistry()), health or HealthState(), config)
@@ -117,7 +118,7 @@ def test_a_consumer_failing_again_and_again_is_rebuilt_and_rejoins(model: Loaded
     sources: list[FakeSource] = []
     event = orjson.dumps(tiny_model.normal_events[0])
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         source = FakeSource(journal, [[RawRecord("in", 0, 5, 0, None, event)]])
         source.fail_polls = 3 if not sources else 0
         sources.append(source)
@@ -134,7 +135,7 @@ def test_a_consumer_failing_again_and_again_is_rebuilt_and_rejoins(model: Loaded
 def test_an_unreachable_broker_keeps_the_loop_alive_unready_and_stoppable(model: LoadedModel) -> None:
     attempts: list[float] = []
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         attempts.append(time.monotonic())
         raise BrokerError("no broker at 127.0.0.1:1")
 
@@ -199,7 +200,7 @@ def test_producer_chosen_timestamps_do_not_reach_the_alerting_latency(
 def test_ready_again_after_an_outage_while_idle_with_nothing_committed(model: LoadedModel) -> None:
     attempts: list[int] = []
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         attempts.append(1)
         if len(attempts) == 1:
             raise BrokerError("broker away")
@@ -232,7 +233,7 @@ def test_a_consumer_whose_commits_keep_failing_is_rebuilt_although_polls_succeed
     sources: list[FakeSource] = []
     event = orjson.dumps(tiny_model.normal_events[0])
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         batches = [[RawRecord("in", 0, i, 0, None, event)] for i in range(5)]
         source = FakeSource(journal, batches)
         source.fail_commits = 10**9 if not sources else 0
@@ -253,10 +254,10 @@ def test_a_batch_in_flight_when_the_consumer_is_rebuilt_is_left_to_its_successor
     journal: list[str] = []
     sources: list[FakeSource] = []
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         batches = [[_poison(i, b"k", b"{bad")] for i in range(4)] if not sources else []
         source = FakeSource(journal, batches)
-        source.on_revoked = on_revoked  # type: ignore[assignment]
+        source.on_revoked = on_revoked
         source.fail_commits = 10**9 if not sources else 0
         sources.append(source)
         return source

@@ -10,16 +10,17 @@ from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel
 
 from worker.errors import BrokerError, UnreadableBatchError
-from worker.loop import LoopConfig, PartitionsCallback, WorkerLoop
+from worker.loop import LoopConfig, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
 from worker.outcomes import RawRecord
+from worker.rebalance import PartitionsCallback, RevokedCallback
 
 P0, P1 = ("in", 0), ("in", 1)
 #: Batches of 25 records: a collect ends when it has them (deterministic poll numbers below).
 CONFIG = LoopConfig(
     output_topic="out", dead_letter_topic="dlq", batch_size=25, batch_wait_ms=50, idle_poll_ms=1,
-    backoff_initial_s=0.001, backoff_max_s=0.002, shutdown_timeout_s=0.2, flush_timeout_s=0.01,
+    backoff_initial_s=0.001, backoff_max_s=0.002, shutdown_timeout_s=0.2, flush_timeout_s=0.01, lag_interval_s=0.0,
 )  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def _loop(model: LoadedModel, sources: list[FakeSource], sink: FakeSink) -> Work
     """A loop whose consumer is ``sources[0]``, and ``sources[1]`` once rebuilt."""
     built = iter(sources)
 
-    def factory(on_revoked: PartitionsCallback, on_assigned: PartitionsCallback) -> FakeSource:
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
         source = next(built)
         source.on_revoked, source.on_assigned = on_revoked, on_assigned
         return source
@@ -243,3 +244,55 @@ def test_a_batch_still_in_flight_at_the_revoke_is_not_read_again_when_its_partit
     _run(loop, 3)
     assert _processed(sink) == [(0, i) for i in range(15)]
     assert source.commits[-1] == {P0: 15}
+
+
+def test_a_batch_acknowledged_between_the_revoke_and_the_assignment_is_committed_when_given_back(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """The revoke's wait missed the acknowledgements; the batch finishes before the assignment
+    (kafka-python's rejoin rarely completes within one poll), when its partition is not owned and
+    nothing of it can be marked. Given back and rewound past the batch, the partition must still
+    get the batch committed, or the group's offset stays below processed records for good."""
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 25)], keeps_position)
+    loop.run_once()  # sent, in flight
+    source.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0, P1])}
+    sink.fail_flushes = 1  # the revoke's wait fails
+    _run(loop, 6)
+    assert source.rewinds == [(P0, 25)]
+    assert _processed(sink) == [(0, i) for i in range(25)]
+    assert source.committed[P0] == 25 and loop.uncommitted == {}
+
+
+def test_a_batch_in_flight_when_its_partition_is_lost_commits_nothing_of_it(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """The partition went to another member, which read and committed past the batch; given back in
+    the same poll, it must not have its group offset moved back when the old batch finishes."""
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    loop.run_once()  # 0-9 in flight
+    source.rebalance([P0, P1], None, lost=True)
+    source.committed[P0] = 30  # the other member's progress
+    source.batches.append(_dead_letters(0, 30, 5))
+    source.rebalance(None, [P0])
+    _run(loop, 2)
+    assert all(commit[P0] >= 30 for commit in source.commits if P0 in commit), source.commits
+    assert source.committed[P0] == 35
+    assert _processed(sink) == [(0, i) for i in range(10)] + [(0, i) for i in range(30, 35)]
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["assigned-in-a-later-poll", "assigned-in-the-same-poll"])
+def test_a_rewound_partition_ending_in_control_records_is_committed_to_its_end(
+    model: LoadedModel, keeps_position: bool, split: bool
+) -> None:
+    """A transaction's commit marker past the last record: once idle, the loop commits the
+    consumer's position (past the marker), never past records taken out and read again."""
+    journal: list[str] = []
+    batches = [_dead_letters(0, 0, 10), _dead_letters(0, 10, 10)]
+    source = FakeSource(journal, batches, keeps_position=keeps_position, ends={P0: 22})
+    sink = FakeSink(journal)
+    sink.auto_ack = True
+    loop = _loop(model, [source], sink)
+    source.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0, P1])} if split else {2: ([P0, P1], [P0, P1])}
+    _run(loop, 8)
+    assert _processed(sink) == [(0, i) for i in range(20)]
+    assert source.committed[P0] == 22
