@@ -11,7 +11,8 @@ every batch finished before it); an idle poll, a rebalance and a stop commit at 
 collected of a partition that a rebalance takes away are left out of the batch: the revoke commits
 what was processed before them, and the partition's next owner reads them (this loop too, its
 consumer rewound to them, when the partition comes back), so a rebalance repeats nothing but a
-batch whose acknowledgements did not come within ``revoke_flush_timeout_s``.
+batch whose acknowledgements did not come within ``revoke_flush_timeout_s`` or a revoke whose
+commit failed (both logged) when the partition goes to another member.
 
 Broker trouble never stops the loop: the consumer is (re)built with backoff, flushes are retried
 with backoff (the batch is not committed until they succeed), failed commits are retried with the
@@ -158,8 +159,8 @@ class WorkerLoop:
         self._last_commit_sent = -float("inf")
         self._lag: dict[Partition, int] = {}
         self._source_factory = source_factory
-        #: Partitions revoked by the rebalance under way (and one whose rewind failed, until the
-        #: consumer is rebuilt): their records are left out and their offsets not committed.
+        #: Partitions revoked by the rebalance under way: their records are left out and their
+        #: offsets not committed (cleared by the assignment that ends it).
         self._revoked: set[Partition] = set()
         #: Partitions revoked since the last assignment (the rebalance under way).
         self._awaiting_assignment: set[Partition] = set()
