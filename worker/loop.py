@@ -40,7 +40,7 @@ from worker.offsets import OffsetBook
 from worker.outcomes import BatchResult, RawRecord
 from worker.outputs import Sink, Undeliverable, send_outputs
 from worker.pipeline import score_batch
-from worker.rebalance import PartitionsCallback, RevokedCallback
+from worker.rebalance import PartitionsCallback, RebalanceBook, RevokedCallback
 
 logger = logging.getLogger(__name__)
 
@@ -159,23 +159,9 @@ class WorkerLoop:
         self._last_commit_sent = -float("inf")
         self._lag: dict[Partition, int] = {}
         self._source_factory = source_factory
-        #: Partitions revoked by the rebalance under way: their records are left out and their
-        #: offsets not committed (cleared by the assignment that ends it).
-        self._revoked: set[Partition] = set()
-        #: Partitions revoked since the last assignment (the rebalance under way).
-        self._awaiting_assignment: set[Partition] = set()
-        #: The records polled so far for the batch being collected (a revoke takes its partitions' out).
-        self._collecting: list[RawRecord] = []
-        #: Partitions whose collected records a revoke left out: the first offset left out, to read
-        #: again from should the assignment that ends the rebalance give the partition back.
-        self._rewind: dict[Partition, int] = {}
-        #: Partitions whose rewind the client refused: their position lies past records left out,
-        #: so nothing of them is processed or committed until the consumer is rebuilt.
-        self._unrewound: set[Partition] = set()
+        #: Revoked partitions, records taken out of the batch, rewinds (see worker.rebalance).
+        self._rebalance = RebalanceBook()
         self._rebuild_requested = False
-        #: Partitions revoked while a batch of theirs was in flight, that batch since finished: the
-        #: offset past it, committed should the assignment give the partition back (it is rewound there).
-        self._finished_while_revoked: dict[Partition, int] = {}
         #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
         self._unreadable: dict[Partition, int] = {}
         self._source: Source | None = None
@@ -296,11 +282,7 @@ class WorkerLoop:
             self._broker_failed("broker_unavailable", exc, retry_in_s=delay)
             return None
         self._connect_backoff.succeeded()
-        self._revoked.clear()
-        self._awaiting_assignment.clear()
-        self._rewind.clear()
-        self._finished_while_revoked.clear()
-        self._unrewound.clear()
+        self._rebalance.reset()
         return self._source
 
     def _rebuild_source(self) -> None:
@@ -322,15 +304,15 @@ class WorkerLoop:
     def _collect(self, source: Source) -> list[RawRecord]:
         cfg = self.config
         # Shared with _on_revoked while the polls run (a rebalance happens inside a poll).
-        self._collecting = records = []
+        self._rebalance.collecting = records = []
         try:
-            records += self._kept(source.poll(cfg.batch_size, cfg.idle_poll_ms))
+            records += self._rebalance.kept(source.poll(cfg.batch_size, cfg.idle_poll_ms))
             deadline = time.monotonic() + cfg.batch_wait_ms / 1000.0
             while records and len(records) < cfg.batch_size and not self._stop.is_set():
                 left_ms = int((deadline - time.monotonic()) * 1000)
                 if left_ms <= 0:
                     break
-                records += self._kept(source.poll(cfg.batch_size - len(records), left_ms))
+                records += self._rebalance.kept(source.poll(cfg.batch_size - len(records), left_ms))
             self._consumer_health.succeeded()
             if (
                 not self._broker_ok
@@ -358,40 +340,9 @@ class WorkerLoop:
             if not records:
                 self._stop.wait(self.config.backoff_initial_s)
         finally:
-            self._collecting = []  # the batch is handed on: a later revoke leaves it alone
+            self._rebalance.collecting = []  # the batch is handed on: a later revoke leaves it alone
         self._offsets.saw(records)
         return records
-
-    def _kept(self, polled: list[RawRecord]) -> list[RawRecord]:
-        """``polled`` without records of partitions revoked and not assigned back (no client is
-        known to hand them out; should one, they are left out like those a revoke takes out of
-        the batch, see :meth:`_leave_out`)."""
-        out = self._revoked | self._unrewound if self._unrewound else self._revoked
-        if not out:
-            return polled
-        kept = [r for r in polled if (r.topic, r.partition) not in out]
-        if len(kept) < len(polled):
-            self._leave_out([r for r in polled if (r.topic, r.partition) in out])
-        return kept
-
-    def _leave_out(self, records: list[RawRecord]) -> None:
-        """Note collected records of revoked partitions as left out of the batch: the revoke commits
-        what was processed before them, so their next owner reads them. Should the assignment that
-        ends the rebalance give a partition back, it is rewound to its first record left out
-        (kafka-python would go on past them, librdkafka start at the committed offset, which may
-        lie below a batch in flight; see :meth:`_on_assigned`)."""
-        dropped: dict[Partition, list[int]] = {}
-        for record in records:
-            dropped.setdefault((record.topic, record.partition), []).append(record.offset)
-        for partition, offsets in dropped.items():
-            first = min(offsets)
-            if partition in self._awaiting_assignment:
-                first = min(self._rewind.get(partition, first), first)
-                self._rewind[partition] = first
-            logger.info(
-                "revoked_records_left_out",
-                extra={"partition": partition, "from_offset": first, "count": len(offsets)},
-            )
 
     # -------------------------------------------------------------- batch
     def _handle(self, source: Source, records: list[RawRecord]) -> None:
@@ -455,11 +406,7 @@ class WorkerLoop:
         # read by a consumer since rebuilt is not committed at all: its successor reads it again.
         if batch.source is self._source:
             self._offsets.processed(batch.records, self._owned(batch.source))
-            if self._awaiting_assignment:
-                for record in batch.records:
-                    key = (record.topic, record.partition)
-                    if key in self._awaiting_assignment:
-                        self._finished_while_revoked[key] = record.offset + 1
+            self._rebalance.batch_finished(batch.records)
         self._count(batch.result, given_up, batch.threshold, batch.read_at, acked_at)
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
@@ -515,7 +462,7 @@ class WorkerLoop:
     def _owned(self, source: Source) -> set[Partition]:
         """Assigned partitions not revoked since (kafka-python keeps revoked ones in its assignment
         until the rebalance completes; committing them could move the new owner's offset back)."""
-        return source.assignment() - self._revoked - self._unrewound
+        return source.assignment() - self._rebalance.excluded
 
     def _try_commit(self) -> bool:
         if self._source is None:
@@ -603,23 +550,13 @@ class WorkerLoop:
             # finish (else their next owner reads them again: at-least-once, not lost).
             self._finish_if_acknowledged(self.config.revoke_flush_timeout_s)
         gone = set(partitions)
-        self._revoked |= gone
-        if lost:
-            self._awaiting_assignment -= gone
-            for partition in gone:
-                self._rewind.pop(partition, None)
-            batch = self._in_flight
-            if batch is not None and any((r.topic, r.partition) in gone for r in batch.records):
-                # Never marked processed: given back, the partition starts at the group's offset,
-                # which the member that had it may have moved past this batch.
-                kept = [r for r in batch.records if (r.topic, r.partition) not in gone]
-                self._in_flight = replace(batch, records=kept)
-        else:
-            self._awaiting_assignment |= gone
-            self._note_batch_in_flight(gone)
-        if self._collecting:  # a revoke inside a poll of _collect
-            self._leave_out([r for r in self._collecting if (r.topic, r.partition) in gone])
-            self._collecting[:] = [r for r in self._collecting if (r.topic, r.partition) not in gone]
+        batch = self._in_flight
+        in_flight = batch.records if batch is not None and batch.source is self._source else None
+        if lost and batch is not None and any((r.topic, r.partition) in gone for r in batch.records):
+            # Never marked processed: given back, the partition starts at the group's offset,
+            # which the member that had it may have moved past this batch.
+            self._in_flight = replace(batch, records=[r for r in batch.records if (r.topic, r.partition) not in gone])
+        self._rebalance.revoked_now(gone, lost, in_flight)
         offsets = self._offsets.revoke(partitions)
         timeout_ms = self.config.commit_timeout_ms
         if stopping:  # leaving the group on stop: what is left of the drain time, at least a moment
@@ -632,37 +569,15 @@ class WorkerLoop:
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
         logger.info("partitions_revoked", extra={"partitions": sorted(partitions), "lost": lost})
 
-    def _note_batch_in_flight(self, gone: set[Partition]) -> None:
-        """A batch still in flight after the revoke's wait holds records of ``gone`` that are not
-        committed: their next owner reads them again (logged). Should the partition come back here,
-        it is rewound past them instead (librdkafka would start at the committed offset, below
-        them): the batch is committed here, whether it finishes after the assignment (the partition
-        is owned again) or before it (``_finished_while_revoked``, committed at the assignment)."""
-        batch = self._in_flight
-        if batch is None or batch.source is not self._source:
-            return
-        last: dict[Partition, int] = {}
-        for record in batch.records:
-            if (record.topic, record.partition) in gone:
-                last[(record.topic, record.partition)] = record.offset
-        if not last:
-            return
-        for partition, offset in last.items():
-            self._rewind[partition] = min(self._rewind.get(partition, offset + 1), offset + 1)
-        logger.warning("revoke_with_batch_in_flight", extra={"partitions": sorted(last), "pending": self._sink.pending})
-
     def _on_assigned(self, partitions: list[Partition], generation: int) -> None:
         if generation != self._source_generation:
             return
         # The new assignment is the whole of it: partitions not in it cannot be handed out any more
-        # (kafka-python listed them until now). Kept empty, _kept costs nothing per poll.
-        self._revoked.clear()
-        self._awaiting_assignment.clear()
+        # (kafka-python listed them until now). Kept empty, the per-poll filter costs nothing.
+        rewind, done = self._rebalance.assigned()
         # Partitions not given back: their new owner reads them, from the committed offset (and a
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))
-        rewind, self._rewind = self._rewind, {}
-        done, self._finished_while_revoked = self._finished_while_revoked, {}
         for partition in partitions:
             if partition in rewind and self._source is not None:
                 try:
@@ -671,7 +586,7 @@ class WorkerLoop:
                     # Not expected (the client refused its own assignment). Its position lies past
                     # records left out: they stay out, uncommitted, until the consumer is rebuilt
                     # and reads them again from the committed offset.
-                    self._unrewound.add(partition)
+                    self._rebalance.unrewound.add(partition)
                     self._rebuild_requested = True
                     logger.error("rewind_failed", extra={"partition": partition, "offset": rewind[partition],
                                                          "error": str(exc)})  # fmt: skip
