@@ -168,6 +168,18 @@ class ConfluentSource:
         if not starts:
             return
         try:
+            committed = self._consumer.committed(
+                [TopicPartition(t, p) for t, p in starts], timeout=SOCKET_TIMEOUT_MS / 1000
+            )
+            # Never below the group's committed offset: another member may have read past the
+            # rewind while this one's join outlasted a generation.
+            for tp in committed:
+                if tp.error is None and tp.offset >= 0:
+                    key = (tp.topic, tp.partition)
+                    starts[key] = max(starts[key], tp.offset)
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("committed_offsets_unknown", extra={"error": str(exc)})
+        try:
             self._consumer.assign([_starting(tp, starts) for tp in parts])
         except (KafkaException, RuntimeError) as exc:
             # No assignment took effect: a rebuilt consumer joins afresh (from the committed offsets).
@@ -310,8 +322,9 @@ class ConfluentSource:
         return None if answer.offset < 0 else int(answer.offset)
 
     def rewind(self, partition: Partition, offset: int) -> None:
-        """Inside ``on_assigned``: start ``partition`` at ``offset`` (librdkafka would start it at
-        its committed offset, which may lie below records this consumer still processes).
+        """Inside ``on_assigned``: start ``partition`` at ``offset``, or at the group's committed
+        offset if that lies beyond (librdkafka would start it at its committed offset, which may
+        lie below records this consumer still processes).
 
         Raises:
             BrokerError: called outside ``on_assigned``, or for a partition it does not hand over.

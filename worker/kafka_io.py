@@ -142,12 +142,19 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             self._on_revoked([(tp.topic, tp.partition) for tp in lost], lost=True)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        partitions = [(tp.topic, tp.partition) for tp in assigned]
-        self._source.handed = set(partitions)
+        tps = list(assigned)
+        partitions = [(tp.topic, tp.partition) for tp in tps]
+        committed = await self._source.committed_async(tps)
+        self._source.handed, self._source.starts = set(partitions), {}
         try:
             self._on_assigned(partitions)
+            starts = self._source.starts
         finally:
-            self._source.handed = set()
+            self._source.handed, self._source.starts = set(), None
+        try:
+            self._source.start_at(tps, starts, committed)
+        except BrokerError as exc:  # not expected: the next poll raises it as fatal (consumer rebuilt)
+            self._source.start_failed = exc
 
 
 class KafkaSource:
@@ -165,8 +172,12 @@ class KafkaSource:
         #: Commits asked for inside the revoke callback (see :class:`_Listener`), else ``None``.
         self._collected: dict[Partition, int] | None = None
         self._collected_timeout_ms = REQUEST_TIMEOUT_MS
-        #: Inside the assign callback: the partitions it hands over (the only ones :meth:`rewind` takes).
+        #: Inside the assign callback: the partitions it hands over (the only ones :meth:`rewind`
+        #: takes) and the offsets the loop asked to start them from.
         self.handed: set[Partition] = set()
+        self.starts: dict[Partition, int] | None = None
+        #: A seek the assign callback could not make: its partition's position is not trusted.
+        self.start_failed: BrokerError | None = None
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -200,6 +211,8 @@ class KafkaSource:
             raise self._set_aside(exc) from exc
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
+        if self.start_failed is not None:
+            raise BrokerError(f"poll failed: {self.start_failed}", fatal=True)
         return [
             RawRecord(
                 m.topic,
@@ -304,19 +317,55 @@ class KafkaSource:
         return None if value is None else int(value)
 
     def rewind(self, partition: Partition, offset: int) -> None:
-        """Inside ``on_assigned``: read ``partition`` again from ``offset``. kafka-python keeps the
+        """Inside ``on_assigned``: start ``partition`` at ``offset``, or at the group's committed
+        offset if that lies beyond (another member read past it meanwhile). kafka-python keeps the
         position of a partition that stays assigned through a rebalance (past records the loop
-        dropped when it was revoked); a seek moves it back and drops what was fetched past it.
+        dropped when it was revoked); the seek moves it back and drops what was fetched past it.
 
         Raises:
             BrokerError: called outside ``on_assigned``, or for a partition it does not hand over.
         """
-        if partition not in self.handed:
+        if self.starts is None or partition not in self.handed:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
+        self.starts[partition] = offset
+
+    async def committed_async(self, tps: list[TopicPartition]) -> dict[Partition, int]:
+        """The group's committed offsets of ``tps``, asked on the I/O thread (inside the assign
+        callback); ``{}`` when the coordinator does not answer in time."""
         try:
-            self._consumer.seek(TopicPartition(*partition), offset)
-        except (KafkaError, ValueError) as exc:
-            raise BrokerError(f"cannot rewind {partition} to {offset}: {type(exc).__name__}: {exc}") from exc
+            offsets = await self._consumer._coordinator.fetch_committed_offsets_async(
+                set(tps), timeout_ms=self._collected_timeout_ms
+            )
+        except KafkaError as exc:
+            logger.warning("committed_offsets_unknown", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return {}
+        return {(tp.topic, tp.partition): m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
+
+    def start_at(
+        self, tps: list[TopicPartition], starts: Mapping[Partition, int], committed: Mapping[Partition, int]
+    ) -> None:
+        """Seek each partition the assignment hands over to where it must start: the loop's rewind,
+        else the position kafka-python kept; and never below the group's committed offset. A
+        partition kept while this member missed a generation (its join outlasted one, in which
+        another member had it) would otherwise go on from a position the other member read past.
+        A partition with neither (new here) starts where kafka-python starts it: the committed offset.
+
+        Raises:
+            BrokerError: the client refused a seek.
+        """
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            state = self._consumer._subscription.assignment.get(tp)
+            kept = state.position.offset if state is not None and state.has_valid_position else None
+            start = starts.get(key, kept)
+            if start is None:
+                continue
+            start = max(start, committed.get(key, -1))
+            if start != kept:
+                try:
+                    self._consumer.seek(tp, start)
+                except (KafkaError, ValueError) as exc:
+                    raise BrokerError(f"cannot start {key} at {start}: {type(exc).__name__}: {exc}") from exc
 
     def coordinator_known(self) -> bool:
         """Whether the client currently knows a live group coordinator (broker reachable)."""

@@ -59,8 +59,9 @@ class Source(Protocol):
     def position(self, partition: Partition) -> int | None: ...
     def rewind(self, partition: Partition, offset: int) -> None:
         """Inside ``on_assigned``, for a partition it hands over: the next record of it that
-        :meth:`poll` returns is at ``offset`` (not where this consumer stopped reading it, nor
-        its committed offset)."""
+        :meth:`poll` returns is at ``offset`` (not where this consumer stopped reading it), or at
+        the group's committed offset if that lies beyond (another member read past it meanwhile).
+        A partition kept without a rewind never starts below the committed offset either."""
 
     def coordinator_known(self) -> bool: ...
     def close(self, timeout_ms: int) -> None: ...

@@ -116,26 +116,34 @@ class FakeSource:
                 self.on_assigned(assigned)
         finally:
             self._handing = set()
-        rewound_now = {partition for partition, _ in self.rewinds[rewound:]}
+        rewound_now = dict(self.rewinds[rewound:])
         for partition in assigned:
-            if partition not in rewound_now and (not self.keeps_position or partition in self._lost):
-                self._restart(partition, self.committed.get(partition, 0))
+            committed = self.committed.get(partition, 0)
+            if partition in rewound_now:
+                self._restart(partition, max(rewound_now[partition], committed))
+            elif (
+                not self.keeps_position
+                or partition in self._lost
+                or self._position.get(partition, committed) < committed
+            ):
+                self._restart(partition, committed)
         self._lost = set()
 
     def rewind(self, partition: Partition, offset: int) -> None:
         """As the real sources: only inside ``on_assigned``; the records of ``partition`` handed out
-        from ``offset`` on come again first in the next poll."""
+        from ``offset`` (or the committed offset, if beyond) on come again first in the next poll."""
         if partition not in self._handing:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
-        self.rewinds.append((partition, offset))
-        self._restart(partition, offset)
+        self.rewinds.append((partition, offset))  # applied when the callback returns, as the clients do
 
     def _restart(self, partition: Partition, offset: int) -> None:
-        """Hand out ``partition`` again from ``offset``: what was handed out from there comes first
-        in the next poll (records not handed out yet follow in their batches)."""
+        """Hand out ``partition`` from ``offset``: what was handed out from there comes first in the
+        next poll, records not handed out yet follow in their batches (those below it are skipped)."""
         handed = self._handed_out.get(partition, [])
         self._handed_out[partition] = [r for r in handed if r.offset < offset]
         again = [r for r in handed if r.offset >= offset]
+        for later in self.batches:  # moved past records not handed out yet: skipped
+            later[:] = [r for r in later if (r.topic, r.partition) != partition or r.offset >= offset]
         if partition in self._position:
             self._position[partition] = offset
         if again:

@@ -528,6 +528,9 @@ def test_librdkafka_source_makes_a_refused_rewound_assignment_fatal() -> None:
     source = ConfluentSource(KafkaSettings(bootstrap_servers="127.0.0.1:1"), lambda p, lost=False: None, lambda p: None)
 
     class _Refusing:
+        def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+            return []
+
         def assign(self, partitions: list[Any]) -> None:
             raise KafkaException(KafkaError(KafkaError._STATE))
 
@@ -634,5 +637,69 @@ def test_both_sources_say_lost_when_the_session_expired() -> None:
         source._revoking(on_revoked, [TopicPartition("in", 1)], "revoke")
         assert calls == [([("in", 0)], True), ([("in", 1)], False)]
         assert source._last_commit == {("in", 2): 5}
+    finally:
+        source.close(1000)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize(("rewind_to", "committed", "first"), [(3, 5, 5), (None, 12, 12)], ids=["rewound", "kept"])
+def test_a_partition_handed_over_never_starts_below_the_groups_committed_offset(
+    client: str, rewind_to: int | None, committed: int, first: int, request: pytest.FixtureRequest
+) -> None:
+    """Another member may have read and committed past this one's position (or past a rewind)
+    while its join outlasted a generation: the partition starts at the committed offset then, on
+    both clients and the fake. Here the group's offsets are committed by hand before the rebalance;
+    three more records (offsets 10-12) follow it."""
+    kept: list[tuple[str, int]] = []
+    holder: dict[str, Any] = {}
+
+    def on_assigned(partitions: list[tuple[str, int]]) -> None:
+        kept[:] = partitions
+        if holder.get("armed") and rewind_to is not None:
+            for partition in partitions:
+                holder["source"].rewind(partition, rewind_to)
+
+    if client == "fake":
+        batch = [RawRecord("in", p, i, 0, None, b"%d" % i) for p in (0, 1) for i in range(10)]
+        source: Any = FakeSource([], [batch])
+        source.on_assigned, holder["source"] = on_assigned, source
+        assert len(source.poll(100, 200)) == 20
+        source.commit({("in", 0): committed, ("in", 1): committed}, 1000)
+        source.batches.append([RawRecord("in", 0, i, 0, None, b"x") for i in range(10, 13)])
+        holder["armed"] = True
+        source.rebalance_on_poll[source.polls + 1] = ([("in", 0), ("in", 1)], [("in", 0)])
+        assert source.poll(100, 200)[0].offset == first
+        return
+    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
+    topics = _two_partitions_of_ten(bootstrap)
+    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
+    source = (KafkaSource if client == "kafka-python" else ConfluentSource)(
+        settings, lambda p, lost=False: None, on_assigned
+    )
+    holder["source"] = source
+    try:
+        got: list[RawRecord] = []
+        wait_for(lambda: bool(got.extend(source.poll(100, 200))) or len(got) >= 20, 30, "the first member's records")
+        source.commit({(topics.input, 0): committed, (topics.input, 1): committed}, 5000)
+        wanted = {0: committed, 1: committed}
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, [0, 1]) == wanted, 30, "commit")
+        kept.clear()
+        holder["armed"] = True
+        again: list[RawRecord] = []
+        with _join_in_background(bootstrap, topics):
+            wait_for(lambda: bool(again.extend(source.poll(100, 200))) or len(kept) == 1, 60, "the rebalance")
+            producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap})
+            for partition in (0, 1):
+                for _ in range(3):  # offsets 10, 11, 12
+                    producer.produce(topics.input, value=b"x", partition=partition)
+            assert producer.flush(30) == 0
+            (kept_partition,) = kept
+
+            def read_kept() -> bool:
+                again.extend(source.poll(100, 200))
+                return any(r.partition == kept_partition[1] for r in again)
+
+            wait_for(read_kept, 60, "records of the kept partition")
+            assert min(r.offset for r in again if r.partition == kept_partition[1]) == first
     finally:
         source.close(1000)

@@ -296,3 +296,21 @@ def test_a_rewound_partition_ending_in_control_records_is_committed_to_its_end(
     _run(loop, 8)
     assert _processed(sink) == [(0, i) for i in range(20)]
     assert source.committed[P0] == 22
+
+
+def test_a_partition_another_member_read_past_meanwhile_starts_at_the_committed_offset(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """This member's join outlasted a generation in which another member had the partition and
+    committed past this one's position (seen on the embedded broker, whose joins take seconds):
+    kafka-python kept the old position, and would read again all the other member did."""
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    _run(loop, 2)
+    assert source.committed[P0] == 10
+    source.batches.append(_dead_letters(0, 10, 35))  # the log: 10-44
+    source.rebalance([P0, P1], None)
+    source.committed[P0] = 40  # the other member, in the generation this one missed
+    source.rebalance(None, [P0, P1])
+    _run(loop, 2)
+    assert _processed(sink) == [(0, i) for i in range(10)] + [(0, i) for i in range(40, 45)]
+    assert source.committed[P0] == 45
