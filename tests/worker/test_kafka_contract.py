@@ -544,49 +544,55 @@ def test_librdkafka_source_makes_a_refused_rewound_assignment_fatal() -> None:
         source.close(1000)
 
 
-@pytest.mark.parametrize(
-    ("client", "first"),
-    [("fake-keeps-position", 10), ("fake-restarts-at-commit", 4), ("kafka-python", 10), ("confluent", 4)],
-)
-def test_a_partition_kept_through_a_rebalance_without_a_rewind_goes_on_as_its_client_does(
-    client: str, first: int, request: pytest.FixtureRequest
-) -> None:
-    """kafka-python goes on from its position (10, past the records read), librdkafka starts again
-    at the committed offset (4): the fake's two modes, which the loop's tests run in, do the same."""
+def _first_offset_after_a_rebalance(
+    client: str, committed: int, rewind_to: int | None, request: pytest.FixtureRequest
+) -> int:
+    """One member reads 0-9 of two partitions and the group's offsets are committed at
+    ``committed``; a second member joins, and in ``on_assigned`` the first rewinds the partition it
+    keeps to ``rewind_to`` (if given); three more records (10-12) follow. Returns the first offset
+    of the kept partition the first member reads after the rebalance. ``client``: ``fake``
+    (``fake-restarts-at-commit``: the fake's librdkafka mode), ``kafka-python`` or ``confluent``."""
     kept: list[tuple[str, int]] = []
+    holder: dict[str, Any] = {}
 
     def on_assigned(partitions: list[tuple[str, int]]) -> None:
         kept[:] = partitions
+        if holder.get("armed") and rewind_to is not None:
+            for partition in partitions:
+                holder["source"].rewind(partition, rewind_to)
 
     if client.startswith("fake"):
         batch = [RawRecord("in", p, i, 0, None, b"%d" % i) for p in (0, 1) for i in range(10)]
-        source: Any = FakeSource([], [batch], keeps_position=client == "fake-keeps-position")
-        source.on_assigned = on_assigned
+        source: Any = FakeSource([], [batch], keeps_position=client != "fake-restarts-at-commit")
+        source.on_assigned, holder["source"] = on_assigned, source
         assert len(source.poll(100, 200)) == 20
-        source.commit({("in", 0): 4, ("in", 1): 4}, 1000)
-        source.batches.append([RawRecord("in", 0, 10, 0, None, b"10")])
+        source.commit({("in", 0): committed, ("in", 1): committed}, 1000)
+        source.batches.append([RawRecord("in", 0, i, 0, None, b"x") for i in range(10, 13)])
+        holder["armed"] = True
         source.rebalance_on_poll[source.polls + 1] = ([("in", 0), ("in", 1)], [("in", 0)])
-        again = source.poll(100, 200)
-        assert again[0].offset == first
-        return
+        return int(source.poll(100, 200)[0].offset)
     bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
     topics = _two_partitions_of_ten(bootstrap)
     settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
     source = (KafkaSource if client == "kafka-python" else ConfluentSource)(
         settings, lambda p, lost=False: None, on_assigned
     )
+    holder["source"] = source
     try:
         got: list[RawRecord] = []
         wait_for(lambda: bool(got.extend(source.poll(100, 200))) or len(got) >= 20, 30, "the first member's records")
-        source.commit({(topics.input, 0): 4, (topics.input, 1): 4}, 5000)
-        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, [0, 1]) == {0: 4, 1: 4}, 30, "commit")
+        source.commit({(topics.input, 0): committed, (topics.input, 1): committed}, 5000)
+        wanted = {0: committed, 1: committed}
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, [0, 1]) == wanted, 30, "commit")
         kept.clear()
+        holder["armed"] = True
         again: list[RawRecord] = []
         with _join_in_background(bootstrap, topics):
             wait_for(lambda: bool(again.extend(source.poll(100, 200))) or len(kept) == 1, 60, "the rebalance")
             producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap})
-            for partition in (0, 1):  # offset 10 of each
-                producer.produce(topics.input, value=b"10", partition=partition)
+            for partition in (0, 1):
+                for _ in range(3):  # offsets 10, 11, 12
+                    producer.produce(topics.input, value=b"x", partition=partition)
             assert producer.flush(30) == 0
             (kept_partition,) = kept
 
@@ -595,9 +601,21 @@ def test_a_partition_kept_through_a_rebalance_without_a_rewind_goes_on_as_its_cl
                 return any(r.partition == kept_partition[1] for r in again)
 
             wait_for(read_kept, 60, "records of the kept partition")
-            assert min(r.offset for r in again if r.partition == kept_partition[1]) == first
+            return min(r.offset for r in again if r.partition == kept_partition[1])
     finally:
         source.close(1000)
+
+
+@pytest.mark.parametrize(
+    ("client", "first"),
+    [("fake", 10), ("fake-restarts-at-commit", 4), ("kafka-python", 10), ("confluent", 4)],
+)
+def test_a_partition_kept_through_a_rebalance_without_a_rewind_goes_on_as_its_client_does(
+    client: str, first: int, request: pytest.FixtureRequest
+) -> None:
+    """kafka-python goes on from its position (10, past the records read), librdkafka starts again
+    at the committed offset (4): the fake's two modes, which the loop's tests run in, do the same."""
+    assert _first_offset_after_a_rebalance(client, committed=4, rewind_to=None, request=request) == first
 
 
 def test_both_sources_say_lost_when_the_session_expired() -> None:
@@ -648,58 +666,5 @@ def test_a_partition_handed_over_never_starts_below_the_groups_committed_offset(
 ) -> None:
     """Another member may have read and committed past this one's position (or past a rewind)
     while its join outlasted a generation: the partition starts at the committed offset then, on
-    both clients and the fake. Here the group's offsets are committed by hand before the rebalance;
-    three more records (offsets 10-12) follow it."""
-    kept: list[tuple[str, int]] = []
-    holder: dict[str, Any] = {}
-
-    def on_assigned(partitions: list[tuple[str, int]]) -> None:
-        kept[:] = partitions
-        if holder.get("armed") and rewind_to is not None:
-            for partition in partitions:
-                holder["source"].rewind(partition, rewind_to)
-
-    if client == "fake":
-        batch = [RawRecord("in", p, i, 0, None, b"%d" % i) for p in (0, 1) for i in range(10)]
-        source: Any = FakeSource([], [batch])
-        source.on_assigned, holder["source"] = on_assigned, source
-        assert len(source.poll(100, 200)) == 20
-        source.commit({("in", 0): committed, ("in", 1): committed}, 1000)
-        source.batches.append([RawRecord("in", 0, i, 0, None, b"x") for i in range(10, 13)])
-        holder["armed"] = True
-        source.rebalance_on_poll[source.polls + 1] = ([("in", 0), ("in", 1)], [("in", 0)])
-        assert source.poll(100, 200)[0].offset == first
-        return
-    bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
-    topics = _two_partitions_of_ten(bootstrap)
-    settings = KafkaSettings(bootstrap_servers=bootstrap, input_topic=topics.input, group_id=topics.group)
-    source = (KafkaSource if client == "kafka-python" else ConfluentSource)(
-        settings, lambda p, lost=False: None, on_assigned
-    )
-    holder["source"] = source
-    try:
-        got: list[RawRecord] = []
-        wait_for(lambda: bool(got.extend(source.poll(100, 200))) or len(got) >= 20, 30, "the first member's records")
-        source.commit({(topics.input, 0): committed, (topics.input, 1): committed}, 5000)
-        wanted = {0: committed, 1: committed}
-        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, [0, 1]) == wanted, 30, "commit")
-        kept.clear()
-        holder["armed"] = True
-        again: list[RawRecord] = []
-        with _join_in_background(bootstrap, topics):
-            wait_for(lambda: bool(again.extend(source.poll(100, 200))) or len(kept) == 1, 60, "the rebalance")
-            producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap})
-            for partition in (0, 1):
-                for _ in range(3):  # offsets 10, 11, 12
-                    producer.produce(topics.input, value=b"x", partition=partition)
-            assert producer.flush(30) == 0
-            (kept_partition,) = kept
-
-            def read_kept() -> bool:
-                again.extend(source.poll(100, 200))
-                return any(r.partition == kept_partition[1] for r in again)
-
-            wait_for(read_kept, 60, "records of the kept partition")
-            assert min(r.offset for r in again if r.partition == kept_partition[1]) == first
-    finally:
-        source.close(1000)
+    both clients and the fake (the group's offsets are committed by hand before the rebalance)."""
+    assert _first_offset_after_a_rebalance(client, committed, rewind_to, request) == first
