@@ -80,6 +80,15 @@ ASSIGNMENT_REFRESH_S = 1.0
 #: bounds a commit or a flush during a broker freeze.
 SOCKET_TIMEOUT_MS = 7000
 
+#: How long librdkafka postpones a partition's next fetch once its prefetch queue is full
+#: (``queued.max.messages.kbytes``, 64 MB, or ``queued.min.messages``). librdkafka's default,
+#: 1000 ms, is longer than a busy worker takes to drain that queue (about 0.9 s at 75,000
+#: events/s of 900 bytes), so a worker catching up on a backlog found it empty and waited about
+#: 0.5 s in every 1.3 s (measured: docs/benchmarks.md, "The librdkafka fetch-queue backoff"). A
+#: tenth of it keeps the queue fed at any drain rate up to ten times that, for one extra fetch
+#: request per partition a tenth of a second while the queue is full.
+FETCH_QUEUE_BACKOFF_MS = 100
+
 
 def _common(settings: KafkaSettings) -> dict[str, Any]:
     return {
@@ -122,6 +131,7 @@ class ConfluentSource:
             "session.timeout.ms": settings.session_timeout_ms,
             "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
             # Broker states once a second: the only way librdkafka tells that brokers are back.

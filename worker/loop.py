@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -641,10 +642,11 @@ class WorkerLoop:
         self, result: BatchResult, given_up: list[Undeliverable], threshold: float, read_at: float, acked_at: float
     ) -> None:
         m = self.metrics
-        for flagged in result.flagged:
-            m.anomalies.labels(flagged.nearest_class).inc()
-        for rejected in result.rejected:
-            m.rejected.labels(rejected.reason).inc()
+        # One labelled increment per class and per reason, not per record (each takes a lock).
+        for nearest_class, n in Counter(f.nearest_class for f in result.flagged).items():
+            m.anomalies.labels(nearest_class).inc(n)
+        for reason, n in Counter(r.reason for r in result.rejected).items():
+            m.rejected.labels(reason).inc(n)
         m.events.labels("normal").inc(result.n_normal)
         m.events.labels("anomaly").inc(len(result.flagged))
         m.events.labels("rejected").inc(len(result.rejected))

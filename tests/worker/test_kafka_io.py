@@ -189,3 +189,27 @@ def test_a_broker_away_is_not_fatal_for_kafka_python() -> None:
     with pytest.raises(BrokerError) as failed:
         _raising(kafka_errors.KafkaTimeoutError("broker away")).poll(10, 10)
     assert not failed.value.fatal
+
+
+def test_a_busy_librdkafka_consumer_refetches_long_before_its_queue_runs_dry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # librdkafka postpones a full partition queue's next fetch by 1 s by default; a worker draining
+    # the 64 MB queue in under a second then waited about 0.5 s in every 1.3 s of a backlog
+    # (benchmarks/librdkafka_fetch_backoff.py). The real client must accept the shorter backoff.
+    from confluent_kafka import Consumer  # noqa: PLC0415
+
+    from worker import confluent_io  # noqa: PLC0415
+
+    seen: dict[str, object] = {}
+
+    class Recording(Consumer):  # type: ignore[misc]
+        def __init__(self, config: dict[str, object]) -> None:
+            seen.update(config)
+            super().__init__(config)
+
+    monkeypatch.setattr(confluent_io, "Consumer", Recording)
+    settings = load_settings({"model_dir": "m", "kafka": {"bootstrap_servers": "127.0.0.1:1"}}).kafka
+    source = confluent_io.ConfluentSource(settings, lambda partitions, lost=False: None, lambda partitions: None)
+    try:
+        assert seen["fetch.queue.backoff.ms"] == confluent_io.FETCH_QUEUE_BACKOFF_MS <= 100
+    finally:
+        source.close(0)
