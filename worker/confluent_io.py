@@ -80,13 +80,14 @@ ASSIGNMENT_REFRESH_S = 1.0
 #: bounds a commit or a flush during a broker freeze.
 SOCKET_TIMEOUT_MS = 7000
 
-#: How long librdkafka postpones a partition's next fetch once its prefetch queue is full
-#: (``queued.max.messages.kbytes``, 64 MB, or ``queued.min.messages``). librdkafka's default,
-#: 1000 ms, is longer than a busy worker takes to drain that queue (about 0.9 s at 75,000
-#: events/s of 900 bytes), so a worker catching up on a backlog found it empty and waited about
-#: 0.5 s in every 1.3 s (measured: docs/benchmarks.md, "The librdkafka fetch-queue backoff"). A
-#: tenth of it keeps the queue fed at any drain rate up to ten times that, for one extra fetch
-#: request per partition a tenth of a second while the queue is full.
+#: How long librdkafka postpones a partition's next fetch once the consumer's prefetch queue is
+#: full (``queued.max.messages.kbytes``, 64 MB over all partitions, or ``queued.min.messages``,
+#: 100,000 messages: the first limit reached). librdkafka's default, 1000 ms, outlasts the time a
+#: busy worker takes to drain that queue (about 1 s at 75,000 events/s of 900 bytes, less when
+#: faster): under a backlog it then found the queue empty and waited for the rest of the second,
+#: 15% of its time in a profile (docs/benchmarks.md, "The librdkafka fetch-queue backoff"). A tenth
+#: keeps the queue fed at up to ten times that rate. While the queue stays full no fetch is sent;
+#: the cost is a timer wake-up per partition every 100 ms on librdkafka's broker thread.
 FETCH_QUEUE_BACKOFF_MS = 100
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import Counter
 from dataclasses import replace
 
 import orjson
@@ -91,6 +92,26 @@ def test_dead_letter_path(model: LoadedModel) -> None:
     assert sink.sent[1][1] is None and dict(sink.sent[1][3])["kestrel.error.reason"] == b"empty"
     assert source.commits == [{("in", 0): 9}]
     assert loop.metrics.dead_letters._value.get() == 2
+    rejected = {
+        r: loop.metrics.registry.get_sample_value("kestrel_rejected_total", {"reason": r})
+        for r in ("invalid_json", "empty")
+    }
+    assert rejected == {"invalid_json": 1, "empty": 1}
+
+
+def test_anomalies_are_counted_per_nearest_class(model: LoadedModel, tiny_model: TinyModel) -> None:
+    bad = [RawRecord("in", 0, 100 + i, 0, None, b"{nope") for i in range(3)]
+    loop, _source, sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 60) + bad])
+    _run_batch(loop)
+    published = Counter(
+        orjson.loads(value)["nearest_class"] for topic, value, _key, _headers in sink.sent if topic == "out"
+    )
+    assert published and sum(published.values()) > 1  # several anomalies, so a per-batch count is tested
+    counted = {
+        c: loop.metrics.registry.get_sample_value("kestrel_anomalies_total", {"nearest_class": c}) for c in published
+    }
+    assert counted == dict(published)
+    assert loop.metrics.registry.get_sample_value("kestrel_rejected_total", {"reason": "invalid_json"}) == 3
 
 
 def test_failed_commit_is_retried_with_the_next_batch(model: LoadedModel, tiny_model: TinyModel) -> None:
