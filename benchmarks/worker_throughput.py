@@ -6,7 +6,8 @@ Measures, on NSL-KDD-shaped events with about 5 % attacks, in one run:
 1. the pure pipeline alone at batch 500 on one core (torch.set_num_threads(1));
 2. per client (``--client kafka-python|confluent|both``): a bare consumer's read rate on the
    topic (kafka-python ``poll(500)`` / librdkafka ``consume(1000)``), and the worker's throughput
-   (``python -m worker --kafka-client ...`` subprocess) on the same topic, with ratios; with
+   (``python -m worker --kafka-client ...`` subprocess) on the same topic, with ratios and the
+   share of the worker's time spent scoring (``kestrel_scoring_seconds_total``); with
    ``--overlap both`` once with ``--overlap-batches true`` (the default) and once ``false``;
 3. per client, end-to-end latency at steady 2,000 and 20,000 events/s with the default batch
    wait: anomaly record arrival on the output topic minus the event timestamp (p50/p99), plus the
@@ -140,28 +141,41 @@ def print_pipeline_rate(model_dir: Path, values: list[bytes]) -> float:
 
 def worker_rate(
     model_dir: Path, bootstrap: str, topics: Topics, ends: dict[int, int], client: str, overlap: bool = True
-) -> tuple[float, WorkerProcess]:
+) -> tuple[float, float, WorkerProcess]:
+    """The worker's events/s, and the share of its wall time spent scoring (its
+    ``kestrel_scoring_seconds_total`` over the same interval; NaN for too short a run)."""
     worker = WorkerProcess(model_dir, bootstrap, topics, client=client, extra=_overlap_flag(overlap))
     worker.wait_ready(60)
     total = sum(ends.values())
     # Rendering /metrics costs the worker CPU (polled every 50 ms it took 13% of its samples), so
     # it is read five times a second and the rate taken between the first and the last reading
     # that fell strictly inside the run: steady-state, whatever the reading interval.
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float]] = []
     deadline = time.monotonic() + 300
     while not samples or samples[-1][1] < total:
         if time.monotonic() > deadline:
             raise AssertionError(f"the worker did not read all {total} events in 300 s")
-        samples.append((time.perf_counter(), worker.metric("kestrel_events_total")))
+        text = worker.metrics_text()
+        samples.append((time.perf_counter(), _sample(text, "kestrel_events_total"), _sample(text, SCORING)))
         time.sleep(0.2)
-    inside = [(t, n) for t, n in samples if 0 < n < total]
+    inside = [s for s in samples if 0 < s[1] < total]
     if len(inside) >= 2 and inside[-1][0] - inside[0][0] >= 1.0:
-        rate = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        elapsed = inside[-1][0] - inside[0][0]
+        rate = (inside[-1][1] - inside[0][1]) / elapsed
+        scoring = (inside[-1][2] - inside[0][2]) / elapsed
     else:  # too short a run to have two readings inside it: whole run, reading interval included
-        first = next(t for t, n in samples if n > 0)
-        rate = total / max(samples[-1][0] - first, 1e-9)
+        first = next(t for t, n, _ in samples if n > 0)
+        rate, scoring = total / max(samples[-1][0] - first, 1e-9), float("nan")
     wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == ends, 30, "commit")
-    return rate, worker
+    return rate, scoring, worker
+
+
+SCORING = "kestrel_scoring_seconds_total"
+
+
+def _sample(text: str, name: str) -> float:
+    """Sum of the samples of ``name`` (any labels) in a /metrics text."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
 
 
 def _overlap_flag(overlap: bool) -> list[str]:
@@ -265,13 +279,14 @@ def run_all(model_dir: Path, n_events: int, latency_seconds: float, clients: lis
                 label = f"{client}, overlap {'on' if overlap else 'off'}"
                 group = f"{topics.group}-{client}-{int(overlap)}"
                 worker_topics = Topics(topics.input, topics.output, topics.dlq, group)
-                rate, worker = worker_rate(model_dir, bootstrap, worker_topics, ends, client, overlap)
+                rate, scoring, worker = worker_rate(model_dir, bootstrap, worker_topics, ends, client, overlap)
                 rss, hwm = _memory(worker.process.pid)
                 worker.terminate(30)
                 rates[client, overlap] = rate
                 print(
                     f"[{label}] worker throughput: {rate:,.0f} events/s = {rate / bare:.2f}x its bare consumer, "
-                    f"{rate / pipeline:.2f}x the pure pipeline; RSS after {rss:.0f} MB, peak {hwm:.0f} MB"
+                    f"{rate / pipeline:.2f}x the pure pipeline, scoring {scoring:.0%} of its time; "
+                    f"RSS after {rss:.0f} MB, peak {hwm:.0f} MB"
                 )
             if len(overlaps) == 2:
                 print(f"[{client}] overlap on / off: {rates[client, True] / rates[client, False]:.2f}x")

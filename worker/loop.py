@@ -357,6 +357,7 @@ class WorkerLoop:
             now_s=read_at,
             decoder=model.decoder,
         )
+        self.metrics.scoring_seconds.inc(time.perf_counter() - start)
         cfg = self.config
         send_outputs(result, self._sink, cfg.output_topic, cfg.dead_letter_topic, cfg.max_request_bytes)
         batch = _InFlight(source, records, result, self._sink.mark(), model.detector.threshold, read_at, start)

@@ -69,6 +69,11 @@ class WorkerMetrics:
         self.batch_seconds = Histogram(
             "kestrel_batch_processing_seconds", "Pipeline + publish + commit time per batch.", registry=r
         )
+        self.scoring_seconds = Counter(
+            "kestrel_scoring_seconds",
+            "Seconds spent validating and scoring batches: its rate is the share of the worker's time in the model.",
+            registry=r,
+        )
         self.latency = BatchHistogram(
             "kestrel_processing_latency_seconds",
             "Broker (LogAppendTime) record timestamp, else the moment the worker read it, to outputs acknowledged.",

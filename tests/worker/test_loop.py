@@ -114,6 +114,18 @@ def test_anomalies_are_counted_per_nearest_class(model: LoadedModel, tiny_model:
     assert loop.metrics.registry.get_sample_value("kestrel_rejected_total", {"reason": "invalid_json"}) == 3
 
 
+def test_scoring_time_is_counted_within_the_batch_time(model: LoadedModel, tiny_model: TinyModel) -> None:
+    loop, _source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 50), _records(tiny_model, 0, 50, 50)])
+    for _ in range(3):
+        loop.run_once()
+    registry = loop.metrics.registry
+    scoring = registry.get_sample_value("kestrel_scoring_seconds_total")
+    batches = registry.get_sample_value("kestrel_batch_processing_seconds_sum")
+    assert registry.get_sample_value("kestrel_batch_processing_seconds_count") == 2
+    assert scoring is not None and batches is not None
+    assert 0 < scoring <= batches  # scoring is part of each batch's time, not all of it
+
+
 def test_failed_commit_is_retried_with_the_next_batch(model: LoadedModel, tiny_model: TinyModel) -> None:
     dead_letters = [RawRecord("in", 0, 10 + i, 0, None, b"not json") for i in range(10)]  # outputs for sure
     loop, source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 10), dead_letters])
