@@ -18,6 +18,7 @@ Measures, on NSL-KDD-shaped events with about 5 % attacks, in one run:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -156,7 +157,7 @@ def worker_rate(
         if time.monotonic() > deadline:
             raise AssertionError(f"the worker did not read all {total} events in 300 s")
         text = worker.metrics_text()
-        samples.append((time.perf_counter(), _sample(text, "kestrel_events_total"), _sample(text, SCORING)))
+        samples.append((time.perf_counter(), worker.metric("kestrel_events_total", text), worker.metric(SCORING, text)))
         time.sleep(0.2)
     inside = [s for s in samples if 0 < s[1] < total]
     if len(inside) >= 2 and inside[-1][0] - inside[0][0] >= 1.0:
@@ -173,9 +174,8 @@ def worker_rate(
 SCORING = "kestrel_scoring_seconds_total"
 
 
-def _sample(text: str, name: str) -> float:
-    """Sum of the samples of ``name`` (any labels) in a /metrics text."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+def _share(value: float) -> str:
+    return "n/a (too short a run)" if math.isnan(value) else f"{value:.0%}"
 
 
 def _overlap_flag(overlap: bool) -> list[str]:
@@ -285,7 +285,7 @@ def run_all(model_dir: Path, n_events: int, latency_seconds: float, clients: lis
                 rates[client, overlap] = rate
                 print(
                     f"[{label}] worker throughput: {rate:,.0f} events/s = {rate / bare:.2f}x its bare consumer, "
-                    f"{rate / pipeline:.2f}x the pure pipeline, scoring {scoring:.0%} of its time; "
+                    f"{rate / pipeline:.2f}x the pure pipeline, scoring {_share(scoring)} of its time; "
                     f"RSS after {rss:.0f} MB, peak {hwm:.0f} MB"
                 )
             if len(overlaps) == 2:

@@ -71,7 +71,7 @@ class WorkerMetrics:
         )
         self.scoring_seconds = Counter(
             "kestrel_scoring_seconds",
-            "Seconds spent validating and scoring batches: its rate is the share of the worker's time in the model.",
+            "Wall-clock seconds the loop spent decoding, validating and scoring batches (score_batch).",
             registry=r,
         )
         self.latency = BatchHistogram(

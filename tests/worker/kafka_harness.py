@@ -266,10 +266,11 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as reply:
             return str(reply.read().decode())
 
-    def metric(self, name: str) -> float:
-        """Sum of all samples of ``name`` (any labels)."""
+    def metric(self, name: str, text: str | None = None) -> float:
+        """Sum of all samples of ``name`` (any labels), in ``text`` if given (one scrape read for
+        several metrics), else in a new scrape."""
         total = 0.0
-        for line in self.metrics_text().splitlines():
+        for line in (self.metrics_text() if text is None else text).splitlines():
             if line.startswith(name) and (line[len(name)] in " {"):
                 total += float(line.rsplit(" ", 1)[1])
         return total

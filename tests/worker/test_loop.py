@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
@@ -13,6 +16,7 @@ from fakes import FakeSink, FakeSource
 from prometheus_client import CollectorRegistry, generate_latest
 from tiny_model import TinyModel
 
+from worker import loop as loop_module
 from worker.errors import BrokerError
 from worker.loop import LoopConfig, WorkerLoop
 from worker.metrics import HealthState, WorkerMetrics
@@ -114,16 +118,40 @@ def test_anomalies_are_counted_per_nearest_class(model: LoadedModel, tiny_model:
     assert loop.metrics.registry.get_sample_value("kestrel_rejected_total", {"reason": "invalid_json"}) == 3
 
 
-def test_scoring_time_is_counted_within_the_batch_time(model: LoadedModel, tiny_model: TinyModel) -> None:
-    loop, _source, _sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 50), _records(tiny_model, 0, 50, 50)])
+def test_scoring_time_counts_score_batch_and_nothing_else(
+    model: LoadedModel, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clock that only moves inside score_batch (1 s a call) and inside the sink's sends and
+    # flushes (10 s each): the metric must count exactly the scoring seconds.
+    clock = [0.0]
+
+    class Clock:
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+        @staticmethod
+        def perf_counter() -> float:
+            return clock[0]
+
+    def slow(advance: float, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            clock[0] += advance
+            return call(*args, **kwargs)
+
+        return timed
+
+    monkeypatch.setattr(loop_module, "time", Clock())
+    monkeypatch.setattr(loop_module, "score_batch", slow(1.0, loop_module.score_batch))
+    loop, _source, sink, _journal = _loop(model, [_records(tiny_model, 0, 0, 50), _records(tiny_model, 0, 50, 50)])
+    monkeypatch.setattr(sink, "send", slow(10.0, sink.send))
+    monkeypatch.setattr(sink, "flush", slow(10.0, sink.flush))
     for _ in range(3):
         loop.run_once()
     registry = loop.metrics.registry
-    scoring = registry.get_sample_value("kestrel_scoring_seconds_total")
-    batches = registry.get_sample_value("kestrel_batch_processing_seconds_sum")
     assert registry.get_sample_value("kestrel_batch_processing_seconds_count") == 2
-    assert scoring is not None and batches is not None
-    assert 0 < scoring <= batches  # scoring is part of each batch's time, not all of it
+    assert registry.get_sample_value("kestrel_scoring_seconds_total") == 2.0
+    batches = registry.get_sample_value("kestrel_batch_processing_seconds_sum")
+    assert batches is not None and batches > 2.0  # the batch time does include the sink's
 
 
 def test_failed_commit_is_retried_with_the_next_batch(model: LoadedModel, tiny_model: TinyModel) -> None:
