@@ -46,13 +46,19 @@ def run(name, seed, held_out):
     is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
     evaluated = [split.records[i] for i in eval_idx]
     start = time.perf_counter()
-    s_final = _train(recs, labels, spec, cfg).scores(evaluated)
+    s_final = _train(recs, labels, spec, cfg, scale_from_unseen=True).scores(evaluated)
     fold = fold_of(labels, len(recs), FOLDS, seed)
     oof = np.empty(len(recs))
     fold_scores, fold_oof = [], []
     for k in range(FOLDS):
         inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        model = _train([recs[i] for i in inside], None if labels is None else [labels[i] for i in inside], spec, cfg)
+        model = _train(
+            [recs[i] for i in inside],
+            None if labels is None else [labels[i] for i in inside],
+            spec,
+            cfg,
+            scale_from_unseen=True,
+        )
         oof[outside] = model.scores([recs[i] for i in outside])
         fold_scores.append(model.scores(evaluated))
         fold_oof.append(oof[outside])

@@ -57,7 +57,7 @@ def run(name, seed):
     for objective in ("one_class", "clusters"):
         q.TRAIN_OVERRIDES["unlabelled_positives"] = objective
         for copy, train_seed in enumerate((seed, seed + SECOND_SEED)):
-            model = _train(train, None, spec, q.fit_config(train_seed, 1 / 7, 0.05))
+            model = _train(train, None, spec, q.fit_config(train_seed, 1 / 7, 0.05), scale_from_unseen=True)
             emb[objective, copy], d_seed = terms(model, model.featurizer.transform(evaluated))
             if len(emb) == 1:
                 d_in = d_seed  # the first model's input term: every variant below adds the same one

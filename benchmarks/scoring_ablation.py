@@ -94,11 +94,13 @@ def run_set(name, seed, held_out):
         out[k] = roc_auc(s, is_anom)
     x_tr = f.transform([records[i] for i in train_part])
     x_ev = f.transform([records[i] for i in eval_idx])
-    emb_tr, emb_ev = det.scorer.geometry.nearest(z_tr).score, det.scorer.geometry.nearest(z_ev).score
+    emb_ev = det.scorer.geometry.nearest(z_ev).score
     out["embedding_only"] = roc_auc(emb_ev, is_anom)
     budget = FitConfig().input_budget
     for name, b in (("input_only", budget), ("input_x4", 4 * budget), ("input_all", 10**12)):
-        view = fit_input_neighbours(x_tr, emb_tr, b, seed)
+        # The embedding term keeps the fitted model's scale (its median over the rows held out for
+        # early stopping): only the input term's points change between these columns.
+        view = fit_input_neighbours(x_tr, np.array([det.scorer.input_neighbours.embedding_scale]), b, seed)
         assert view is not None
         d_ev = view.distances(x_ev)
         out[name] = roc_auc(d_ev if name == "input_only" else view.combine(emb_ev, d_ev), is_anom)

@@ -6,15 +6,18 @@ nearest training normal in the standardised input space beat the embedding score
 it had not been tuned on). So the score adds a second distance, in the featurized input space (the
 encoder's input), to the nearest of ``K`` reference points: k-means centroids of the training
 normals, or the training rows themselves when there are few enough. Both distances are divided by
-their median over the training normals (a typical normal scores 1 on each), and added::
+their median over normals that did not shape them (a typical new normal scores 1 on each), and
+added::
 
     score = embedding_weight * embedding_score / embedding_scale + input_distance / input_scale
 
-The scales come from the training normals alone, so the calibration normals still score exactly as
-new normals would (the threshold and p-values stay conformal). ``embedding_weight`` is 1 unless
-the trainer found the input term alone better at telling its held-out normals from column-shuffled
-copies of them (:mod:`training.score_terms`); then it is 0 and the embedding still names the
-nearest normal class and centroid, but does not move the score.
+The scales come from the training normals alone: the embedding one from the rows the encoder held
+out for early stopping (the centroids placed without them; on small sets, with fewer than ten such
+rows, from the training rows), the input one from leave-one-out distances. So the calibration
+normals still score exactly as new normals would (the threshold and p-values stay conformal).
+``embedding_weight`` is 1 unless the trainer found the input term alone better at telling its
+held-out normals from column-shuffled copies of them (:mod:`training.score_terms`); then it is 0
+and the embedding still names the nearest normal class and centroid, but does not move the score.
 """
 
 from __future__ import annotations
@@ -103,8 +106,9 @@ class InputNeighbours:
 
     Args:
         points: ``(K, F)`` reference points in featurized input space.
-        embedding_scale: median embedding score of the training normals (positive).
-        input_scale: median input distance of the training normals (positive).
+        embedding_scale: median embedding score of the training normals the encoder held out for
+            early stopping, or of all training normals on small sets (positive).
+        input_scale: median leave-one-out input distance of the training normals (positive).
         embedding_weight: weight of the embedding term (1: both terms; 0: the input term alone).
         gauss: the optional third term (``None``: none).
 

@@ -6,8 +6,8 @@ means "as far as a typical member"; **higher = more anomalous**. The embedding s
 is the minimum over all centroids; each normal class may own several centroids (multi-modal
 classes). With :class:`detector.input_neighbours.InputNeighbours` (every model trained since it
 exists) the score is that embedding score plus the distance to the nearest normal reference point
-in the featurized input space, each divided by its median over the training normals: a typical
-normal then scores about 2.
+in the featurized input space, each divided by its median over training normals that did not
+shape it: a typical new normal then scores about 2.
 
 Geometry and thresholding are separate: :class:`CentroidGeometry` knows where the normal classes
 are and measures how far an embedding is from the nearest (what training needs to calibrate);

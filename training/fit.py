@@ -25,6 +25,7 @@ from detector.model import Detector
 from detector.schema import FeatureSpec
 from detector.spec_inference import infer_spec
 from training.calibration import (
+    MIN_UNSEEN_FOR_SCALE,
     Centroids,
     build_explainer,
     build_geometry,
@@ -33,15 +34,23 @@ from training.calibration import (
     centroid_counts,
     fit_input_terms,
     place_centroids,
+    placement_rows,
     radii,
     score_quantiles,
 )
 from training.config import TrainConfig
-from training.crossfit import cross_fit_folds, cross_fitted, cross_fitted_scores, fpr_band, min_rows_to_cross_fit
+from training.crossfit import (
+    cross_fit_folds,
+    cross_fitted,
+    cross_fitted_scores,
+    fold_of,
+    fpr_band,
+    min_rows_to_cross_fit,
+)
 from training.learning.budget import choose_threads, step_work
 from training.learning.clustering import choose_k, kmeans
 from training.learning.outliers import ColumnLayout
-from training.learning.trainer import TrainingHistory, train_encoder
+from training.learning.trainer import TrainingHistory, split_validation, train_encoder
 from training.score_terms import (
     GaussChoice,
     HeldOutTerms,
@@ -155,9 +164,12 @@ class _Trained:
     class_names: list[str]
     history: TrainingHistory
     selection: dict[str, Any]
-    x_train: NDArray[np.float32]
+    #: The featurized rows the centroids were placed on, in the order of ``centroids.assignment``.
+    x_members: NDArray[np.float32]
     input_neighbours: InputNeighbours | None
     gauss_candidate: GaussTerm | None
+    #: Which rows set the embedding term's scale (recorded in the manifest).
+    embedding_scale_from: str
 
     def scores(self, records: Sequence[Record]) -> NDArray[np.float64]:
         """The detector's scores of ``records`` under this model (before any threshold)."""
@@ -194,8 +206,17 @@ class _Trained:
         return build_geometry(self.centroids, self.radius, self.class_names).nearest(embed(self.encoder, x)).score
 
 
-def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: FeatureSpec, config: FitConfig) -> _Trained:
-    """Featurizer, encoder, classes and centroids from ``records`` (all of them train)."""
+def _train(
+    records: Sequence[Record],
+    labels: Sequence[str] | None,
+    spec: FeatureSpec,
+    config: FitConfig,
+    *,
+    scale_from_unseen: bool,
+) -> _Trained:
+    """Featurizer, encoder, classes and centroids from ``records`` (all of them train).
+    ``scale_from_unseen``: the embedding term's scale comes from the rows the encoder held out for
+    early stopping (placed apart from the centroids), else from the training rows."""
     featurizer = Featurizer(spec).fit(records)
     x_train = featurizer.transform(records)
     class_names, y_train = _encode_labels(labels, np.arange(len(records), dtype=np.int64))
@@ -205,15 +226,46 @@ def _train(records: Sequence[Record], labels: Sequence[str] | None, spec: Featur
         class_names, y_train, selection = _derive_classes(z_train, config)
     else:
         selection = {"criterion": "given by label column", "k": len(class_names)}
-    counts = centroid_counts(y_train, len(class_names), config.centroids_per_class)
-    centroids = place_centroids(z_train, y_train, counts, config.train.seed)
-    radius = radii(z_train, centroids, config.radius_shrinkage)
-    train_scores = build_geometry(centroids, radius, class_names).nearest(z_train).score
+    held = history.validation_rows if scale_from_unseen else np.zeros(0, dtype=np.int64)
+    placed, unseen = placement_rows(y_train, held)
+    counts = centroid_counts(y_train[placed], len(class_names), config.centroids_per_class)
+    centroids = place_centroids(z_train[placed], y_train[placed], counts, config.train.seed)
+    radius = radii(z_train[placed], centroids, config.radius_shrinkage)
+    scale_rows = unseen if len(unseen) else placed
+    embedding_scores = build_geometry(centroids, radius, class_names).nearest(z_train[scale_rows]).score
     if config.gauss_term == "on" and not spec.numeric:
         raise DataError("the rank-Gauss term (--gauss-term on) maps numeric fields, and the feature spec has none")
     n_mapped = 0 if config.gauss_term == "off" else len(spec.numeric)
-    view, gauss = fit_input_terms(x_train, train_scores, config.input_budget, config.train.seed, n_mapped)
-    return _Trained(featurizer, encoder, centroids, radius, class_names, history, selection, x_train, view, gauss)
+    view, gauss = fit_input_terms(x_train, embedding_scores, config.input_budget, config.train.seed, n_mapped)
+    scale_from = f"{len(unseen)} rows held out for early stopping" if len(unseen) else "the training rows"
+    return _Trained(
+        featurizer,
+        encoder,
+        centroids,
+        radius,
+        class_names,
+        history,
+        selection,
+        x_members=x_train[placed],
+        input_neighbours=view,
+        gauss_candidate=gauss,
+        embedding_scale_from=scale_from,
+    )
+
+
+def _scale_from_unseen(labels: Sequence[str] | None, row_sets: Sequence[NDArray[np.int64]], config: FitConfig) -> bool:
+    """Whether every model of this fit (the final one, and the fold models when cross-fitting)
+    holds out at least :data:`MIN_UNSEEN_FOR_SCALE` rows for early stopping: then each takes its
+    embedding scale from them, else none does, so that the models' scales are of one kind. The
+    count is the trainer's own split for labelled rows, and its unstratified size otherwise."""
+    if config.input_budget <= 0:
+        return False  # no input term: the embedding score is the score, and no scale is used
+    for rows in row_sets:
+        _, y = _encode_labels(labels, rows)
+        _, unseen = split_validation(len(rows), y, config.train.validation_fraction, config.train.seed)
+        if len(unseen) < MIN_UNSEEN_FOR_SCALE:
+            return False
+    return True
 
 
 def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
@@ -236,11 +288,18 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         # Few calibration normals: every normal trains the final model and is scored by a model
         # that did not see it (cross-conformal), instead of losing a small holdout.
         train_idx = np.arange(len(records), dtype=np.int64)
-        model = _train(records, labels, spec, config)
-        cal_scores, score_terms = _cross_fitted_calibration(records, labels, folds, model, spec, config)
+        fold = fold_of(labels, len(records), folds, config.train.seed)
+        from_unseen = _scale_from_unseen(
+            labels, [train_idx, *(np.flatnonzero(fold != k) for k in range(folds))], config
+        )
+        model = _train(records, labels, spec, config, scale_from_unseen=from_unseen)
+        cal_scores, score_terms = _cross_fitted_calibration(records, labels, folds, model, spec, config, from_unseen)
         method = f"cross-fitted ({folds} folds over all {len(records)} normals)"
     else:
-        model = _train([records[i] for i in train_idx], _subset(labels, train_idx), spec, config)
+        from_unseen = _scale_from_unseen(labels, [train_idx], config)
+        model = _train(
+            [records[i] for i in train_idx], _subset(labels, train_idx), spec, config, scale_from_unseen=from_unseen
+        )
         cal_records = [records[i] for i in cal_idx]
         if model.input_neighbours is None:
             cal_scores, score_terms = model.scores(cal_records), None
@@ -254,7 +313,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
     scorer = build_scorer(
         model.centroids, model.radius, model.class_names, cal_scores, threshold, model.input_neighbours
     )
-    explainer = build_explainer(model.x_train, model.centroids, model.featurizer.column_fields)
+    explainer = build_explainer(model.x_members, model.centroids, model.featurizer.column_fields)
     detector = Detector(model.featurizer, model.encoder, scorer, explainer)
     metadata = {
         "calibration": {
@@ -271,8 +330,10 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
             "n_train": len(train_idx),
             "n_classes": len(model.class_names),
             "n_centroids": len(model.centroids.positions),
+            "n_centroid_rows": len(model.x_members),
             "n_input_points": 0 if model.input_neighbours is None else len(model.input_neighbours.points),
             "n_gauss_points": _gauss_points(model.input_neighbours),
+            "embedding_scale_from": model.embedding_scale_from if model.input_neighbours is not None else None,
             "score_terms": score_terms,
             "class_selection": model.selection,
             "fit_seconds": round(time.perf_counter() - start, 2),
@@ -297,12 +358,13 @@ def _cross_fitted_calibration(
     model: _Trained,
     spec: FeatureSpec,
     config: FitConfig,
+    scale_from_unseen: bool,
 ) -> tuple[NDArray[np.float64], dict[str, Any] | None]:
     """Out-of-fold calibration scores, choosing the score's terms on the out-of-fold normals first
     (sets the final ``model``'s embedding weight; ``None`` evidence without an input-space term)."""
 
     def train(r: Sequence[Record], y: list[str] | None) -> _Trained:
-        return _train(r, y, spec, config)
+        return _train(r, y, spec, config, scale_from_unseen=scale_from_unseen)
 
     seed = config.train.seed
     if model.input_neighbours is None:

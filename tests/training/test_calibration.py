@@ -11,6 +11,7 @@ from training.calibration import (
     centroid_counts,
     fit_input_neighbours,
     leave_one_out_distances,
+    placement_rows,
 )
 
 
@@ -76,3 +77,12 @@ def test_duplicate_rows_still_get_a_positive_scale() -> None:
     x[:10, 0] = np.arange(1, 11)  # 90 identical rows: the median leave-one-out distance is 0
     view = fit_input_neighbours(x, np.zeros(100), budget=10_000, seed=0)
     assert view is not None and view.input_scale > 0 and view.embedding_scale == 1.0
+
+
+def test_centroids_are_placed_without_the_unseen_rows_unless_a_class_has_no_other() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2], dtype=np.intp)
+    placed, unseen = placement_rows(labels, np.array([1, 4, 5], dtype=np.int64))
+    # Class 2's only row stays with the placed rows: a class keeps a centroid.
+    assert placed.tolist() == [0, 2, 3, 5] and unseen.tolist() == [1, 4]
+    placed, unseen = placement_rows(labels, np.zeros(0, dtype=np.int64))
+    assert placed.tolist() == list(range(6)) and unseen.tolist() == []

@@ -179,3 +179,41 @@ def test_labelled_fit_gives_centroids_per_class_and_flags_an_unseen_class(loss: 
     labels = np.r_[np.zeros(len(normal.scores), bool), np.ones(len(odd.scores), bool)]
     assert odd.scores.mean() > normal.scores.mean()
     assert roc_auc(np.r_[normal.scores, odd.scores], labels) > 0.8
+
+
+def test_the_embedding_term_is_scaled_by_normals_training_did_not_see() -> None:
+    """Training pulls the rows it saw toward their centroids, the longer it runs the more. The
+    embedding term is scaled by the rows held out for early stopping (centroids placed without
+    them), so new normals score about 1 on it, however long the encoder trained; the rows it
+    trained on score well below that (what a scale taken from them would have set)."""
+    train, held_out, _ = digits_records()
+    spec = FeatureSpec(numeric=[f"f{j}" for j in range(64)], label_field="class")
+    long = TrainConfig(epochs=80, patience=80, min_steps=0, threads=1, progress=False)
+    result = fit_detector(train, spec, FitConfig(target_fpr=0.05, cross_fit_below=0, train=long))
+    detector, view = result.detector, result.detector.scorer.input_neighbours
+    assert view is not None
+    assert result.metadata["training"]["embedding_scale_from"].endswith("rows held out for early stopping")
+
+    def median_term(records: list[dict[str, Any]]) -> float:
+        features = detector.featurizer.transform([{k: v for k, v in r.items() if k != "class"} for r in records])
+        return float(np.median(detector.scorer.geometry.nearest(detector.embed(features)).score)) / view.embedding_scale
+
+    assert median_term(held_out) == pytest.approx(1.0, abs=0.15)
+    assert median_term(train) < 0.85
+
+
+@pytest.mark.parametrize(("n", "scale_from", "centroid_rows"), [(115, "the training rows", 115), (400, "40 rows", 360)])
+def test_every_model_of_a_fit_takes_its_embedding_scale_from_rows_of_one_kind(
+    n: int, scale_from: str, centroid_rows: int
+) -> None:
+    """115 normals: the final model would hold out 12 rows, its fold models 9, under the floor of
+    10; so none holds rows out of its centroids (the fold models' scales would otherwise be of
+    another kind than the final model's, and small sets lose no row). 400: every model does."""
+    rng = np.random.default_rng(0)
+    records = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(n, 2))]
+    spec = FeatureSpec(numeric=["a", "b"])
+    result = fit_detector(records, spec, FitConfig(target_fpr=0.05, train=FAST))
+    training = result.metadata["training"]
+    assert result.metadata["calibration"]["method"].startswith("cross-fitted")
+    assert training["embedding_scale_from"].startswith(scale_from)
+    assert training["n_centroid_rows"] == centroid_rows

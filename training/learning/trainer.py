@@ -42,6 +42,10 @@ class TrainingHistory:
     outlier_noise: float | None = None
     cluster_structure: dict[str, object] | None = None
     budget: dict[str, object] = field(default_factory=dict)
+    #: Rows (indices into the training rows) held out for early stopping: no gradient step trained
+    #: on them (the epoch was chosen on their loss), so the fit can measure on them how new normals
+    #: score (not in :meth:`summary`).
+    validation_rows: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def summary(self) -> dict[str, object]:
         return {
@@ -207,6 +211,7 @@ def _train_encoder(
         outlier_noise=noise if config.outlier_exposure else None,
         cluster_structure=structure,
         budget=budget.summary() | {"neighbour_weight": config.neighbour_weight},
+        validation_rows=val_idx,
     )
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
