@@ -5,7 +5,8 @@ With a 10% holdout, a set of a few thousand normals leaves a few hundred calibra
 ``FitConfig.cross_fit_below`` calibration normals the fit instead splits *all* normals into
 :data:`FOLDS` folds (stratified by normal class), trains one model per fold on the other folds and
 scores the fold with it, so every normal gets a score from a model that never saw it; the final
-model trains on all normals and its threshold is the quantile of those out-of-fold scores
+model then trains on all normals, for at most the median epoch the fold models' early stopping kept
+(:func:`final_epochs`), and its threshold is the quantile of those out-of-fold scores
 (cross-conformal calibration, Vovk 2015; CV+ / jackknife+, Barber et al. 2021). p-values are
 computed against the same out-of-fold scores. Cost: ``FOLDS`` extra fits, only on small data.
 
@@ -99,6 +100,13 @@ def cross_fitted_scores(
     for outside, fold_scores in cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.scores(rows)):
         scores[outside] = fold_scores
     return scores
+
+
+def final_epochs(kept: Sequence[int]) -> int:
+    """Epochs for the final model of a cross-fitted fit: the median of the epochs the fold models'
+    early stopping kept (at least 1). The choice of epochs by cross-validation, then a refit on all
+    rows for that long, as in Hastie, Tibshirani and Friedman, *Elements of Statistical Learning*, 7.10."""
+    return max(1, int(np.median(np.asarray(kept, dtype=np.float64))))
 
 
 def fpr_band(calibration_scores: NDArray[np.float64], threshold: float, delta: float = 0.05) -> dict[str, float]:

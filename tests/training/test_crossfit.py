@@ -6,10 +6,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 
+import training.fit as fit_module
+from detector.schema import FeatureSpec
 from detector.scorer import threshold_at_fpr
 from training.config import TrainConfig
-from training.crossfit import FOLDS, cross_fit_folds, cross_fitted_scores, fold_of, fpr_band
+from training.crossfit import FOLDS, cross_fit_folds, cross_fitted_scores, final_epochs, fold_of, fpr_band
 from training.fit import FitConfig, fit_detector
 
 
@@ -77,3 +80,40 @@ def test_fit_cross_fits_small_sets_and_reports_the_band() -> None:
     assert calibration["fpr_band_95"]["low"] - 0.03 <= realised <= calibration["fpr_band_95"]["high"] + 0.03
     held_out = fit_detector(records, None, FitConfig(target_fpr=0.1, cross_fit_below=0, train=fast))
     assert held_out.metadata["calibration"]["n_calibration"] == 30
+
+
+def test_the_final_epochs_are_the_median_the_fold_models_kept() -> None:
+    assert final_epochs([53, 85, 27, 31, 50]) == 50
+    assert final_epochs([10, 21]) == 15
+    assert final_epochs([0]) == 1
+
+
+def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typically_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The threshold is the fold models' out-of-fold quantile; a final model that trained longer
+    than they did would put new normals on a heavier tail (docs/quality.md, Calibration)."""
+    calls: list[tuple[int | None, int]] = []
+    real = fit_module._train
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        model = real(*args, **kwargs)
+        calls.append((args[3].train.epochs, model.history.best_epoch))
+        return model
+
+    monkeypatch.setattr(fit_module, "_train", spy)
+    rng = np.random.default_rng(1)
+    records = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(300, 2))]
+    config = FitConfig(
+        target_fpr=0.05, train=TrainConfig(epochs=12, patience=3, min_steps=0, threads=1, progress=False)
+    )
+    result = fit_detector(records, FeatureSpec(numeric=["a", "b"]), config)
+    *folds, final = calls
+    assert len(folds) == 5 and all(epochs == 12 for epochs, _ in folds)
+    assert final[0] == final_epochs([kept for _, kept in folds])
+    assert final[1] <= final[0]
+    training = result.metadata["training"]
+    assert training["epoch_budget"] == final[0]
+    assert training["epoch_budget_rule"] == (
+        "given for the 5 fold models (12 epochs); the final model at most the median epoch their early stopping kept"
+    )

@@ -66,7 +66,10 @@ def test_fit_summary_prints_the_budget_and_the_calibration_band(
     capsys.readouterr()
     assert main(["fit", str(data), "--out", str(tmp_path / "m"), "--epochs", "2", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["epoch_budget"] == 2 and summary["epoch_budget_rule"] == "given"
+    # Cross-fitted: the fold models get the 2 epochs given, the final model at most their median.
+    assert summary["epoch_budget"] <= 2 and summary["epoch_budget_rule"].startswith(
+        "given for the 5 fold models (2 epochs)"
+    )
     assert summary["epochs_run"] <= 2 and summary["threads"] == 1
     band = summary["calibration"]["fpr_band_95"]
     assert summary["calibration"]["method"].startswith("cross-fitted")
