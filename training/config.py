@@ -21,8 +21,10 @@ class TrainConfig(BaseModel):
             apart; ``None`` = 0.5 for contrastive, 0.2 for triplet.
         mining: triplet mining strategy.
         epochs: maximum epochs, exactly as given (early stopping on the held-out loss may end
-            sooner); ``None`` = derived from the data size (:mod:`training.learning.budget`: 10 epochs, more
-            for a small set so that training makes about ``min_steps`` optimiser steps).
+            sooner; a cross-fitted fit's final model runs at most the median epoch its fold models
+            kept, :func:`training.crossfit.final_epochs`); ``None`` = derived from the data size
+            (:mod:`training.learning.budget`: 10 epochs, more for a small set so that training
+            makes about ``min_steps`` optimiser steps).
         min_steps: optimiser steps the derived epoch budget aims for (only when ``epochs`` is None).
         patience: epochs without a held-out improvement before stopping; ``None`` = 30% of the
             epoch budget.

@@ -382,18 +382,19 @@ def _cross_fitted_calibration(
     epochs = final_epochs([fold.kept_epoch for _, fold in parts])
     capped = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs, "patience": epochs})})
     model = _train(records, labels, spec, capped, scale_from_unseen=scale_from_unseen)
-    rule, budget = parts[0][1].budget.get("epoch_budget_rule"), parts[0][1].budget.get("epoch_budget")
+    budgets = sorted({int(str(fold.budget.get("epoch_budget"))) for _, fold in parts})
+    span = str(budgets[0]) if len(budgets) == 1 else f"{budgets[0]}-{budgets[-1]}"
     model.history.budget["epoch_budget_rule"] = (
-        f"{rule} for the {folds} fold models ({budget} epochs); "
-        "the final model at most the median epoch their early stopping kept"
+        f"{parts[0][1].budget.get('epoch_budget_rule')} for the {folds} fold models ({span} epochs); "
+        "the final model the median epoch their early stopping kept, its best epoch within that restored"
     )
     scores = np.empty(len(records), dtype=np.float64)
-    terms = [fold.terms for _, fold in parts if fold.terms is not None]
-    if len(terms) < len(parts):
+    if config.input_budget <= 0:  # no input-space term: plain scores, no terms to choose
         for outside, fold in parts:
             assert fold.scores is not None
             scores[outside] = fold.scores
         return model, scores, None
+    terms = [fold.terms for _, fold in parts if fold.terms is not None]
     choice = choose_terms(terms, labels is not None, config.score_terms, config.gauss_term)
     model.take(choice)
     for (outside, _), held in zip(parts, terms, strict=True):

@@ -93,12 +93,12 @@ def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typica
 ) -> None:
     """The threshold is the fold models' out-of-fold quantile; a final model that trained longer
     than they did would put new normals on a heavier tail (docs/quality.md, Calibration)."""
-    calls: list[tuple[int | None, int]] = []
+    calls: list[tuple[int | None, int | None, int]] = []
     real = fit_module._train
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         model = real(*args, **kwargs)
-        calls.append((args[3].train.epochs, model.history.best_epoch))
+        calls.append((args[3].train.epochs, args[3].train.patience, model.history.best_epoch))
         return model
 
     monkeypatch.setattr(fit_module, "_train", spy)
@@ -109,11 +109,24 @@ def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typica
     )
     result = fit_detector(records, FeatureSpec(numeric=["a", "b"]), config)
     *folds, final = calls
-    assert len(folds) == 5 and all(epochs == 12 for epochs, _ in folds)
-    assert final[0] == final_epochs([kept for _, kept in folds])
-    assert final[1] <= final[0]
+    assert len(folds) == 5 and all(epochs == 12 and patience == 3 for epochs, patience, _ in folds)
+    # The cap, and no early stop before it (the best epoch within it is restored).
+    assert final[0] == final[1] == final_epochs([kept for _, _, kept in folds])
     training = result.metadata["training"]
-    assert training["epoch_budget"] == final[0]
+    assert training["epoch_budget"] == final[0] and training["epochs_run"] == final[0]
     assert training["epoch_budget_rule"] == (
-        "given for the 5 fold models (12 epochs); the final model at most the median epoch their early stopping kept"
+        "given for the 5 fold models (12 epochs); "
+        "the final model the median epoch their early stopping kept, its best epoch within that restored"
     )
+
+
+def test_a_cross_fitted_fit_without_the_input_term_calibrates_on_plain_out_of_fold_scores() -> None:
+    rng = np.random.default_rng(2)
+    records = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(300, 2))]
+    config = FitConfig(
+        target_fpr=0.05, input_budget=0, train=TrainConfig(epochs=6, min_steps=0, threads=1, progress=False)
+    )
+    result = fit_detector(records, FeatureSpec(numeric=["a", "b"]), config)
+    assert result.metadata["calibration"]["n_calibration"] == 300
+    assert result.metadata["training"]["score_terms"] is None
+    assert result.detector.scorer.input_neighbours is None
