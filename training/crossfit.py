@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,10 +29,6 @@ from numpy.typing import NDArray
 FOLDS = 5
 #: Fewest training rows a fold model may have.
 MIN_FOLD_TRAIN = 10
-
-
-class Scores(Protocol):
-    def scores(self, records: Sequence[Mapping[str, Any]]) -> NDArray[np.float64]: ...
 
 
 Model = TypeVar("Model")
@@ -86,20 +82,6 @@ def cross_fitted(
         model = train([records[i] for i in ins], None if labels is None else [labels[i] for i in ins])
         out.append((outside, measure(model, [records[i] for i in outs])))
     return out
-
-
-def cross_fitted_scores(
-    records: Records,
-    labels: Sequence[str] | None,
-    folds: int,
-    seed: int,
-    train: Callable[[Records, list[str] | None], Scores],
-) -> NDArray[np.float64]:
-    """``(n,)`` out-of-fold scores: row ``i`` scored by a model trained without its fold."""
-    scores = np.empty(len(records), dtype=np.float64)
-    for outside, fold_scores in cross_fitted(records, labels, folds, seed, train, lambda m, rows: m.scores(rows)):
-        scores[outside] = fold_scores
-    return scores
 
 
 def final_epochs(kept: Sequence[int]) -> int:

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -374,18 +374,20 @@ def _cross_fitted_calibration(
     rng = _shuffle_rng(config)
 
     def measure(m: _Trained, rows: Sequence[Record]) -> _FoldMeasure:
+        budget = m.history.budget
+        rule, epoch_budget = str(budget["epoch_budget_rule"]), cast(int, budget["epoch_budget"])
         if m.input_neighbours is None:
-            return _FoldMeasure(m.history.best_epoch, m.history.budget, scores=m.scores(rows))
-        return _FoldMeasure(m.history.best_epoch, m.history.budget, terms=m.held_out_terms(rows, rng))
+            return _FoldMeasure(m.history.best_epoch, epoch_budget, rule, scores=m.scores(rows))
+        return _FoldMeasure(m.history.best_epoch, epoch_budget, rule, terms=m.held_out_terms(rows, rng))
 
     parts = cross_fitted(records, labels, folds, seed, train, measure)
     epochs = final_epochs([fold.kept_epoch for _, fold in parts])
     capped = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs, "patience": epochs})})
     model = _train(records, labels, spec, capped, scale_from_unseen=scale_from_unseen)
-    budgets = sorted({int(str(fold.budget.get("epoch_budget"))) for _, fold in parts})
+    budgets = sorted({fold.epoch_budget for _, fold in parts})
     span = str(budgets[0]) if len(budgets) == 1 else f"{budgets[0]}-{budgets[-1]}"
     model.history.budget["epoch_budget_rule"] = (
-        f"{parts[0][1].budget.get('epoch_budget_rule')} for the {folds} fold models ({span} epochs); "
+        f"{parts[0][1].budget_rule} for the {folds} fold models ({span} epochs); "
         "the final model the median epoch their early stopping kept, its best epoch within that restored"
     )
     scores = np.empty(len(records), dtype=np.float64)
@@ -408,7 +410,8 @@ class _FoldMeasure:
     out-of-fold normals' score terms (or plain scores, without an input-space term)."""
 
     kept_epoch: int
-    budget: Mapping[str, object]
+    epoch_budget: int
+    budget_rule: str
     scores: NDArray[np.float64] | None = None
     terms: HeldOutTerms | None = None
 

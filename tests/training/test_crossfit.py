@@ -12,7 +12,7 @@ import training.fit as fit_module
 from detector.schema import FeatureSpec
 from detector.scorer import threshold_at_fpr
 from training.config import TrainConfig
-from training.crossfit import FOLDS, cross_fit_folds, cross_fitted_scores, final_epochs, fold_of, fpr_band
+from training.crossfit import FOLDS, cross_fit_folds, cross_fitted, final_epochs, fold_of, fpr_band
 from training.fit import FitConfig, fit_detector
 
 
@@ -52,7 +52,11 @@ def test_cross_fitted_threshold_holds_its_false_positive_rate() -> None:
     realised, covered = [], []
     for seed in range(40):
         records = gaussian_records(200, seed)
-        cal = cross_fitted_scores(records, None, FOLDS, seed, lambda r, _: MeanDistance(r))
+        cal = np.empty(len(records))
+        for outside, fold_scores in cross_fitted(
+            records, None, FOLDS, seed, lambda r, _: MeanDistance(r), lambda m, rows: m.scores(rows)
+        ):
+            cal[outside] = fold_scores
         threshold = threshold_at_fpr(cal, 0.1)
         final = MeanDistance(records)
         fresh = gaussian_records(2000, 1000 + seed)
