@@ -27,7 +27,8 @@ from detector.scorer import threshold_at_fpr
 from detector.spec_inference import infer_spec
 from training.crossfit import FOLDS, fold_of
 from training.evaluation.metrics import roc_auc
-from training.fit import _train, split_calibration
+from training.fit import split_calibration
+from training.trained_model import train_model
 
 torch.set_num_threads(1)
 
@@ -46,13 +47,13 @@ def run(name, seed, held_out):
     is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
     evaluated = [split.records[i] for i in eval_idx]
     start = time.perf_counter()
-    s_final = _train(recs, labels, spec, cfg, scale_from_unseen=True).scores(evaluated)
+    s_final = train_model(recs, labels, spec, cfg, scale_from_unseen=True).scores(evaluated)
     fold = fold_of(labels, len(recs), FOLDS, seed)
     oof = np.empty(len(recs))
     fold_scores, fold_oof = [], []
     for k in range(FOLDS):
         inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        model = _train(
+        model = train_model(
             [recs[i] for i in inside],
             None if labels is None else [labels[i] for i in inside],
             spec,

@@ -28,8 +28,9 @@ from detector.encoder import embed
 from detector.spec_inference import infer_spec
 from training.calibration import build_geometry
 from training.evaluation.metrics import roc_auc
-from training.fit import _train, split_calibration
+from training.fit import split_calibration
 from training.learning.coassociation import STRUCTURE_SILHOUETTE
+from training.trained_model import train_model
 
 torch.set_num_threads(1)
 #: Added to the seed for the second encoder of each objective (the same-objective pairs).
@@ -57,7 +58,7 @@ def run(name, seed):
     for objective in ("one_class", "clusters"):
         q.TRAIN_OVERRIDES["unlabelled_positives"] = objective
         for copy, train_seed in enumerate((seed, seed + SECOND_SEED)):
-            model = _train(train, None, spec, q.fit_config(train_seed, 1 / 7, 0.05), scale_from_unseen=True)
+            model = train_model(train, None, spec, q.fit_config(train_seed, 1 / 7, 0.05), scale_from_unseen=True)
             emb[objective, copy], d_seed = terms(model, model.featurizer.transform(evaluated))
             if len(emb) == 1:
                 d_in = d_seed  # the first model's input term: every variant below adds the same one

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import training.fit as fit_module
+import training.crossfit_calibration as crossfit_calibration
 from detector.schema import FeatureSpec
 from detector.scorer import threshold_at_fpr
 from training.config import TrainConfig
@@ -98,14 +98,14 @@ def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typica
     """The threshold is the fold models' out-of-fold quantile; a final model that trained longer
     than they did would put new normals on a heavier tail (docs/quality.md, Calibration)."""
     calls: list[tuple[int | None, int | None, int]] = []
-    real = fit_module._train
+    real = crossfit_calibration.train_model
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         model = real(*args, **kwargs)
         calls.append((args[3].train.epochs, args[3].train.patience, model.history.best_epoch))
         return model
 
-    monkeypatch.setattr(fit_module, "_train", spy)
+    monkeypatch.setattr(crossfit_calibration, "train_model", spy)
     rng = np.random.default_rng(1)
     records = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(300, 2))]
     config = FitConfig(

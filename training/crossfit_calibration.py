@@ -1,0 +1,83 @@
+"""Calibration by cross-fitting (few normals): the fold models, then the final model on every
+row, and the out-of-fold scores its threshold comes from (:func:`cross_fitted_calibration`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from detector.schema import FeatureSpec
+from training.crossfit import cross_fitted, final_epochs
+from training.fit_config import FitConfig
+from training.score_terms import HeldOutTerms, choose_terms
+from training.trained_model import Record, TrainedModel, shuffle_rng, train_model
+
+
+def cross_fitted_calibration(
+    records: Sequence[Record],
+    labels: Sequence[str] | None,
+    folds: int,
+    spec: FeatureSpec,
+    config: FitConfig,
+    scale_from_unseen: bool,
+) -> tuple[TrainedModel, NDArray[np.float64], dict[str, Any] | None]:
+    """The fold models first, then the final model on all rows, and the out-of-fold calibration
+    scores (the score's terms chosen on the out-of-fold normals; ``None`` evidence without an
+    input-space term).
+
+    The final model trains for at most the median epoch the fold models' early stopping kept
+    (:func:`final_epochs`): its threshold is their out-of-fold quantile, and a model trained
+    longer puts new normals on a heavier tail (measured on digits: the 95% quantile of the
+    embedding term follows the kept epoch, correlation 0.90 over 60 models)."""
+
+    def train(r: Sequence[Record], y: list[str] | None) -> TrainedModel:
+        return train_model(r, y, spec, config, scale_from_unseen=scale_from_unseen)
+
+    seed = config.train.seed
+    rng = shuffle_rng(config.train.seed)
+
+    def measure(m: TrainedModel, rows: Sequence[Record]) -> FoldMeasure:
+        budget = m.history.budget
+        rule, epoch_budget = str(budget["epoch_budget_rule"]), cast(int, budget["epoch_budget"])
+        if m.input_neighbours is None:
+            return FoldMeasure(m.history.best_epoch, epoch_budget, rule, scores=m.scores(rows))
+        return FoldMeasure(m.history.best_epoch, epoch_budget, rule, terms=m.held_out_terms(rows, rng))
+
+    parts = cross_fitted(records, labels, folds, seed, train, measure)
+    epochs = final_epochs([fold.kept_epoch for _, fold in parts])
+    capped = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs, "patience": epochs})})
+    model = train_model(records, labels, spec, capped, scale_from_unseen=scale_from_unseen)
+    budgets = sorted({fold.epoch_budget for _, fold in parts})
+    span = str(budgets[0]) if len(budgets) == 1 else f"{budgets[0]}-{budgets[-1]}"
+    model.history.budget["epoch_budget_rule"] = (
+        f"{parts[0][1].budget_rule} for the {folds} fold models ({span} epochs); "
+        "the final model the median epoch their early stopping kept, its best epoch within that restored"
+    )
+    scores = np.empty(len(records), dtype=np.float64)
+    if config.input_budget <= 0:  # no input-space term: plain scores, no terms to choose
+        for outside, fold in parts:
+            assert fold.scores is not None
+            scores[outside] = fold.scores
+        return model, scores, None
+    terms = [fold.terms for _, fold in parts if fold.terms is not None]
+    choice = choose_terms(terms, labels is not None, config.score_terms, config.gauss_term)
+    model.take(choice)
+    for (outside, _), held in zip(parts, terms, strict=True):
+        scores[outside] = held.normals.score(choice.embedding_weight, choice.gauss_weight)
+    return model, scores, choice.evidence
+
+
+@dataclass
+class FoldMeasure:
+    """What a fold model of the cross-fitting gives: the epoch its early stopping kept, and its
+    out-of-fold normals' score terms (or plain scores, without an input-space term)."""
+
+    kept_epoch: int
+    epoch_budget: int
+    budget_rule: str
+    scores: NDArray[np.float64] | None = None
+    terms: HeldOutTerms | None = None
