@@ -112,7 +112,8 @@ def _clients(settings: WorkerSettings) -> tuple[SourceFactory, Sink, str]:
     """The source factory, the sink and the checksum implementation of the chosen Kafka client."""
     if settings.kafka_client == KafkaClient.CONFLUENT:
         try:
-            from worker.confluent_io import ConfluentSink, ConfluentSource, make_confluent_producer  # noqa: PLC0415
+            from worker.confluent_io import ConfluentSource  # noqa: PLC0415
+            from worker.confluent_sink import ConfluentSink, make_confluent_producer  # noqa: PLC0415
         except ImportError as exc:
             raise SettingsError(
                 "WORKER_KAFKA_CLIENT=confluent needs confluent-kafka: pip install 'kestrel-anomaly[fast]'"

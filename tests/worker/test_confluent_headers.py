@@ -14,8 +14,8 @@ from kafka import KafkaProducer
 from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, events_bytes, produce, wait_for
 from tiny_model import TinyModel
 
-from worker import confluent_io
-from worker.confluent_io import UNREADABLE_HEADERS, _records
+from worker import confluent_records
+from worker.confluent_records import UNREADABLE_HEADERS, raw_records
 from worker.outcomes import RawRecord
 
 BAD_NAME = b"\xff\xfebad-name"
@@ -65,10 +65,10 @@ def test_a_message_whose_headers_cannot_be_read_keeps_its_record_with_a_marker(
     bad: set[int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = _LibrdkafkaHeaders(bad)
-    monkeypatch.setattr(confluent_io, "_HEADERS", fake)
+    monkeypatch.setattr(confluent_records, "_HEADERS", fake)
     messages = [_message(0), _message(1, [("traceparent", b"00-ab")]), _message(2), _message(3)]
-    with caplog.at_level(logging.WARNING, logger="worker.confluent_io"):
-        records = _records(messages)
+    with caplog.at_level(logging.WARNING, logger="worker.confluent_records"):
+        records = raw_records(messages)
     good = {
         0: RawRecord("in", 0, 0, 5, None, b"{}", (), False),
         1: RawRecord("in", 0, 1, 5, None, b"{}", (("traceparent", b"00-ab"),), False),
@@ -83,8 +83,8 @@ def test_a_message_whose_headers_cannot_be_read_keeps_its_record_with_a_marker(
 
 
 def test_a_batch_with_readable_headers_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="worker.confluent_io"):
-        assert [r.headers for r in _records([_message(0, [("a", b"1")]), _message(1)])] == [(("a", b"1"),), ()]
+    with caplog.at_level(logging.WARNING, logger="worker.confluent_records"):
+        assert [r.headers for r in raw_records([_message(0, [("a", b"1")]), _message(1)])] == [(("a", b"1"),), ()]
     assert not caplog.records
 
 

@@ -21,7 +21,8 @@ from confluent_kafka import Producer as LibrdkafkaProducer
 from fakes import FakePublisher, FakeSink, FakeSource
 from kafka_harness import TopicReader, Topics, committed_offsets, source_that_read, wait_for
 
-from worker.confluent_io import ConfluentSink, ConfluentSource, make_confluent_producer
+from worker.confluent_io import ConfluentSource
+from worker.confluent_sink import ConfluentSink, make_confluent_producer
 from worker.errors import BrokerError, PublishError
 from worker.kafka_io import KafkaPublisher, KafkaSource, make_producer
 from worker.kafka_sink import KafkaSink

@@ -11,7 +11,8 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Kaf
 from kafka import TopicPartition
 
 from worker import confluent_io
-from worker.confluent_io import ConfluentSink, _records
+from worker.confluent_records import raw_records
+from worker.confluent_sink import ConfluentSink
 from worker.errors import BrokerError, PublishError, SettingsError, UnreadableBatchError
 from worker.kafka_io import KafkaSource, crc32c_implementation
 from worker.outcomes import RawRecord
@@ -56,7 +57,7 @@ def test_kafka_client_choice() -> None:
 
 
 def test_both_clients_get_the_same_security_settings() -> None:
-    from worker.confluent_io import security_config  # noqa: PLC0415
+    from worker.confluent_config import security_config  # noqa: PLC0415
     from worker.kafka_io import _security  # noqa: PLC0415
 
     settings = load_settings(
@@ -133,18 +134,18 @@ def test_librdkafka_messages_become_records_field_by_field() -> None:
     )  # fmt: skip
     eof = Message(topic="in", partition=1, offset=4, error=KafkaError(KafkaError._PARTITION_EOF))
     plain = Message(topic="in", partition=0, offset=7, value=b"{}", timestamp=(1, 55))
-    assert _records([appended, eof, plain]) == [
+    assert raw_records([appended, eof, plain]) == [
         RawRecord("in", 2, 9, 1234, b"k", None, (("traceparent", b"00-ab"), ("empty", b"")), True),
         RawRecord("in", 0, 7, 55, None, b"{}", (), False),
     ]
-    assert _records([plain]) == [RawRecord("in", 0, 7, 55, None, b"{}", (), False)]
-    assert _records([eof]) == []
+    assert raw_records([plain]) == [RawRecord("in", 0, 7, 55, None, b"{}", (), False)]
+    assert raw_records([eof]) == []
 
 
 def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
     fenced = Message(error=KafkaError(KafkaError._FENCED, "fenced", fatal=True))
     with pytest.raises(BrokerError) as failed:
-        _records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
+        raw_records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
     assert failed.value.fatal and "fenced" in str(failed.value)
 
 
