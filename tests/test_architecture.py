@@ -23,7 +23,6 @@ CONFINED = {
         "worker/confluent_io.py",
         "worker/confluent_sink.py",
         "worker/confluent_records.py",
-        "worker/confluent_config.py",
     },
     "cryptography": {"detector/signing.py"},
 }

@@ -1,8 +1,8 @@
 """The librdkafka consumer (``confluent-kafka``, extra ``[fast]``) behind the Source contract.
 
-With :mod:`worker.confluent_sink` (the producer), :mod:`worker.confluent_records` (messages to
-records) and :mod:`worker.confluent_config` (settings to librdkafka's names), the only modules that
-import ``confluent_kafka``. Same semantics as :mod:`worker.kafka_io` and :mod:`worker.kafka_sink`
+With :mod:`worker.confluent_sink` (the producer) and :mod:`worker.confluent_records` (messages to
+records), the only modules that import ``confluent_kafka``; :mod:`worker.confluent_config` turns the
+settings into librdkafka's names. Same semantics as :mod:`worker.kafka_io` and :mod:`worker.kafka_sink`
 (held to them by one contract suite, tests/worker/test_kafka_contract.py): manual commits only
 (``enable.auto.commit=false``, ``enable.auto.offset.store=false``), offsets committed by the loop
 after every output before them is acknowledged. Fetching, decompression and checksums run on

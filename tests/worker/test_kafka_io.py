@@ -7,16 +7,12 @@ from types import SimpleNamespace
 
 import kafka.errors as kafka_errors
 import pytest
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer
 from kafka import TopicPartition
 
 from worker import confluent_io
-from worker.confluent_records import raw_records
-from worker.confluent_sink import ConfluentSink
-from worker.errors import BrokerError, PublishError, SettingsError, UnreadableBatchError
+from worker.errors import BrokerError, SettingsError, UnreadableBatchError
 from worker.kafka_io import KafkaSource, crc32c_implementation
-from worker.outcomes import RawRecord
-from worker.output_guard import OutputRecord
 from worker.settings import load_settings
 
 
@@ -78,75 +74,6 @@ def test_both_clients_get_the_same_security_settings() -> None:
         "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "u", "sasl_plain_password": "p",
     }  # fmt: skip
-
-
-class _FencedProducer:
-    """A librdkafka producer whose idempotence broke (what a broker that lost its state causes):
-    ``produce`` queues, ``poll``/``flush`` raise the fatal error, as confluent-kafka does without
-    an ``error_cb``. The real case runs in tests/worker/test_worker_faults.py (broker SIGKILL)."""
-
-    def __init__(self) -> None:
-        self.produced = 0
-
-    def produce(self, *args: object, **kwargs: object) -> None:
-        self.produced += 1
-
-    def _raise(self, *args: object) -> int:
-        error = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence desynchronization", fatal=True)
-        raise KafkaException(error)
-
-    poll = flush = list_topics = _raise
-
-
-def test_confluent_sink_turns_a_fatal_producer_error_into_a_reset_not_a_crash() -> None:
-    producers: list[object] = [_FencedProducer(), _DeliveringProducer()]
-    sink = ConfluentSink(lambda: producers.pop(0))  # type: ignore[arg-type, return-value]
-    sink.send(OutputRecord("anomaly", "out", b"k", b"v", [], RawRecord("in", 0, 1, 0, None, b"{}")))
-    mark = sink.mark()
-    with pytest.raises(PublishError) as failed:
-        sink.flush(1.0, through=mark)
-    assert failed.value.fatal and "OUT_OF_ORDER_SEQUENCE_NUMBER" in str(failed.value)
-    assert not sink.acknowledged(mark) and sink.pending == 1  # kept for the next producer
-    sink.reset()
-    assert sink.flush(1.0, through=mark) == [] and sink.pending == 0
-
-
-class _DeliveringProducer:
-    """Acknowledges every record at the next poll."""
-
-    def __init__(self) -> None:
-        self._reports: list[object] = []
-
-    def produce(self, *args: object, on_delivery: object = None, **kwargs: object) -> None:
-        self._reports.append(on_delivery)
-
-    def poll(self, timeout: float = 0.0) -> int:
-        reports, self._reports = self._reports, []
-        for report in reports:
-            report(None, None)  # type: ignore[operator]
-        return len(reports)
-
-
-def test_librdkafka_messages_become_records_field_by_field() -> None:
-    appended = Message(
-        topic="in", partition=2, offset=9, key=b"k", value=None,
-        headers=[("traceparent", b"00-ab"), ("empty", None)], timestamp=(TIMESTAMP_LOG_APPEND_TIME, 1234),
-    )  # fmt: skip
-    eof = Message(topic="in", partition=1, offset=4, error=KafkaError(KafkaError._PARTITION_EOF))
-    plain = Message(topic="in", partition=0, offset=7, value=b"{}", timestamp=(1, 55))
-    assert raw_records([appended, eof, plain]) == [
-        RawRecord("in", 2, 9, 1234, b"k", None, (("traceparent", b"00-ab"), ("empty", b"")), True),
-        RawRecord("in", 0, 7, 55, None, b"{}", (), False),
-    ]
-    assert raw_records([plain]) == [RawRecord("in", 0, 7, 55, None, b"{}", (), False)]
-    assert raw_records([eof]) == []
-
-
-def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
-    fenced = Message(error=KafkaError(KafkaError._FENCED, "fenced", fatal=True))
-    with pytest.raises(BrokerError) as failed:
-        raw_records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
-    assert failed.value.fatal and "fenced" in str(failed.value)
 
 
 UNREADABLE = [

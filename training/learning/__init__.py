@@ -1,4 +1,5 @@
 """How the encoder learns: losses, batch sampling, synthetic outliers, corruption, the objective and the loop.
 
-Knows nothing of files, the registry, evaluation or the command line; :mod:`training.fit` drives it.
+Knows nothing of files, the registry, evaluation or the command line; :mod:`training.trained_model` drives it
+(and :mod:`training.fit` asks its budget for the thread count).
 """

@@ -1,0 +1,33 @@
+"""librdkafka messages to the worker's records (the unreadable-headers path end to end is
+tests/worker/test_confluent_headers.py)."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Message
+
+from worker.confluent_records import raw_records
+from worker.errors import BrokerError
+from worker.outcomes import RawRecord
+
+
+def test_librdkafka_messages_become_records_field_by_field() -> None:
+    appended = Message(
+        topic="in", partition=2, offset=9, key=b"k", value=None,
+        headers=[("traceparent", b"00-ab"), ("empty", None)], timestamp=(TIMESTAMP_LOG_APPEND_TIME, 1234),
+    )  # fmt: skip
+    eof = Message(topic="in", partition=1, offset=4, error=KafkaError(KafkaError._PARTITION_EOF))
+    plain = Message(topic="in", partition=0, offset=7, value=b"{}", timestamp=(1, 55))
+    assert raw_records([appended, eof, plain]) == [
+        RawRecord("in", 2, 9, 1234, b"k", None, (("traceparent", b"00-ab"), ("empty", b"")), True),
+        RawRecord("in", 0, 7, 55, None, b"{}", (), False),
+    ]
+    assert raw_records([plain]) == [RawRecord("in", 0, 7, 55, None, b"{}", (), False)]
+    assert raw_records([eof]) == []
+
+
+def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
+    fenced = Message(error=KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    with pytest.raises(BrokerError) as failed:
+        raw_records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
+    assert failed.value.fatal and "fenced" in str(failed.value)
