@@ -3,6 +3,7 @@
     python benchmarks/input_transform_ablation.py             # the 21 sets, seeds 0, 1, 2 (1 minute)
     python benchmarks/input_transform_ablation.py wilt pima   # some of them
     python benchmarks/input_transform_ablation.py --detector  # as a third term of the detector's score
+    python benchmarks/input_transform_ablation.py --scalings  # per-feature scales instead of z-scores (20 s)
 
 The input-space term of the score is a nearest-neighbour distance in standardised features. Would
 another per-feature transform, fitted on the training normals alone, make it better across the
@@ -28,6 +29,12 @@ suite means.
 held-out classes; about 20 minutes), its score alone and with each transformed distance added as a
 third term (scaled as above, so a typical normal scores about 1 on it as on the other two), and
 1-NN; "≥ 1-NN" rows count sets at least at 1-NN.
+
+``--scalings``: affine per-feature scales instead of z-scores, 1-NN without the re-standardisation
+of the other modes (which would undo them): ``minmax`` (the training normals' range to [0, 1], as
+many outlier-detection benchmarks scale), ``robust`` (median and interquartile range / 1.349; the
+standard deviation where that range is 0), ``standard + minmax``, and the shuffle test choosing
+between ``standard`` and ``minmax`` or ``standard + minmax`` (strictly better, in that order).
 """
 
 from __future__ import annotations
@@ -199,6 +206,67 @@ def set_aurocs(name: str) -> dict[str, float]:
     return {c: float(np.mean(v)) for c, v in per.items()}
 
 
+def minmax(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    low, span = train.min(0), np.ptp(train, 0)
+    span[span < 1e-12] = 1.0
+    return (train - low) / span, (x - low) / span
+
+
+def robust(train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    q25, median, q75 = np.percentile(train, [25, 50, 75], axis=0)
+    scale = np.where(q75 - q25 > 1e-12, (q75 - q25) / 1.349, train.std(0))
+    scale[scale < 1e-12] = 1.0
+    return (train - median) / scale, (x - median) / scale
+
+
+SCALINGS: dict[str, Transform] = {"standard": standard, "minmax": minmax, "robust": robust}
+SCALING_COLUMNS = [*SCALINGS, "standard + minmax", "standard or minmax, by the shuffle test",
+                   "standard or standard + minmax, by the shuffle test"]  # fmt: skip
+
+
+def scaled_nn_as_is(train: np.ndarray, x: np.ndarray, scaling: Transform) -> np.ndarray:
+    """:func:`scaled_nn` without the re-standardisation: the distance in the scaled features."""
+    a, b = (v.astype(np.float64) for v in scaling(train, x))
+    a32 = a.astype(np.float32)
+    loo = leave_one_out_distances(a32, a32, np.arange(len(a)))
+    a_sq, out = (a**2).sum(1), np.empty(len(b))
+    for lo in range(0, len(b), 2048):
+        chunk = b[lo : lo + 2048]
+        out[lo : lo + 2048] = np.sqrt(
+            np.maximum(((chunk**2).sum(1)[:, None] + a_sq[None] - 2.0 * chunk @ a.T).min(1), 0.0)
+        )
+    return out / max(float(np.median(loo)), 1e-9)
+
+
+def scaling_aurocs(name: str) -> dict[str, float]:
+    """AUROC of 1-NN under each per-feature scaling (seeds 0, 1, 2, every held-out class)."""
+    per: dict[str, list[float]] = {c: [] for c in SCALING_COLUMNS}
+    for seed in (0, 1, 2):
+        for held_out_class in q.HELD_OUT.get(name, [None]):
+            split = q.load_split(name, seed, held_out_class)
+            labels = [str(split.y[i]) for i in split.fit_idx] if split.label else None
+            train_part, held_part = split_calibration(labels, len(split.fit_idx), 1 / 7, seed)
+            train, held_x = split.fit_idx[train_part], split.x[split.fit_idx[held_part]]
+            shuffled = shuffled_columns(held_x.astype(np.float32), np.random.default_rng(seed)).astype(held_x.dtype)
+            is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
+            evaluated = np.concatenate([split.test_idx, split.anomalies])
+            is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
+            scores, test = {}, {}
+            for k, t in SCALINGS.items():
+                both = scaled_nn_as_is(split.x[train], np.r_[split.x[evaluated], held_x, shuffled], t)
+                scores[k], test[k] = both[: len(evaluated)], both[len(evaluated) :]
+            scores["standard + minmax"] = scores["standard"] + scores["minmax"]
+            test["standard + minmax"] = test["standard"] + test["minmax"]
+            shuffle_auroc = {k: roc_auc(v, is_shuffled) for k, v in test.items()}
+            for other in ("minmax", "standard + minmax"):
+                kept = other if shuffle_auroc[other] > shuffle_auroc["standard"] else "standard"
+                column = f"standard or {other}, by the shuffle test"
+                scores[column] = scores[kept]
+            for column in SCALING_COLUMNS:
+                per[column].append(roc_auc(scores[column], is_anomaly))
+    return {c: float(np.mean(v)) for c, v in per.items()}
+
+
 DETECTOR_COLUMNS = ["detector", "+ standard", "+ rank_gauss", "+ yeo_johnson", "1-NN"]
 
 
@@ -222,14 +290,16 @@ def detector_aurocs(name: str, seed: int = 0) -> dict[str, float]:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--detector"]
-    detector = "--detector" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a not in ("--detector", "--scalings")]
+    detector, scalings = "--detector" in sys.argv[1:], "--scalings" in sys.argv[1:]
     names = args or [*q.BASELINES, *q.WIDE_BASELINES]
     columns, reference = (DETECTOR_COLUMNS, "1-NN") if detector else (COLUMNS, "standard")
+    if scalings:
+        columns = SCALING_COLUMNS
     print("| set | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     results = {}
     for name in names:
-        results[name] = detector_aurocs(name) if detector else set_aurocs(name)
+        results[name] = detector_aurocs(name) if detector else scaling_aurocs(name) if scalings else set_aurocs(name)
         print(f"| {name} | " + " | ".join(f"{results[name][c]:.3f}" for c in columns) + " |", flush=True)
     for suite, members in (("5 shared", q.BASELINES), ("16 wide", q.WIDE_BASELINES)):
         inside = [n for n in names if n in members]
