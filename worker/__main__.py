@@ -29,13 +29,15 @@ from worker.errors import NoLiveVersionError, SettingsError
 from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer, missing_codecs
 from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
-from worker.loop import LoopConfig, Source, SourceFactory, WorkerLoop
+from worker.loop import WorkerLoop
+from worker.loop_config import LoopConfig
 from worker.metrics import HealthState, MetricsServer, WorkerMetrics
 from worker.model_loading import LoadedModel, load_live_model, load_model
 from worker.outputs import Sink
 from worker.rebalance import PartitionsCallback, RevokedCallback
 from worker.reload import RegistryWatcher
 from worker.settings import KafkaClient, WorkerSettings, effective_settings, load_settings
+from worker.source import Source, SourceFactory
 
 logger = logging.getLogger("worker")
 

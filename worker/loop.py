@@ -27,88 +27,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
+from worker.batch_accounting import count_batch
 from worker.broker_health import Backoff, ClientHealth
 from worker.errors import BrokerError, CommitError, PublishError, UnreadableBatchError
-from worker.latency import event_time_lags, processing_latencies
+from worker.loop_config import LoopConfig
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel
+from worker.model_slot import ModelSlot, ModelUpdates
 from worker.offsets import OffsetBook
 from worker.outcomes import BatchResult, RawRecord
 from worker.outputs import Sink, Undeliverable, send_outputs
 from worker.pipeline import score_batch
-from worker.rebalance import PartitionsCallback, RebalanceBook, RevokedCallback
+from worker.rebalance import RebalanceBook
+from worker.source import Partition, Source, SourceFactory
 
 logger = logging.getLogger(__name__)
-
-Partition = tuple[str, int]
-#: Hook polled between batches; returns a newly loaded model to serve, or ``None``.
-ModelUpdates = Callable[[], LoadedModel | None]
-
-
-class Source(Protocol):
-    """Where records come from (a Kafka group consumer in production)."""
-
-    def poll(self, max_records: int, timeout_ms: int) -> list[RawRecord]: ...
-    def commit(self, offsets: Mapping[Partition, int], timeout_ms: int) -> None: ...
-    def assignment(self) -> set[Partition]: ...
-    def highwater(self, partition: Partition) -> int | None: ...
-    def position(self, partition: Partition) -> int | None: ...
-    def rewind(self, partition: Partition, offset: int) -> None:
-        """Inside ``on_assigned``, for a partition it hands over: the next record of it that
-        :meth:`poll` returns is at ``offset`` (not where this consumer stopped reading it), or at
-        the group's committed offset if that lies beyond (another member read past it meanwhile).
-        A partition kept without a rewind never starts below the committed offset either."""
-
-    def coordinator_known(self) -> bool: ...
-    def close(self, timeout_ms: int) -> None: ...
-
-
-#: Builds the source given the loop's (on_revoked, on_assigned) rebalance callbacks; raises
-#: :class:`BrokerError` when the broker cannot be reached.
-SourceFactory = Callable[[RevokedCallback, PartitionsCallback], Source]
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """Topics, batching, limits and retry timing of the loop (seconds unless named ``_ms``).
-
-    ``undeliverable``: what to do with an output the broker refuses ``max_attempts`` times:
-    ``skip`` (count, log its source coordinates, commit past it) or ``stop`` (stop the worker
-    without committing the batch, exit code 1). ``overlap_batches``: poll and score the next
-    batch while this one's outputs are in flight (see the module docstring).
-    """
-
-    output_topic: str
-    dead_letter_topic: str
-    batch_size: int = 500
-    batch_wait_ms: int = 20
-    max_value_bytes: int = 65536
-    max_request_bytes: int = 1_000_000
-    idle_poll_ms: int = 100
-    flush_timeout_s: float = 5.0
-    commit_timeout_ms: int = 5000
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
-    probe_interval_s: float = 2.0
-    lag_interval_s: float = 1.0
-    shutdown_timeout_s: float = 20.0
-    rebuild_after_failures: int = 3
-    rebuild_after_s: float = 10.0
-    undeliverable: str = "skip"
-    overlap_batches: bool = True
-    #: Under load, commit at most this often (0: after every batch). Fewer commit requests (a
-    #: kafka-python commit waits for the broker's answer); a crash re-reads at most this much more.
-    commit_interval_s: float = 0.0
-    #: Longest wait, inside a rebalance, for the batch in flight to be acknowledged (kafka-python
-    #: runs the callback on its I/O thread: no heartbeats meanwhile, so well under the session timeout).
-    revoke_flush_timeout_s: float = 1.0
-    #: Longest wait per output topic for the producer's start-up metadata (see ``Sink.prepare``).
-    prepare_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +78,7 @@ class WorkerLoop:
         self.metrics = metrics
         self.health = health
         self._sink = sink
-        self._model = model
-        self._model_updates = model_updates
-        self._pending_model: LoadedModel | None = None
-        self._lock = threading.Lock()
+        self._models = ModelSlot(model, metrics, model_updates)
         self._stop = threading.Event()
         self.stop_reason = "not stopped"
         self._offsets = OffsetBook()
@@ -175,12 +108,11 @@ class WorkerLoop:
         #: Commits count apart from polls: a poll that succeeds must not hide commits that keep failing.
         self._commit_health = ClientHealth("consumer", *after, clock=clock)
         self._producer_health = ClientHealth("producer", *after, clock=clock)
-        self._describe_model(model)
 
     # ------------------------------------------------------------- control
     @property
     def model(self) -> LoadedModel:
-        return self._model
+        return self._models.current
 
     def request_stop(self, reason: str = "signal") -> None:
         """Ask the loop to finish the current batch, flush, commit and return (signal-safe)."""
@@ -197,8 +129,7 @@ class WorkerLoop:
 
     def swap_model(self, model: LoadedModel) -> None:
         """Serve ``model`` from the next batch on (thread-safe)."""
-        with self._lock:
-            self._pending_model = model
+        self._models.offer(model)
 
     @property
     def uncommitted(self) -> dict[Partition, int]:
@@ -239,7 +170,7 @@ class WorkerLoop:
     def run_once(self) -> int:
         """Poll and fully handle one batch (possibly empty); return its number of records."""
         self.health.tick()
-        self._apply_model_update()
+        self._models.apply_update()
         self._finish_if_acknowledged(0.0)
         source = self._connected_source()
         records: list[RawRecord] = []
@@ -349,7 +280,7 @@ class WorkerLoop:
     # -------------------------------------------------------------- batch
     def _handle(self, source: Source, records: list[RawRecord]) -> None:
         start, read_at = time.perf_counter(), time.time()
-        model = self._model
+        model = self._models.current
         result = score_batch(
             records,
             model.detector,
@@ -410,7 +341,7 @@ class WorkerLoop:
         if batch.source is self._source:
             self._offsets.processed(batch.records, self._owned(batch.source))
             self._rebalance.batch_finished(batch.records)
-        self._count(batch.result, given_up, batch.threshold, batch.read_at, acked_at)
+        count_batch(self.metrics, batch.result, given_up, batch.threshold, batch.read_at, acked_at)
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
     def _flush_until_acked(self, through: int) -> list[Undeliverable] | None:
@@ -638,50 +569,3 @@ class WorkerLoop:
         for partition in list(partitions):
             self._unreadable.pop(partition, None)
         self.metrics.unreadable_partitions.set(len(self._unreadable))
-
-    def _count(
-        self, result: BatchResult, given_up: list[Undeliverable], threshold: float, read_at: float, acked_at: float
-    ) -> None:
-        m = self.metrics
-        # One labelled increment per class and per reason, not per record (each takes a lock).
-        for nearest_class, n in Counter(f.nearest_class for f in result.flagged).items():
-            m.anomalies.labels(nearest_class).inc(n)
-        for reason, n in Counter(r.reason for r in result.rejected).items():
-            m.rejected.labels(reason).inc(n)
-        m.events.labels("normal").inc(result.n_normal)
-        m.events.labels("anomaly").inc(len(result.flagged))
-        m.events.labels("rejected").inc(len(result.rejected))
-        m.dead_letters.inc(len(result.rejected) - sum(g.record.kind == "dead_letter" for g in given_up))
-        m.batch_size.observe(len(result.records))
-        m.observe_scores(result.scores, threshold)
-        latencies, implausible = processing_latencies(result.records, read_at, acked_at)
-        m.observe_processing_latencies(latencies, implausible)
-        m.observe_event_time_lags(event_time_lags(result.event_times_s, acked_at))
-
-    def _apply_model_update(self) -> None:
-        with self._lock:
-            new, self._pending_model = self._pending_model, None
-        if new is None and self._model_updates is not None:
-            new = self._model_updates()
-        if new is not None and new.detector.version != self._model.detector.version:
-            old, old_spec = self._model.detector.version, self._model.detector.spec
-            self._model = new
-            self._describe_model(new)
-            self.metrics.model_reloads.inc()
-            logger.info("model_swapped", extra={"old_version": old, "new_version": new.detector.version})
-            if changes := new.detector.spec.changes_from(old_spec):
-                logger.warning(
-                    "model_swapped_spec_changed",
-                    extra={"old_version": old, "new_version": new.detector.version, "changes": changes},
-                )
-
-    def _describe_model(self, model: LoadedModel) -> None:
-        det = model.detector
-        self.metrics.set_model(
-            det.version,
-            model.load_seconds,
-            model.created_unix_s,
-            det.threshold,
-            model.target_fpr,
-            det.scorer.calibration_scores,
-        )

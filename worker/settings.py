@@ -35,7 +35,7 @@ class SaslMechanism(StrEnum):
 
 
 class UndeliverablePolicy(StrEnum):
-    """What to do with an output the broker refuses for good (see worker.loop.LoopConfig)."""
+    """What to do with an output the broker refuses for good (see worker.loop_config.LoopConfig)."""
 
     SKIP = "skip"
     STOP = "stop"

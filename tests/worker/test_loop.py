@@ -18,7 +18,8 @@ from tiny_model import TinyModel
 
 from worker import loop as loop_module
 from worker.errors import BrokerError
-from worker.loop import LoopConfig, WorkerLoop
+from worker.loop import WorkerLoop
+from worker.loop_config import LoopConfig
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
 from worker.outcomes import RawRecord

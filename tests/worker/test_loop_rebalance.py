@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel
 
 from worker.errors import BrokerError, UnreadableBatchError
-from worker.loop import LoopConfig, WorkerLoop
+from worker.loop import WorkerLoop
+from worker.loop_config import LoopConfig
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel, load_model
 from worker.outcomes import RawRecord
