@@ -13,7 +13,7 @@ class LoopConfig:
     ``undeliverable``: what to do with an output the broker refuses ``max_attempts`` times:
     ``skip`` (count, log its source coordinates, commit past it) or ``stop`` (stop the worker
     without committing the batch, exit code 1). ``overlap_batches``: poll and score the next
-    batch while this one's outputs are in flight (see the module docstring).
+    batch while this one's outputs are in flight (see :mod:`worker.loop`).
     """
 
     output_topic: str

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from worker.metrics import WorkerMetrics
 from worker.model_loading import LoadedModel
 
-logger = logging.getLogger(__name__)
+#: The loop's logger, as before this module was split from it (operators filter on it; as
+#: :mod:`worker.rebalance` does).
+logger = logging.getLogger("worker.loop")
 
 #: Hook polled between batches; returns a newly loaded model to serve, or ``None``.
 ModelUpdates = Callable[[], LoadedModel | None]

@@ -32,5 +32,5 @@ class Source(Protocol):
 
 
 #: Builds the source given the loop's (on_revoked, on_assigned) rebalance callbacks; raises
-#: :class:`BrokerError` when the broker cannot be reached.
+#: :class:`worker.errors.BrokerError` when the broker cannot be reached.
 SourceFactory = Callable[[RevokedCallback, PartitionsCallback], Source]

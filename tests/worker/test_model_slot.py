@@ -30,6 +30,8 @@ def _reloads(metrics: WorkerMetrics) -> float:
 def test_an_offered_model_is_served_from_the_next_update_and_counted_once(model: LoadedModel) -> None:
     metrics = WorkerMetrics(CollectorRegistry())
     slot = ModelSlot(model, metrics)
+    served = f'kestrel_model_info{{version="{model.detector.version}"}} 1.0'.encode()
+    assert served in generate_latest(metrics.registry)  # described from the start
     newer = _version(model, "v-next")
     slot.offer(newer)
     assert slot.current is model  # not before the update between batches
