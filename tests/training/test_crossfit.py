@@ -86,10 +86,13 @@ def test_fit_cross_fits_small_sets_and_reports_the_band() -> None:
     assert held_out.metadata["calibration"]["n_calibration"] == 30
 
 
-def test_the_final_epochs_are_the_median_the_fold_models_kept() -> None:
-    assert final_epochs([53, 85, 27, 31, 50]) == 50
-    assert final_epochs([10, 21]) == 15
-    assert final_epochs([0]) == 1
+def test_the_final_model_gets_the_optimiser_steps_the_median_fold_model_kept() -> None:
+    # Five folds of 100 rows: each fold model trained on 80; the median kept 50 epochs of 80 rows.
+    assert final_epochs([53, 85, 27, 31, 50], [80] * 5, 100) == 40
+    assert final_epochs([10, 21], [100, 100], 100) == 15
+    # The median of the row visits (epochs x rows), not of the epochs: 900, 1200, 900.
+    assert final_epochs([10, 20, 30], [90, 60, 30], 100) == 9
+    assert final_epochs([0], [8], 10) == 1
 
 
 def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typically_did(
@@ -115,12 +118,13 @@ def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typica
     *folds, final = calls
     assert len(folds) == 5 and all(epochs == 12 and patience == 3 for epochs, patience, _ in folds)
     # The cap, and no early stop before it (the best epoch within it is restored).
-    assert final[0] == final[1] == final_epochs([kept for _, _, kept in folds])
+    assert final[0] == final[1] == final_epochs([kept for _, _, kept in folds], [240] * 5, 300)
     training = result.metadata["training"]
     assert training["epoch_budget"] == final[0] and training["epochs_run"] == final[0]
     assert training["epoch_budget_rule"] == (
         "given for the 5 fold models (12 epochs); "
-        "the final model the median epoch their early stopping kept, its best epoch within that restored"
+        "the final model as many optimiser steps as the median fold model took to the epoch its early "
+        "stopping kept, its best epoch within that restored"
     )
 
 
