@@ -28,6 +28,9 @@ class TrainConfig(BaseModel):
         min_steps: optimiser steps the derived epoch budget aims for (only when ``epochs`` is None).
         patience: epochs without a held-out improvement before stopping; ``None`` = 30% of the
             epoch budget.
+        restore_best_epoch: end with the weights of the epoch with the lowest held-out loss (else
+            those of the last epoch run: a cross-fitted fit's final model, whose training length
+            its fold models chose).
         unlabelled_positives: without normal-class labels: ``auto`` (``clusters`` when the
             featurized rows show clear cluster structure, else ``one_class``; see
             :mod:`training.learning.coassociation`), ``clusters`` (co-association of several k-means
@@ -61,6 +64,7 @@ class TrainConfig(BaseModel):
     epochs: int | None = Field(default=None, ge=1)
     min_steps: int = Field(default=400, ge=0)
     patience: int | None = Field(default=None, ge=1)
+    restore_best_epoch: bool = True
     batch_size: int = Field(default=256, ge=8)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)

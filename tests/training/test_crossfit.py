@@ -95,7 +95,7 @@ def test_the_final_model_gets_the_optimiser_steps_the_median_fold_model_kept() -
     assert final_epochs([0], [8], 10) == 1
 
 
-def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typically_did(
+def test_a_cross_fitted_final_model_trains_the_steps_its_fold_models_typically_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The threshold is the fold models' out-of-fold quantile; a final model that trained longer
@@ -105,7 +105,7 @@ def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typica
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         model = real(*args, **kwargs)
-        calls.append((args[3].train.epochs, args[3].train.patience, model.history.best_epoch))
+        calls.append((args[3].train.epochs, args[3].train.patience, model.history.kept_epoch))
         return model
 
     monkeypatch.setattr(crossfit_calibration, "train_model", spy)
@@ -117,14 +117,14 @@ def test_a_cross_fitted_final_model_trains_no_longer_than_its_fold_models_typica
     result = fit_detector(records, FeatureSpec(numeric=["a", "b"]), config)
     *folds, final = calls
     assert len(folds) == 5 and all(epochs == 12 and patience == 3 for epochs, patience, _ in folds)
-    # The cap, and no early stop before it (the best epoch within it is restored).
-    assert final[0] == final[1] == final_epochs([kept for _, _, kept in folds], [240] * 5, 300)
+    # The cap, no early stop before it, and the weights of its last epoch kept.
+    assert final[0] == final[1] == final[2] == final_epochs([kept for _, _, kept in folds], [240] * 5, 300)
     training = result.metadata["training"]
     assert training["epoch_budget"] == final[0] and training["epochs_run"] == final[0]
     assert training["epoch_budget_rule"] == (
         "given for the 5 fold models (12 epochs); "
         "the final model as many optimiser steps as the median fold model took to the epoch its early "
-        "stopping kept, its best epoch within that restored"
+        "stopping kept, and the weights of its last epoch"
     )
 
 

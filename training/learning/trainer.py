@@ -36,6 +36,9 @@ class TrainingHistory:
     train_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
     best_epoch: int = 0
+    #: The epoch whose weights the encoder ends with: ``best_epoch``, or the last epoch run when
+    #: the config does not restore the best one.
+    kept_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
     projection: str = "sphere"
@@ -52,6 +55,7 @@ class TrainingHistory:
             "objective": self.objective,
             "epochs_run": len(self.train_loss),
             "best_epoch": self.best_epoch,
+            "kept_epoch": self.kept_epoch,
             "best_validation_loss": round(min(self.validation_loss), 6) if self.validation_loss else None,
             "final_train_loss": round(self.train_loss[-1], 6) if self.train_loss else None,
             "stopped_early": self.stopped_early,
@@ -235,7 +239,11 @@ def _train_encoder(
             log.warning("training_time_budget_reached", extra={"epochs": epoch + 1})
             break
     bar.close()
-    encoder.load_state_dict(best_state)
+    history.kept_epoch = history.best_epoch
+    if config.restore_best_epoch:
+        encoder.load_state_dict(best_state)
+    else:
+        history.kept_epoch = len(history.train_loss)
     encoder.eval()
     history.seconds = time.perf_counter() - start
     return encoder, history

@@ -177,3 +177,16 @@ def test_the_progress_bar_stays_out_of_a_stderr_that_is_not_a_terminal(capsys: p
     x, _ = three_blobs()
     train_encoder(x, None, layout(4), QUICK.model_copy(update={"progress": True}))
     assert capsys.readouterr().err == ""
+
+
+def test_without_restoring_the_best_epoch_the_last_epochs_weights_are_kept() -> None:
+    """The cross-fitted final model's length is its fold models' choice: it keeps its last epoch."""
+    x, _ = three_blobs()
+    config = QUICK.model_copy(update={"epochs": 12, "patience": 12})
+    best, best_history = train_encoder(x, None, layout(4), config)
+    last, last_history = train_encoder(x, None, layout(4), config.model_copy(update={"restore_best_epoch": False}))
+    assert best_history.kept_epoch == best_history.best_epoch == last_history.best_epoch
+    assert last_history.kept_epoch == len(last_history.train_loss) == 12
+    assert last_history.summary()["kept_epoch"] == 12
+    same = all(torch.equal(a, b) for a, b in zip(best.parameters(), last.parameters(), strict=True))
+    assert same == (best_history.best_epoch == 12)  # the weights differ exactly when an earlier epoch was best
