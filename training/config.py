@@ -21,7 +21,7 @@ class TrainConfig(BaseModel):
             apart; ``None`` = 0.5 for contrastive, 0.2 for triplet.
         mining: triplet mining strategy.
         epochs: maximum epochs, exactly as given (early stopping on the held-out loss may end
-            sooner; a cross-fitted fit's final model runs at most the optimiser steps its fold
+            sooner; a cross-fitted fit's final model runs the optimiser steps its fold
             models kept, :func:`training.crossfit.final_epochs`); ``None`` = derived from the data size
             (:mod:`training.learning.budget`: 10 epochs, more for a small set so that training
             makes about ``min_steps`` optimiser steps).

@@ -5,7 +5,7 @@ With a 10% holdout, a set of a few thousand normals leaves a few hundred calibra
 ``FitConfig.cross_fit_below`` calibration normals the fit instead splits *all* normals into
 :data:`FOLDS` folds (stratified by normal class), trains one model per fold on the other folds and
 scores the fold with it, so every normal gets a score from a model that never saw it; the final
-model then trains on all normals, for at most the optimiser steps the fold models' early stopping kept
+model then trains on all normals, for the optimiser steps the fold models' early stopping kept
 (:func:`final_epochs`), and its threshold is the quantile of those out-of-fold scores
 (cross-conformal calibration, Vovk 2015; CV+ / jackknife+, Barber et al. 2021). p-values are
 computed against the same out-of-fold scores. Cost: ``FOLDS`` extra fits, only on small data.
@@ -84,16 +84,16 @@ def cross_fitted(
     return out
 
 
-def final_epochs(kept: Sequence[int], fold_rows: Sequence[int], rows: int) -> int:
-    """Epochs for the final model of a cross-fitted fit, trained on ``rows`` rows: as many row
-    visits (optimiser steps) as the median fold model made up to the epoch its early stopping kept,
-    ``kept[i] * fold_rows[i]``, over ``rows`` (at least 1). An epoch of the final model takes
-    ``rows / fold_rows`` times the steps of a fold model's (5/4 with five folds): capped at the fold
-    models' *epochs*, it trained a quarter longer than they did (docs/quality.md, "The final model's
-    training length"). The choice of the training length by cross-validation, then a refit on all
-    rows for as long, as in Hastie, Tibshirani and Friedman, *Elements of Statistical Learning*, 7.10."""
-    visits = np.asarray(kept, dtype=np.float64) * np.asarray(fold_rows, dtype=np.float64)
-    return max(1, int(np.median(visits) / rows))
+def final_epochs(kept_steps: Sequence[int], steps_per_epoch: int) -> int:
+    """Epochs for the final model of a cross-fitted fit: the optimiser steps the median fold model
+    took up to the epoch its early stopping kept (``kept_steps``: kept epoch times that model's
+    steps per epoch), over the final model's ``steps_per_epoch`` (at least 1). The final model has
+    5/4 of a fold model's rows, so it needs fewer epochs for as many steps (and on small sets, where
+    an epoch is one or two batches, the rounding of batches moves the ratio from 0.8 to 1.6): capped
+    at the fold models' *epochs*, it trained longer than they did (docs/quality.md, "Steps, not
+    epochs"). The choice of the training length by cross-validation, then a refit on all rows for as
+    long, as in Hastie, Tibshirani and Friedman, *Elements of Statistical Learning*, 7.10."""
+    return max(1, int(np.median(np.asarray(kept_steps, dtype=np.float64)) / steps_per_epoch))
 
 
 def fpr_band(calibration_scores: NDArray[np.float64], threshold: float, delta: float = 0.05) -> dict[str, float]:

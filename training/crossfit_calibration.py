@@ -13,8 +13,9 @@ from numpy.typing import NDArray
 from detector.schema import FeatureSpec
 from training.crossfit import cross_fitted, final_epochs
 from training.fit_config import FitConfig
+from training.learning.budget import epoch_budget
 from training.score_terms import HeldOutTerms, choose_terms
-from training.trained_model import Record, TrainedModel, shuffle_rng, train_model
+from training.trained_model import Record, TrainedModel, encoder_rows, shuffle_rng, train_model
 
 
 def cross_fitted_calibration(
@@ -30,8 +31,8 @@ def cross_fitted_calibration(
     input-space term).
 
     The final model trains for the optimiser steps the median fold model took to the epoch its
-    early stopping kept (:func:`final_epochs`; fewer epochs than they ran, since each of its epochs
-    has more rows), and keeps the weights of its last epoch, not an earlier one with a lower
+    early stopping kept (:func:`final_epochs`; in its own epochs, which have more rows), and keeps
+    the weights of its last epoch, not an earlier one with a lower
     held-out loss (the length is the fold models' choice; an earlier epoch is a shorter training).
     Its threshold is their out-of-fold quantile, and the length of training sets the tail of new
     normals' scores (digits: the 95% quantile of the embedding term follows the kept epoch,
@@ -48,14 +49,16 @@ def cross_fitted_calibration(
 
     def measure(m: TrainedModel, rows: Sequence[Record]) -> FoldMeasure:
         budget = m.history.budget
-        rule, epoch_budget = str(budget["epoch_budget_rule"]), cast(int, budget["epoch_budget"])
+        rule, epochs = str(budget["epoch_budget_rule"]), cast(int, budget["epoch_budget"])
+        kept_steps = m.history.kept_epoch * cast(int, budget["steps_per_epoch"])
         if m.input_neighbours is None:
-            return FoldMeasure(m.history.kept_epoch, epoch_budget, rule, scores=m.scores(rows))
-        return FoldMeasure(m.history.kept_epoch, epoch_budget, rule, terms=m.held_out_terms(rows, rng))
+            return FoldMeasure(kept_steps, epochs, rule, scores=m.scores(rows))
+        return FoldMeasure(kept_steps, epochs, rule, terms=m.held_out_terms(rows, rng))
 
     parts = cross_fitted(records, labels, folds, seed, train, measure)
-    fold_rows = [len(records) - len(outside) for outside, _ in parts]
-    epochs = final_epochs([fold.kept_epoch for _, fold in parts], fold_rows, len(records))
+    every = np.arange(len(records), dtype=np.int64)
+    _, steps_per_epoch, _ = epoch_budget(encoder_rows(labels, every, config), config.train)
+    epochs = final_epochs([fold.kept_steps for _, fold in parts], steps_per_epoch)
     length = {"epochs": epochs, "patience": epochs, "restore_best_epoch": False}
     capped = config.model_copy(update={"train": config.train.model_copy(update=length)})
     model = train_model(records, labels, spec, capped, scale_from_unseen=scale_from_unseen)
@@ -82,10 +85,11 @@ def cross_fitted_calibration(
 
 @dataclass
 class FoldMeasure:
-    """What a fold model of the cross-fitting gives: the epoch its early stopping kept, and its
-    out-of-fold normals' score terms (or plain scores, without an input-space term)."""
+    """What a fold model of the cross-fitting gives: the optimiser steps up to the epoch its early
+    stopping kept, and its out-of-fold normals' score terms (or plain scores, without an
+    input-space term)."""
 
-    kept_epoch: int
+    kept_steps: int
     epoch_budget: int
     budget_rule: str
     scores: NDArray[np.float64] | None = None

@@ -147,12 +147,16 @@ def scale_from_unseen(labels: Sequence[str] | None, row_sets: Sequence[NDArray[n
     count is the trainer's own split for labelled rows, and its unstratified size otherwise."""
     if config.input_budget <= 0:
         return False  # no input term: the embedding score is the score, and no scale is used
-    for rows in row_sets:
-        _, y = encode_labels(labels, rows)
-        _, unseen = split_validation(len(rows), y, config.train.validation_fraction, config.train.seed)
-        if len(unseen) < MIN_UNSEEN_FOR_SCALE:
-            return False
-    return True
+    return all(len(rows) - encoder_rows(labels, rows, config) >= MIN_UNSEEN_FOR_SCALE for rows in row_sets)
+
+
+def encoder_rows(labels: Sequence[str] | None, rows: NDArray[np.int64], config: FitConfig) -> int:
+    """How many of ``rows`` a model trained on them takes gradient steps on: those the trainer does
+    not hold out for early stopping (its own split for labelled rows; for unlabelled rows the size
+    of its unstratified split, which a split by learnt clusters can differ from by a row a cluster)."""
+    _, y = encode_labels(labels, rows)
+    _, unseen = split_validation(len(rows), y, config.train.validation_fraction, config.train.seed)
+    return len(rows) - len(unseen)
 
 
 def encode_labels(labels: Sequence[str] | None, idx: NDArray[np.int64]) -> tuple[list[str], NDArray[np.intp] | None]:

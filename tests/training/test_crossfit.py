@@ -87,12 +87,12 @@ def test_fit_cross_fits_small_sets_and_reports_the_band() -> None:
 
 
 def test_the_final_model_gets_the_optimiser_steps_the_median_fold_model_kept() -> None:
-    # Five folds of 100 rows: each fold model trained on 80; the median kept 50 epochs of 80 rows.
-    assert final_epochs([53, 85, 27, 31, 50], [80] * 5, 100) == 40
-    assert final_epochs([10, 21], [100, 100], 100) == 15
-    # The median of the row visits (epochs x rows), not of the epochs: 900, 1200, 900.
-    assert final_epochs([10, 20, 30], [90, 60, 30], 100) == 9
-    assert final_epochs([0], [8], 10) == 1
+    # Kept steps of five fold models; the final model's epochs have 4 steps each.
+    assert final_epochs([53, 85, 27, 31, 50], 1) == 50
+    assert final_epochs([160, 170, 150, 90, 200], 4) == 40
+    assert final_epochs([10, 21], 1) == 15
+    assert final_epochs([0], 3) == 1
+    assert final_epochs([5, 5, 5], 8) == 1  # fewer steps than one of its epochs: one epoch
 
 
 def test_a_cross_fitted_final_model_trains_the_steps_its_fold_models_typically_kept(
@@ -100,12 +100,15 @@ def test_a_cross_fitted_final_model_trains_the_steps_its_fold_models_typically_k
 ) -> None:
     """The threshold is the fold models' out-of-fold quantile; a final model that trained longer
     than they did would put new normals on a heavier tail (docs/quality.md, Calibration)."""
-    calls: list[tuple[int | None, int | None, int]] = []
+    calls: list[tuple[int | None, int | None, int, Any]] = []
     real = crossfit_calibration.train_model
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         model = real(*args, **kwargs)
-        calls.append((args[3].train.epochs, args[3].train.patience, model.history.kept_epoch))
+        history = model.history
+        calls.append(
+            (args[3].train.epochs, args[3].train.patience, history.kept_epoch, history.budget["steps_per_epoch"])
+        )
         return model
 
     monkeypatch.setattr(crossfit_calibration, "train_model", spy)
@@ -116,9 +119,11 @@ def test_a_cross_fitted_final_model_trains_the_steps_its_fold_models_typically_k
     )
     result = fit_detector(records, FeatureSpec(numeric=["a", "b"]), config)
     *folds, final = calls
-    assert len(folds) == 5 and all(epochs == 12 and patience == 3 for epochs, patience, _ in folds)
-    # The cap, no early stop before it, and the weights of its last epoch kept.
-    assert final[0] == final[1] == final[2] == final_epochs([kept for _, _, kept in folds], [240] * 5, 300)
+    assert len(folds) == 5 and all(epochs == 12 and patience == 3 for epochs, patience, _, _ in folds)
+    # The cap in the steps the folds kept (counted in the final model's own epochs, as it ran them),
+    # no early stop before it, and the weights of its last epoch kept.
+    cap = final_epochs([kept * per_epoch for _, _, kept, per_epoch in folds], final[3])
+    assert final[0] == final[1] == final[2] == cap
     training = result.metadata["training"]
     assert training["epoch_budget"] == final[0] and training["epochs_run"] == final[0]
     assert training["epoch_budget_rule"] == (

@@ -85,7 +85,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="epochs to run at most, exactly as given (default: 10, more for small data); a cross-fitted "
-        "fit's final model runs at most the optimiser steps its fold models kept",
+        "fit's final model runs the optimiser steps its fold models kept",
     )
     parser.add_argument(
         "--min-steps",

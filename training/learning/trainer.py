@@ -178,7 +178,8 @@ def train_encoder(
         config: hyper-parameters.
 
     Returns:
-        The encoder restored to its best held-out epoch (in eval mode), and the history.
+        The encoder restored to its best held-out epoch (unless ``config.restore_best_epoch`` is
+        False: the weights of the last epoch run), in eval mode, and the history.
     """
     # Seeded for reproducibility, on a forked generator: the caller's torch random stream is
     # left as it was (a library must not reseed its user's global state).
