@@ -182,11 +182,12 @@ def test_the_progress_bar_stays_out_of_a_stderr_that_is_not_a_terminal(capsys: p
 def test_without_restoring_the_best_epoch_the_last_epochs_weights_are_kept() -> None:
     """The cross-fitted final model's length is its fold models' choice: it keeps its last epoch."""
     x, _ = three_blobs()
-    config = QUICK.model_copy(update={"epochs": 12, "patience": 12})
+    # A learning rate at which the held-out loss bottoms out early (epoch 4 of 12 on this seed).
+    config = QUICK.model_copy(update={"epochs": 12, "patience": 12, "learning_rate": 3e-2})
     best, best_history = train_encoder(x, None, layout(4), config)
     last, last_history = train_encoder(x, None, layout(4), config.model_copy(update={"restore_best_epoch": False}))
-    assert best_history.kept_epoch == best_history.best_epoch == last_history.best_epoch
+    assert best_history.kept_epoch == best_history.best_epoch == last_history.best_epoch < 12
     assert last_history.kept_epoch == len(last_history.train_loss) == 12
     assert last_history.summary()["kept_epoch"] == 12
     same = all(torch.equal(a, b) for a, b in zip(best.parameters(), last.parameters(), strict=True))
-    assert same == (best_history.best_epoch == 12)  # the weights differ exactly when an earlier epoch was best
+    assert not same  # the last epoch's weights, not the best one's
