@@ -40,7 +40,7 @@ between ``standard`` and ``minmax`` or ``standard + minmax`` (strictly better, i
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import NormalDist
 
@@ -171,38 +171,44 @@ def scaled_nn(train: np.ndarray, x: np.ndarray, transform: Transform) -> np.ndar
     return q.nearest_normal_scores(a, b) / max(float(np.median(loo)), 1e-9)
 
 
-def set_aurocs(name: str) -> dict[str, float]:
-    per: dict[str, list[float]] = {c: [] for c in COLUMNS}
+def protocol_splits(name: str) -> Iterator[tuple[int, q.SetSplit, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Each seed (0, 1, 2) and held-out class of the protocol: the split, its training and
+    calibration rows (the fit's own split), the evaluated rows and which of them are anomalies."""
     for seed in (0, 1, 2):
         for held_out_class in q.HELD_OUT.get(name, [None]):
             split = q.load_split(name, seed, held_out_class)
             labels = [str(split.y[i]) for i in split.fit_idx] if split.label else None
             train_part, held_part = split_calibration(labels, len(split.fit_idx), 1 / 7, seed)
-            train, held = split.fit_idx[train_part], split.fit_idx[held_part]
             evaluated = np.concatenate([split.test_idx, split.anomalies])
             is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
-            scores = {k: scaled_nn(split.x[train], split.x[evaluated], t) for k, t in TRANSFORMS.items()}
-            scores["standard + rank_gauss"] = scores["standard"] + scores["rank_gauss"]
-            scores["standard + yeo_johnson"] = scores["standard"] + scores["yeo_johnson"]
-            # Training data only: the calibration normals' log density under each representation.
-            gain = held_out_log_density(_yeo_johnson_fit, split.x[train], split.x[held]) - held_out_log_density(
-                _standard_fit, split.x[train], split.x[held]
-            )
-            scores["picked by likelihood"] = scores["yeo_johnson" if gain > 0 else "standard"]
-            # Training data only: which representation tells the calibration normals from
-            # column-shuffled copies better (the detector's rule, training.score_terms).
-            held_x = split.x[held]
-            shuffled = shuffled_columns(held_x.astype(np.float32), np.random.default_rng(seed)).astype(held_x.dtype)
-            both = np.r_[held_x, shuffled]
-            is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
-            base = scaled_nn(split.x[train], both, standard)
-            plain = roc_auc(base, is_shuffled)
-            for transform in ("rank_gauss", "yeo_johnson"):
-                added = roc_auc(base + scaled_nn(split.x[train], both, TRANSFORMS[transform]), is_shuffled)
-                kept = f"standard + {transform}" if added > plain else "standard"
-                scores[f"standard, + {transform} if the shuffle test says"] = scores[kept]
-            for column in COLUMNS:
-                per[column].append(roc_auc(scores[column], is_anomaly))
+            yield seed, split, split.fit_idx[train_part], split.fit_idx[held_part], evaluated, is_anomaly
+
+
+def set_aurocs(name: str) -> dict[str, float]:
+    per: dict[str, list[float]] = {c: [] for c in COLUMNS}
+    for seed, split, train, held, evaluated, is_anomaly in protocol_splits(name):
+        scores = {k: scaled_nn(split.x[train], split.x[evaluated], t) for k, t in TRANSFORMS.items()}
+        scores["standard + rank_gauss"] = scores["standard"] + scores["rank_gauss"]
+        scores["standard + yeo_johnson"] = scores["standard"] + scores["yeo_johnson"]
+        # Training data only: the calibration normals' log density under each representation.
+        gain = held_out_log_density(_yeo_johnson_fit, split.x[train], split.x[held]) - held_out_log_density(
+            _standard_fit, split.x[train], split.x[held]
+        )
+        scores["picked by likelihood"] = scores["yeo_johnson" if gain > 0 else "standard"]
+        # Training data only: which representation tells the calibration normals from
+        # column-shuffled copies better (the detector's rule, training.score_terms).
+        held_x = split.x[held]
+        shuffled = shuffled_columns(held_x.astype(np.float32), np.random.default_rng(seed)).astype(held_x.dtype)
+        both = np.r_[held_x, shuffled]
+        is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
+        base = scaled_nn(split.x[train], both, standard)
+        plain = roc_auc(base, is_shuffled)
+        for transform in ("rank_gauss", "yeo_johnson"):
+            added = roc_auc(base + scaled_nn(split.x[train], both, TRANSFORMS[transform]), is_shuffled)
+            kept = f"standard + {transform}" if added > plain else "standard"
+            scores[f"standard, + {transform} if the shuffle test says"] = scores[kept]
+        for column in COLUMNS:
+            per[column].append(roc_auc(scores[column], is_anomaly))
     return {c: float(np.mean(v)) for c, v in per.items()}
 
 
@@ -241,29 +247,23 @@ def scaled_nn_as_is(train: np.ndarray, x: np.ndarray, scaling: Transform) -> np.
 def scaling_aurocs(name: str) -> dict[str, float]:
     """AUROC of 1-NN under each per-feature scaling (seeds 0, 1, 2, every held-out class)."""
     per: dict[str, list[float]] = {c: [] for c in SCALING_COLUMNS}
-    for seed in (0, 1, 2):
-        for held_out_class in q.HELD_OUT.get(name, [None]):
-            split = q.load_split(name, seed, held_out_class)
-            labels = [str(split.y[i]) for i in split.fit_idx] if split.label else None
-            train_part, held_part = split_calibration(labels, len(split.fit_idx), 1 / 7, seed)
-            train, held_x = split.fit_idx[train_part], split.x[split.fit_idx[held_part]]
-            shuffled = shuffled_columns(held_x.astype(np.float32), np.random.default_rng(seed)).astype(held_x.dtype)
-            is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
-            evaluated = np.concatenate([split.test_idx, split.anomalies])
-            is_anomaly = np.r_[np.zeros(len(split.test_idx), bool), np.ones(len(split.anomalies), bool)]
-            scores, test = {}, {}
-            for k, t in SCALINGS.items():
-                both = scaled_nn_as_is(split.x[train], np.r_[split.x[evaluated], held_x, shuffled], t)
-                scores[k], test[k] = both[: len(evaluated)], both[len(evaluated) :]
-            scores["standard + minmax"] = scores["standard"] + scores["minmax"]
-            test["standard + minmax"] = test["standard"] + test["minmax"]
-            shuffle_auroc = {k: roc_auc(v, is_shuffled) for k, v in test.items()}
-            for other in ("minmax", "standard + minmax"):
-                kept = other if shuffle_auroc[other] > shuffle_auroc["standard"] else "standard"
-                column = f"standard or {other}, by the shuffle test"
-                scores[column] = scores[kept]
-            for column in SCALING_COLUMNS:
-                per[column].append(roc_auc(scores[column], is_anomaly))
+    for seed, split, train, held, evaluated, is_anomaly in protocol_splits(name):
+        held_x = split.x[held]
+        shuffled = shuffled_columns(held_x.astype(np.float32), np.random.default_rng(seed)).astype(held_x.dtype)
+        is_shuffled = np.r_[np.zeros(len(held_x), bool), np.ones(len(shuffled), bool)]
+        scores, test = {}, {}
+        for k, t in SCALINGS.items():
+            both = scaled_nn_as_is(split.x[train], np.r_[split.x[evaluated], held_x, shuffled], t)
+            scores[k], test[k] = both[: len(evaluated)], both[len(evaluated) :]
+        scores["standard + minmax"] = scores["standard"] + scores["minmax"]
+        test["standard + minmax"] = test["standard"] + test["minmax"]
+        shuffle_auroc = {k: roc_auc(v, is_shuffled) for k, v in test.items()}
+        for other in ("minmax", "standard + minmax"):
+            kept = other if shuffle_auroc[other] > shuffle_auroc["standard"] else "standard"
+            column = f"standard or {other}, by the shuffle test"
+            scores[column] = scores[kept]
+        for column in SCALING_COLUMNS:
+            per[column].append(roc_auc(scores[column], is_anomaly))
     return {c: float(np.mean(v)) for c, v in per.items()}
 
 
