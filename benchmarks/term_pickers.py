@@ -17,6 +17,10 @@ and held-out class), and the rules below are then scored on them without refitti
 * the "one standard error" rule: the simplest candidate (fewest terms first) whose shuffled-row
   AUROC is within ``z`` DeLong standard errors of the best one's (paired, same rows), z = 1 and 2;
 * nine candidates instead of four (embedding weight 0, 1/2 or 1 and rank-Gauss weight 0, 1/2 or 1);
+* the same order of preference with another measure of the shuffled rows: their recall at the
+  calibration normals' 1% or 5% threshold (the operating points, not the whole ROC curve), or a
+  later candidate kept only when it wins on both halves of the rows (odd and even);
+* no pick: the mean of the four candidates' ranks among the calibration normals (a rank ensemble);
 * with ``--neighbour-encoder``: a second encoder per fit, trained with the neighbour term
   (``neighbour_weight=1``), whose embedding term gives two more candidates (input + its
   embedding term, with and without rank-Gauss);
@@ -46,6 +50,7 @@ FOUR: list[Weights] = [(1, 0), (0, 0), (1, 1), (0, 1)]  # the rule's candidates,
 NAMES = {(1, 0): "sum", (0, 0): "input", (1, 1): "sum+gauss", (0, 1): "input+gauss"}
 Fit = dict[str, Any]
 Rule = Callable[[Fit, bool], Weights]
+Scorer = Callable[[Fit, bool], np.ndarray]  # the test rows' scores
 
 
 def dump_measure(
@@ -108,10 +113,15 @@ def allowed(cands: Sequence[Weights], labelled: bool) -> list[Weights]:
 
 def strictly_better(cands: Sequence[Weights], kinds: Sequence[str]) -> Rule:
     """The rule in use, on these candidates and pseudo-anomaly kinds."""
+    return preferred(cands, lambda fit, c: pseudo_auc(fit, c, kinds))
+
+
+def preferred(cands: Sequence[Weights], measure: Callable[[Fit, Weights], float]) -> Rule:
+    """Candidates in order of preference, a later one kept only when ``measure`` is strictly higher."""
 
     def rule(fit: Fit, labelled: bool) -> Weights:
         options = allowed(cands, labelled)
-        measured = {c: pseudo_auc(fit, c, kinds) for c in options}
+        measured = {c: measure(fit, c) for c in options}
         best = options[0]
         for c in options[1:]:
             if measured[c] > measured[best]:
@@ -119,6 +129,41 @@ def strictly_better(cands: Sequence[Weights], kinds: Sequence[str]) -> Rule:
         return best
 
     return rule
+
+
+def pseudo_recall(fit: Fit, w: Weights, fpr: float) -> float:
+    """The share of shuffled rows above the calibration normals' ``1 - fpr`` quantile."""
+    threshold = np.quantile(score(fit["cal"], w), 1.0 - fpr)
+    return float((score(fit["ps_shuffle0"], w) > threshold).mean())
+
+
+def both_halves(cands: Sequence[Weights]) -> Rule:
+    """The rule in use, a later candidate kept only when it wins on the odd rows and on the even ones."""
+
+    def auc(fit: Fit, w: Weights, half: slice) -> float:
+        normals, shuffled = score(fit["cal"][half], w), score(fit["ps_shuffle0"][half], w)
+        return roc_auc(np.r_[normals, shuffled], np.r_[np.zeros(len(normals), bool), np.ones(len(shuffled), bool)])
+
+    def rule(fit: Fit, labelled: bool) -> Weights:
+        options = allowed(cands, labelled)
+        best = options[0]
+        for c in options[1:]:
+            if all(auc(fit, c, h) > auc(fit, best, h) for h in (slice(0, None, 2), slice(1, None, 2))):
+                best = c
+        return best
+
+    return rule
+
+
+def rank_ensemble(cands: Sequence[Weights]) -> Scorer:
+    """No pick: each test row's mean rank among the calibration normals over the candidates."""
+
+    def scorer(fit: Fit, labelled: bool) -> np.ndarray:
+        options = allowed(cands, labelled)
+        ranks = [np.searchsorted(np.sort(score(fit["cal"], c)), score(fit["ev"], c), side="right") for c in options]
+        return np.asarray(np.mean([r / len(fit["cal"]) for r in ranks], axis=0), dtype=float)
+
+    return scorer
 
 
 def midranks(a: np.ndarray) -> np.ndarray:
@@ -160,13 +205,19 @@ def summarise(results: dict[int, dict[str, list[Fit]]], neighbour: bool) -> None
     seeds = sorted(results)
 
     def line(label: str, rule: Rule) -> None:
+        scored(label, lambda fit, labelled: score(fit["ev"], rule(fit, labelled)))
+
+    def scored(label: str, scorer: Scorer) -> None:
         def mean(name: str, f: Callable[[Fit], float]) -> float:
             return float(np.mean([np.mean([f(fit) for fit in results[s][name]]) for s in seeds]))
 
-        wide = np.array([mean(n, lambda fit, n=n: real(fit, rule(fit, n.endswith("_mc")))) for n in sa.WIDE])
+        def auc(name: str) -> float:
+            return mean(name, lambda fit: roc_auc(scorer(fit, name.endswith("_mc")), fit["anom"]))
+
+        wide = np.array([auc(n) for n in sa.WIDE])
         gaps = wide - np.array([mean(n, lambda fit: float(fit["nn_raw"])) for n in sa.WIDE])
-        shared = np.mean([mean(n, lambda fit, n=n: real(fit, rule(fit, n.endswith("_mc")))) for n in sa.SHARED])
-        nsl = mean("nsl-kdd", lambda fit: real(fit, rule(fit, False)))
+        shared = np.mean([auc(n) for n in sa.SHARED])
+        nsl = auc("nsl-kdd")
         worst = sa.WIDE[int(np.argmin(gaps))]
         print(
             f"{label:44s} wide {wide.mean():.4f}  >= 1-NN {int((gaps >= -0.0005).sum())}/16  "
@@ -186,6 +237,10 @@ def summarise(results: dict[int, dict[str, list[Fit]]], neighbour: bool) -> None
     nine: list[Weights] = [*FOUR, *[(e, g) for e in (0, 0.5, 1) for g in (0, 0.5, 1) if (e, g) not in FOUR]]
     line("nine weightings, strictly better", strictly_better(nine, SHUFFLES[:1]))
     line("hindsight: best of the nine", lambda fit, lab: max(nine, key=lambda c: real(fit, c)))
+    for fpr in (0.01, 0.05):
+        line(f"shuffled rows' recall at {fpr:.0%} FPR", preferred(FOUR, lambda fit, c, f=fpr: pseudo_recall(fit, c, f)))
+    line("strictly better on both halves", both_halves(FOUR))
+    scored("rank ensemble of the four", rank_ensemble(FOUR))
     if neighbour:
         six: list[Weights] = [(*w, 0) for w in FOUR] + [(0, 0, 1), (0, 1, 1)]
         line("+ neighbour encoder, strictly better", strictly_better(six, SHUFFLES[:1]))

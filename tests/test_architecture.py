@@ -13,7 +13,9 @@ PACKAGES = ("detector", "training", "worker")
 #: Third-party modules confined to a few files.
 CONFINED = {
     "kafka": {
+        "worker/kafka_config.py",
         "worker/kafka_io.py",
+        "worker/kafka_publisher.py",
         "worker/kafka_sink.py",
         "worker/topic_tools.py",
         "training/retrain/kafka_source.py",

@@ -26,7 +26,8 @@ from threadpoolctl import threadpool_limits
 from detector.errors import DetectorError
 from detector.signing import Ed25519PublicKey, load_public_key
 from worker.errors import NoLiveVersionError, SettingsError
-from worker.kafka_io import KafkaSource, crc32c_implementation, make_producer, missing_codecs
+from worker.kafka_config import crc32c_implementation, make_producer, missing_codecs
+from worker.kafka_io import KafkaSource
 from worker.kafka_sink import KafkaSink
 from worker.log_format import configure_logging
 from worker.loop import WorkerLoop

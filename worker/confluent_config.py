@@ -1,5 +1,5 @@
 """The worker's Kafka settings in librdkafka's names (one settings model, two translations:
-:mod:`worker.kafka_io` has kafka-python's). Secrets go into the client config only, never a log."""
+:mod:`worker.kafka_config` has kafka-python's). Secrets go into the client config only, never a log."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SOCKET_TIMEOUT_MS = 7000
 
 
 def security_config(settings: KafkaSettings) -> dict[str, Any]:
-    """The settings' security part in librdkafka's names (kafka_io has kafka-python's)."""
+    """The settings' security part in librdkafka's names (kafka_config has kafka-python's)."""
     config: dict[str, Any] = {"security.protocol": settings.security_protocol.value}
     if settings.sasl_mechanism is not None:
         config["sasl.mechanism"] = settings.sasl_mechanism.value

@@ -1,8 +1,9 @@
-"""The kafka-python consumer source, and the settings -> client configuration of both clients.
+"""The kafka-python consumer source (its configuration: :mod:`worker.kafka_config`).
 
-With :mod:`worker.kafka_sink` the only modules that import ``kafka``. kafka-python errors are
-mapped to :mod:`worker.errors`: :class:`BrokerError` for polling and connecting,
-:class:`CommitError` for failed commits (``fatal`` when the client itself is broken).
+With :mod:`worker.kafka_config`, :mod:`worker.kafka_sink` and :mod:`worker.kafka_publisher` the
+only worker modules that import ``kafka`` (and :mod:`worker.topic_tools` for the tools).
+kafka-python errors are mapped to :mod:`worker.errors`: :class:`BrokerError` for polling and
+connecting, :class:`CommitError` for failed commits (``fatal`` when the client itself is broken).
 Partitions are plain ``(topic, partition)`` tuples outside these modules.
 """
 
@@ -11,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka import codec as kafka_codec
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, IllegalStateError, KafkaError, UnsupportedCodecError
-from kafka.record import util as record_util
 from kafka.structs import OffsetAndMetadata
 
-from worker.errors import BrokerError, CommitError, PublishError, UnreadableBatchError
+from worker.errors import BrokerError, CommitError, UnreadableBatchError
+from worker.kafka_config import REQUEST_TIMEOUT_MS, consumer_request_timeout_ms, security_config
 from worker.outcomes import RawRecord
 from worker.rebalance import PartitionsCallback, RevokedCallback
 from worker.settings import KafkaSettings
@@ -30,25 +29,8 @@ logger = logging.getLogger(__name__)
 Partition = tuple[str, int]
 Header = tuple[str, bytes]
 
-#: Longest wait for a broker answer on a single request (fetch, metadata, commit).
-REQUEST_TIMEOUT_MS = 7000
 #: kafka-python's ``timestamp_type`` of a timestamp set by the broker (0 = CreateTime, by the producer).
 LOG_APPEND_TIME = 1
-#: Longest a producer ``send`` blocks (waiting for topic metadata or buffer space).
-MAX_BLOCK_MS = 2000
-
-
-def crc32c_implementation() -> str:
-    """``"c"`` when kafka-python verifies record checksums with the C ``crc32c`` package, else
-    ``"python"`` (its pure-Python fallback, ~10x slower to consume)."""
-    return "python" if record_util._crc32c is record_util.crc32c_py else "c"
-
-
-def missing_codecs() -> list[str]:
-    """Compression codecs kafka-python cannot decompress here (their packages are dependencies):
-    a batch in one of them cannot be read and its partition is set aside (``KafkaSource._set_aside``)."""
-    readable = {"lz4": kafka_codec.has_lz4(), "snappy": kafka_codec.has_snappy(), "zstd": kafka_codec.has_zstd()}
-    return [name for name, ok in readable.items() if not ok]
 
 
 def _fatal(exc: KafkaError) -> bool:
@@ -71,49 +53,6 @@ def _headers(headers: list[tuple[str, bytes | None]] | None) -> tuple[tuple[str,
     """Headers as ``(str, bytes)``: a null header value (legal in Kafka) becomes ``b""``, which
     every client can send back in a dead letter."""
     return tuple((name, b"" if value is None else value) for name, value in headers or ())
-
-
-def _consumer_request_timeout_ms(settings: KafkaSettings) -> int:
-    return max(REQUEST_TIMEOUT_MS, settings.session_timeout_ms + 1000, settings.fetch_max_wait_ms + 1000)
-
-
-def make_producer(settings: KafkaSettings) -> KafkaProducer:
-    """A producer for the worker's outputs (acks=all; idempotent as kafka-python 3 defaults).
-
-    Raises:
-        BrokerError: the bootstrap servers did not answer within ``connect_timeout_ms``.
-    """
-    try:
-        return KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers.split(","),
-            client_id=f"kestrel-worker-{settings.group_id}",
-            acks="all",
-            linger_ms=2,
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-            max_block_ms=MAX_BLOCK_MS,
-            max_request_size=settings.max_request_bytes,
-            bootstrap_timeout_ms=settings.connect_timeout_ms,
-            **_security(settings),
-        )
-    except KafkaError as exc:
-        raise BrokerError(f"cannot create the producer: {type(exc).__name__}: {exc}") from exc
-
-
-def security_config(settings: KafkaSettings) -> dict[str, Any]:
-    """kafka-python keyword arguments for the security settings (also used by the tools' consumers)."""
-    return _security(settings)
-
-
-def _security(settings: KafkaSettings) -> dict[str, Any]:
-    config: dict[str, Any] = {"security_protocol": settings.security_protocol.value}
-    if settings.sasl_mechanism is not None:
-        config["sasl_mechanism"] = settings.sasl_mechanism.value
-        config["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.ssl_cafile is not None:
-        config["ssl_cafile"] = str(settings.ssl_cafile)
-    return config
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -189,11 +128,11 @@ class KafkaSource:
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 # kafka-python refuses a request timeout not above the session timeout and the fetch
                 # wait, and an idle-connection limit not above the request timeout.
-                request_timeout_ms=_consumer_request_timeout_ms(settings),
-                connections_max_idle_ms=max(540_000, _consumer_request_timeout_ms(settings) + 1000),
+                request_timeout_ms=consumer_request_timeout_ms(settings),
+                connections_max_idle_ms=max(540_000, consumer_request_timeout_ms(settings) + 1000),
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 bootstrap_timeout_ms=settings.connect_timeout_ms,
-                **_security(settings),
+                **security_config(settings),
             )
             self._consumer.subscribe([settings.input_topic], listener=_Listener(self, on_revoked, on_assigned))
         except KafkaError as exc:
@@ -384,48 +323,3 @@ class KafkaSource:
 
 def _payload(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
     return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-
-
-class KafkaPublisher:
-    """A plain producer for tools (the replayer): :meth:`flush` raises if anything was not acknowledged.
-
-    Raises:
-        BrokerError: the bootstrap servers did not answer (at construction).
-    """
-
-    def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = make_producer(settings)
-        self._futures: list[Any] = []
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        """Queue one record.
-
-        Raises:
-            PublishError: the client refused it (neither key nor value, over the request limit, no
-                metadata for the topic in time).
-        """
-        try:
-            self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
-        except (KafkaError, ValueError, TypeError) as exc:  # kafka-python refuses some records with ValueError
-            raise PublishError(f"send failed: {type(exc).__name__}: {exc}") from exc
-
-    def flush(self, timeout_s: float) -> None:
-        """Wait for every record sent so far.
-
-        Raises:
-            PublishError: some records were not acknowledged in ``timeout_s``.
-        """
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            raise PublishError(f"flush failed: {type(exc).__name__}: {exc}") from exc
-        failed = [f for f in self._futures if not f.is_done or f.failed()]
-        self._futures = []
-        if failed:
-            raise PublishError(f"{len(failed)} records not acknowledged")
-
-    def close(self, timeout_s: float) -> None:
-        try:
-            self._producer.close(timeout=timeout_s)
-        except KafkaError as exc:
-            logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})

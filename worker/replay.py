@@ -209,7 +209,7 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
 
 def run(args: argparse.Namespace) -> ReplaySummary:
     """Read, connect, publish (raises the errors :func:`main` reports)."""
-    from worker.kafka_io import KafkaPublisher  # noqa: PLC0415 - --help works without importing kafka
+    from worker.kafka_publisher import KafkaPublisher  # noqa: PLC0415 - --help works without importing kafka
 
     options = options_from(args)
     text = [c for c in (options.add_id, options.add_timestamp, options.key_field) if c]

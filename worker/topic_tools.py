@@ -13,7 +13,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from worker.errors import BrokerError
-from worker.kafka_io import security_config
+from worker.kafka_config import security_config
 from worker.record_format import TailRecord
 from worker.settings import KafkaSettings
 

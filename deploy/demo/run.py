@@ -27,7 +27,7 @@ from deploy.demo.tally import Tally, metric_sum, parse_metrics
 from detector.cli_help import DefaultsHelpFormatter
 from detector.table_reader import SourceLine, iter_lines
 from worker.embedded_broker import EmbeddedBroker, free_port
-from worker.kafka_io import KafkaPublisher
+from worker.kafka_publisher import KafkaPublisher
 from worker.replay import ReplayOptions, replay
 from worker.settings import KafkaSettings
 from worker.topic_tools import TopicTail, create_topics

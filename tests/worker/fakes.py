@@ -268,7 +268,7 @@ class FakeSink:
 
 class FakePublisher:
     """The replayer's :class:`worker.replay.Publisher` in memory, refusing at ``send`` what
-    :class:`worker.kafka_io.KafkaPublisher` refuses there (its contract tests run on both)."""
+    :class:`worker.kafka_publisher.KafkaPublisher` refuses there (its contract tests run on both)."""
 
     def __init__(self, max_request_bytes: int = 1_000_000) -> None:
         self.max_request_bytes = max_request_bytes

@@ -17,7 +17,7 @@ from kafka import codec as kafka_codec
 from kafka_harness import Topics, source_that_read
 
 from worker.__main__ import warn_about_kafka_python
-from worker.kafka_io import missing_codecs
+from worker.kafka_config import missing_codecs
 
 CODECS = ["gzip", "lz4", "snappy", "zstd"]
 

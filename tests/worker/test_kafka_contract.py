@@ -24,7 +24,9 @@ from kafka_harness import TopicReader, Topics, committed_offsets, source_that_re
 from worker.confluent_io import ConfluentSource
 from worker.confluent_sink import ConfluentSink, make_confluent_producer
 from worker.errors import BrokerError, PublishError
-from worker.kafka_io import KafkaPublisher, KafkaSource, make_producer
+from worker.kafka_config import make_producer
+from worker.kafka_io import KafkaSource
+from worker.kafka_publisher import KafkaPublisher
 from worker.kafka_sink import KafkaSink
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord

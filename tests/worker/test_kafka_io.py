@@ -1,4 +1,4 @@
-"""The installed client's checksum, settings that would crash or stall the worker later, and a
+"""Settings that would crash or stall the worker later, a batch kafka-python cannot read, and a
 librdkafka producer's fatal error."""
 
 from __future__ import annotations
@@ -12,13 +12,8 @@ from kafka import TopicPartition
 
 from worker import confluent_io
 from worker.errors import BrokerError, SettingsError, UnreadableBatchError
-from worker.kafka_io import KafkaSource, crc32c_implementation
+from worker.kafka_io import KafkaSource
 from worker.settings import load_settings
-
-
-def test_kafka_python_verifies_checksums_in_c() -> None:
-    # The pure-Python fallback spent 64% of the worker's CPU in a profile; the project depends on crc32c.
-    assert crc32c_implementation() == "c"
 
 
 @pytest.mark.parametrize("topic", ["bad topic", "events/x", "..", ".", "t" * 250, "événements"])
@@ -50,30 +45,6 @@ def test_kafka_client_choice() -> None:
     assert load_settings({"model_dir": "m", "kafka_client": "confluent"}).kafka_client == "confluent"
     with pytest.raises(SettingsError):
         load_settings({"model_dir": "m", "kafka_client": "librdkafka"})
-
-
-def test_both_clients_get_the_same_security_settings() -> None:
-    from worker.confluent_config import security_config  # noqa: PLC0415
-    from worker.kafka_io import _security  # noqa: PLC0415
-
-    settings = load_settings(
-        {
-            "model_dir": "m",
-            "kafka": {
-                "security_protocol": "SASL_SSL",
-                "sasl_mechanism": "SCRAM-SHA-512",
-                "sasl_username": "u",
-                "sasl_password": "p",
-            },
-        }
-    ).kafka
-    assert security_config(settings) == {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u", "sasl.password": "p",
-    }  # fmt: skip
-    assert _security(settings) == {
-        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": "u", "sasl_plain_password": "p",
-    }  # fmt: skip
 
 
 UNREADABLE = [

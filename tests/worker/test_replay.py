@@ -223,7 +223,7 @@ def test_an_unreachable_broker_fails_once_before_anything_is_published(
     def no_publisher(*args: object) -> None:
         raise AssertionError("a producer was built for an unreachable broker")
 
-    monkeypatch.setattr("worker.kafka_io.KafkaPublisher", no_publisher)
+    monkeypatch.setattr("worker.kafka_publisher.KafkaPublisher", no_publisher)
     monkeypatch.setattr(
         "worker.topic_tools.existing_topics",
         lambda settings: existing_topics(settings.model_copy(update={"connect_timeout_ms": 200})),
@@ -246,7 +246,7 @@ def test_the_connection_comes_from_the_workers_kafka_variables(tmp_path: Path, m
         def close(self, timeout_s: float) -> None:
             pass
 
-    monkeypatch.setattr("worker.kafka_io.KafkaPublisher", Publisher)
+    monkeypatch.setattr("worker.kafka_publisher.KafkaPublisher", Publisher)
     monkeypatch.setattr("worker.topic_tools.existing_topics", lambda settings: {"t"})
     monkeypatch.setenv("WORKER_KAFKA__BOOTSTRAP_SERVERS", "kafka-0:9093")
     monkeypatch.setenv("WORKER_KAFKA__SECURITY_PROTOCOL", "SSL")

@@ -111,10 +111,10 @@ def test_client_configurations_hold_every_accepted_setting() -> None:
     wants a request timeout above the session timeout and the fetch wait, and an idle-connection
     limit above that; librdkafka a connection set-up timeout of at least 1000 ms."""
     from worker.confluent_config import common_config  # noqa: PLC0415
-    from worker.kafka_io import _consumer_request_timeout_ms  # noqa: PLC0415
+    from worker.kafka_config import consumer_request_timeout_ms  # noqa: PLC0415
 
     edge = KafkaSettings(session_timeout_ms=3_600_000, heartbeat_interval_ms=100, fetch_max_wait_ms=10_000)
-    assert _consumer_request_timeout_ms(edge) > max(edge.session_timeout_ms, edge.fetch_max_wait_ms)
-    assert _consumer_request_timeout_ms(KafkaSettings(fetch_max_wait_ms=10_000)) > 10_000
+    assert consumer_request_timeout_ms(edge) > max(edge.session_timeout_ms, edge.fetch_max_wait_ms)
+    assert consumer_request_timeout_ms(KafkaSettings(fetch_max_wait_ms=10_000)) > 10_000
     assert common_config(KafkaSettings(connect_timeout_ms=100))["socket.connection.setup.timeout.ms"] == 1000
     assert common_config(KafkaSettings(connect_timeout_ms=5000))["socket.connection.setup.timeout.ms"] == 5000

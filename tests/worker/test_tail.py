@@ -114,7 +114,7 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.kafka
 def test_tails_a_real_topic_from_the_beginning(kafka_broker, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    from worker.kafka_io import KafkaPublisher  # noqa: PLC0415
+    from worker.kafka_publisher import KafkaPublisher  # noqa: PLC0415
     from worker.topic_tools import create_topics  # noqa: PLC0415
 
     bootstrap = kafka_broker.bootstrap_servers

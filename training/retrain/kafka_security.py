@@ -63,7 +63,7 @@ class KafkaSecurity(BaseModel):
             raise ValueError(f"Kafka security settings: {where + ': ' if where else ''}{first['msg']}") from None
 
     def client_config(self) -> dict[str, Any]:
-        """kafka-python keyword arguments (as the worker's ``kafka_io.security_config``)."""
+        """kafka-python keyword arguments (as the worker's ``kafka_config.security_config``)."""
         config: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.sasl_mechanism is not None:
             config["sasl_mechanism"] = self.sasl_mechanism

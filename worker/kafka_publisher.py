@@ -1,0 +1,61 @@
+"""A plain kafka-python producer for the tools (the replayer, the demo), not the worker's loop:
+it has no acknowledgement tracking; :meth:`KafkaPublisher.flush` raises if anything was not
+acknowledged (the worker's outputs go through :mod:`worker.kafka_sink`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka.errors import KafkaError
+
+from worker.errors import PublishError
+from worker.kafka_config import make_producer
+from worker.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+
+class KafkaPublisher:
+    """A plain producer for tools (the replayer): :meth:`flush` raises if anything was not acknowledged.
+
+    Raises:
+        BrokerError: the bootstrap servers did not answer (at construction).
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._producer = make_producer(settings)
+        self._futures: list[Any] = []
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        """Queue one record.
+
+        Raises:
+            PublishError: the client refused it (neither key nor value, over the request limit, no
+                metadata for the topic in time).
+        """
+        try:
+            self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
+        except (KafkaError, ValueError, TypeError) as exc:  # kafka-python refuses some records with ValueError
+            raise PublishError(f"send failed: {type(exc).__name__}: {exc}") from exc
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for every record sent so far.
+
+        Raises:
+            PublishError: some records were not acknowledged in ``timeout_s``.
+        """
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise PublishError(f"flush failed: {type(exc).__name__}: {exc}") from exc
+        failed = [f for f in self._futures if not f.is_done or f.failed()]
+        self._futures = []
+        if failed:
+            raise PublishError(f"{len(failed)} records not acknowledged")
+
+    def close(self, timeout_s: float) -> None:
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError as exc:
+            logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
