@@ -1,12 +1,19 @@
-"""Health of the two Kafka clients: failure counting and when to rebuild a client (no Kafka)."""
+"""Health of the two Kafka clients: failure counting, when to rebuild a client, backoff, and
+whether the broker answers (no Kafka)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
+_loop_logger = logging.getLogger("worker.loop")
+
+
+class Counting(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
 
 
 class ClientHealth:
@@ -95,3 +102,32 @@ class Backoff:
     def succeeded(self) -> None:
         self._delay = self.initial_s
         self._next = 0.0
+
+
+class BrokerStatus:
+    """Whether the broker answered the worker's last request; each change is logged once (under
+    ``worker.loop``, with the loop's other events), each failure counted.
+
+    Args:
+        errors: the counter of broker errors (``kestrel_broker_errors``).
+        clock: monotonic seconds (injected for tests).
+    """
+
+    def __init__(self, errors: Counting, clock: Callable[[], float] = time.monotonic) -> None:
+        self._errors = errors
+        self._clock = clock
+        self.ok = True
+        #: When the broker last answered (the loop probes it when idle for long).
+        self.last_ok = clock()
+
+    def failed(self, event: str, exc: Exception, **fields: object) -> None:
+        self._errors.inc()
+        if self.ok:
+            _loop_logger.warning(event, extra={"error": str(exc), **fields})
+        self.ok = False
+
+    def succeeded(self) -> None:
+        if not self.ok:
+            _loop_logger.info("broker_recovered")
+        self.ok = True
+        self.last_ok = self._clock()

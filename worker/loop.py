@@ -25,39 +25,27 @@ within ``shutdown_timeout_s``, in every state. A new model is swapped in only be
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from worker.batch_accounting import count_batch
-from worker.broker_health import Backoff, ClientHealth
+from worker.broker_health import Backoff, BrokerStatus, ClientHealth
 from worker.errors import BrokerError, CommitError, PublishError, UnreadableBatchError
 from worker.loop_config import LoopConfig
 from worker.metrics import HealthState, WorkerMetrics
 from worker.model_loading import LoadedModel
 from worker.model_slot import ModelSlot, ModelUpdates
 from worker.offsets import OffsetBook
-from worker.outcomes import BatchResult, RawRecord
+from worker.outcomes import RawRecord
+from worker.output_flush import InFlight, OutputFlusher
 from worker.outputs import Sink, Undeliverable, send_outputs
 from worker.pipeline import score_batch
 from worker.rebalance import RebalanceBook
 from worker.source import Partition, Source, SourceFactory
+from worker.stop_signal import StopSignal
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _InFlight:
-    """A batch scored and sent, its outputs not yet all acknowledged: ``mark`` numbers its last."""
-
-    source: Source
-    records: list[RawRecord]
-    result: BatchResult
-    mark: int
-    threshold: float
-    read_at: float
-    started: float
 
 
 class WorkerLoop:
@@ -79,17 +67,14 @@ class WorkerLoop:
         self.health = health
         self._sink = sink
         self._models = ModelSlot(model, metrics, model_updates)
-        self._stop = threading.Event()
-        self.stop_reason = "not stopped"
+        self._stop = StopSignal(config.shutdown_timeout_s)
         self._offsets = OffsetBook()
         #: A batch was given up while stopping (its outputs were never acknowledged): nothing
         #: after it may be committed either, or the commit would pass its records.
         self._abandoned = False
-        self._in_flight: _InFlight | None = None
-        self._drain_deadline: float | None = None
+        self._in_flight: InFlight | None = None
         self._clock = clock
-        self._broker_ok = True
-        self._last_broker_ok = clock()
+        self._status = BrokerStatus(metrics.broker_errors, clock)
         self._last_lag = -float("inf")
         self._last_commit_sent = -float("inf")
         self._lag: dict[Partition, int] = {}
@@ -107,7 +92,9 @@ class WorkerLoop:
         self._consumer_health = ClientHealth("consumer", *after, clock=clock)
         #: Commits count apart from polls: a poll that succeeds must not hide commits that keep failing.
         self._commit_health = ClientHealth("consumer", *after, clock=clock)
-        self._producer_health = ClientHealth("producer", *after, clock=clock)
+        self._flusher = OutputFlusher(
+            sink, config, metrics, health, self._status, self._stop, self._after_flush_failed, clock
+        )
 
     # ------------------------------------------------------------- control
     @property
@@ -116,16 +103,11 @@ class WorkerLoop:
 
     def request_stop(self, reason: str = "signal") -> None:
         """Ask the loop to finish the current batch, flush, commit and return (signal-safe)."""
-        if not self._stop.is_set():
-            self.stop_reason = reason
-        self._stop_deadline()
-        self._stop.set()
+        self._stop.request(reason)
 
-    def _stop_deadline(self) -> float:
-        """One drain deadline for the whole stop: ``shutdown_timeout_s`` after it was first seen."""
-        if self._drain_deadline is None:
-            self._drain_deadline = time.monotonic() + self.config.shutdown_timeout_s
-        return self._drain_deadline
+    @property
+    def stop_reason(self) -> str:
+        return self._stop.reason
 
     def swap_model(self, model: LoadedModel) -> None:
         """Serve ``model`` from the next batch on (thread-safe)."""
@@ -184,7 +166,7 @@ class WorkerLoop:
                 self._try_commit()
             elif self._commit_past_control_records(source):
                 pass
-            elif self._clock() - self._last_broker_ok > self.config.probe_interval_s:
+            elif self._clock() - self._status.last_ok > self.config.probe_interval_s:
                 self._probe(source)
             broken = (
                 self._consumer_health.needs_rebuild() or self._commit_health.needs_rebuild() or self._rebuild_requested
@@ -248,13 +230,13 @@ class WorkerLoop:
                 records += self._rebalance.kept(source.poll(cfg.batch_size - len(records), left_ms))
             self._consumer_health.succeeded()
             if (
-                not self._broker_ok
+                not self._status.ok
                 and source.coordinator_known()
                 and not self._offsets.committed_in(self._owned(source))
             ):
                 # Idle with nothing committed, the probe has no offsets to re-commit: a known
                 # coordinator is the sign the broker is back (else readiness stays off for good).
-                self._broker_succeeded()
+                self._status.succeeded()
         except UnreadableBatchError as exc:
             # One partition set aside (paused at the record the client cannot read); records
             # already returned, of it and of the others, are processed as usual.
@@ -291,7 +273,7 @@ class WorkerLoop:
         self.metrics.scoring_seconds.inc(time.perf_counter() - start)
         cfg = self.config
         send_outputs(result, self._sink, cfg.output_topic, cfg.dead_letter_topic, cfg.max_request_bytes)
-        batch = _InFlight(source, records, result, self._sink.mark(), model.detector.threshold, read_at, start)
+        batch = InFlight(source, records, result, self._sink.mark(), model.detector.threshold, read_at, start)
         # The batch before had this one's poll and scoring time to be acknowledged.
         self._finish_in_flight()
         if self._abandoned:
@@ -309,7 +291,7 @@ class WorkerLoop:
         batch, self._in_flight = self._in_flight, None
         if batch is None:
             return False
-        given_up = self._flush_until_acked(batch.mark)
+        given_up = self._flusher.until_acked(batch.mark)
         if given_up is None:
             self._abandoned = True  # stopping with outputs unacknowledged: nothing of this batch is committed
             return False
@@ -329,9 +311,9 @@ class WorkerLoop:
         self._in_flight = None
         self._finish(batch, given_up)
 
-    def _finish(self, batch: _InFlight, given_up: list[Undeliverable]) -> None:
+    def _finish(self, batch: InFlight, given_up: list[Undeliverable]) -> None:
         """Count a batch whose outputs are all acknowledged or given up and mark it processed."""
-        if self._refuse(given_up) or self._abandoned:
+        if self._flusher.refuse(given_up) or self._abandoned:
             self._abandoned = True
             return
         acked_at = time.time()
@@ -344,54 +326,9 @@ class WorkerLoop:
         count_batch(self.metrics, batch.result, given_up, batch.threshold, batch.read_at, acked_at)
         self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
-    def _flush_until_acked(self, through: int) -> list[Undeliverable] | None:
-        """Flush until every output numbered below ``through`` is acknowledged or given up;
-        ``None`` if the stop deadline passed first (the batch must not be committed)."""
-        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
-        while True:
-            self.health.tick()  # retrying through an outage is alive, only not ready
-            timeout = self.config.flush_timeout_s
-            if self._stop.is_set():  # the drain deadline bounds each attempt, not only the retries
-                timeout = max(0.1, min(timeout, self._stop_deadline() - time.monotonic()))
-            try:
-                given_up = self._sink.flush(timeout, through=through)
-            except PublishError as exc:
-                self.metrics.publish_failures.inc()
-                self._producer_health.failed(exc.fatal)
-                self._broker_failed("publish_failed", exc)
-                if self._producer_health.needs_rebuild():
-                    self._sink.reset()
-                    self._producer_health.rebuilt()
-                    self.metrics.client_rebuilds.labels("producer").inc()
-            else:
-                self._producer_health.succeeded()
-                self._broker_succeeded()
-                return given_up
-            self._update_lag()
-            if self._stop.is_set() and time.monotonic() > self._stop_deadline():
-                logger.error("stop_with_unacknowledged_outputs", extra={"pending": self._sink.pending})
-                return None
-            delay = backoff.failed()
-            if self._stop.is_set():
-                time.sleep(delay)  # the stop Event is set: waiting on it would not wait at all
-            else:
-                self._stop.wait(delay)
-
-    def _refuse(self, given_up: list[Undeliverable]) -> bool:
-        """Count and log outputs given up; return whether the policy says to stop."""
-        for item in given_up:
-            record = item.record
-            m = self.metrics
-            (m.dead_letters_undeliverable if record.kind == "dead_letter" else m.anomalies_undeliverable).inc()
-            logger.error(
-                "output_undeliverable",
-                extra={"kind": record.kind, "output_topic": record.topic, "size": record.size,
-                       "error": item.error, "policy": self.config.undeliverable, **record.where()},
-            )  # fmt: skip
-        if given_up and self.config.undeliverable == "stop":
-            self.request_stop("undeliverable_output")
-            return True
-        return False
+    def _after_flush_failed(self) -> None:
+        self._update_ready()
+        self._update_lag()
 
     def _owned(self, source: Source) -> set[Partition]:
         """Assigned partitions not revoked since (kafka-python keeps revoked ones in its assignment
@@ -419,7 +356,7 @@ class WorkerLoop:
         self._offsets.committed(offsets)
         self._commit_health.succeeded()
         self.health.progressed()
-        self._broker_succeeded()
+        self._status.succeeded()
         return True
 
     def _commit_past_control_records(self, source: Source) -> bool:
@@ -445,17 +382,17 @@ class WorkerLoop:
     def _probe(self, source: Source) -> None:
         """Re-commit known offsets to learn whether the broker answers while idle."""
         offsets = self._offsets.committed_in(source.assignment())
-        self._last_broker_ok = self._clock()  # one probe per interval, whatever the outcome
+        self._status.last_ok = self._clock()  # one probe per interval, whatever the outcome
         if not offsets:
             return
         try:
             source.commit(offsets, self.config.commit_timeout_ms)
-            self._broker_succeeded()
+            self._status.succeeded()
         except CommitError as exc:
             self._broker_failed("broker_probe_failed", exc)
 
     def _shutdown(self) -> bool:
-        deadline = self._stop_deadline()
+        deadline = self._stop.deadline()
         if self._abandoned:
             self._in_flight = None
         elif self._finish_in_flight():
@@ -494,7 +431,7 @@ class WorkerLoop:
         offsets = self._offsets.revoke(partitions)
         timeout_ms = self.config.commit_timeout_ms
         if stopping:  # leaving the group on stop: what is left of the drain time, at least a moment
-            timeout_ms = min(timeout_ms, max(500, int((self._stop_deadline() - time.monotonic()) * 1000)))
+            timeout_ms = min(timeout_ms, max(500, int((self._stop.deadline() - time.monotonic()) * 1000)))
         if offsets and self._source is not None:
             try:
                 self._source.commit(offsets, timeout_ms)
@@ -531,21 +468,12 @@ class WorkerLoop:
 
     # --------------------------------------------------------------- state
     def _broker_failed(self, event: str, exc: Exception, **fields: object) -> None:
-        self.metrics.broker_errors.inc()
-        if self._broker_ok:
-            logger.warning(event, extra={"error": str(exc), **fields})
-        self._broker_ok = False
+        self._status.failed(event, exc, **fields)
         self._update_ready()
-
-    def _broker_succeeded(self) -> None:
-        if not self._broker_ok:
-            logger.info("broker_recovered")
-        self._broker_ok = True
-        self._last_broker_ok = self._clock()
 
     def _update_ready(self) -> None:
         source = self._source
-        ready = self._broker_ok and source is not None and bool(source.assignment()) and source.coordinator_known()
+        ready = self._status.ok and source is not None and bool(source.assignment()) and source.coordinator_known()
         self.health.set_ready(ready)
         self.metrics.ready.set(1 if ready else 0)
 

@@ -1,8 +1,12 @@
-"""When a Kafka client is rebuilt, with an injected clock."""
+"""When a Kafka client is rebuilt, backoff, and whether the broker answers, with an injected clock."""
 
 from __future__ import annotations
 
-from worker.broker_health import Backoff, ClientHealth
+import logging
+
+import pytest
+
+from worker.broker_health import Backoff, BrokerStatus, ClientHealth
 
 
 class Clock:
@@ -60,3 +64,29 @@ def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
     assert backoff.ready()
     backoff.succeeded()
     assert backoff.failed() == 0.5
+
+
+class Errors:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.count += int(amount)
+
+
+def test_broker_status_counts_every_failure_and_logs_each_change_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock, errors = Clock(), Errors()
+    status = BrokerStatus(errors, clock)
+    assert status.ok and status.last_ok == 1000.0
+    with caplog.at_level(logging.INFO, logger="worker.loop"):
+        status.failed("poll_failed", RuntimeError("down"), retry_in_s=0.2)
+        status.failed("commit_failed", RuntimeError("still down"))
+        clock.now += 3.0
+        status.succeeded()
+        status.succeeded()
+    assert errors.count == 2 and status.ok and status.last_ok == 1003.0
+    assert [(r.getMessage(), getattr(r, "error", None)) for r in caplog.records] == [
+        ("poll_failed", "down"),
+        ("broker_recovered", None),
+    ]
+    assert caplog.records[0].retry_in_s == 0.2  # type: ignore[attr-defined]
