@@ -63,11 +63,15 @@ class ConfluentSource:
         #: The assignment read after the last rebalance callback, and when (see :meth:`assignment`).
         self._assignment: set[Partition] | None = None
         self._assignment_read_at = 0.0
+        #: The last assignment librdkafka answered, inside a rebalance callback or not.
+        self._last_assignment: set[Partition] = set()
         self._in_rebalance = False
         #: Inside ``on_assign``: the partitions handed over, and the offsets the loop asked to start
         #: them from (see :meth:`rewind`).
         self._handed: set[Partition] = set()
         self._starts: dict[Partition, int] | None = None
+        #: Inside ``on_assign``: the group's committed offsets of those partitions (:meth:`group_offsets`).
+        self._committed: dict[Partition, int] = {}
         self._no_broker_up = 0
         config = {
             **common_config(settings),
@@ -116,31 +120,41 @@ class ConfluentSource:
         """Run the loop's assign callback; partitions it rewound are assigned from those offsets
         (the rest from their committed offsets, as librdkafka does by itself when the callback
         does not assign)."""
-        self._handed, self._starts = set(_partitions(parts)), {}
+        committed = self._group_committed(parts)
+        self._handed, self._starts, self._committed = set(_partitions(parts)), {}, committed
         try:
             self._rebalancing(on_assigned, parts)
             starts = self._starts
         finally:
-            self._handed, self._starts = set(), None
+            self._handed, self._starts, self._committed = set(), None, {}
         if not starts:
             return
-        try:
-            committed = self._consumer.committed(
-                [TopicPartition(t, p) for t, p in starts], timeout=SOCKET_TIMEOUT_MS / 1000
-            )
-            # Never below the group's committed offset: another member may have read past the
-            # rewind while this one's join outlasted a generation.
-            for tp in committed:
-                if tp.error is None and tp.offset >= 0:
-                    key = (tp.topic, tp.partition)
-                    starts[key] = max(starts[key], tp.offset)
-        except (KafkaException, RuntimeError) as exc:
-            logger.warning("committed_offsets_unknown", extra={"error": str(exc)})
+        # Never below the group's committed offset: another member may have read past the
+        # rewind while this one's join outlasted a generation.
+        starts = {key: max(offset, committed.get(key, -1)) for key, offset in starts.items()}
         try:
             self._consumer.assign([_starting(tp, starts) for tp in parts])
         except (KafkaException, RuntimeError) as exc:
             # No assignment took effect: a rebuilt consumer joins afresh (from the committed offsets).
             raise BrokerError(f"cannot assign from the rewound offsets {starts}: {exc}", fatal=True) from exc
+
+    def _group_committed(self, parts: list[TopicPartition]) -> dict[Partition, int]:
+        """The group's committed offsets of ``parts`` (``{}`` when the coordinator does not answer)."""
+        if not parts:
+            return {}
+        try:
+            committed = self._consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in parts], timeout=SOCKET_TIMEOUT_MS / 1000
+            )
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("committed_offsets_unknown", extra={"error": str(exc)})
+            return {}
+        return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.error is None and tp.offset >= 0}
+
+    def group_offsets(self) -> dict[Partition, int]:
+        """Inside ``on_assigned``: the group's committed offsets of the partitions it hands over
+        (read before the callback)."""
+        return dict(self._committed)
 
     def _rebalancing(self, callback: PartitionsCallback, parts: list[TopicPartition]) -> None:
         """Run a rebalance callback; the cached assignment is read afresh afterwards (librdkafka
@@ -257,7 +271,9 @@ class ConfluentSource:
         try:
             current = set(_partitions(self._consumer.assignment()))
         except (KafkaException, RuntimeError):
-            return set()
+            # Not "none": the loop would drop the uncommitted offsets of every partition it owns.
+            return set(self._last_assignment)
+        self._last_assignment = current
         if not self._in_rebalance:
             self._assignment, self._assignment_read_at = current, now
         return set(current)

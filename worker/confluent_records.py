@@ -9,7 +9,7 @@ from itertools import islice, repeat
 from operator import eq
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Message
 
 from worker.errors import BrokerError
 from worker.outcomes import RawRecord
@@ -38,6 +38,12 @@ def raw_records(messages: list[Message]) -> list[RawRecord]:
             error = m.error()
             if error is not None and error.fatal():
                 raise BrokerError(f"poll failed: {error.str()}", fatal=True)
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:  # rare: say so
+                logger.warning(
+                    "consume_error",
+                    extra={"error": error.str(), "code": error.code(), "topic": m.topic(),
+                           "partition": m.partition(), "offset": m.offset()},
+                )  # fmt: skip
         messages = [m for m in messages if m.error() is None]
     n = len(messages)
     if not n:

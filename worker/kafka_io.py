@@ -84,12 +84,12 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         tps = list(assigned)
         partitions = [(tp.topic, tp.partition) for tp in tps]
         committed = await self._source.committed_async(tps)
-        self._source.handed, self._source.starts = set(partitions), {}
+        self._source.handed, self._source.starts, self._source.committed = set(partitions), {}, committed
         try:
             self._on_assigned(partitions)
             starts = self._source.starts
         finally:
-            self._source.handed, self._source.starts = set(), None
+            self._source.handed, self._source.starts, self._source.committed = set(), None, {}
         try:
             self._source.start_at(tps, starts, committed)
         except BrokerError as exc:  # not expected: the next poll raises it as fatal (consumer rebuilt)
@@ -115,6 +115,8 @@ class KafkaSource:
         #: takes) and the offsets the loop asked to start them from.
         self.handed: set[Partition] = set()
         self.starts: dict[Partition, int] | None = None
+        #: Inside the assign callback: the group's committed offsets of the partitions it hands over.
+        self.committed: dict[Partition, int] = {}
         #: A seek the assign callback could not make: its partition's position is not trusted.
         self.start_failed: BrokerError | None = None
         try:
@@ -267,6 +269,11 @@ class KafkaSource:
         if self.starts is None or partition not in self.handed:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
         self.starts[partition] = offset
+
+    def group_offsets(self) -> dict[Partition, int]:
+        """Inside ``on_assigned``: the group's committed offsets of the partitions it hands over
+        (read by the I/O thread before the callback, see :class:`_Listener`)."""
+        return dict(self.committed)
 
     async def committed_async(self, tps: list[TopicPartition]) -> dict[Partition, int]:
         """The group's committed offsets of ``tps``, asked on the I/O thread (inside the assign

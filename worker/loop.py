@@ -82,6 +82,8 @@ class WorkerLoop:
         #: Revoked partitions, records taken out of the batch, rewinds (see worker.rebalance).
         self._rebalance = RebalanceBook()
         self._rebuild_requested = False
+        #: The last collect's poll raised (the client may have passed records it did not return).
+        self._poll_failed = False
         #: Partitions paused at a record the client cannot read (offset), kept out of liveness.
         self._unreadable: dict[Partition, int] = {}
         self._source: Source | None = None
@@ -164,6 +166,8 @@ class WorkerLoop:
                 self._handle(source, records)
             elif self._finish_in_flight() or self._offsets.uncommitted:
                 self._try_commit()
+            elif self._poll_failed:
+                pass  # a client that failed may have passed records it did not return: no position commits
             elif self._commit_past_control_records(source):
                 pass
             elif self._clock() - self._status.last_ok > self.config.probe_interval_s:
@@ -220,6 +224,7 @@ class WorkerLoop:
         cfg = self.config
         # Shared with _on_revoked while the polls run (a rebalance happens inside a poll).
         self._rebalance.collecting = records = []
+        self._poll_failed = False
         try:
             records += self._rebalance.kept(source.poll(cfg.batch_size, cfg.idle_poll_ms))
             deadline = time.monotonic() + cfg.batch_wait_ms / 1000.0
@@ -250,6 +255,7 @@ class WorkerLoop:
         except BrokerError as exc:
             # Records already returned by an earlier poll are past the consumer's position:
             # they must be processed, or a later commit would skip them.
+            self._poll_failed = True
             self._consumer_health.failed(exc.fatal)
             self._broker_failed("poll_failed", exc)
             if not records:
@@ -346,7 +352,7 @@ class WorkerLoop:
             return True
         self._last_commit_sent = self._clock()
         try:
-            self._source.commit(offsets, self.config.commit_timeout_ms)
+            self._source.commit(offsets, self._commit_timeout_ms())
         except CommitError as exc:
             self.metrics.commit_failures.inc()
             self._commit_health.failed(exc.fatal)
@@ -358,6 +364,12 @@ class WorkerLoop:
         self.health.progressed()
         self._status.succeeded()
         return True
+
+    def _commit_timeout_ms(self) -> int:
+        """The commit timeout; while stopping, what is left of the drain time (at least a moment)."""
+        if not self._stop.is_set():
+            return self.config.commit_timeout_ms
+        return min(self.config.commit_timeout_ms, max(500, int((self._stop.deadline() - time.monotonic()) * 1000)))
 
     def _commit_past_control_records(self, source: Source) -> bool:
         """Idle, nothing in flight or uncommitted, yet a partition lags behind its end: what lies
@@ -386,7 +398,7 @@ class WorkerLoop:
         if not offsets:
             return
         try:
-            source.commit(offsets, self.config.commit_timeout_ms)
+            source.commit(offsets, self._commit_timeout_ms())
             self._status.succeeded()
         except CommitError as exc:
             self._broker_failed("broker_probe_failed", exc)
@@ -429,15 +441,14 @@ class WorkerLoop:
             self._in_flight = replace(batch, records=[r for r in batch.records if (r.topic, r.partition) not in gone])
         self._rebalance.revoked_now(gone, lost, in_flight)
         offsets = self._offsets.revoke(partitions)
-        timeout_ms = self.config.commit_timeout_ms
-        if stopping:  # leaving the group on stop: what is left of the drain time, at least a moment
-            timeout_ms = min(timeout_ms, max(500, int((self._stop.deadline() - time.monotonic()) * 1000)))
         if offsets and self._source is not None:
             try:
-                self._source.commit(offsets, timeout_ms)
+                self._source.commit(offsets, self._commit_timeout_ms())
             except CommitError as exc:
                 self.metrics.commit_failures.inc()
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
+                if not lost:  # given back, the partition commits them then
+                    self._rebalance.not_committed(offsets)
         logger.info("partitions_revoked", extra={"partitions": sorted(partitions), "lost": lost})
 
     def _on_assigned(self, partitions: list[Partition], generation: int) -> None:
@@ -446,11 +457,16 @@ class WorkerLoop:
         # The new assignment is the whole of it: partitions not in it cannot be handed out any more
         # (kafka-python listed them until now). Kept empty, the per-poll filter costs nothing.
         rewind, done = self._rebalance.assigned()
+        if self._source is not None:  # nothing at or below them is committed (see OffsetBook)
+            self._offsets.floor(self._source.group_offsets())
         # Partitions not given back: their new owner reads them, from the committed offset (and a
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))
         for partition in partitions:
-            if partition in rewind and self._source is not None:
+            if partition in done and partition not in rewind:
+                # Processed before a revoke whose commit failed: committed now it is back.
+                self._offsets.advanced({partition: done[partition]})
+            elif partition in rewind and self._source is not None:
                 try:
                     self._source.rewind(partition, rewind[partition])
                 except BrokerError as exc:

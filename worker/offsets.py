@@ -15,13 +15,18 @@ class OffsetBook:
     - processed: every output of the records before it is acknowledged, not yet committed;
     - committed: last offset this process committed;
     - first seen: the first offset polled since the partition was assigned (the start position
-      when nothing was committed yet, so a worker stuck on its first batch still has a lag).
+      when nothing was committed yet, so a worker stuck on its first batch still has a lag);
+    - floor: the group's committed offset when the partition was assigned. Nothing at or below it
+      is marked processed, so never committed: another member may have committed past work of
+      this one still in flight (a partition that went away and came back, or a generation this
+      member missed), and committing it would move the group's offset back.
     """
 
     def __init__(self) -> None:
         self._processed: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
         self._first_seen: dict[Partition, int] = {}
+        self._floor: dict[Partition, int] = {}
 
     def saw(self, records: Iterable[RawRecord]) -> None:
         """Note polled records (before they are processed)."""
@@ -38,8 +43,9 @@ class OffsetBook:
         the last record marks less than the batch holds: those records are read again, none skipped.
         """
         last = {(r.topic, r.partition): r.offset for r in records}
+        floor = self._floor
         for key, offset in last.items():
-            if key in assigned and offset + 1 > self._processed.get(key, 0):
+            if key in assigned and offset + 1 > self._processed.get(key, 0) and offset + 1 > floor.get(key, 0):
                 self._processed[key] = offset + 1
 
     def advanced(self, positions: Mapping[Partition, int]) -> None:
@@ -47,8 +53,12 @@ class OffsetBook:
         the last record processed). The caller guarantees that nothing polled below them is still
         unprocessed: nothing in flight, nothing uncommitted, nothing given up."""
         for key, offset in positions.items():
-            if offset > self._processed.get(key, self._committed.get(key, 0)):
+            if offset > self._processed.get(key, self._committed.get(key, 0)) and offset > self._floor.get(key, 0):
                 self._processed[key] = offset
+
+    def floor(self, committed: Mapping[Partition, int]) -> None:
+        """Note the group's committed offsets of partitions just assigned (see the class docstring)."""
+        self._floor.update(committed)
 
     @property
     def uncommitted(self) -> dict[Partition, int]:
@@ -74,6 +84,7 @@ class OffsetBook:
             self._processed.pop(p, None)
             self._committed.pop(p, None)
             self._first_seen.pop(p, None)
+            self._floor.pop(p, None)
         return offsets
 
     def forget_all(self) -> None:
@@ -81,6 +92,7 @@ class OffsetBook:
         self._processed.clear()
         self._committed.clear()
         self._first_seen.clear()
+        self._floor.clear()
 
     def lag(self, assigned: Iterable[Partition], highwater: Callable[[Partition], int | None]) -> dict[Partition, int]:
         """High watermark minus committed offset (else the first offset seen) per assigned partition.

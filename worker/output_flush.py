@@ -84,7 +84,10 @@ class OutputFlusher:
             if self._stop.is_set() and time.monotonic() > self._stop.deadline():
                 logger.error("stop_with_unacknowledged_outputs", extra={"pending": self._sink.pending})
                 return None
-            self._stop.pause(backoff.failed())
+            delay = backoff.failed()
+            if self._stop.is_set():  # the backoff ends at the drain deadline at the latest
+                delay = min(delay, max(0.0, self._stop.deadline() - time.monotonic()))
+            self._stop.pause(delay)
 
     def _failed(self, exc: PublishError) -> None:
         self.metrics.publish_failures.inc()

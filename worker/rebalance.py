@@ -49,7 +49,9 @@ class RebalanceBook:
         self.rewind: dict[Partition, int] = {}
         #: Partitions whose rewind the client refused: out until the consumer is rebuilt.
         self.unrewound: set[Partition] = set()
-        #: Offset past a batch that finished while its partition was revoked, to commit if given back.
+        #: Offset past work processed of a revoked partition but not committed (a batch that
+        #: finished while it awaited the assignment, or a revoke whose commit failed): committed if
+        #: the partition is given back.
         self.finished: dict[Partition, int] = {}
 
     def reset(self) -> None:
@@ -96,9 +98,12 @@ class RebalanceBook:
         """A batch finished while some of its partitions await the assignment (not owned: nothing
         of them marked processed): note the offset past it, committed if they come back."""
         if self.awaiting:
-            for record in records:
-                if _key(record) in self.awaiting:
-                    self.finished[_key(record)] = record.offset + 1
+            self.not_committed({_key(r): r.offset + 1 for r in records if _key(r) in self.awaiting})
+
+    def not_committed(self, offsets: dict[Partition, int]) -> None:
+        """Offsets processed of revoked partitions that were not committed (see ``finished``)."""
+        for partition, offset in offsets.items():
+            self.finished[partition] = max(self.finished.get(partition, 0), offset)
 
     def assigned(self) -> tuple[dict[Partition, int], dict[Partition, int]]:
         """The rebalance ended: forget what was revoked; return where to rewind partitions given

@@ -136,6 +136,10 @@ class FakeSource:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
         self.rewinds.append((partition, offset))  # applied when the callback returns, as the clients do
 
+    def group_offsets(self) -> dict[Partition, int]:
+        """As the real sources: inside ``on_assigned``, the committed offsets of what it hands over."""
+        return {p: o for p, o in self.committed.items() if p in self._handing}
+
     def _restart(self, partition: Partition, offset: int) -> None:
         """Hand out ``partition`` from ``offset``: what was handed out from there comes first in the
         next poll, records not handed out yet follow in their batches (those below it are skipped)."""
@@ -165,6 +169,11 @@ class FakeSource:
 
     def position(self, partition: Partition) -> int | None:
         return self._position.get(partition)
+
+    def skip_to(self, partition: Partition, offset: int) -> None:
+        """Move the position to ``offset`` without handing records out (a client that consumed
+        records and lost them with the error it raised)."""
+        self._position[partition] = offset
 
     def set_highwater(self, partition: Partition, offset: int) -> None:
         self._high[partition] = offset

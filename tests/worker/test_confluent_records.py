@@ -3,6 +3,8 @@ tests/worker/test_confluent_headers.py)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Message
 
@@ -31,3 +33,16 @@ def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
     with pytest.raises(BrokerError) as failed:
         raw_records([Message(topic="in", partition=0, offset=1, value=b"{}"), fenced])
     assert failed.value.fatal and "fenced" in str(failed.value)
+
+
+def test_a_message_with_an_error_is_left_out_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """librdkafka may pass over what it could not read: the worker says where, instead of nothing."""
+    bad = Message(topic="in", partition=3, offset=17, error=KafkaError(KafkaError._BAD_MSG, "bad message"))
+    eof = Message(topic="in", partition=1, offset=4, error=KafkaError(KafkaError._PARTITION_EOF))
+    with caplog.at_level(logging.WARNING, logger="worker.confluent_records"):
+        assert raw_records([bad, eof, Message(topic="in", partition=0, offset=7, value=b"{}")]) == [
+            RawRecord("in", 0, 7, 0, None, b"{}", (), False)
+        ]
+    (logged,) = caplog.records
+    assert logged.getMessage() == "consume_error"
+    assert (logged.topic, logged.partition, logged.offset) == ("in", 3, 17)  # type: ignore[attr-defined]

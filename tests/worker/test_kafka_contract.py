@@ -548,18 +548,25 @@ def test_librdkafka_source_makes_a_refused_rewound_assignment_fatal() -> None:
 
 
 def _first_offset_after_a_rebalance(
-    client: str, committed: int, rewind_to: int | None, request: pytest.FixtureRequest
+    client: str,
+    committed: int,
+    rewind_to: int | None,
+    request: pytest.FixtureRequest,
+    group_offsets: list[dict[tuple[str, int], int]] | None = None,
 ) -> int:
     """One member reads 0-9 of two partitions and the group's offsets are committed at
     ``committed``; a second member joins, and in ``on_assigned`` the first rewinds the partition it
     keeps to ``rewind_to`` (if given); three more records (10-12) follow. Returns the first offset
     of the kept partition the first member reads after the rebalance. ``client``: ``fake``
-    (``fake-restarts-at-commit``: the fake's librdkafka mode), ``kafka-python`` or ``confluent``."""
+    (``fake-restarts-at-commit``: the fake's librdkafka mode), ``kafka-python`` or ``confluent``.
+    ``group_offsets`` gets the source's ``group_offsets()`` inside that ``on_assigned``."""
     kept: list[tuple[str, int]] = []
     holder: dict[str, Any] = {}
 
     def on_assigned(partitions: list[tuple[str, int]]) -> None:
         kept[:] = partitions
+        if holder.get("armed") and group_offsets is not None:
+            group_offsets.append(holder["source"].group_offsets())
         if holder.get("armed") and rewind_to is not None:
             for partition in partitions:
                 holder["source"].rewind(partition, rewind_to)
@@ -607,6 +614,17 @@ def _first_offset_after_a_rebalance(
             return min(r.offset for r in again if r.partition == kept_partition[1])
     finally:
         source.close(1000)
+
+
+@pytest.mark.parametrize("client", ["fake", "kafka-python", "confluent"])
+def test_inside_on_assigned_the_source_tells_the_groups_committed_offsets_of_what_it_hands_over(
+    client: str, request: pytest.FixtureRequest
+) -> None:
+    """The loop never commits at or below them (another member may have committed past a batch
+    of this one still in flight)."""
+    seen: list[dict[tuple[str, int], int]] = []
+    _first_offset_after_a_rebalance(client, 4, None, request, seen)
+    assert len(seen) == 1 and len(seen[0]) == 1 and list(seen[0].values()) == [4]
 
 
 @pytest.mark.parametrize(

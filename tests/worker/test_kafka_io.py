@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import kafka.errors as kafka_errors
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import TopicPartition
 
 from worker import confluent_io
@@ -111,3 +112,26 @@ def test_librdkafka_takes_the_workers_short_fetch_queue_backoff(monkeypatch: pyt
         assert confluent_io.FETCH_QUEUE_BACKOFF_MS <= 100
     finally:
         source.close(1000)
+
+
+def test_the_librdkafka_assignment_keeps_its_last_answer_when_the_client_errs() -> None:
+    """Found in review: an error read as "nothing assigned", and the loop dropped the uncommitted
+    offsets of every partition it owns (their records were then repeated after a restart)."""
+    answers: list[object] = [
+        [ConfluentPartition("in", 0), ConfluentPartition("in", 1)],
+        KafkaException(KafkaError(KafkaError._TRANSPORT, "broker away")),
+    ]
+
+    def assignment() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    source = confluent_io.ConfluentSource.__new__(confluent_io.ConfluentSource)
+    source._consumer = SimpleNamespace(assignment=assignment)  # type: ignore[assignment]
+    source._assignment, source._assignment_read_at, source._last_assignment = None, 0.0, set()
+    source._in_rebalance = True  # read afresh every time (no cache)
+    assert source.assignment() == {("in", 0), ("in", 1)}
+    assert source.assignment() == {("in", 0), ("in", 1)}
+    assert answers == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 import orjson
@@ -12,7 +13,7 @@ from fakes import FakeSink, FakeSource
 from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel
 
-from worker.errors import BrokerError
+from worker.errors import BrokerError, CommitError
 from worker.loop import WorkerLoop
 from worker.loop_config import LoopConfig
 from worker.metrics import HealthState, WorkerMetrics
@@ -300,3 +301,50 @@ def test_an_abandoned_batch_is_not_committed_past_as_control_records(model: Load
         loop.run_once()
     assert loop.stop_reason == "undeliverable_output"
     assert source.commits == [{("in", 0): 1}]
+
+
+class _BlockingCommits(FakeSource):
+    """kafka-python's synchronous commit against a frozen coordinator: waits its timeout, then fails."""
+
+    def commit(self, offsets: Mapping[tuple[str, int], int], timeout_ms: int) -> None:
+        time.sleep(timeout_ms / 1000)
+        raise CommitError("timed out")
+
+
+@pytest.mark.parametrize("stuck", ["commit", "flush"])
+def test_a_stop_ends_near_its_drain_deadline_even_with_long_timeouts(model: LoadedModel, stuck: str) -> None:
+    """Found in review: a commit waited its whole ``commit_timeout_ms`` and a flush retry its whole
+    backoff after the drain deadline (up to ~10 s past it with the defaults)."""
+    sink = FakeSink()
+    if stuck == "commit":
+        source: FakeSource = _BlockingCommits([], [[_poison(0, b"k", b"{bad")]])
+        config = replace(CONFIG, shutdown_timeout_s=0.3, commit_timeout_ms=3000)
+    else:
+        source = FakeSource([], [[_poison(0, b"k", b"{bad")]])
+        config = replace(CONFIG, shutdown_timeout_s=0.3, backoff_initial_s=3.0, backoff_max_s=3.0)
+    loop = _loop(model, source, sink, config)
+    loop.run_once()  # a batch in flight
+    if stuck == "flush":
+        sink.fail_flushes = 10**9
+    loop.request_stop("SIGTERM")
+    started = time.monotonic()
+    assert loop.run() is False  # not committed: the commit failed, or the outputs never came
+    assert time.monotonic() - started < 1.5  # the drain (0.3 s), a commit's floor of 0.5 s, a close
+
+
+def test_a_failed_poll_never_commits_the_consumers_position(model: LoadedModel) -> None:
+    """Found in review: librdkafka drops a whole polled batch when one message carries a fatal
+    error, its position already past the rest; the idle path then committed that position (the
+    control-record commit) and the dropped records were never read again."""
+    source = FakeSource([], [[_poison(i, b"k", b"{bad") for i in range(5)]])
+    loop = _loop(model, source, FakeSink())
+    _run_batch(loop)
+    loop.run_once()
+    assert source.committed == {("in", 0): 5}
+    source.set_highwater(("in", 0), 10)  # 5-9 produced, not fetched yet: a lag of 5
+    loop.run_once()
+    # The client consumes 5-9 and loses them with the error it raises.
+    source.skip_to(("in", 0), 10)
+    source.fail_polls = 1
+    loop.run_once()
+    assert source.committed == {("in", 0): 5}

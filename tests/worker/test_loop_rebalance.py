@@ -315,3 +315,58 @@ def test_a_partition_another_member_read_past_meanwhile_starts_at_the_committed_
     _run(loop, 2)
     assert _processed(sink) == [(0, i) for i in range(10)] + [(0, i) for i in range(40, 45)]
     assert source.committed[P0] == 45
+
+
+@pytest.mark.parametrize("finish_before_assign", [False, True], ids=["finished-after", "finished-before"])
+def test_a_batch_in_flight_never_moves_back_an_offset_another_member_committed_in_a_missed_generation(
+    model: LoadedModel, keeps_position: bool, finish_before_assign: bool
+) -> None:
+    """Found in review: the partition comes back after a generation this member missed, in which
+    another member read it and committed 40; the batch of offsets 0-9, still in flight through
+    the revoke, then committed 10 and moved the group's offset back (a crash there repeats 10-39)."""
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    loop.run_once()  # offsets 0-9 in flight
+    sink.fail_flushes = 1  # the revoke's wait for them fails
+    source.rebalance([P0, P1], None)
+    source.committed[P0] = 40  # the other member, in the generation this one missed
+    source.batches.append(_dead_letters(0, 10, 35))
+    if finish_before_assign:
+        loop.run_once()  # the batch finishes while P0 awaits the assignment
+    source.rebalance(None, [P0, P1])
+    _run(loop, 3)
+    assert [c[P0] for c in source.commits if P0 in c] == [45]
+    assert sorted(o for p, o in _processed(sink) if p == 0) == list(range(10)) + list(range(40, 45))
+
+
+def test_a_batch_in_flight_never_moves_back_the_offset_of_a_partition_that_went_away_and_came_back(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """Found in review: the partition goes to another member (which commits 30) and comes back in
+    a later rebalance while the batch of 0-9 is still unacknowledged."""
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    loop.run_once()
+    sink.fail_flushes = 2  # both revokes' waits for the batch fail
+    source.rebalance([P0, P1], [P1])  # P0 to the other member
+    source.committed[P0] = 30
+    source.batches.append(_dead_letters(0, 30, 5))
+    source.rebalance([P1], [P0, P1])  # and back, the batch still in flight
+    _run(loop, 3)
+    assert [c[P0] for c in source.commits if P0 in c] == [35]
+
+
+def test_work_whose_revoke_commit_failed_is_committed_when_the_partition_comes_back(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """Found in review: the revoke's commit failed and the partition came back with nothing new to
+    read; its processed offsets were forgotten, so the group's offset stayed behind for good (a
+    restart repeated them) while the lag read 0."""
+    source, sink, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    _run(loop, 2)
+    assert source.committed[P0] == 10
+    source.batches.append(_dead_letters(0, 10, 10))
+    loop.run_once()  # 10-19 in flight
+    source.fail_commits = 1
+    source.rebalance([P0, P1], [P0, P1])  # acknowledged in the revoke's wait; its commit fails
+    _run(loop, 5)
+    assert source.committed[P0] == 20  # librdkafka reads 10-19 again first (at-least-once), kafka-python goes on
+    assert {o for p, o in _processed(sink) if p == 0} == set(range(20))

@@ -68,3 +68,17 @@ def test_a_partition_read_again_within_a_batch_marks_its_last_record_and_never_m
     assert book.uncommitted == {("in", 0): 7}
     book.processed(_records(0, 0, 2), {("in", 0)})
     assert book.uncommitted == {("in", 0): 7}
+
+
+def test_nothing_at_or_below_the_groups_offset_at_assignment_is_marked_processed() -> None:
+    p = ("in", 0)
+    book = OffsetBook()
+    book.floor({p: 40})
+    book.processed(_records(0, 0, 10), {p})  # a batch read before another member committed 40
+    book.advanced({p: 40})
+    assert book.uncommitted == {}
+    book.processed(_records(0, 40, 5), {p})
+    assert book.uncommitted == {p: 45}
+    book.revoke([p])
+    book.processed(_records(0, 0, 10), {p})  # the floor went with the partition
+    assert book.uncommitted == {p: 10}
