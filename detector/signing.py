@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from detector.artifact_files import read_model_file
 from detector.atomic_file import write_atomic
 from detector.errors import ArtifactError
 
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 SIGNATURE = "manifest.sig"
+#: A signature file's size at most (a base64 Ed25519 signature is 88 bytes).
+SIGNATURE_LIMIT = 4096
 MANIFEST = "manifest.json"
 PEM_MARK = "-----BEGIN"
 
@@ -112,7 +115,9 @@ def verify_signature(model_dir: Path, key: Ed25519PublicKey, manifest: bytes | N
     """
     model_dir = Path(model_dir)
     try:
-        raw = (model_dir / SIGNATURE).read_bytes()
+        # As every model file: a plain file, not a link, of bounded size (a FIFO here hung the
+        # worker's reload thread for good; found in review).
+        raw = read_model_file(model_dir / SIGNATURE, SIGNATURE_LIMIT)
     except FileNotFoundError:
         raise ArtifactError(
             f"{model_dir}: unsigned model (no {SIGNATURE}); a model public key is configured, so only signed "
@@ -120,7 +125,7 @@ def verify_signature(model_dir: Path, key: Ed25519PublicKey, manifest: bytes | N
         ) from None
     try:
         signature = base64.b64decode(raw.strip(), validate=True)
-        key.verify(signature, manifest if manifest is not None else (model_dir / MANIFEST).read_bytes())
+        key.verify(signature, manifest if manifest is not None else read_model_file(model_dir / MANIFEST))
     except (binascii.Error, ValueError, InvalidSignature, OSError):
         raise ArtifactError(
             f"{model_dir}: signature does not verify (signed with another key, or the manifest was changed)"

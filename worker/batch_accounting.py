@@ -31,7 +31,7 @@ def count_batch(
     m.events.labels("rejected").inc(len(result.rejected))
     m.dead_letters.inc(len(result.rejected) - sum(g.record.kind == "dead_letter" for g in given_up))
     m.batch_size.observe(len(result.records))
-    m.observe_scores(result.scores, threshold)
+    m.observe_scores(result.scores, threshold, result.model_version)
     latencies, implausible = processing_latencies(result.records, read_at, acked_at)
     m.observe_processing_latencies(latencies, implausible)
     m.observe_event_time_lags(event_time_lags(result.event_times_s, acked_at))

@@ -4,6 +4,7 @@ headers included: a record whose header names cannot be decoded keeps its value 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from itertools import islice, repeat
 from operator import eq
@@ -15,6 +16,11 @@ from worker.errors import BrokerError
 from worker.outcomes import RawRecord
 
 logger = logging.getLogger(__name__)
+
+#: A message error of one partition and kind is logged at most this often (a persistent one, an
+#: unauthorised topic say, would otherwise log on every poll).
+ERROR_LOG_INTERVAL_S = 60.0
+_error_logged_at: dict[tuple[str, int, int], float] = {}
 
 
 #: Unbound ``Message`` getters: ``map``-ed over a batch they run without a Python frame per record.
@@ -39,11 +45,7 @@ def raw_records(messages: list[Message]) -> list[RawRecord]:
             if error is not None and error.fatal():
                 raise BrokerError(f"poll failed: {error.str()}", fatal=True)
             if error is not None and error.code() != KafkaError._PARTITION_EOF:  # rare: say so
-                logger.warning(
-                    "consume_error",
-                    extra={"error": error.str(), "code": error.code(), "topic": m.topic(),
-                           "partition": m.partition(), "offset": m.offset()},
-                )  # fmt: skip
+                _log_consume_error(m, error)
         messages = [m for m in messages if m.error() is None]
     n = len(messages)
     if not n:
@@ -110,3 +112,19 @@ def _bytes_or_none(value: str | bytes | None) -> bytes | None:
     if value is None:
         return None
     return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _log_consume_error(message: Message, error: KafkaError) -> None:
+    """Log a message's error, once per :data:`ERROR_LOG_INTERVAL_S` per partition and kind."""
+    key = (str(message.topic()), int(message.partition() or 0), int(error.code()))
+    now = time.monotonic()
+    if now - _error_logged_at.get(key, -ERROR_LOG_INTERVAL_S) < ERROR_LOG_INTERVAL_S:
+        return
+    if len(_error_logged_at) > 10_000:  # bounded, whatever the number of partitions
+        _error_logged_at.clear()
+    _error_logged_at[key] = now
+    logger.warning(
+        "consume_error",
+        extra={"error": error.str(), "code": error.code(), "topic": message.topic(),
+               "partition": message.partition(), "offset": message.offset()},
+    )  # fmt: skip

@@ -126,6 +126,8 @@ class KafkaSource:
                 client_id=f"kestrel-worker-{settings.group_id}",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # As librdkafka by default: records of aborted or open transactions are never scored.
+                isolation_level="read_committed",
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 # kafka-python refuses a request timeout not above the session timeout and the fetch

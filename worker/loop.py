@@ -441,14 +441,16 @@ class WorkerLoop:
             self._in_flight = replace(batch, records=[r for r in batch.records if (r.topic, r.partition) not in gone])
         self._rebalance.revoked_now(gone, lost, in_flight)
         offsets = self._offsets.revoke(partitions)
+        if not lost:
+            # Given back, a partition commits these again if the group's offset is below them:
+            # this commit may fail (on kafka-python after this callback, where the loop cannot see it).
+            self._rebalance.note_processed(offsets)
         if offsets and self._source is not None:
             try:
                 self._source.commit(offsets, self._commit_timeout_ms())
             except CommitError as exc:
                 self.metrics.commit_failures.inc()
                 logger.warning("revoke_commit_failed", extra={"error": str(exc)})
-                if not lost:  # given back, the partition commits them then
-                    self._rebalance.not_committed(offsets)
         logger.info("partitions_revoked", extra={"partitions": sorted(partitions), "lost": lost})
 
     def _on_assigned(self, partitions: list[Partition], generation: int) -> None:
@@ -464,9 +466,11 @@ class WorkerLoop:
         self._forget_unreadable(set(self._unreadable) - set(partitions))
         for partition in partitions:
             if partition in done and partition not in rewind:
-                # Processed before a revoke whose commit failed: committed now it is back.
-                self._offsets.advanced({partition: done[partition]})
-            elif partition in rewind and self._source is not None:
+                # Processed before the revoke (its commit may have failed): start past it
+                # (librdkafka would re-read it from the committed offset) and commit it, unless
+                # the group has it already (the floor).
+                rewind[partition] = done[partition]
+            if partition in rewind and self._source is not None:
                 try:
                     self._source.rewind(partition, rewind[partition])
                 except BrokerError as exc:

@@ -144,10 +144,16 @@ class WorkerMetrics:
         self._quantiles_at: float | None = None  # None: recompute at the next batch
         self._versions: set[str] = set()
 
-    def observe_scores(self, scores: NDArray[np.float64], threshold: float) -> None:
+    def observe_scores(self, scores: NDArray[np.float64], threshold: float, model_version: str | None = None) -> None:
         """Record scored events: histogram, rolling flag rate, and rolling score quantiles (the
-        quantiles recomputed at most every ``QUANTILE_REFRESH_S``, and at once after a model swap)."""
+        quantiles recomputed at most every ``QUANTILE_REFRESH_S``, and at once after a model swap).
+
+        ``model_version``: the model that scored them; scores of a model no longer live (a batch
+        that finished after the swap) stay out of the new model's rolling window.
+        """
         self.score.observe_many(scores)
+        if model_version is not None and self._versions and model_version not in self._versions:
+            return
         take = scores[-ROLLING_WINDOW:]
         idx = (self._window_pos + np.arange(len(take))) % ROLLING_WINDOW
         self._window[idx] = take

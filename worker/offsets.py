@@ -41,11 +41,15 @@ class OffsetBook:
         to mark (one dict store per record instead of a lookup and a ``max``). Should a batch hold
         a partition read again from an earlier offset (re-assigned while the batch was collected),
         the last record marks less than the batch holds: those records are read again, none skipped.
+        Records read again below an offset already committed (or the floor) mark nothing: a
+        commit never moves back.
         """
         last = {(r.topic, r.partition): r.offset for r in records}
-        floor = self._floor
+        floor, committed = self._floor, self._committed
         for key, offset in last.items():
-            if key in assigned and offset + 1 > self._processed.get(key, 0) and offset + 1 > floor.get(key, 0):
+            if key in assigned and offset + 1 > max(
+                self._processed.get(key, 0), committed.get(key, 0), floor.get(key, 0)
+            ):
                 self._processed[key] = offset + 1
 
     def advanced(self, positions: Mapping[Partition, int]) -> None:

@@ -49,9 +49,9 @@ class RebalanceBook:
         self.rewind: dict[Partition, int] = {}
         #: Partitions whose rewind the client refused: out until the consumer is rebuilt.
         self.unrewound: set[Partition] = set()
-        #: Offset past work processed of a revoked partition but not committed (a batch that
-        #: finished while it awaited the assignment, or a revoke whose commit failed): committed if
-        #: the partition is given back.
+        #: Offset past work processed of a revoked partition (before the revoke, whose commit may
+        #: fail, or by a batch that finished while it awaited the assignment): committed if the
+        #: partition is given back and the group's offset is below it.
         self.finished: dict[Partition, int] = {}
 
     def reset(self) -> None:
@@ -98,10 +98,10 @@ class RebalanceBook:
         """A batch finished while some of its partitions await the assignment (not owned: nothing
         of them marked processed): note the offset past it, committed if they come back."""
         if self.awaiting:
-            self.not_committed({_key(r): r.offset + 1 for r in records if _key(r) in self.awaiting})
+            self.note_processed({_key(r): r.offset + 1 for r in records if _key(r) in self.awaiting})
 
-    def not_committed(self, offsets: dict[Partition, int]) -> None:
-        """Offsets processed of revoked partitions that were not committed (see ``finished``)."""
+    def note_processed(self, offsets: dict[Partition, int]) -> None:
+        """Offsets processed of revoked partitions (see ``finished``)."""
         for partition, offset in offsets.items():
             self.finished[partition] = max(self.finished.get(partition, 0), offset)
 

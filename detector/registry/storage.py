@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -101,11 +102,21 @@ class LocalStorage:
 
     def read_bytes(self, key: str) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            # O_NONBLOCK: a FIFO put where LIVE was must not hang the reader (it is refused below).
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as exc:  # e.g. a directory copied in by hand with mode 0700 under another uid
             raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "rb") as fh:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device (a link to /dev/zero, say)
+                raise RegistryError(f"cannot read {key}: not a regular file")
+            try:
+                return fh.read()
+            except OSError as exc:
+                raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
 
     def write_bytes(self, key: str, data: bytes) -> None:
         write_atomic(self._path(key), data, durable=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -190,3 +191,22 @@ def test_hot_reload_refuses_an_unsigned_version_and_takes_a_signed_one(
 def test_an_empty_public_key_setting_says_so() -> None:
     with pytest.raises(ArtifactError, match="model public key: empty"):
         load_public_key("  ")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_a_signature_that_is_not_a_plain_file_is_refused_without_hanging(
+    artifact: Path, keys: dict[str, Path], kind: str
+) -> None:
+    """Found in review: a FIFO as ``manifest.sig`` hung the worker's reload thread (and start-up) for
+    good; it is now read as every model file is (a plain file, not a link, of bounded size)."""
+    sign_artifact(artifact, load_private_key(keys["ours"]))
+    signature = artifact / SIGNATURE
+    signed = signature.read_bytes()
+    signature.unlink()
+    if kind == "fifo":
+        os.mkfifo(signature)
+    else:
+        (artifact.parent / "elsewhere.sig").write_bytes(signed)
+        signature.symlink_to(artifact.parent / "elsewhere.sig")
+    with pytest.raises(ArtifactError, match=r"not a regular file|symbolic link"):
+        verify_signature(artifact, load_public_key(str(keys["ours.pub"])))

@@ -46,3 +46,10 @@ def test_a_message_with_an_error_is_left_out_and_logged(caplog: pytest.LogCaptur
     (logged,) = caplog.records
     assert logged.getMessage() == "consume_error"
     assert (logged.topic, logged.partition, logged.offset) == ("in", 3, 17)  # type: ignore[attr-defined]
+    again = Message(topic="in", partition=3, offset=18, error=KafkaError(KafkaError._BAD_MSG, "bad message"))
+    other = Message(topic="in", partition=4, offset=2, error=KafkaError(KafkaError._BAD_MSG, "bad message"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="worker.confluent_records"):
+        assert raw_records([again, other]) == []
+    # The same partition and kind within a minute is not logged again; another partition is.
+    assert [(r.getMessage(), r.partition) for r in caplog.records] == [("consume_error", 4)]  # type: ignore[attr-defined]

@@ -335,7 +335,9 @@ def test_a_stop_ends_near_its_drain_deadline_even_with_long_timeouts(model: Load
 def test_a_failed_poll_never_commits_the_consumers_position(model: LoadedModel) -> None:
     """Found in review: librdkafka drops a whole polled batch when one message carries a fatal
     error, its position already past the rest; the idle path then committed that position (the
-    control-record commit) and the dropped records were never read again."""
+    control-record commit) and the dropped records were never read again. A fatal error rebuilds
+    the consumer in the same turn (it reads from the committed offset), so that turn is the one
+    that must not commit; the fake's error here is not fatal, so no rebuild hides the check."""
     source = FakeSource([], [[_poison(i, b"k", b"{bad") for i in range(5)]])
     loop = _loop(model, source, FakeSink())
     _run_batch(loop)

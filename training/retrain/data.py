@@ -39,9 +39,12 @@ HOLDOUT_EXPECTED_FALSE_POSITIVES = 20
 
 @dataclass
 class RetrainData:
-    """Normal rows in time order, labelled anomalies, and counts for the decision report."""
+    """Normal rows in time order, normal rows for training only (analysts' false positives: the
+    live model flags them, so the gate must not judge on them), labelled anomalies, and counts for
+    the decision report."""
 
     normals: list[Record] = field(default_factory=list)
+    train_only: list[Record] = field(default_factory=list)
     anomalies: list[Record] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 

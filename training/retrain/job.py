@@ -146,6 +146,7 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
     config = options.configure(_base_config(live))
     n_holdout = holdout_size(len(data.normals), options.holdout_fraction, config.target_fpr)
     train, holdout = split_holdout(data.normals, n_holdout)
+    train += data.train_only
     fit = fit_detector(train, spec, config)
     with tempfile.TemporaryDirectory(prefix="kestrel-candidate-") as tmp:
         candidate_dir = fit.detector.save(Path(tmp) / "candidate", fit.metadata)
@@ -248,14 +249,15 @@ def _gather(options: RetrainOptions, live: Detector | None) -> tuple[RetrainData
         data.count("unlabelled_rows_scored_by_live", len(normals_in))
         normals_in, n_flagged = unflagged(normals_in, live)
         data.count("unlabelled_rows_flagged_by_live_left_out", n_flagged)
-    # Labelled file normals come first, then analysts' false positives (labelled normal, kept in the
-    # training part), then unlabelled rows (newest: files, then Kafka).
-    data.normals.extend(feedback.false_positives)
+    # Labelled file normals come first, then unlabelled rows (newest: files, then Kafka); analysts'
+    # false positives go to the training part only, whatever the holdout's size (found in review:
+    # placed among the normals, a holdout larger than the newest rows took them).
+    data.train_only.extend(feedback.false_positives)
     data.normals.extend(normals_in)
     data.anomalies.extend(feedback.confirmed)
     if options.anomalies is not None:
         data.anomalies.extend(read_anomalies(options.anomalies, options.files))
-    data.count("normal_rows", len(data.normals))
+    data.count("normal_rows", len(data.normals) + len(data.train_only))
     data.count("anomaly_rows", len(data.anomalies))
     return data, spec
 

@@ -93,6 +93,8 @@ def read_recent_events(window: KafkaWindow) -> KafkaEvents:
             bootstrap_servers=window.bootstrap_servers,
             enable_auto_commit=False,
             group_id=None,
+            # As the worker: records of aborted or open transactions are not normal traffic to learn.
+            isolation_level="read_committed",
             bootstrap_timeout_ms=int(min(window.timeout_s, 30.0) * 1000),
             **window.security.client_config(),
         )

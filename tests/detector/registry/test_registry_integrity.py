@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from small_artifact import build_artifact
 from detector.artifact import WEIGHTS
 from detector.errors import ArtifactError, RegistryError
 from detector.registry import ModelRegistry, VersionConflictError
+from detector.registry import storage as storage_module
 from detector.registry.storage import LocalStorage
 
 
@@ -100,14 +102,14 @@ def test_an_unreadable_version_is_listed_with_its_problem(
     readable, unreadable = (registry.add(a) for a in artifacts)
     registry.promote(readable, "initial")
     locked = registry.storage.local_path(f"versions/{unreadable}")
-    real_read_bytes = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(path: Path) -> bytes:
-        if path.is_relative_to(locked):  # as for a directory of another uid with mode 0700
+    def denying_open(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(path).is_relative_to(locked):  # as for a directory of another uid with mode 0700
             raise PermissionError(13, "Permission denied", str(path))
-        return real_read_bytes(path)
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(storage_module.os, "open", denying_open)
     infos = {i.version: i for i in registry.versions()}
     assert infos[readable].error is None and infos[readable].is_live
     problem = infos[unreadable].error
@@ -122,9 +124,25 @@ def test_local_storage_reports_an_unreadable_object_as_a_registry_error(
     storage = LocalStorage(tmp_path / "store")
     storage.replace_atomic("LIVE", b"v1\n")
 
-    def denied(path: Path) -> bytes:
+    def denied(path: str | os.PathLike[str], flags: int, *args: int) -> int:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(storage_module.os, "open", denied)
     with pytest.raises(RegistryError, match="cannot read LIVE: Permission denied"):
+        storage.read_bytes("LIVE")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_local_storage_refuses_an_object_that_is_not_a_regular_file_without_hanging(tmp_path: Path, kind: str) -> None:
+    """Found in review: a FIFO where LIVE was hung the worker's reload thread for good (a link to a
+    device would read for ever)."""
+    storage = LocalStorage(tmp_path / "store")
+    storage.replace_atomic("LIVE", b"v1\n")
+    live = storage.local_path("LIVE")
+    live.unlink()
+    if kind == "fifo":
+        os.mkfifo(live)
+    else:
+        live.symlink_to("/dev/zero")
+    with pytest.raises(RegistryError, match="cannot read LIVE: not a regular file"):
         storage.read_bytes("LIVE")

@@ -87,3 +87,6 @@ class FakeConsumer:
                 self.positions[tp] += len(got)
                 self.handed_out += len(got)
         return out
+
+    def close(self, autocommit: bool = True) -> None:
+        self.closed = True

@@ -14,7 +14,10 @@ from tiny_model import TinyModel
 from detector.errors import DataError
 from detector.model import Detector
 from training.cli.main import main
+from training.retrain import job
+from training.retrain.data import FileOptions, holdout_size, split_holdout
 from training.retrain.feedback import FeedbackOptions, apply_verdicts, read_record_events
+from training.retrain.kafka_source import KafkaEvents, KafkaWindow
 from training.retrain.verdicts import Verdict, append_verdicts, latest_verdicts, parse_verdicts, read_verdict_file
 
 
@@ -119,3 +122,32 @@ def test_verdicts_turn_flagged_events_into_training_rows_and_anomalies(tiny_mode
     assert rows.confirmed == attacks[:2]
     assert rows.unlabelled == normals[1:]  # the rows with verdicts are taken out of the unlabelled ones
     assert rows.counts["feedback_events_not_found"] == 1 and rows.counts["feedback_verdicts"] == 4
+
+
+def test_false_positives_train_the_candidate_whatever_the_holdouts_size(
+    tiny_model: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: with labelled files and a Kafka window, the false positives sat among the
+    normals just before the window's rows, and a holdout larger than the window took all of them
+    (never trained on, and judged by the gate although the live model flags them)."""
+    live = Detector.load(tiny_model.path)
+    normals = tiny_model.normal_events
+    labelled = tmp_path / "labelled.jsonl"  # older rows, labelled normal
+    labelled.write_text("".join(json.dumps({**e, "truth": "normal"}) + "\n" for e in normals[:400]))
+    recent = normals[400:634]  # the input topic's window
+    monkeypatch.setattr(job, "read_recent_events", lambda window: KafkaEvents(list(recent), 0))
+    marked = {e["event_id"] for e in recent[:40]}
+    verdicts = tmp_path / "verdicts.jsonl"
+    verdicts.write_text(
+        "".join(json.dumps({"event_id": i, "verdict": "false_positive", "by": "ann"}) + "\n" for i in sorted(marked))
+    )
+    options = job.RetrainOptions(
+        registry_dir=tmp_path / "registry", data=(labelled,), kafka=KafkaWindow("x:9092", "events", last=234),
+        files=FileOptions(truth_column="truth", normal_value="normal"),
+        feedback=FeedbackOptions(verdict_files=(verdicts,)),
+    )  # fmt: skip
+    data, _ = job._gather(options, live)
+    assert {r["event_id"] for r in data.train_only} == marked
+    _, holdout = split_holdout(data.normals, holdout_size(len(data.normals), None, 0.05))
+    assert len(holdout) > len(recent) - len(marked)  # the holdout reaches into the files' rows
+    assert not {r["event_id"] for r in holdout} & marked
