@@ -71,7 +71,7 @@ class ConfluentSource:
         self._handed: set[Partition] = set()
         self._starts: dict[Partition, int] | None = None
         #: Inside ``on_assign``: the group's committed offsets of those partitions (:meth:`group_offsets`).
-        self._committed: dict[Partition, int] = {}
+        self._committed: dict[Partition, int] | None = None
         self._no_broker_up = 0
         config = {
             **common_config(settings),
@@ -126,20 +126,20 @@ class ConfluentSource:
             self._rebalancing(on_assigned, parts)
             starts = self._starts
         finally:
-            self._handed, self._starts, self._committed = set(), None, {}
+            self._handed, self._starts, self._committed = set(), None, None
         if not starts:
             return
         # Never below the group's committed offset: another member may have read past the
         # rewind while this one's join outlasted a generation.
-        starts = {key: max(offset, committed.get(key, -1)) for key, offset in starts.items()}
+        starts = {key: max(offset, (committed or {}).get(key, -1)) for key, offset in starts.items()}
         try:
             self._consumer.assign([_starting(tp, starts) for tp in parts])
         except (KafkaException, RuntimeError) as exc:
             # No assignment took effect: a rebuilt consumer joins afresh (from the committed offsets).
             raise BrokerError(f"cannot assign from the rewound offsets {starts}: {exc}", fatal=True) from exc
 
-    def _group_committed(self, parts: list[TopicPartition]) -> dict[Partition, int]:
-        """The group's committed offsets of ``parts`` (``{}`` when the coordinator does not answer)."""
+    def _group_committed(self, parts: list[TopicPartition]) -> dict[Partition, int] | None:
+        """The group's committed offsets of ``parts`` (``None`` when the coordinator does not answer)."""
         if not parts:
             return {}
         try:
@@ -148,13 +148,13 @@ class ConfluentSource:
             )
         except (KafkaException, RuntimeError) as exc:
             logger.warning("committed_offsets_unknown", extra={"error": str(exc)})
-            return {}
+            return None
         return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.error is None and tp.offset >= 0}
 
-    def group_offsets(self) -> dict[Partition, int]:
+    def group_offsets(self) -> dict[Partition, int] | None:
         """Inside ``on_assigned``: the group's committed offsets of the partitions it hands over
-        (read before the callback)."""
-        return dict(self._committed)
+        (read before the callback); ``None``: unknown."""
+        return None if self._committed is None else dict(self._committed)
 
     def _rebalancing(self, callback: PartitionsCallback, parts: list[TopicPartition]) -> None:
         """Run a rebalance callback; the cached assignment is read afresh afterwards (librdkafka

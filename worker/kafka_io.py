@@ -89,9 +89,9 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             self._on_assigned(partitions)
             starts = self._source.starts
         finally:
-            self._source.handed, self._source.starts, self._source.committed = set(), None, {}
+            self._source.handed, self._source.starts, self._source.committed = set(), None, None
         try:
-            self._source.start_at(tps, starts, committed)
+            self._source.start_at(tps, starts, committed or {})
         except BrokerError as exc:  # not expected: the next poll raises it as fatal (consumer rebuilt)
             self._source.start_failed = exc
 
@@ -115,8 +115,9 @@ class KafkaSource:
         #: takes) and the offsets the loop asked to start them from.
         self.handed: set[Partition] = set()
         self.starts: dict[Partition, int] | None = None
-        #: Inside the assign callback: the group's committed offsets of the partitions it hands over.
-        self.committed: dict[Partition, int] = {}
+        #: Inside the assign callback: the group's committed offsets of the partitions it hands over
+        #: (``None``: unknown).
+        self.committed: dict[Partition, int] | None = None
         #: A seek the assign callback could not make: its partition's position is not trusted.
         self.start_failed: BrokerError | None = None
         try:
@@ -272,21 +273,21 @@ class KafkaSource:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
         self.starts[partition] = offset
 
-    def group_offsets(self) -> dict[Partition, int]:
+    def group_offsets(self) -> dict[Partition, int] | None:
         """Inside ``on_assigned``: the group's committed offsets of the partitions it hands over
-        (read by the I/O thread before the callback, see :class:`_Listener`)."""
-        return dict(self.committed)
+        (read by the I/O thread before the callback, see :class:`_Listener`); ``None``: unknown."""
+        return None if self.committed is None else dict(self.committed)
 
-    async def committed_async(self, tps: list[TopicPartition]) -> dict[Partition, int]:
+    async def committed_async(self, tps: list[TopicPartition]) -> dict[Partition, int] | None:
         """The group's committed offsets of ``tps``, asked on the I/O thread (inside the assign
-        callback); ``{}`` when the coordinator does not answer in time."""
+        callback); ``None`` when the coordinator does not answer in time."""
         try:
             offsets = await self._consumer._coordinator.fetch_committed_offsets_async(
                 set(tps), timeout_ms=self._collected_timeout_ms
             )
         except KafkaError as exc:
             logger.warning("committed_offsets_unknown", extra={"error": f"{type(exc).__name__}: {exc}"})
-            return {}
+            return None
         return {(tp.topic, tp.partition): m.offset for tp, m in offsets.items() if m is not None and m.offset >= 0}
 
     def start_at(

@@ -459,13 +459,18 @@ class WorkerLoop:
         # The new assignment is the whole of it: partitions not in it cannot be handed out any more
         # (kafka-python listed them until now). Kept empty, the per-poll filter costs nothing.
         rewind, done = self._rebalance.assigned()
-        if self._source is not None:  # nothing at or below them is committed (see OffsetBook)
-            self._offsets.floor(self._source.group_offsets())
+        group = self._source.group_offsets() if self._source is not None else None
+        if group is None:
+            # Unknown: whether another member committed past this one's work meanwhile cannot be
+            # told, so none of that work is committed now (its partitions may repeat, not go back).
+            done = {}
+        else:  # nothing at or below them is committed (see OffsetBook)
+            self._offsets.floor(group)
         # Partitions not given back: their new owner reads them, from the committed offset (and a
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))
         for partition in partitions:
-            if partition in done and partition not in rewind:
+            if partition in done and partition not in rewind and done[partition] > (group or {}).get(partition, -1):
                 # Processed before the revoke (its commit may have failed): start past it
                 # (librdkafka would re-read it from the committed offset) and commit it, unless
                 # the group has it already (the floor).

@@ -64,7 +64,6 @@ def score_batch(
         features=detector.featurizer.transform_columns(typed.numeric, typed.categorical),
         positions=np.setdiff1d(np.arange(len(records)), typed.failed) if typed.failed else np.arange(len(records)),
         own_times=_event_times(typed.timestamps),
-        events={},
     )
     rejected: list[tuple[int, Rejected]] = []
     if typed.failed:
@@ -85,16 +84,12 @@ def score_batch(
 
 @dataclass(frozen=True)
 class _Rows:
-    """Valid events of a batch, featurized, by ascending input position.
-
-    ``events`` holds the dicts the exact path parsed (by input position); the typed path's events
-    are parsed from their bytes only when flagged.
-    """
+    """Valid events of a batch, featurized, by ascending input position (their dicts are not kept:
+    a flagged event is parsed again from its bytes)."""
 
     features: NDArray[np.float32]
     positions: NDArray[np.intp]
     own_times: NDArray[np.float64]
-    events: dict[int, dict[str, Any]]
 
     def merged(self, other: _Rows) -> _Rows:
         positions = np.concatenate([self.positions, other.positions])
@@ -103,7 +98,6 @@ class _Rows:
             features=np.concatenate([self.features, other.features])[order],
             positions=positions[order],
             own_times=np.concatenate([self.own_times, other.own_times])[order],
-            events={**self.events, **other.events},
         )
 
 
@@ -117,6 +111,11 @@ def _screened(values: list[bytes | None], max_value_bytes: int) -> list[bytes | 
     return [v if v is None or len(v) <= max_value_bytes else None for v in values]
 
 
+#: The exact path parses this much JSON at a time: a parsed value can take ~25x its bytes (an extra
+#: field of 20,000 empty objects in 64 KiB), and a whole batch of those took 740 MB at once.
+EXACT_CHUNK_BYTES = 2 * 1024 * 1024
+
+
 def _exact_rows(
     records: Sequence[RawRecord],
     values: list[bytes | None],
@@ -124,7 +123,31 @@ def _exact_rows(
     detector: Detector,
     max_value_bytes: int,
 ) -> tuple[_Rows, list[tuple[int, Rejected]]]:
-    """The exact path for the values the typed decoder refused: what is valid, and why the rest is not."""
+    """The exact path for the values the typed decoder refused: what is valid, and why the rest
+    is not; in chunks of at most :data:`EXACT_CHUNK_BYTES` of values (one value at least)."""
+    rows: _Rows | None = None
+    rejected: list[tuple[int, Rejected]] = []
+    start, size = 0, 0
+    for end, i in enumerate(failed, 1):
+        value = values[i]
+        size += len(value) if value is not None and len(value) <= max_value_bytes else 0
+        if size >= EXACT_CHUNK_BYTES or end == len(failed):
+            part, refused = _exact_chunk(records, values, failed[start:end], detector, max_value_bytes)
+            rows = part if rows is None else rows.merged(part)
+            rejected += refused
+            start, size = end, 0
+    assert rows is not None  # failed is never empty
+    return rows, rejected
+
+
+def _exact_chunk(
+    records: Sequence[RawRecord],
+    values: list[bytes | None],
+    failed: list[int],
+    detector: Detector,
+    max_value_bytes: int,
+) -> tuple[_Rows, list[tuple[int, Rejected]]]:
+    """:func:`_exact_rows` for one chunk."""
     subset = np.asarray(failed, dtype=np.intp)
     sub_records = [records[i] for i in failed]
     events, parsed_at, rejected = _parse_all(sub_records, [values[i] for i in failed], max_value_bytes)
@@ -137,8 +160,7 @@ def _exact_rows(
     positions = subset[np.asarray(parsed_at, dtype=np.intp)]
     field = detector.spec.timestamp_field
     own_times = _event_times([event.get(field) for event in events] if field is not None else [None] * len(events))
-    rows = _Rows(features, positions, own_times, dict(zip(positions.tolist(), events, strict=True)))
-    return rows, [(int(subset[i]), r) for i, r in rejected]
+    return _Rows(features, positions, own_times), [(int(subset[i]), r) for i, r in rejected]
 
 
 def _parse_all(
@@ -213,7 +235,7 @@ def _score_rows(
     if not len(flagged_rows):
         return result, flagged
     at = rows.positions[flagged_rows].tolist()
-    events = [rows.events[p] if p in rows.events else orjson.loads(values[p]) for p in at]
+    events = [orjson.loads(values[p]) for p in at]
     explanations = detector.explainer.explain(
         rows.features[flagged_rows], result.nearest_centroid[flagged_rows], events, top=3
     )

@@ -86,6 +86,7 @@ class RebalanceBook:
             self.awaiting -= gone
             for partition in gone:
                 self.rewind.pop(partition, None)
+                self.finished.pop(partition, None)
         else:
             self.awaiting |= gone
             if in_flight:

@@ -27,10 +27,10 @@ class Source(Protocol):
         the group's committed offset if that lies beyond (another member read past it meanwhile).
         A partition kept without a rewind never starts below the committed offset either."""
 
-    def group_offsets(self) -> dict[Partition, int]:
+    def group_offsets(self) -> dict[Partition, int] | None:
         """Inside ``on_assigned``: the group's committed offsets of the partitions it hands over,
-        as read when the assignment began (a partition with none is absent; all are when the
-        coordinator did not answer in time); ``{}`` outside it."""
+        as read when the assignment began (a partition with none is absent); ``None`` when the
+        coordinator did not answer in time, or outside the callback."""
         ...
 
     def coordinator_known(self) -> bool: ...

@@ -108,11 +108,13 @@ class LocalStorage:
             return None
         except OSError as exc:  # e.g. a directory copied in by hand with mode 0700 under another uid
             raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
-        with os.fdopen(fd, "rb") as fh:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
                 return None
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device (a link to /dev/zero, say)
-                raise RegistryError(f"cannot read {key}: not a regular file")
+            raise RegistryError(f"cannot read {key}: not a regular file")  # a FIFO, a device (a link to /dev/zero)
+        with os.fdopen(fd, "rb") as fh:
             try:
                 return fh.read()
             except OSError as exc:

@@ -67,6 +67,7 @@ class FakeSource:
         self.rewinds: list[tuple[Partition, int]] = []
         #: The group's committed offsets (this consumer's commits; a test may play another member's).
         self.committed: dict[Partition, int] = {}
+        self.group_offsets_unknown = False
         self.keeps_position = keeps_position
         self._lost: set[Partition] = set()
         self._handing: set[Partition] = set()
@@ -136,8 +137,11 @@ class FakeSource:
             raise BrokerError(f"cannot rewind {partition}: only a partition being assigned (inside on_assigned)")
         self.rewinds.append((partition, offset))  # applied when the callback returns, as the clients do
 
-    def group_offsets(self) -> dict[Partition, int]:
-        """As the real sources: inside ``on_assigned``, the committed offsets of what it hands over."""
+    def group_offsets(self) -> dict[Partition, int] | None:
+        """As the real sources: inside ``on_assigned``, the committed offsets of what it hands over
+        (``None`` outside it, or while ``group_offsets_unknown``: a coordinator that did not answer)."""
+        if not self._handing or self.group_offsets_unknown:
+            return None
         return {p: o for p, o in self.committed.items() if p in self._handing}
 
     def _restart(self, partition: Partition, offset: int) -> None:

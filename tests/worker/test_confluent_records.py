@@ -8,6 +8,7 @@ import logging
 import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Message
 
+from worker import confluent_records
 from worker.confluent_records import raw_records
 from worker.errors import BrokerError
 from worker.outcomes import RawRecord
@@ -35,8 +36,11 @@ def test_a_fatal_error_in_a_polled_message_is_a_fatal_broker_error() -> None:
     assert failed.value.fatal and "fenced" in str(failed.value)
 
 
-def test_a_message_with_an_error_is_left_out_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_message_with_an_error_is_left_out_and_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """librdkafka may pass over what it could not read: the worker says where, instead of nothing."""
+    monkeypatch.setattr(confluent_records, "_error_logged_at", {})  # nothing logged yet in this process
     bad = Message(topic="in", partition=3, offset=17, error=KafkaError(KafkaError._BAD_MSG, "bad message"))
     eof = Message(topic="in", partition=1, offset=4, error=KafkaError(KafkaError._PARTITION_EOF))
     with caplog.at_level(logging.WARNING, logger="worker.confluent_records"):

@@ -389,3 +389,23 @@ def test_work_whose_revoke_commit_failed_is_committed_when_the_partition_comes_b
     _run(loop, 5)
     assert [c[P0] for c in source.commits if P0 in c] == [10, 20]
     assert [o for p, o in _processed(sink) if p == 0] == list(range(20))  # each once, both clients
+
+
+def test_with_the_groups_offsets_unknown_work_from_before_a_revoke_is_neither_rewound_to_nor_committed(
+    model: LoadedModel, keeps_position: bool
+) -> None:
+    """Found in review: the coordinator did not answer at the assignment, so another member's
+    commit (40, in a generation this one missed) was unknown; rewinding to and committing this
+    member's own work (20) moved the group's offset back."""
+    source, _, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    _run(loop, 2)
+    source.batches.append(_dead_letters(0, 10, 10))
+    loop.run_once()
+    source.rebalance([P0, P1], None)  # its commit of 20 succeeds
+    source.committed[P0] = 40  # the other member
+    source.batches.append(_dead_letters(0, 20, 25))
+    source.group_offsets_unknown = True
+    source.rebalance(None, [P0, P1])
+    _run(loop, 4)
+    assert source.rewinds == []
+    assert [c[P0] for c in source.commits if P0 in c] == [10, 20, 45]

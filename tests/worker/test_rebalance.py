@@ -44,3 +44,12 @@ def test_a_new_consumer_starts_with_an_empty_book() -> None:
     book.unrewound.add(P1)
     book.reset()
     assert book.excluded == set() and book.assigned() == ({}, {})
+
+
+def test_work_processed_before_a_revoke_is_reported_unless_the_partition_is_lost_meanwhile() -> None:
+    book = RebalanceBook()
+    book.revoked_now({P0, P1}, lost=False, in_flight=None)
+    book.note_processed({P0: 10, P1: 4})
+    book.note_processed({P0: 7})  # never lower
+    book.revoked_now({P1}, lost=True, in_flight=None)  # the session expired before the assignment
+    assert book.assigned() == ({}, {P0: 10})

@@ -146,3 +146,14 @@ def test_local_storage_refuses_an_object_that_is_not_a_regular_file_without_hang
         live.symlink_to("/dev/zero")
     with pytest.raises(RegistryError, match="cannot read LIVE: not a regular file"):
         storage.read_bytes("LIVE")
+
+
+def test_a_version_whose_manifest_is_a_directory_is_listed_with_its_problem(tmp_path: Path) -> None:
+    """Found in review: reading a directory raised out of the storage (and kept its descriptor)."""
+    registry = ModelRegistry(tmp_path / "registry")
+    (registry.storage.local_path("versions/v1") / "manifest.json").mkdir(parents=True)
+    open_before = len(os.listdir("/proc/self/fd"))
+    infos = registry.versions()
+    assert [i.version for i in infos] == ["v1"] and infos[0].error
+    assert registry.storage.read_bytes("versions/v1/manifest.json") is None
+    assert len(os.listdir("/proc/self/fd")) == open_before

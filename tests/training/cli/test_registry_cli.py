@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from small_artifact import build_artifact
 
 from detector.artifact import WEIGHTS
 from detector.registry import ModelRegistry
+from detector.registry import storage as storage_module
 from detector.signing import load_private_key, load_public_key
 from training.cli.registry import EXIT_ERROR, EXIT_OK, add_registry_commands, run_registry_command
 
@@ -197,14 +199,14 @@ def test_list_shows_an_unreadable_version_under_problem(
     readable, unreadable = (registry.add(m) for m in models)
     registry.promote(readable, "initial")
     locked = registry.storage.local_path(f"versions/{unreadable}")
-    real_read_bytes = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(path: Path) -> bytes:
-        if path.is_relative_to(locked):  # a directory of another uid with mode 0700
+    def denying_open(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(path).is_relative_to(locked):  # a directory of another uid with mode 0700
             raise PermissionError(13, "Permission denied", str(path))
-        return real_read_bytes(path)
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(storage_module.os, "open", denying_open)
     assert run("registry", "list", "--registry", str(reg)) == EXIT_OK
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["LIVE", "VERSION", "CREATED_AT", "THRESHOLD", "PROBLEM"]
