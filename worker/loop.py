@@ -461,16 +461,20 @@ class WorkerLoop:
         rewind, done = self._rebalance.assigned()
         group = self._source.group_offsets() if self._source is not None else None
         if group is None:
-            # Unknown: whether another member committed past this one's work meanwhile cannot be
-            # told, so none of that work is committed now (its partitions may repeat, not go back).
-            done = {}
-        else:  # nothing at or below them is committed (see OffsetBook)
-            self._offsets.floor(group)
+            # Unknown (the coordinator did not answer): where another member may have committed
+            # meanwhile cannot be told, so neither a rewind nor a client's kept position is safe.
+            # As for a refused rewind: the partitions stay out, nothing of them is committed, and a
+            # rebuilt consumer reads them from the group's committed offsets.
+            self._rebalance.unrewound.update(partitions)
+            self._rebuild_requested = self._rebuild_requested or bool(partitions)
+            logger.warning("assignment_without_group_offsets", extra={"partitions": sorted(partitions)})
+            return
+        self._offsets.floor(group)  # nothing at or below them is committed (see OffsetBook)
         # Partitions not given back: their new owner reads them, from the committed offset (and a
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))
         for partition in partitions:
-            if partition in done and partition not in rewind and done[partition] > (group or {}).get(partition, -1):
+            if partition in done and partition not in rewind and done[partition] > group.get(partition, -1):
                 # Processed before the revoke (its commit may have failed): start past it
                 # (librdkafka would re-read it from the committed offset) and commit it, unless
                 # the group has it already (the floor).

@@ -124,7 +124,8 @@ def _exact_rows(
     max_value_bytes: int,
 ) -> tuple[_Rows, list[tuple[int, Rejected]]]:
     """The exact path for the values the typed decoder refused: what is valid, and why the rest
-    is not; in chunks of at most :data:`EXACT_CHUNK_BYTES` of values (one value at least)."""
+    is not; in chunks of about :data:`EXACT_CHUNK_BYTES` of values (the value that reaches it
+    ends its chunk)."""
     rows: _Rows | None = None
     rejected: list[tuple[int, Rejected]] = []
     start, size = 0, 0

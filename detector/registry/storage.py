@@ -108,7 +108,11 @@ class LocalStorage:
             return None
         except OSError as exc:  # e.g. a directory copied in by hand with mode 0700 under another uid
             raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
-        mode = os.fstat(fd).st_mode
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            os.close(fd)
+            raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
         if not stat.S_ISREG(mode):
             os.close(fd)
             if stat.S_ISDIR(mode):

@@ -391,21 +391,33 @@ def test_work_whose_revoke_commit_failed_is_committed_when_the_partition_comes_b
     assert [o for p, o in _processed(sink) if p == 0] == list(range(20))  # each once, both clients
 
 
-def test_with_the_groups_offsets_unknown_work_from_before_a_revoke_is_neither_rewound_to_nor_committed(
-    model: LoadedModel, keeps_position: bool
+@pytest.mark.parametrize("in_flight", [True, False], ids=["batch-in-flight", "batch-committed"])
+def test_with_the_groups_offsets_unknown_the_consumer_is_rebuilt_and_no_offset_goes_back(
+    model: LoadedModel, keeps_position: bool, in_flight: bool
 ) -> None:
     """Found in review: the coordinator did not answer at the assignment, so another member's
-    commit (40, in a generation this one missed) was unknown; rewinding to and committing this
-    member's own work (20) moved the group's offset back."""
-    source, _, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
-    _run(loop, 2)
-    source.batches.append(_dead_letters(0, 10, 10))
-    loop.run_once()
-    source.rebalance([P0, P1], None)  # its commit of 20 succeeds
-    source.committed[P0] = 40  # the other member
-    source.batches.append(_dead_letters(0, 20, 25))
-    source.group_offsets_unknown = True
-    source.rebalance(None, [P0, P1])
+    commit (40, in a generation this one missed) was unknown; rewinding past this member's batch
+    and committing it (10), or committing its own earlier work (20), moved the group's offset back.
+    The partitions now stay out until a rebuilt consumer reads them from the group's offsets."""
+    first = FakeSource([], [_dead_letters(0, 0, 10)], keeps_position=keeps_position)
+    second = FakeSource([], [], keeps_position=keeps_position)
+    sink = FakeSink()
+    loop = _loop(model, [first, second], sink)
+    if in_flight:
+        loop.run_once()  # 0-9 in flight
+        sink.fail_flushes = 1  # the revoke's wait for them fails
+    else:
+        _run(loop, 2)
+        first.batches.append(_dead_letters(0, 10, 10))
+        loop.run_once()  # 10-19, acknowledged in the revoke's wait: its commit of 20 succeeds
+    first.rebalance([P0, P1], None)
+    first.committed[P0] = 40  # the other member
+    first.batches.append(_dead_letters(0, 20, 25))
+    first.group_offsets_unknown = True
+    first.rebalance(None, [P0, P1])
+    second.committed = first.committed  # one group
+    second.batches.append(_dead_letters(0, 40, 5))  # from the group's offset
     _run(loop, 4)
-    assert source.rewinds == []
-    assert [c[P0] for c in source.commits if P0 in c] == [10, 20, 45]
+    assert first.rewinds == [] and first.closed
+    assert [c[P0] for c in first.commits if P0 in c] == ([] if in_flight else [10, 20])
+    assert [c[P0] for c in second.commits if P0 in c] == [45]
