@@ -296,10 +296,18 @@ def main() -> None:
     columns, reference = (DETECTOR_COLUMNS, "1-NN") if detector else (COLUMNS, "standard")
     if scalings:
         columns = SCALING_COLUMNS
+    measure = detector_aurocs if detector else scaling_aurocs if scalings else set_aurocs
+    print_table(names, columns, reference, measure)
+
+
+def print_table(
+    names: list[str], columns: list[str], reference: str, measure: Callable[[str], dict[str, float]]
+) -> None:
+    """Per set a row of AUROCs (as measured), then per suite the means and the sets at least at ``reference``."""
     print("| set | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     results = {}
     for name in names:
-        results[name] = detector_aurocs(name) if detector else scaling_aurocs(name) if scalings else set_aurocs(name)
+        results[name] = measure(name)
         print(f"| {name} | " + " | ".join(f"{results[name][c]:.3f}" for c in columns) + " |", flush=True)
     for suite, members in (("5 shared", q.BASELINES), ("16 wide", q.WIDE_BASELINES)):
         inside = [n for n in names if n in members]

@@ -81,20 +81,7 @@ def set_aurocs(name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    names = sys.argv[1:] or [*q.BASELINES, *q.WIDE_BASELINES]
-    print("| set | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
-    results = {}
-    for name in names:
-        results[name] = set_aurocs(name)
-        print(f"| {name} | " + " | ".join(f"{results[name][c]:.3f}" for c in COLUMNS) + " |", flush=True)
-    for suite, members in (("5 shared", q.BASELINES), ("16 wide", q.WIDE_BASELINES)):
-        inside = [n for n in names if n in members]
-        if inside:
-            means = " | ".join(f"{np.mean([results[n][c] for n in inside]):.4f}" for c in COLUMNS)
-            at_least = " | ".join(
-                str(sum(results[n][c] >= results[n]["standard"] - 1e-9 for n in inside)) for c in COLUMNS
-            )
-            print(f"| **mean of {suite}** | {means} |\n| **{suite} sets ≥ standard** | {at_least} |")
+    ita.print_table(sys.argv[1:] or [*q.BASELINES, *q.WIDE_BASELINES], COLUMNS, "standard", set_aurocs)
 
 
 if __name__ == "__main__":
