@@ -459,14 +459,14 @@ class WorkerLoop:
         # The new assignment is the whole of it: partitions not in it cannot be handed out any more
         # (kafka-python listed them until now). Kept empty, the per-poll filter costs nothing.
         rewind, done = self._rebalance.assigned()
-        group = self._source.group_offsets() if self._source is not None else None
+        group = self._source.group_offsets() if self._source is not None and partitions else {}
         if group is None:
             # Unknown (the coordinator did not answer): where another member may have committed
             # meanwhile cannot be told, so neither a rewind nor a client's kept position is safe.
             # As for a refused rewind: the partitions stay out, nothing of them is committed, and a
             # rebuilt consumer reads them from the group's committed offsets.
             self._rebalance.unrewound.update(partitions)
-            self._rebuild_requested = self._rebuild_requested or bool(partitions)
+            self._rebuild_requested = True
             logger.warning("assignment_without_group_offsets", extra={"partitions": sorted(partitions)})
             return
         self._offsets.floor(group)  # nothing at or below them is committed (see OffsetBook)
