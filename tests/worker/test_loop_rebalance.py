@@ -421,3 +421,13 @@ def test_with_the_groups_offsets_unknown_the_consumer_is_rebuilt_and_no_offset_g
     assert first.rewinds == [] and first.closed
     assert [c[P0] for c in first.commits if P0 in c] == ([] if in_flight else [10, 20])
     assert [c[P0] for c in second.commits if P0 in c] == [45]
+
+
+def test_an_empty_assignment_needs_no_group_offsets(model: LoadedModel, keeps_position: bool) -> None:
+    """A member left without partitions (more members than partitions) is not rebuilt: there are
+    no offsets to ask the coordinator for (the fake answers none outside a hand-over)."""
+    source, _, loop = _worker(model, [_dead_letters(0, 0, 10)], keeps_position)
+    _run(loop, 2)
+    source.rebalance([P0, P1], [])
+    _run(loop, 2)
+    assert not source.closed and source.assignment() == set()
