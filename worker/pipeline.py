@@ -112,7 +112,7 @@ def _screened(values: list[bytes | None], max_value_bytes: int) -> list[bytes | 
 
 
 #: The exact path parses this much JSON at a time: a parsed value can take ~25x its bytes (an extra
-#: field of 20,000 empty objects in 64 KiB), and a whole batch of those took 740 MB at once.
+#: field of 20,000 empty objects in 64 KiB), and a whole batch of those took 736 MiB at once.
 EXACT_CHUNK_BYTES = 2 * 1024 * 1024
 
 
