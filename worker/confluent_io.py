@@ -149,7 +149,14 @@ class ConfluentSource:
         except (KafkaException, RuntimeError) as exc:
             logger.warning("committed_offsets_unknown", extra={"error": str(exc)})
             return None
-        return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.error is None and tp.offset >= 0}
+        failed = [tp for tp in committed if tp.error is not None]
+        if failed:
+            # A partition whose offset the coordinator could not read is unknown, not uncommitted
+            # (read as "no commit", a batch in flight could move its offset back).
+            errors = {f"{tp.topic}[{tp.partition}]": str(tp.error) for tp in failed}
+            logger.warning("committed_offsets_unknown", extra={"error": errors})
+            return None
+        return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
 
     def group_offsets(self) -> dict[Partition, int] | None:
         """Inside ``on_assigned``: the group's committed offsets of the partitions it hands over

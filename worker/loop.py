@@ -90,6 +90,9 @@ class WorkerLoop:
         #: Bumped for each consumer built or dropped: callbacks of a consumer since closed are ignored.
         self._source_generation = 0
         self._connect_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
+        #: Between consumers rebuilt because an assignment could not be taken (group offsets unknown,
+        #: a rewind refused); reset by an assignment taken with the group's offsets.
+        self._rejoin_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
         after = (config.rebuild_after_failures, config.rebuild_after_s)
         self._consumer_health = ClientHealth("consumer", *after, clock=clock)
         #: Commits count apart from polls: a poll that succeeds must not hide commits that keep failing.
@@ -186,8 +189,8 @@ class WorkerLoop:
         """The consumer, built now if needed; ``None`` while the broker cannot be reached."""
         if self._source is not None:
             return self._source
-        if not self._connect_backoff.ready():
-            self._stop.wait(min(self._connect_backoff.wait_s(), 0.25))
+        if not (self._connect_backoff.ready() and self._rejoin_backoff.ready()):
+            self._stop.wait(min(max(self._connect_backoff.wait_s(), self._rejoin_backoff.wait_s()), 0.25))
             return None
         self._source_generation += 1
         generation = self._source_generation
@@ -209,6 +212,9 @@ class WorkerLoop:
         source, self._source = self._source, None
         self._source_generation += 1  # its callbacks (librdkafka: on a closing thread) change nothing now
         self._offsets.forget_all()
+        if self._rebuild_requested:
+            # The next consumer may meet the same coordinator: its join waits, doubling up to the cap.
+            logger.info("consumer_rejoin_backoff", extra={"retry_in_s": self._rejoin_backoff.failed()})
         self._rebuild_requested = False
         self._forget_unreadable(self._unreadable)
         self._consumer_health.rebuilt()
@@ -470,6 +476,8 @@ class WorkerLoop:
             logger.warning("assignment_without_group_offsets", extra={"partitions": sorted(partitions)})
             return
         self._offsets.floor(group)  # nothing at or below them is committed (see OffsetBook)
+        if partitions:
+            self._rejoin_backoff.succeeded()
         # Partitions not given back: their new owner reads them, from the committed offset (and a
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))

@@ -135,3 +135,24 @@ def test_the_librdkafka_assignment_keeps_its_last_answer_when_the_client_errs() 
     assert source.assignment() == {("in", 0), ("in", 1)}
     assert source.assignment() == {("in", 0), ("in", 1)}
     assert answers == []
+
+
+def test_a_librdkafka_committed_offset_it_could_not_read_is_unknown_not_uncommitted() -> None:
+    """Found in review: a partition whose committed offset came back with an error was read as
+    "no commit", so nothing kept a batch in flight from committing below the group's offset."""
+
+    def committed(partitions: list[ConfluentPartition], timeout: float) -> list[SimpleNamespace]:
+        # 0: committed at 17; 1: the coordinator erred (librdkafka sets the partition's error); 2: no commit yet
+        erred = KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+        offsets, errors = {0: 17}, {1: erred}
+        return [
+            SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offsets.get(tp.partition, -1001),
+                            error=errors.get(tp.partition))
+            for tp in partitions
+        ]  # fmt: skip
+
+    source = confluent_io.ConfluentSource.__new__(confluent_io.ConfluentSource)
+    source._consumer = SimpleNamespace(committed=committed)  # type: ignore[assignment]
+    zero, one, two = (ConfluentPartition("in", p) for p in range(3))
+    assert source._group_committed([zero, two]) == {("in", 0): 17}
+    assert source._group_committed([zero, one, two]) is None

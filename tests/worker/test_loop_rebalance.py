@@ -423,6 +423,46 @@ def test_with_the_groups_offsets_unknown_the_consumer_is_rebuilt_and_no_offset_g
     assert [c[P0] for c in second.commits if P0 in c] == [45]
 
 
+def test_consumers_rebuilt_for_unknown_group_offsets_rejoin_after_a_growing_backoff(model: LoadedModel) -> None:
+    """A coordinator that keeps not answering must not make the worker rebuild its consumer and
+    rejoin the group as fast as it can (each join rebalances every member): the rebuilds wait
+    ``backoff_initial_s``, doubling up to ``backoff_max_s``; an assignment with the group's
+    offsets resets the wait."""
+    now = [0.0]
+    sources = [FakeSource([], [], keeps_position=True) for _ in range(5)]
+    for source in sources[:3]:
+        source.group_offsets_unknown = True
+    built = iter(sources)
+
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source = next(built)
+        source.on_revoked, source.on_assigned = on_revoked, on_assigned
+        source.rebalance_on_poll = {1: (None, [P0, P1])}  # each joins the group at its first poll
+        return source
+
+    config = LoopConfig(output_topic="out", dead_letter_topic="dlq", batch_size=25, batch_wait_ms=0,
+                        idle_poll_ms=1, backoff_initial_s=1.0, backoff_max_s=3.0, lag_interval_s=0.0)  # fmt: skip
+    loop = WorkerLoop(factory, FakeSink(), model, WorkerMetrics(CollectorRegistry()), HealthState(), config,
+                      clock=lambda: now[0])  # fmt: skip
+
+    def consumers_built_after(seconds: float) -> int:
+        now[0] += seconds
+        loop.run_once()
+        return sum(source.polls > 0 for source in sources)
+
+    assert consumers_built_after(0.0) == 1 and sources[0].closed  # joined without group offsets: rebuilt
+    assert consumers_built_after(0.5) == 1  # within the first wait (1 s)
+    assert consumers_built_after(0.6) == 2 and sources[1].closed
+    assert consumers_built_after(1.9) == 2  # the wait doubled (2 s)
+    assert consumers_built_after(0.2) == 3 and sources[2].closed
+    assert consumers_built_after(2.9) == 3  # capped at 3 s
+    assert consumers_built_after(0.2) == 4 and not sources[3].closed  # the group's offsets known: kept
+    sources[3].group_offsets_unknown = True
+    sources[3].rebalance(None, [P0, P1])
+    assert consumers_built_after(0.0) == 4 and sources[3].closed
+    assert consumers_built_after(1.1) == 5  # the wait was reset to 1 s
+
+
 def test_an_empty_assignment_needs_no_group_offsets(model: LoadedModel, keeps_position: bool) -> None:
     """A member left without partitions (more members than partitions) is not rebuilt: there are
     no offsets to ask the coordinator for (the fake answers none outside a hand-over)."""
