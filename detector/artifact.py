@@ -162,7 +162,7 @@ def _listed_files(manifest_path: Path) -> list[str]:
     """The file names a manifest lists; none when it is missing or not one of ours."""
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     files = manifest.get("files") if isinstance(manifest, dict) and "format_version" in manifest else None
     return [str(name) for name in files] if isinstance(files, dict) else []
@@ -242,7 +242,7 @@ def _parse_manifest(raw: bytes, manifest_path: Path) -> dict[str, Any]:
     """The manifest's JSON object, its format version and its own hash checked."""
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSON or UTF-8 errors; an integer of over 4,300 digits
         raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from exc
     except RecursionError:
         raise ArtifactError(f"{manifest_path}: not valid JSON (nested too deeply)") from None

@@ -75,11 +75,18 @@ class Featurizer:
             for j, field in enumerate(self.spec.numeric):
                 raw[:, j] = self._strict_column(records, field)
         raw = self._log(raw)
-        median = np.nanmedian(raw, axis=0) if raw.size else np.zeros(0)
-        self.median_ = np.where(np.isnan(median), 0.0, median)
-        filled = np.where(np.isnan(raw), self.median_, raw)
-        self.center_ = filled.mean(axis=0)
-        std = filled.std(axis=0)
+        # Each column's statistics are taken on it divided by its largest magnitude and scaled
+        # back: values near the float range (1e200 and up) would overflow the sums (a median of
+        # two, the sums of squares) and the column would read inf, or 0 for every value.
+        peak = np.fmax.reduce(np.abs(raw), axis=0, initial=0.0) if raw.size else np.zeros(raw.shape[1])
+        peak = np.where(peak > 0, peak, 1.0)
+        unit = raw / peak
+        median = np.nanmedian(unit, axis=0) if raw.size else np.zeros(0)
+        median = np.where(np.isnan(median), 0.0, median)  # a column with no value at all
+        self.median_ = median * peak
+        unit = np.where(np.isnan(unit), median, unit)
+        self.center_ = unit.mean(axis=0) * peak
+        std = unit.std(axis=0) * peak
         self.scale_ = np.where(std > 1e-12, std, 1.0)
         self.vocab_ = {f: self._fit_vocab(records, f) for f in self.spec.categorical}
         self._build_index()

@@ -103,6 +103,8 @@ class FeatureSpec(BaseModel):
             raise SpecError(f"spec file not found: {path}") from exc
         except json.JSONDecodeError as exc:
             raise SpecError(f"spec file {path} is not valid JSON: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"spec file {path} is not UTF-8 text: {exc}") from exc
         except ValidationError as exc:
             raise SpecError(f"spec file {path} is invalid: {_first_error(exc)}") from exc
 

@@ -27,6 +27,7 @@ import functools
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ def iter_lines(path: Path, text_columns: Iterable[str] = ()) -> Iterator[SourceL
             else:
                 text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
                 yield from _iter_csv(text, path, keep, "\t" if fmt == "tsv" else ",")
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
@@ -177,34 +178,50 @@ def _check_delimiter(header: list[str], path: Path, delimiter: str) -> None:
 
 
 def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> Iterator[SourceLine]:
-    reader = csv.reader(fh, delimiter=delimiter)
-    header = next(reader, None)
-    if not header:
-        raise DataError(f"{path}: empty file (a CSV needs a header row)")
-    header = [h.strip() for h in header]
-    _check_delimiter(header, path, delimiter)
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise DataError(f"{path}: duplicate column names in header: {', '.join(dupes)}")
-    convert = [(name, name not in keep) for name in header]
-    short = _convert_short
-    line_no = reader.line_num + 1
-    for row in reader:
-        at, line_no = line_no, reader.line_num + 1
-        if not row:
-            continue
-        if len(row) != len(header):
-            yield SourceLine(at, None, error=f"{path}:{at}: expected {len(header)} cells, found {len(row)}")
-            continue
-        cells = zip(convert, row, strict=True)
-        # convert_cell inlined: one call per cell, not two (this loop is most of reading a table).
-        yield SourceLine(
-            at,
-            {
-                name: ((short(cell) if len(cell) <= _CACHED_CELL_CHARS else _convert(cell)) if conv else cell)
-                for (name, conv), cell in cells
-            },
-        )
+    # strict: a quote left open is an error, not a cell that swallows every later row unseen.
+    reader = csv.reader(fh, delimiter=delimiter, strict=True)
+    line_no = 1  # where the row being read starts
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: empty file (a CSV needs a header row)")
+        header = [h.strip() for h in header]
+        _check_delimiter(header, path, delimiter)
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise DataError(f"{path}: duplicate column names in header: {', '.join(dupes)}")
+        convert = [(name, name not in keep) for name in header]
+        short = _convert_short
+        line_no = reader.line_num + 1
+        for row in reader:
+            at, line_no = line_no, reader.line_num + 1
+            if not row:
+                continue
+            if len(row) != len(header):
+                yield SourceLine(at, None, error=f"{path}:{at}: expected {len(header)} cells, found {len(row)}")
+                continue
+            cells = zip(convert, row, strict=True)
+            # convert_cell inlined: one call per cell, not two (this loop is most of reading a table).
+            yield SourceLine(
+                at,
+                {
+                    name: ((short(cell) if len(cell) <= _CACHED_CELL_CHARS else _convert(cell)) if conv else cell)
+                    for (name, conv), cell in cells
+                },
+            )
+    except csv.Error as exc:
+        # The file cannot be split into rows past here: nothing after it is read (none lost unseen).
+        raise DataError(f"{path}:{line_no}: {_csv_problem(exc, reader.line_num)}") from exc
+
+
+def _csv_problem(exc: csv.Error, line_num: int) -> str:
+    """What a ``csv.Error`` means for the row starting at the reported line."""
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return f"a quoted cell opened in this row is never closed (the file ends at line {line_num})"
+    if "field larger than field limit" in text:
+        return f"a cell longer than {csv.field_size_limit():,} characters (an unclosed quote?)"
+    return f"malformed CSV row ({text})"
 
 
 def _iter_jsonl(fh: IO[bytes], path: Path) -> Iterator[SourceLine]:
@@ -222,6 +239,8 @@ def _parse_json_line(raw: bytes, line_no: int, path: Path) -> SourceLine:
         return SourceLine(line_no, None, raw, f"{path}:{line_no}: not UTF-8")
     except json.JSONDecodeError as exc:
         return SourceLine(line_no, None, raw, f"{path}:{line_no}: invalid JSON ({exc.msg})")
+    except (ValueError, RecursionError) as exc:  # an integer of over 4,300 digits; nesting too deep
+        return SourceLine(line_no, None, raw, f"{path}:{line_no}: invalid JSON ({type(exc).__name__}: {exc})")
     if not isinstance(obj, dict):
         return SourceLine(line_no, None, raw, f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
     return SourceLine(line_no, obj, raw)

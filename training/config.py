@@ -56,7 +56,7 @@ class TrainConfig(BaseModel):
         max_seconds: wall-clock budget for the loop (None = unbounded).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     loss: Literal["contrastive", "triplet"] = "contrastive"
     margin: float | None = Field(default=None, gt=0)

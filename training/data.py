@@ -27,7 +27,7 @@ __all__ = [
 
 def require_columns(records: Sequence[Record], columns: Iterable[str | None], path: Path | str) -> None:
     """Raise DataError naming the first column absent from the data."""
-    present = set(records[0]) if records else set()
+    present: set[str] = set().union(*records)  # JSON Lines rows may each leave out optional fields
     for column in columns:
         if column is not None and column not in present:
             close = difflib.get_close_matches(column, present, n=3, cutoff=0.6)

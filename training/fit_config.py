@@ -31,7 +31,7 @@ class FitConfig(BaseModel):
             ``auto`` (kept when the same test prefers it), ``on`` or ``off`` (not even fitted).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     target_fpr: float = Field(default=0.01, gt=0, lt=1)
     calibration_fraction: float = Field(default=0.1, gt=0, lt=0.9)

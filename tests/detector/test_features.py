@@ -272,3 +272,17 @@ def test_transform_valid_never_raises_and_accounts_for_every_record(
             assert np.isfinite(matrix[i]).all()
             # Each good row equals the same record featurized on its own.
             np.testing.assert_array_equal(matrix[i], featurizer.transform([record])[0])
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e306])
+def test_values_near_the_float_range_keep_their_column(scale: float) -> None:
+    """Found in review: the standard deviation of values around 1e200 overflowed to inf, so every
+    value of the column featurized as 0 (an absurd event read as typical); near 1e308 the centre
+    overflowed too, and the features were NaN (the trainer then failed to write the model)."""
+    feat = Featurizer(FeatureSpec(numeric=["x"])).fit([{"x": v * scale} for v in (1.0, 1.5, 2.0, 1.2)] * 25)
+    assert feat.center_ is not None and feat.scale_ is not None and feat.median_ is not None
+    assert np.isfinite(feat.center_).all() and np.isfinite(feat.scale_).all() and np.isfinite(feat.median_).all()
+    assert feat.median_[0] == pytest.approx(1.35 * scale) and feat.center_[0] == pytest.approx(1.425 * scale)
+    z = feat.transform([{"x": 1.0 * scale}, {"x": 2.0 * scale}, {"x": -1.7e308}, {"x": 1.7e308}])[:, 0]
+    assert np.isfinite(z).all() and z[0] < 0 < z[1] and z[2] < z[0] and z[3] >= z[1]
+    json.dumps(feat.to_state(), allow_nan=False)  # finite: the artifact's manifest can hold it

@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import gzip
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -110,3 +112,52 @@ def test_a_json_array_is_refused_as_not_json_lines(tmp_path: Path, name: str, te
 def test_a_later_json_array_line_is_still_a_line_error(tmp_path: Path) -> None:
     lines = list(iter_lines(write(tmp_path / "d.jsonl", b'{"a": 1}\n[1]\n')))
     assert [line.error for line in lines] == [None, f"{tmp_path / 'd.jsonl'}:2: expected a JSON object, got list"]
+
+
+def test_a_quote_never_closed_is_an_error_not_rows_swallowed_unseen(tmp_path: Path) -> None:
+    """Found in review: a stray opening quote read every later row into one cell, silently."""
+    path = tmp_path / "data.csv"
+    path.write_text('a,b\n0,ok\n1,"abc\n2,x\n3,y\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"data\.csv:3: a quoted cell opened in this row is never closed"):
+        load_records(path)
+
+
+def test_a_cell_beyond_the_csv_field_limit_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1," + "x" * 200_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"data\.csv:2: a cell longer than"):
+        load_records(path)
+
+
+def test_a_corrupted_gzip_stream_is_a_data_error(tmp_path: Path) -> None:
+    """Found in review: a damaged deflate stream raised ``zlib.error`` (a traceback in the CLI)."""
+    rows = "".join(f"{i * 0.37:.5f},{i * 1.91:.5f}\n" for i in range(5000))
+    damaged = bytearray(gzip.compress(("x,y\n" + rows).encode()))
+    for i in range(200, 260):
+        damaged[i] ^= 0xFF
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError, match="cannot read"):
+        load_records(path)
+
+
+def test_a_json_line_python_cannot_hold_is_a_line_error_and_later_lines_are_read(tmp_path: Path) -> None:
+    """Found in review: an integer of over 4,300 digits raised ``ValueError`` out of the reader."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": ' + b"1" * 5000 + b'}\n{"a": 2}\n')
+    lines = list(iter_lines(path))
+    assert [line.record for line in lines] == [{"a": 1}, None, {"a": 2}]
+    assert lines[1].error is not None and lines[1].error.startswith(f"{path}:2: invalid JSON")
+
+
+def test_a_json_line_nested_too_deeply_is_a_line_error(tmp_path: Path) -> None:
+    """``RecursionError`` too; run in a child process (in 3.11 it can upset a later compile)."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b'}\n{"a": 2}\n')
+    code = (
+        "import sys; from detector.table_reader import iter_lines; "
+        "print([(l.record, (l.error or '').split(' (')[0]) for l in iter_lines(sys.argv[1])])"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == repr([(None, f"{path}:1: invalid JSON"), ({"a": 2}, "")])

@@ -184,3 +184,11 @@ def test_split_by_truth_with_text_and_numeric_truth_values() -> None:
     assert flags == [False, True, True, True, True, True]
     _, numeric_flags = split_by_truth(records, "truth", "0")
     assert numeric_flags == [True, True, False, False, True, True]
+
+
+def test_a_column_absent_from_the_first_json_line_is_still_found() -> None:
+    """Found in review: only the first record was looked at, and a JSON Lines file whose first
+    row left out an optional field was refused with "no column"."""
+    require_columns([{"x": 1}, {"x": 2, "y": 3}], ["x", "y", None], "events.jsonl")
+    with pytest.raises(DataError, match="no column 'z'"):
+        require_columns([{"x": 1}, {"x": 2, "y": 3}], ["z"], "events.jsonl")

@@ -203,6 +203,21 @@ def test_bad_numeric_value_when_fitting_with_a_spec_names_the_field(
     expect_error(capsys, argv, f"{data}: row {BAD_ROW}:", "'count'", "must be a number")
 
 
+def test_a_spec_file_that_is_not_utf8_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_bytes(b'{"numeric": ["dur\xe9e"]}')  # Latin-1: found in review, a traceback
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), "--spec", str(spec_path)]
+    expect_error(capsys, argv, "spec.json is not UTF-8")
+
+
+def test_a_cell_beyond_the_csv_limit_is_a_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = tmp_path / "long.csv"
+    data.write_text("a,b\n1," + "x" * 200_000 + "\n", encoding="utf-8")
+    expect_error(capsys, ["fit", str(data), "--out", str(tmp_path / "m")], f"{data}:2:", "characters")
+
+
 def test_wrong_normal_value_lists_the_values_seen(
     capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
 ) -> None:
@@ -220,6 +235,8 @@ def test_wrong_normal_value_lists_the_values_seen(
         ["--seed", str(10**23)],
         ["--threads", "100000"],
         ["--embedding-dim", str(10**12)],
+        # found in review: inf passed the settings model and failed inside training, a traceback
+        ["--margin", "inf"],
     ],
 )
 def test_an_out_of_range_option_is_a_usage_error(
