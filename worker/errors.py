@@ -39,6 +39,11 @@ class PublishError(BrokerError):
     """Some produced records were not acknowledged by the broker in time."""
 
 
+class RecordRefusedError(PublishError):
+    """The client refused one record itself (over the request limit, neither key nor value): the
+    record's fault, not the broker's; sending it again cannot succeed."""
+
+
 class CommitError(BrokerError):
     """An offset commit failed; the offsets stay uncommitted and will be retried."""
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from worker.errors import PublishError
+from worker.errors import PublishError, RecordRefusedError
 from worker.kafka_config import make_producer
+from worker.kafka_sink import is_refusal
 from worker.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ class KafkaPublisher:
         """Queue one record.
 
         Raises:
-            PublishError: the client refused it (neither key nor value, over the request limit, no
-                metadata for the topic in time).
+            RecordRefusedError: the client refused this record (neither key nor value, over the
+                request limit).
+            PublishError: it could not be sent (no metadata for the topic in time).
         """
         try:
             self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
         except (KafkaError, ValueError, TypeError) as exc:  # kafka-python refuses some records with ValueError
-            raise PublishError(f"send failed: {type(exc).__name__}: {exc}") from exc
+            error = RecordRefusedError if is_refusal(exc) else PublishError
+            raise error(f"send failed: {type(exc).__name__}: {exc}") from exc
 
     def flush(self, timeout_s: float) -> None:
         """Wait for every record sent so far.

@@ -114,7 +114,9 @@ def _escape_controls(text: str) -> str:
 def to_json(record: TailRecord) -> dict[str, Any]:
     """One JSON object for a program: coordinates, key, headers and the value.
 
-    The value is ``value`` when it is a JSON document, else ``value_text`` (UTF-8) or
+    ``headers`` is a list of ``[name, value]`` pairs in the record's order, as Kafka keeps them (a
+    name may repeat: a dead letter carries the input's own headers before the worker's). The
+    value is ``value`` when it is a JSON document, else ``value_text`` (UTF-8) or
     ``value_base64``; ``value`` is null for a tombstone.
     """
     out: dict[str, Any] = {
@@ -123,7 +125,7 @@ def to_json(record: TailRecord) -> dict[str, Any]:
         "offset": record.offset,
         "timestamp_ms": record.timestamp_ms,
         "key": None if record.key is None else record.key.decode("utf-8", "backslashreplace"),
-        "headers": _headers(record),
+        "headers": [[name, value.decode("utf-8", "backslashreplace")] for name, value in record.headers],
     }
     return out | _value_fields(record.value)
 

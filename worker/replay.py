@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from detector.cli_help import DefaultsHelpFormatter
 from detector.errors import DataError, UsageError
 from detector.table_reader import SourceLine, iter_lines
-from worker.errors import BrokerError, PublishError
+from worker.errors import BrokerError, PublishError, RecordRefusedError
 from worker.settings import KafkaSettings, tool_kafka_settings
 
 FLUSH_EVERY = 2000
@@ -142,7 +142,14 @@ def replay(
         if options.limit is not None and published >= options.limit:
             break
         if line.record is None:
-            error = line.error or f"line {line.line_no}: invalid"
+            error: str | None = line.error or f"line {line.line_no}: invalid"
+        else:
+            if options.rate > 0:
+                delay = start + published / options.rate - time.perf_counter()
+                if delay > 0:
+                    sleep(delay)
+            error = _publish(line.record, line, publisher, options, f"{prefix}-{published}", clock(), published)
+        if error is not None:
             if not options.skip_invalid:
                 publisher.flush(60.0)
                 raise InvalidLineError(error, line.line_no, published)
@@ -150,12 +157,6 @@ def replay(
             if len(skipped) < SHOW_SKIPPED:
                 skipped.append(error)
             continue
-        if options.rate > 0:
-            delay = start + published / options.rate - time.perf_counter()
-            if delay > 0:
-                sleep(delay)
-        value, event = encode(line.record, line.raw, options, f"{prefix}-{published}", clock())
-        publisher.send(options.topic, value, key_of(event, options), [])
         published += 1
         if published % FLUSH_EVERY == 0:
             publisher.flush(60.0)
@@ -163,6 +164,37 @@ def replay(
                 on_progress(published)
     publisher.flush(60.0)
     return ReplaySummary(published, time.perf_counter() - start, tuple(skipped), skipped_count)
+
+
+def _publish(
+    record: dict[str, Any],
+    line: SourceLine,
+    publisher: Publisher,
+    options: ReplayOptions,
+    new_id: str,
+    now: float,
+    published: int,
+) -> str | None:
+    """Send one valid line's event; why it cannot be sent when that is the line's own fault (an
+    invalid line then, skipped with ``--skip-invalid``), else ``None``.
+
+    Raises:
+        PublishError: the broker side failed (the lines before it are flushed first; the message
+            names the line and how many were acknowledged before it).
+    """
+    try:
+        value, event = encode(record, line.raw, options, new_id, now)
+        key = key_of(event, options)
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800"), which JSON lets through
+        return f"line {line.line_no}: cannot be written as UTF-8 ({exc.reason} at {exc.start})"
+    try:
+        publisher.send(options.topic, value, key, [])
+    except RecordRefusedError as exc:
+        return f"line {line.line_no}: the producer refused it ({exc})"
+    except PublishError as exc:
+        publisher.flush(60.0)
+        raise PublishError(f"line {line.line_no}: {exc}; {published} events were published before it") from exc
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

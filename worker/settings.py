@@ -182,17 +182,32 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> WorkerSettings:
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[str]:
-    """One message per ``WORKER_*`` variable that names no top-level setting (a misspelt one would
-    otherwise leave its setting at the default without a word; nested ``WORKER_KAFKA__*`` and
-    ``WORKER_METRICS__*`` ones are checked by their models)."""
-    known = {name.upper() for name in WorkerSettings.model_fields}
+    """One message per ``WORKER_*`` variable that names no setting (a misspelt one would otherwise
+    leave its setting at the default without a word). ``WORKER_KAFKA__*`` and ``WORKER_METRICS__*``
+    names are checked by their sections' models; any other name with ``__`` names no section."""
+    fields = WorkerSettings.model_fields
+    known = {name.upper() for name in fields}
+    models = {name: f.annotation for name, f in fields.items()}
+    sections = {name.upper() for name, kind in models.items() if isinstance(kind, type) and issubclass(kind, BaseModel)}
     messages = []
     for key in sorted(env):
         upper = key.upper()
-        if not upper.startswith("WORKER_") or "__" in upper or upper[len("WORKER_") :] in known:
+        if not upper.startswith("WORKER_"):
             continue
-        close = difflib.get_close_matches(upper[len("WORKER_") :], sorted(known), n=1, cutoff=0.6)
-        hint = f" (did you mean WORKER_{close[0]}?)" if close else ""
+        name = upper[len("WORKER_") :]
+        section, nested, rest = name.partition("__")
+        if (not nested and name in known) or (nested and section in sections):
+            continue
+        if nested:
+            close = difflib.get_close_matches(section, sorted(sections), n=1, cutoff=0.6)
+            guess = f"{close[0]}__{rest}" if close else None
+            if guess is None:  # WORKER_BATCH__SIZE: a top-level setting written with "__"
+                flat = difflib.get_close_matches(name.replace("__", "_"), sorted(known - sections), n=1, cutoff=0.6)
+                guess = flat[0] if flat else None
+        else:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            guess = close[0] if close else None
+        hint = f" (did you mean WORKER_{guess}?)" if guess else ""
         messages.append(f"unknown setting {key}{hint}: no such WORKER_* setting (docs/worker.md lists them)")
     return messages
 

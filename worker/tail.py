@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--from-beginning", action="store_true", help="show the records already on the topic too")
     parser.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records (default: never)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per record instead of a pretty line")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per record instead of a pretty line (headers as [name, value] pairs, in order)",
+    )
     return parser
 
 
@@ -89,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown += 1
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop as Ctrl-C does. Python's own flush of stdout at
+        # exit would fail again, so stdout now points at /dev/null (the Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

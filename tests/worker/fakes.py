@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from worker.errors import BrokerError, CommitError, PublishError
+from worker.errors import BrokerError, CommitError, PublishError, RecordRefusedError
 from worker.outcomes import RawRecord
 from worker.output_guard import OutputRecord, record_size
 from worker.outputs import GivenUpRecords, Undeliverable
@@ -291,7 +291,7 @@ class FakePublisher:
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         error = refusal(key, value, headers, self.max_request_bytes)
         if error is not None:
-            raise PublishError(f"send failed: {error}")
+            raise RecordRefusedError(f"send failed: {error}")
         self.sent.append((topic, value, key, headers))
 
     def flush(self, timeout_s: float) -> None:

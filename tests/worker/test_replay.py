@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detector.table_reader import SourceLine, iter_lines
-from worker.errors import BrokerError
+from worker.errors import BrokerError, PublishError
 from worker.replay import SHOW_SKIPPED, InvalidLineError, ReplayOptions, main, replay
 from worker.settings import KafkaSettings
 from worker.topic_tools import TopicTail, create_topics, existing_topics
@@ -104,6 +104,46 @@ def test_a_file_of_invalid_lines_keeps_only_the_first_messages(tmp_path: Path) -
     summary = replay(lines_of(tmp_path, b"{broken\n" * 1000 + b'{"a": 1}\n'), FakePublisher(),
                      ReplayOptions(topic="t", skip_invalid=True))  # fmt: skip
     assert summary.published == 1 and summary.skipped_count == 1000 and len(summary.skipped) == SHOW_SKIPPED
+
+
+@pytest.mark.parametrize("options", [{"add_id": "id"}, {"key_field": "k"}], ids=["rewritten", "keyed"])
+def test_a_line_that_cannot_be_written_as_utf8_is_an_invalid_line(tmp_path: Path, options: dict[str, str]) -> None:
+    """Found in review: JSON lets a lone surrogate through ("\\ud800"), and re-encoding the event
+    or its key raised ``UnicodeEncodeError`` out of the command (a traceback, --skip-invalid or not)."""
+    text = b'{"a": 1}\n{"a": 2, "k": "\\ud800", "c": "\\ud800"}\n{"a": 3}\n'
+    publisher = FakePublisher()
+    with pytest.raises(InvalidLineError, match="line 2: cannot be written as UTF-8") as caught:
+        replay(lines_of(tmp_path, text), publisher, ReplayOptions(topic="t", **options))  # type: ignore[arg-type]
+    assert caught.value.published == 1 and publisher.flushed_at == [1]
+    summary = replay(lines_of(tmp_path, text), FakePublisher(), ReplayOptions(topic="t", skip_invalid=True, **options))  # type: ignore[arg-type]
+    assert summary.published == 2 and summary.skipped_count == 1
+
+
+def test_a_line_the_producer_refuses_is_an_invalid_line_that_says_where(tmp_path: Path) -> None:
+    """Found in review: a line over the request limit stopped the command with only the client's
+    error: no line, no count of what was published before it, and --skip-invalid could not skip it."""
+    text = b'{"a": 1}\n{"a": "' + b"x" * 500 + b'"}\n{"a": 3}\n'
+    publisher = FakePublisher(max_request_bytes=200)
+    with pytest.raises(InvalidLineError, match=r"line 2: the producer refused it .*MessageSizeTooLarge") as caught:
+        replay(lines_of(tmp_path, text), publisher, ReplayOptions(topic="t"))
+    assert caught.value.published == 1 and publisher.flushed_at == [1]
+    publisher = FakePublisher(max_request_bytes=200)
+    summary = replay(lines_of(tmp_path, text), publisher, ReplayOptions(topic="t", skip_invalid=True))
+    assert summary.published == 2 and [v for _, v, _, _ in publisher.sent] == [b'{"a": 1}', b'{"a": 3}']
+
+
+def test_a_broker_failure_at_send_names_the_line_and_is_not_skipped(tmp_path: Path) -> None:
+    class NoMetadata(FakePublisher):
+        def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+            if len(self.sent) == 2:
+                raise PublishError("send failed: KafkaTimeoutError: no metadata for topic 't'")
+            super().send(topic, value, key, headers)
+
+    publisher = NoMetadata()
+    with pytest.raises(PublishError, match=r"line 3: send failed.*; 2 events were published before it"):
+        replay(lines_of(tmp_path, b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n'), publisher,
+               ReplayOptions(topic="t", skip_invalid=True))  # fmt: skip
+    assert publisher.flushed_at == [2]
 
 
 def test_csv_row_with_wrong_cell_count_is_invalid(tmp_path: Path) -> None:

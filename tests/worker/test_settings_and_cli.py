@@ -62,6 +62,12 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         # A misspelt setting would leave its setting at the default without a word.
         ({"WORKER_BATCHSIZE": "1"}, {"model_dir": "/m"}, "WORKER_BATCHSIZE (did you mean WORKER_BATCH_SIZE?)"),
         ({"worker_shutdown_timeout": "5"}, {"model_dir": "/m"}, "did you mean WORKER_SHUTDOWN_TIMEOUT_S?"),
+        # Found in review: a name with "__" was left to the sections' models, which never see a
+        # section that does not exist (the worker started on localhost:9092 without a word).
+        ({"WORKER_METRIC__PORT": "9000"}, {"model_dir": "/m"}, "(did you mean WORKER_METRICS__PORT?)"),
+        ({"WORKER_KAFKAS__BOOTSTRAP_SERVERS": "k:9092"}, {"model_dir": "/m"}, "did you mean WORKER_KAFKA__BOOTSTRAP"),
+        ({"WORKER_BATCH__SIZE": "9"}, {"model_dir": "/m"}, "WORKER_BATCH__SIZE (did you mean WORKER_BATCH_SIZE?)"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVER": "k:9092"}, {"model_dir": "/m"}, "bootstrap_server"),
         # Values the clients or the clock refuse later (a traceback at SIGTERM, a dead reload thread,
         # a consumer that never starts) are refused at start-up.
         ({"WORKER_SHUTDOWN_TIMEOUT_S": "1e10"}, {"model_dir": "/m"}, "shutdown_timeout_s"),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,8 @@ from worker.anomaly_record import build_anomaly_record, encode_anomaly_record
 from worker.record_format import TailRecord, format_line, json_line
 from worker.settings import KafkaSettings, tool_kafka_settings
 from worker.tail import follow, main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ANOMALY = {
     "event_id": "e-7",
@@ -70,10 +75,17 @@ def test_control_characters_from_a_record_cannot_break_the_line_or_reach_the_ter
     assert format_line(TailRecord(0, 5, 0, json.dumps(odd).encode())).startswith("0@5 ANOMALY e\\r7 score 3.142")
 
 
+def test_json_lines_keep_every_header_in_order_even_a_repeated_name() -> None:
+    """Found in review: headers were a JSON object, and a name the input repeated kept only its last value."""
+    headers = [("retry", b"1"), ("retry", b"2"), ("kestrel.error.reason", b"invalid_json")]
+    out = json.loads(json_line(TailRecord(0, 9, 0, b"x", None, headers)))
+    assert out["headers"] == [["retry", "1"], ["retry", "2"], ["kestrel.error.reason", "invalid_json"]]
+
+
 def test_json_lines_keep_coordinates_headers_and_the_value() -> None:
     out = json.loads(json_line(TailRecord(0, 9, 123, b"\xff\xfe", b"k", DLQ_HEADERS, "events.dlq")))
     assert out["topic"] == "events.dlq" and out["offset"] == 9 and out["key"] == "k"
-    assert out["headers"]["kestrel.error.reason"] == "invalid_json" and out["value_base64"] == "//4="
+    assert ["kestrel.error.reason", "invalid_json"] in out["headers"] and out["value_base64"] == "//4="
     assert json.loads(json_line(TailRecord(0, 1, 0, b'{"a": 1}')))["value"] == {"a": 1}
     assert json.loads(json_line(TailRecord(0, 1, 0, b"abc")))["value_text"] == "abc"
 
@@ -134,3 +146,40 @@ def test_tails_a_real_topic_from_the_beginning(kafka_broker, capsys: pytest.Capt
     assert json.loads(capsys.readouterr().out)["value"]["event_id"] == "e-7"
     assert main(["--topic", "no-such-topic-here", "--bootstrap-servers", bootstrap]) == 1
     assert "no topic 'no-such-topic-here'" in capsys.readouterr().err
+
+
+_PIPED_TAIL = """
+import sys
+import worker.topic_tools
+from worker.record_format import TailRecord
+
+
+class Endless:
+    def __init__(self, settings, topic, from_beginning):
+        self.polls = 0
+
+    def poll(self, timeout_ms=200):
+        self.polls += 1
+        return [TailRecord(0, self.polls * 100 + i, 0, b'{"a": %d}' % i) for i in range(100)]
+
+    def close(self):
+        pass
+
+
+worker.topic_tools.TopicFollower = Endless
+from worker.tail import main
+
+sys.exit(main(["--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]))
+"""
+
+
+def test_a_reader_that_goes_away_stops_tail_quietly() -> None:
+    """``python -m worker.tail ... | head -1``. Found in review: a ``BrokenPipeError`` traceback."""
+    command = [sys.executable, "-c", _PIPED_TAIL]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 0 and first.startswith(b"0@") and "Traceback" not in err, err
+    assert err.endswith(" records\n")
