@@ -232,10 +232,17 @@ def _typical(values: NDArray[np.float64]) -> float:
 def calibrate_threshold(scores: NDArray[np.float64], target_fpr: float) -> tuple[float, list[str]]:
     """Threshold at ``target_fpr`` and warnings about the calibration set's size."""
     warnings: list[str] = []
-    expected = len(scores) * target_fpr
-    if expected < MIN_EXCEEDANCES:
+    n = len(scores)
+    expected = n * target_fpr
+    if (n + 1) * target_fpr < 1:
         warnings.append(
-            f"only {len(scores)} calibration normals: at target FPR {target_fpr} about {expected:.1f} lie above "
+            f"only {n} calibration normals: no threshold holds target FPR {target_fpr} (that needs at least "
+            f"{math.ceil(1 / target_fpr - 1)}); the threshold is their highest score, which new normals exceed "
+            f"at a rate of about 1/{n + 1} = {1 / (n + 1):.3f}"
+        )
+    elif expected < MIN_EXCEEDANCES:
+        warnings.append(
+            f"only {n} calibration normals: at target FPR {target_fpr} about {expected:.1f} lie above "
             f"the threshold (want >= {MIN_EXCEEDANCES}, i.e. >= {math.ceil(MIN_EXCEEDANCES / target_fpr)} "
             "calibration rows); the realised false-positive rate will be noisy"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -94,10 +96,29 @@ def test_farther_means_higher_across_two_classes() -> None:
     calibration=hnp.arrays(np.float64, st.integers(1, 300), elements=st.floats(0, 100, allow_nan=False)),
     fpr=st.floats(0.001, 0.5),
 )
-def test_threshold_is_the_calibration_quantile_and_flags_at_most_fpr(calibration: np.ndarray, fpr: float) -> None:
+def test_threshold_is_the_conformal_order_statistic_and_flags_exactly_the_p_values_at_most_fpr(
+    calibration: np.ndarray, fpr: float
+) -> None:
     threshold = threshold_at_fpr(calibration, fpr)
-    assert threshold == np.quantile(calibration, 1 - fpr, method="higher")
+    n = len(calibration)
+    k = math.ceil((n + 1) * (1 - fpr) - 1e-9)
+    assert threshold == np.sort(calibration)[min(k, n) - 1]
     assert np.mean(calibration > threshold) <= fpr
+    s = scorer([[0.0, 0.0]], [0], calibration=calibration, threshold=threshold)
+    probes = np.concatenate([calibration, calibration + 1e-6, calibration - 1e-6])
+    if k <= n:  # the target can be held: flagged exactly when the p-value is at most the target
+        np.testing.assert_array_equal(probes > threshold, s.p_values(probes) <= fpr)
+
+
+@pytest.mark.parametrize(("n", "fpr"), [(120, 0.01), (250, 0.01), (1010, 0.01), (210, 0.05), (99, 0.01)])
+def test_new_normals_exceed_the_threshold_at_most_at_the_target_rate(n: int, fpr: float) -> None:
+    """Truth known: uniform scores, so a new normal exceeds threshold t with probability 1 - t.
+    Found in review: the empirical quantile flagged 1.64% at a 1% target with n = 120."""
+    rng = np.random.default_rng(0)
+    realised = [1.0 - threshold_at_fpr(rng.uniform(size=n), fpr) for _ in range(4000)]
+    k = math.ceil((n + 1) * (1 - fpr) - 1e-9)
+    assert np.mean(realised) == pytest.approx((n + 1 - k) / (n + 1), abs=4 * np.std(realised) / np.sqrt(4000))
+    assert (n + 1 - k) / (n + 1) <= fpr
 
 
 @pytest.mark.parametrize("fpr", [0.0, 1.0, -0.1, 1.5])

@@ -24,7 +24,12 @@ def test_each_class_gets_its_own_allowance_capped_by_its_size() -> None:
 
 def test_small_calibration_set_warns() -> None:
     threshold, warnings = calibrate_threshold(np.linspace(0, 1, 50), 0.01)
-    assert warnings and "50 calibration normals" in warnings[0]
+    # Found in review: the warning said "about 0.5 lie above" while none do, and new normals
+    # exceed the highest of 50 scores at 1/51, about twice the target.
+    assert warnings == [
+        "only 50 calibration normals: no threshold holds target FPR 0.01 (that needs at least 99); the threshold "
+        "is their highest score, which new normals exceed at a rate of about 1/51 = 0.020"
+    ]
     assert threshold == 1.0
     _, none = calibrate_threshold(np.linspace(0, 1, 5000), 0.01)
     assert none == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,13 @@ def nsl() -> tuple[FitResult, list[dict[str, Any]], list[dict[str, Any]]]:
     return result, normal[1500:], attack[:400]
 
 
-def test_threshold_is_the_calibration_quantile(nsl: tuple[FitResult, Any, Any]) -> None:
+def test_threshold_is_the_conformal_order_statistic_of_the_calibration_scores(nsl: tuple[FitResult, Any, Any]) -> None:
     result, _, _ = nsl
     scorer = result.detector.scorer
     cal = scorer.calibration_scores
     assert len(cal) == result.metadata["calibration"]["n_calibration"] == 150
-    assert scorer.threshold == np.quantile(cal, 1 - TARGET_FPR, method="higher")
+    k = math.ceil(151 * (1 - TARGET_FPR) - 1e-9)
+    assert scorer.threshold == np.sort(cal)[k - 1]
     assert np.mean(cal > scorer.threshold) <= TARGET_FPR
     assert result.metadata["calibration"]["threshold"] == scorer.threshold
 
@@ -124,9 +126,9 @@ def test_save_load_round_trip_after_fit(nsl: tuple[FitResult, Any, Any], tmp_pat
 def test_calibrate_threshold_warns_only_when_the_set_is_too_small(caplog: pytest.LogCaptureFixture) -> None:
     scores = np.linspace(0.0, 1.0, 200)
     with caplog.at_level(logging.DEBUG, logger="training.calibration"):
-        threshold, warnings = calibrate_threshold(scores[:50], 0.01)
-    assert threshold == np.quantile(scores[:50], 0.99, method="higher")
-    assert len(warnings) == 1 and "only 50 calibration normals" in warnings[0]
+        threshold, warnings = calibrate_threshold(scores[:150], 0.01)
+    assert threshold == np.sort(scores[:150])[149]  # k = ceil(151 * 0.99) = 150
+    assert len(warnings) == 1 and "only 150 calibration normals" in warnings[0]
     assert f">= {int(MIN_EXCEEDANCES / 0.01)} calibration rows" in warnings[0]
     assert [r.getMessage() for r in caplog.records] == ["calibration_set_small"]
     caplog.clear()
