@@ -114,6 +114,11 @@ class WorkerMetrics:
         )
         self.model_reloads = Counter("kestrel_model_reloads", "Successful model reloads.", registry=r)
         self.model_reload_failures = Counter("kestrel_model_reload_failures", "Failed model reloads.", registry=r)
+        self.model_reload_failing = Gauge(
+            "kestrel_model_reload_failing",
+            "1 while the registry's LIVE pointer names a model this worker failed to load (it serves the last one).",
+            registry=r,
+        )
         self.publish_failures = Counter(
             "kestrel_publish_failures", "Flushes that left outputs unacknowledged.", registry=r
         )
@@ -128,6 +133,11 @@ class WorkerMetrics:
         self.threshold = Gauge("kestrel_threshold", "Live model threshold.", registry=r)
         self.target_flag_rate = Gauge("kestrel_target_flag_rate", "Live model calibrated target FPR.", registry=r)
         self.flag_rate = Gauge("kestrel_flag_rate", "Share of the last 10,000 scored events flagged.", registry=r)
+        self.flag_rate_window = Gauge(
+            "kestrel_flag_rate_window_events",
+            "Scored events behind kestrel_flag_rate and the score quantiles (up to 10,000; 0 after a model swap).",
+            registry=r,
+        )
         self.score_quantile = Gauge("kestrel_score_quantile", "Rolling score quantiles.", ["quantile"], registry=r)
         self.calibration_quantile = Gauge(
             "kestrel_calibration_score_quantile", "Calibration score quantiles.", ["quantile"], registry=r
@@ -160,6 +170,7 @@ class WorkerMetrics:
         self._window_flags[idx] = take > threshold
         self._window_pos = int((self._window_pos + len(take)) % ROLLING_WINDOW)
         self._window_fill = min(ROLLING_WINDOW, self._window_fill + len(take))
+        self.flag_rate_window.set(self._window_fill)
         if not self._window_fill:
             return
         self.flag_rate.set(float(self._window_flags[: self._window_fill].mean()))
@@ -195,6 +206,7 @@ class WorkerMetrics:
             self._window_fill = 0
             self._window_pos = 0
             self._quantiles_at = None
+            self.flag_rate_window.set(0)
         for old in self._versions - {version}:
             self.model_info.remove(old)
         self._versions = {version}

@@ -7,7 +7,8 @@ own thread (never on the hot path) and hands it over with the loop's swap hook
 just another pointer change.
 
 A version that fails to load or verify is refused: the old model keeps serving,
-``kestrel_model_reload_failures_total`` is incremented and the failure is logged once. The same
+``kestrel_model_reload_failures_total`` is incremented, ``kestrel_model_reload_failing`` is 1 until
+the pointer names a model that loads (or the one served), and the failure is logged once. The same
 pointer target is retried only after a backoff (doubling from ``retry_backoff_s`` up to
 ``max_backoff_s``), or at once when the pointer changes again, so a broken version is never
 reloaded in a tight loop.
@@ -121,13 +122,14 @@ class RegistryWatcher:
             self._failed(f"unreadable-pointer: {exc}", None, exc)
             return None
         if version is None:
+            self._metrics.model_reload_failing.set(0)  # nothing named, nothing failing (the backoff stays)
             if not self._pointer_missing_logged:
                 logger.warning("registry_pointer_missing", extra={"serving_version": self._serving})
                 self._pointer_missing_logged = True
             return None
         self._pointer_missing_logged = False
         if version == self._serving:
-            self._failure = None  # e.g. a roll-back away from a broken version
+            self._cleared()  # e.g. a roll-back away from a broken version
             return None
         if self._failure is not None and self._failure.target == version and self._clock() < self._failure.retry_at:
             return None
@@ -142,7 +144,7 @@ class RegistryWatcher:
         except Exception as exc:  # a bug meeting this version: back off from it like any bad version
             self._failed(version, version, exc)
             return None
-        self._failure = None
+        self._cleared()
         previous, self._serving = self._serving, version
         self._swap(model)
         logger.info(
@@ -150,6 +152,11 @@ class RegistryWatcher:
             extra={"old_version": previous, "new_version": version, "load_seconds": round(model.load_seconds, 4)},
         )
         return model
+
+    def _cleared(self) -> None:
+        """The pointer names what this worker serves: no failure stands."""
+        self._failure = None
+        self._metrics.model_reload_failing.set(0)
 
     def _failed(self, target: str, version: str | None, exc: BaseException) -> None:
         now = self._clock()
@@ -162,6 +169,7 @@ class RegistryWatcher:
             backoff = self.retry_backoff_s
         self._failure = _Failure(target, now + backoff, backoff)
         self._metrics.model_reload_failures.inc()
+        self._metrics.model_reload_failing.set(1)
         logger.error(
             "model_reload_failed",
             extra={

@@ -20,6 +20,21 @@ def test_rolling_window_keeps_the_last_10000() -> None:
     assert metrics.flag_rate._value.get() == 0.0
 
 
+def test_the_window_gauge_says_how_many_events_the_flag_rate_rests_on() -> None:
+    """The drift alert waits for a full window; found in review: it read the lifetime event
+    counter, which a model swap does not reset, and judged a window of a few hundred events."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    metrics.set_model("v1", 0.1, None, 1.0, 0.01, np.zeros(3))
+    metrics.observe_scores(np.zeros(6_000), threshold=1.0)
+    assert metrics.flag_rate_window._value.get() == 6_000
+    metrics.observe_scores(np.zeros(6_000), threshold=1.0)
+    assert metrics.flag_rate_window._value.get() == 10_000
+    metrics.set_model("v2", 0.1, None, 1.0, 0.01, np.zeros(3))
+    assert metrics.flag_rate_window._value.get() == 0
+    metrics.observe_scores(np.zeros(276), threshold=1.0, model_version="v2")
+    assert metrics.flag_rate_window._value.get() == 276
+
+
 def _median(metrics: WorkerMetrics) -> float:
     return float(metrics.score_quantile.labels("0.5")._value.get())
 

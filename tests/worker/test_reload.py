@@ -103,6 +103,9 @@ def test_broken_version_is_refused_counted_and_not_retried_in_a_tight_loop(
         clock.now += 1
         assert watcher.check_once() is None
     assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    # ... but the failure stands between the retries (found in review: with the retries backed off
+    # to 15 minutes, the counter alone let the alert resolve while the version stayed LIVE)
+    assert _value(metrics, "kestrel_model_reload_failing") == 1
     clock.now += 30  # backoff over: one retry, one more failure, then a doubled backoff
     watcher.check_once()
     assert _value(metrics, "kestrel_model_reload_failures_total") == 2
@@ -112,6 +115,7 @@ def test_broken_version_is_refused_counted_and_not_retried_in_a_tight_loop(
     registry.promote(second_model.version, "a good one")  # pointer moves on: tried at once
     assert watcher.check_once() is not None and swapped[-1].detector.version == second_model.version
     assert _value(metrics, "kestrel_model_reload_failures_total") == 2
+    assert _value(metrics, "kestrel_model_reload_failing") == 0
 
 
 def test_an_unexpected_load_error_backs_off_from_that_version_like_a_refused_one(
