@@ -135,3 +135,12 @@ def test_grafana_admin_password_is_required_without_a_default() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     assert "admin/admin" not in text
     assert not re.search(r"PASSWORD[^\n]*:-", text), "a password variable with a default value"
+
+
+@pytest.mark.parametrize("service", ["worker", "retrain"])
+def test_kestrel_services_run_least_privilege_as_docs_say(service: str) -> None:
+    """docs/operations.md: compose sets the equivalent of the pods' security context (found in
+    review: the retrain service had no read-only root filesystem)."""
+    spec = _compose()["services"][service]
+    assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
+    assert spec["cap_drop"] == ["ALL"] and "no-new-privileges:true" in spec["security_opt"]
