@@ -107,6 +107,8 @@ class FeatureSpec(BaseModel):
             raise SpecError(f"spec file {path} is not UTF-8 text: {exc}") from exc
         except ValidationError as exc:
             raise SpecError(f"spec file {path} is invalid: {_first_error(exc)}") from exc
+        except (ValueError, RecursionError) as exc:  # an integer of over 4,300 digits; nesting too deep
+            raise SpecError(f"spec file {path} is not valid JSON: {type(exc).__name__}: {exc}") from exc
 
 
 def _first_error(exc: ValidationError) -> str:

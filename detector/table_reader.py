@@ -177,14 +177,54 @@ def _check_delimiter(header: list[str], path: Path, delimiter: str) -> None:
     raise DataError(f"{path}: looks {_DELIMITERS[other]}-delimited (its header is one column, {shown!r}); {expected}")
 
 
+class _RowLines:
+    """The lines a ``csv.reader`` takes from ``fh``, keeping those of the row being read (``row``,
+    emptied by the caller between rows) and whether the file ended inside it (``ended``)."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self._lines = iter(fh)
+        self.row: list[str] = []
+        self.ended = False
+
+    def __iter__(self) -> _RowLines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
+        self.row.append(line)
+        return line
+
+
+def _check_closed(lines: _RowLines, path: Path, at: int, delimiter: str) -> None:
+    """Refuse a row that ran to the end of the file inside a quoted cell. Read leniently (a stray
+    quote mid-cell, text after a closing quote: as before), such a row holds every later line of
+    the file in one cell, unseen; only the row that ends the file can be one."""
+    if not lines.ended:
+        return
+    try:
+        for _ in csv.reader(lines.row, delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DataError(
+                f"{path}:{at}: a quoted cell opened in this row is never closed (it runs to the end of "
+                f"the file, line {at + len(lines.row) - 1}: check its quotes)"
+            ) from exc
+
+
 def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> Iterator[SourceLine]:
-    # strict: a quote left open is an error, not a cell that swallows every later row unseen.
-    reader = csv.reader(fh, delimiter=delimiter, strict=True)
+    lines = _RowLines(fh)
+    reader = csv.reader(lines, delimiter=delimiter)
     line_no = 1  # where the row being read starts
     try:
         header = next(reader, None)
         if not header:
             raise DataError(f"{path}: empty file (a CSV needs a header row)")
+        _check_closed(lines, path, 1, delimiter)
         header = [h.strip() for h in header]
         _check_delimiter(header, path, delimiter)
         dupes = sorted({h for h in header if header.count(h) > 1})
@@ -193,8 +233,11 @@ def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> 
         convert = [(name, name not in keep) for name in header]
         short = _convert_short
         line_no = reader.line_num + 1
+        lines.row = []
         for row in reader:
             at, line_no = line_no, reader.line_num + 1
+            _check_closed(lines, path, at, delimiter)
+            lines.row = []
             if not row:
                 continue
             if len(row) != len(header):
@@ -209,19 +252,10 @@ def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> 
                     for (name, conv), cell in cells
                 },
             )
-    except csv.Error as exc:
-        # The file cannot be split into rows past here: nothing after it is read (none lost unseen).
-        raise DataError(f"{path}:{line_no}: {_csv_problem(exc, reader.line_num)}") from exc
-
-
-def _csv_problem(exc: csv.Error, line_num: int) -> str:
-    """What a ``csv.Error`` means for the row starting at the reported line."""
-    text = str(exc)
-    if "unexpected end of data" in text:
-        return f"a quoted cell opened in this row is never closed (the file ends at line {line_num})"
-    if "field larger than field limit" in text:
-        return f"a cell longer than {csv.field_size_limit():,} characters (an unclosed quote?)"
-    return f"malformed CSV row ({text})"
+    except csv.Error as exc:  # a cell over the field limit: the file cannot be split into rows past it
+        limit = f"a cell longer than {csv.field_size_limit():,} characters (an unclosed quote?)"
+        problem = limit if "field larger than field limit" in str(exc) else f"malformed CSV row ({exc})"
+        raise DataError(f"{path}:{line_no}: {problem}") from exc
 
 
 def _iter_jsonl(fh: IO[bytes], path: Path) -> Iterator[SourceLine]:

@@ -16,7 +16,8 @@
 * The optional third term (:class:`detector.input_neighbours.GaussTerm`): the numeric columns'
   rank-Gauss map (:func:`fit_rank_gauss`), then one reference point per input reference point's
   members (their mean in the mapped space) and a leave-one-out scale (:func:`fit_gauss_term`).
-* The threshold is the (1 - target FPR) quantile of the held-out calibration normals' scores.
+* The threshold is the conformal (1 - target FPR) order statistic of the held-out calibration
+  normals' scores (:func:`detector.scorer.threshold_at_fpr`).
 """
 
 from __future__ import annotations
@@ -246,8 +247,8 @@ def calibrate_threshold(scores: NDArray[np.float64], target_fpr: float) -> tuple
             f"the threshold (want >= {MIN_EXCEEDANCES}, i.e. >= {math.ceil(MIN_EXCEEDANCES / target_fpr)} "
             "calibration rows); the realised false-positive rate will be noisy"
         )
-        for message in warnings:
-            log.info("calibration_set_small", extra={"detail": message})
+    for message in warnings:
+        log.info("calibration_set_small", extra={"detail": message})
     return threshold_at_fpr(scores, target_fpr), warnings
 
 

@@ -476,8 +476,6 @@ class WorkerLoop:
             logger.warning("assignment_without_group_offsets", extra={"partitions": sorted(partitions)})
             return
         self._offsets.floor(group)  # nothing at or below them is committed (see OffsetBook)
-        if partitions:
-            self._rejoin_backoff.succeeded()
         # Partitions not given back: their new owner reads them, from the committed offset (and a
         # paused, unreadable one is read afresh); those given back keep their client state.
         self._forget_unreadable(set(self._unreadable) - set(partitions))
@@ -501,6 +499,8 @@ class WorkerLoop:
                 else:
                     if partition in done and done[partition] <= rewind[partition]:
                         self._offsets.advanced({partition: done[partition]})
+        if partitions and not self._rebuild_requested:
+            self._rejoin_backoff.succeeded()  # taken whole: a later rebuild waits the first delay again
         logger.info("partitions_assigned", extra={"partitions": sorted(partitions)})
 
     # --------------------------------------------------------------- state

@@ -69,6 +69,17 @@ def test_from_json_file_bad_json(tmp_path: Path) -> None:
         FeatureSpec.from_json_file(path)
 
 
+@pytest.mark.parametrize(
+    "raw", [b'{"numeric": ["a"], "n": ' + b"9" * 5000 + b"}", b"\xff\xfe{}"], ids=["huge-integer", "not-utf8"]
+)
+def test_from_json_file_that_python_cannot_read_is_a_spec_error(tmp_path: Path, raw: bytes) -> None:
+    """Found in review: a ``ValueError`` (a traceback in the trainer's CLI) instead of a one-line error."""
+    path = tmp_path / "spec.json"
+    path.write_bytes(raw)
+    with pytest.raises(SpecError, match=r"spec\.json is not (valid JSON|UTF-8)"):
+        FeatureSpec.from_json_file(path)
+
+
 def test_from_json_file_invalid_names_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"numeric": ["a"], "categorical": ["c"], "log_scale": ["c"]}), encoding="utf-8")

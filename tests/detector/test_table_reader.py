@@ -161,3 +161,20 @@ def test_a_json_line_nested_too_deeply_is_a_line_error(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == repr([(None, f"{path}:1: invalid JSON"), ({"a": 2}, "")])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "cell"),
+    [
+        ("after.csv", 'a,b\n1,"Smith" Jr\n2,x\n', "Smith Jr"),
+        ("space.csv", 'a,b\n1,"Smith" \n2,x\n', "Smith "),
+        ("inches.tsv", 'a\tb\n1\t"17" monitor\n2\tx\n', "17 monitor"),
+        ("no-newline.csv", 'a,b\n1,"Smith" Jr\n2,"x"', "Smith Jr"),
+    ],
+)
+def test_text_after_a_closing_quote_is_read_as_before(tmp_path: Path, name: str, text: str, cell: str) -> None:
+    """Only a quote that is never closed stops the read (found in review: a strict reader refused
+    whole files for a space or text after a closing quote, which were read leniently before)."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert [r["b"] for r in load_records(path, text_columns=["b"])] == [cell, "x"]

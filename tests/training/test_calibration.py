@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -22,8 +24,10 @@ def test_each_class_gets_its_own_allowance_capped_by_its_size() -> None:
     assert centroid_counts(labels, 5, per_class=64, min_members=10) == [64, 40, 3, 1, 0]
 
 
-def test_small_calibration_set_warns() -> None:
-    threshold, warnings = calibrate_threshold(np.linspace(0, 1, 50), 0.01)
+def test_small_calibration_set_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="training.calibration"):
+        threshold, warnings = calibrate_threshold(np.linspace(0, 1, 50), 0.01)
+    assert [r.getMessage() for r in caplog.records] == ["calibration_set_small"]  # logged as well
     # Found in review: the warning said "about 0.5 lie above" while none do, and new normals
     # exceed the highest of 50 scores at 1/51, about twice the target.
     assert warnings == [

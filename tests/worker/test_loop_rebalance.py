@@ -4,6 +4,7 @@ whoever owns the partition next, this worker included; every offset is processed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import pytest
@@ -461,6 +462,41 @@ def test_consumers_rebuilt_for_unknown_group_offsets_rejoin_after_a_growing_back
     sources[3].rebalance(None, [P0, P1])
     assert consumers_built_after(0.0) == 4 and sources[3].closed
     assert consumers_built_after(1.1) == 5  # the wait was reset to 1 s
+
+
+def test_consumers_rebuilt_for_refused_rewinds_rejoin_after_a_growing_backoff(
+    model: LoadedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same backoff after a refused rewind (found in review: it was reset as soon as the group's
+    offsets were known, before the rewind, so every rebuild waited the first delay)."""
+
+    class Refusing(FakeSource):
+        def rewind(self, partition: Partition, offset: int) -> None:
+            raise BrokerError("the client refused the seek")
+
+    now = [0.0]
+    sources = []
+    for _ in range(8):  # each: P0 and P1 read, both revoked mid-collect, P0 given back: a rewind
+        source = Refusing([], [_dead_letters(0, 0, 10) + _dead_letters(1, 0, 10), _dead_letters(0, 10, 5)])
+        source.rebalance_on_poll = {2: ([P0, P1], None), 3: (None, [P0])}
+        sources.append(source)
+    built = iter(sources)
+
+    def factory(on_revoked: RevokedCallback, on_assigned: PartitionsCallback) -> FakeSource:
+        source = next(built)
+        source.on_revoked, source.on_assigned = on_revoked, on_assigned
+        return source
+
+    config = LoopConfig(output_topic="out", dead_letter_topic="dlq", batch_size=25, batch_wait_ms=0,
+                        idle_poll_ms=1, backoff_initial_s=1.0, backoff_max_s=8.0, lag_interval_s=0.0)  # fmt: skip
+    loop = WorkerLoop(factory, FakeSink(), model, WorkerMetrics(CollectorRegistry()), HealthState(), config,
+                      clock=lambda: now[0])  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="worker.loop"):
+        for _ in range(80):
+            now[0] += 0.5
+            loop.run_once()
+    waits = [r.retry_in_s for r in caplog.records if r.getMessage() == "consumer_rejoin_backoff"]  # type: ignore[attr-defined]
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0]
 
 
 def test_an_empty_assignment_needs_no_group_offsets(model: LoadedModel, keeps_position: bool) -> None:
