@@ -55,6 +55,11 @@ class ScoreResult:
     p_value: F64
 
 
+#: Distances on the unit sphere below this are float32 noise, read as 0; also the smallest radius
+#: a centroid gets (a class whose rows all embed alike).
+EMBEDDING_RESOLUTION = 1e-5
+
+
 def threshold_at_fpr(calibration_scores: F64, target_fpr: float) -> float:
     """The conformal threshold: the k-th smallest of the n calibration scores, k = ⌈(n+1)(1 − target_fpr)⌉.
 
@@ -156,18 +161,25 @@ class CentroidGeometry:
         per_class = np.minimum.reduceat(grouped, self._class_start, axis=1)
         n = dist.shape[0]
         best = np.argmin(per_class, axis=1)
-        score = per_class[np.arange(n), best]
+        nearest_centroid = np.argmin(normalised, axis=1)
+        # The nearest centroid's distance again from z - c itself (the expansion's float32 rounding
+        # is ~3e-4 on unit-norm embeddings), and below EMBEDDING_RESOLUTION it is 0: the same row
+        # embeds ~1e-7 apart in batches of other sizes. Divided by a tight radius, either noise
+        # scored the training rows of a constant class as anomalous.
+        offset = np.asarray(embeddings, dtype=np.float64) - self.centroids[nearest_centroid]
+        distance = np.sqrt(np.einsum("ij,ij->i", offset, offset))
+        distance[distance < EMBEDDING_RESOLUTION] = 0.0
+        score = distance / self.radius[nearest_centroid]
         if per_class.shape[1] > 1:
             runner_up = np.partition(per_class, 1, axis=1)[:, 1]
-            margin = runner_up - score
+            margin = np.maximum(runner_up - score, 0.0)
         else:
             margin = np.full(n, np.inf)
-        nearest_centroid = np.argmin(normalised, axis=1)
         return Nearest(
-            score=score.astype(np.float64),
+            score=score,
             class_index=self._present_classes[best],
             centroid=nearest_centroid,
-            distance=dist[np.arange(n), nearest_centroid].astype(np.float64),
+            distance=distance,
             margin=margin.astype(np.float64),
         )
 

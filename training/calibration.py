@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from detector.explain import Explainer
 from detector.input_neighbours import GaussTerm, InputNeighbours
 from detector.rank_gauss import RankGauss
-from detector.scorer import CentroidGeometry, CentroidScorer, threshold_at_fpr
+from detector.scorer import EMBEDDING_RESOLUTION, CentroidGeometry, CentroidScorer, threshold_at_fpr
 from training.learning.clustering import kmeans
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,12 @@ def radii(z: NDArray[np.float32], centroids: Centroids, shrinkage: float | None)
     dist = np.linalg.norm(z - centroids.positions[centroids.assignment], axis=1)
     global_ms = float(np.mean(dist**2)) if len(dist) else 1.0
     if shrinkage is None:
-        return np.full(len(centroids.positions), max(math.sqrt(global_ms), 1e-6), dtype=np.float32)
+        return np.full(len(centroids.positions), max(math.sqrt(global_ms), EMBEDDING_RESOLUTION), dtype=np.float32)
     out = np.empty(len(centroids.positions), dtype=np.float32)
     for j in range(len(out)):
         d = dist[centroids.assignment == j]
         out[j] = math.sqrt((float(np.sum(d**2)) + shrinkage * global_ms) / (len(d) + shrinkage))
-    return np.maximum(out, 1e-6)
+    return np.maximum(out, EMBEDDING_RESOLUTION)
 
 
 def fit_input_neighbours(

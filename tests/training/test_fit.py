@@ -219,3 +219,16 @@ def test_every_model_of_a_fit_takes_its_embedding_scale_from_rows_of_one_kind(
     assert result.metadata["calibration"]["method"].startswith("cross-fitted")
     assert training["embedding_scale_from"].startswith(scale_from)
     assert training["n_centroid_rows"] == centroid_rows
+
+
+@pytest.mark.parametrize("row", [{"a": 1.0, "b": 2.0, "c": "x"}, {"a": 5.0, "b": 7.0}], ids=["mixed", "numeric"])
+def test_normals_that_are_all_alike_are_not_flagged_in_any_batch(row: dict[str, Any]) -> None:
+    """Found in review: 200 identical rows gave a threshold of 0 and scored their own row 0.71 (the
+    centroid distance's float32 noise divided by a 1e-6 radius), or 0 or 1.0 by batch size."""
+    fitted = fit_detector([dict(row) for _ in range(200)], None, FitConfig(train=FAST))
+    detector = fitted.detector
+    for batch in (1, 2, 8, 64):
+        result = detector.score_records([dict(row) for _ in range(batch)], top=0)
+        assert not result.flagged.any() and np.all(result.scores == 0.0), (batch, result.scores[:3])
+    other = dict(row, a=row["a"] + 1.0)
+    assert detector.score_records([other], top=0).flagged[0]  # anything else is new
