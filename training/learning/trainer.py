@@ -221,27 +221,31 @@ def _train_encoder(
     best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     best, waited, start = float("inf"), 0, time.perf_counter()
     epochs, patience = budget.epochs, budget.patience
+    # Fewer than 2 rows held out (classes of under 10 rows): no loss to judge epochs by, so no early
+    # stopping and no best epoch; the whole budget runs and its last epoch is kept.
+    judged = len(val_idx) >= 2
     # disable=None: a bar only where stderr is a terminal, never into a log file or a pipe.
     bar = tqdm(range(epochs), desc="training", unit="epoch", disable=None if config.progress else True, leave=False)
     for epoch in bar:
         history.train_loss.append(_train_epoch(encoder, objective, optimiser, x_fit, y_fit, config.seed + epoch))
-        val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config, noise)
-        history.validation_loss.append(val_loss)
-        bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best - 1e-4:
-            best, waited, history.best_epoch = val_loss, 0, epoch + 1
-            best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
-        else:
-            waited += 1
-        if waited >= patience:
-            history.stopped_early = True
-            break
+        if judged:
+            val_loss = _validation_loss(encoder, x[val_idx], x_val, y_val, layout, config, noise)
+            history.validation_loss.append(val_loss)
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
+            if val_loss < best - 1e-4:
+                best, waited, history.best_epoch = val_loss, 0, epoch + 1
+                best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+            else:
+                waited += 1
+            if waited >= patience:
+                history.stopped_early = True
+                break
         if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
             log.warning("training_time_budget_reached", extra={"epochs": epoch + 1})
             break
     bar.close()
     history.kept_epoch = history.best_epoch
-    if config.restore_best_epoch:
+    if config.restore_best_epoch and judged:
         encoder.load_state_dict(best_state)
     else:
         history.kept_epoch = len(history.train_loss)

@@ -191,3 +191,18 @@ def test_without_restoring_the_best_epoch_the_last_epochs_weights_are_kept() -> 
     assert last_history.summary()["kept_epoch"] == 12
     same = all(torch.equal(a, b) for a, b in zip(best.parameters(), last.parameters(), strict=True))
     assert not same  # the last epoch's weights, not the best one's
+
+
+def test_with_no_rows_held_out_the_whole_budget_runs_and_its_last_epoch_is_kept() -> None:
+    """Found in review: classes of under 10 rows hold none out; every epoch's "validation loss"
+    read 0.0, so training stopped after the patience and rolled back to epoch 1 (and a cross-fitted
+    fit then gave its final model 1 epoch of the 10 asked for)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(30), 9).astype(np.intp)  # 30 classes x 9 rows
+    x = (rng.normal(size=(270, 4)) + y[:, None] * 0.3).astype(np.float32)
+    layout = ColumnLayout(["a", "b", "c", "d"], [0, 1, 2, 3], [])
+    config = TrainConfig(epochs=10, threads=1, progress=False, hidden=(16,), embedding_dim=8)
+    _, history = train_encoder(x, y, layout, config)
+    assert len(history.validation_rows) == 0
+    assert len(history.train_loss) == 10 and not history.stopped_early and history.kept_epoch == 10
+    assert history.summary()["best_validation_loss"] is None
