@@ -22,6 +22,8 @@ Positives and negatives, per batch:
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -117,20 +119,26 @@ class MetricObjective:
         return f"{name}; positives: {positives}; negatives: {', '.join(negatives) or 'none'}"
 
     def batches(self, n: int, seed: int) -> Iterator[Index]:
-        """Class-balanced batches with >= 2 classes, else a random permutation in chunks."""
+        """Class-balanced batches with >= 2 classes, else a random permutation in chunks; either
+        way ``ceil(n / batch_size)`` batches an epoch, the optimiser steps the budget counts
+        (:func:`training.learning.budget.epoch_budget`)."""
+        steps = math.ceil(n / self.batch_size)
         if self.labels is not None and self.n_classes >= 2:
             per_class = max(2, self.batch_size // min(self.n_classes, 16))
             sampler = ClassBalancedBatchSampler(
                 self.labels, classes_per_batch=max(2, self.batch_size // per_class), samples_per_class=per_class,
-                seed=seed,
+                seed=seed, batches_per_epoch=steps,
             )  # fmt: skip
             yield from sampler
             return
         order = np.random.default_rng(seed).permutation(n).astype(np.int64)
-        for start in range(0, n, self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            if len(chunk) >= 2:
-                yield chunk
+        if n < 2:
+            return  # no pair to learn from
+        bounds = [*range(0, n, self.batch_size), n]
+        if steps > 1 and n - bounds[-2] < 2:  # a last chunk of one row: the last two share their rows
+            bounds[-2] = (bounds[-3] + n) // 2
+        for start, end in itertools.pairwise(bounds):
+            yield order[start:end]
 
     def loss(self, encoder: Encoder, x: Tensor, labels: Tensor | None) -> Tensor:
         """Scalar loss of one batch of normal rows ``x`` (``labels`` when classes are known)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from detector.encoder import embed
 from training.config import TrainConfig
@@ -206,3 +207,27 @@ def test_with_no_rows_held_out_the_whole_budget_runs_and_its_last_epoch_is_kept(
     assert len(history.validation_rows) == 0
     assert len(history.train_loss) == 10 and not history.stopped_early and history.kept_epoch == 10
     assert history.summary()["best_validation_loss"] is None
+
+
+@pytest.mark.parametrize(
+    ("sizes", "labelled"),
+    [((95, 95, 96), True), ((286,), False)],  # 256 training rows in 3 classes; 257 rows in one
+    ids=["class-balanced", "one-class"],
+)
+def test_the_summary_counts_the_optimiser_steps_taken(sizes: tuple[int, ...], labelled: bool) -> None:
+    """Found in review: the class-balanced batches (255 rows for 3 classes) made 2 steps an epoch
+    where the summary and the cross-fit's step count said 1, and the unlabelled path dropped a last
+    chunk of one row (1 step where 2 were counted)."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(n, c) for c, n in enumerate(sizes)]).astype(np.intp)
+    x = (rng.normal(size=(len(y), 2)) + y[:, None]).astype(np.float32)
+    config = TrainConfig(epochs=2, patience=5, threads=1, progress=False, hidden=(8,), embedding_dim=4,
+                         unlabelled_positives="one_class")  # fmt: skip
+    steps: list[int] = []
+    handle = register_optimizer_step_post_hook(lambda *_: steps.append(1))
+    try:
+        _, history = train_encoder(x, y if labelled else None, ColumnLayout(["a", "b"], [0, 1], []), config)
+    finally:
+        handle.remove()
+    summary = history.summary()
+    assert len(steps) == summary["epochs_run"] * summary["steps_per_epoch"]  # type: ignore[operator]
