@@ -83,6 +83,12 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         spec = infer_spec(records)
     label_field = spec.label_field
     labels = [_class_name(r.get(label_field)) for r in records] if label_field else None
+    if labels is not None and len(set(labels)) == len(labels) > 1:
+        # Found in review: refused as "too few normal rows (200); need at least 13".
+        raise DataError(
+            f"label field {label_field!r}: every one of the {len(labels)} normal rows has a class of its own; a"
+            " class is a kind of normal behaviour that many rows share (is it an id column?)"
+        )
     train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
     folds = cross_fit_folds(len(cal_idx), len(records), config.cross_fit_below)
     if len(train_idx) < 10 or len(cal_idx) < 1 or (not folds and len(cal_idx) < config.cross_fit_below):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from detector.encoder import Encoder, embed
 from detector.errors import DataError
@@ -27,6 +28,7 @@ from training.calibration import (
     radii,
 )
 from training.fit_config import FitConfig
+from training.learning.budget import choose_threads, step_work
 from training.learning.clustering import choose_k, kmeans
 from training.learning.outliers import ColumnLayout
 from training.learning.trainer import TrainingHistory, split_validation, train_encoder
@@ -106,24 +108,28 @@ def train_model(
     early stopping (placed apart from the centroids), else from the training rows."""
     featurizer = Featurizer(spec).fit(records)
     x_train = featurizer.transform(records)
-    class_names, y_train = encode_labels(labels, np.arange(len(records), dtype=np.int64))
-    encoder, history = train_encoder(x_train, y_train, ColumnLayout.from_featurizer(featurizer), config.train)
-    z_train = embed(encoder, x_train)
-    if y_train is None:
-        class_names, y_train, selection = derive_classes(z_train, config)
-    else:
-        selection = {"criterion": "given by label column", "k": len(class_names)}
-    held = history.validation_rows if scale_from_unseen else np.zeros(0, dtype=np.int64)
-    placed, unseen = placement_rows(y_train, held)
-    counts = centroid_counts(y_train[placed], len(class_names), config.centroids_per_class)
-    centroids = place_centroids(z_train[placed], y_train[placed], counts, config.train.seed)
-    radius = radii(z_train[placed], centroids, config.radius_shrinkage)
-    scale_rows = unseen if len(unseen) else placed
-    embedding_scores = build_geometry(centroids, radius, class_names).nearest(z_train[scale_rows]).score
-    if config.gauss_term == "on" and not spec.numeric:
-        raise DataError("the rank-Gauss term (--gauss-term on) maps numeric fields, and the feature spec has none")
-    n_mapped = 0 if config.gauss_term == "off" else len(spec.numeric)
-    view, gauss = fit_input_terms(x_train, embedding_scores, config.input_budget, config.train.seed, n_mapped)
+    # numpy's BLAS (k-means, distances) gets the threads torch gets, from the featurized width
+    # (fit_detector's limit is a guess from the fields, made before featurizing).
+    threads, _ = choose_threads(step_work(len(x_train), x_train.shape[1], config.train), config.train)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        class_names, y_train = encode_labels(labels, np.arange(len(records), dtype=np.int64))
+        encoder, history = train_encoder(x_train, y_train, ColumnLayout.from_featurizer(featurizer), config.train)
+        z_train = embed(encoder, x_train)
+        if y_train is None:
+            class_names, y_train, selection = derive_classes(z_train, config)
+        else:
+            selection = {"criterion": "given by label column", "k": len(class_names)}
+        held = history.validation_rows if scale_from_unseen else np.zeros(0, dtype=np.int64)
+        placed, unseen = placement_rows(y_train, held)
+        counts = centroid_counts(y_train[placed], len(class_names), config.centroids_per_class)
+        centroids = place_centroids(z_train[placed], y_train[placed], counts, config.train.seed)
+        radius = radii(z_train[placed], centroids, config.radius_shrinkage)
+        scale_rows = unseen if len(unseen) else placed
+        embedding_scores = build_geometry(centroids, radius, class_names).nearest(z_train[scale_rows]).score
+        if config.gauss_term == "on" and not spec.numeric:
+            raise DataError("the rank-Gauss term (--gauss-term on) maps numeric fields, and the feature spec has none")
+        n_mapped = 0 if config.gauss_term == "off" else len(spec.numeric)
+        view, gauss = fit_input_terms(x_train, embedding_scores, config.input_budget, config.train.seed, n_mapped)
     scale_from = f"{len(unseen)} rows held out for early stopping" if len(unseen) else "the training rows"
     return TrainedModel(
         featurizer,

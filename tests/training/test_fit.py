@@ -232,3 +232,41 @@ def test_normals_that_are_all_alike_are_not_flagged_in_any_batch(row: dict[str, 
         assert not result.flagged.any() and np.all(result.scores == 0.0), (batch, result.scores[:3])
     other = dict(row, a=row["a"] + 1.0)
     assert detector.score_records([other], top=0).flagged[0]  # anything else is new
+
+
+def test_a_label_field_with_a_class_per_row_is_refused_naming_the_cause() -> None:
+    """Found in review: refused as "too few normal rows to train and calibrate (200); need at least 13"."""
+    records = [{"a": float(i), "b": float(i % 7), "k": f"c{i}"} for i in range(200)]
+    spec = FeatureSpec(numeric=["a", "b"], label_field="k")
+    with pytest.raises(DataError, match="label field 'k': every one of the 200 normal rows has a class of its own"):
+        fit_detector(records, spec, FitConfig(train=FAST))
+
+
+class _SeenError(Exception):
+    pass
+
+
+def test_numpys_blas_gets_the_threads_torch_gets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the BLAS limit was chosen from the number of fields before featurizing, so
+    257 one-hot columns with a large encoder gave torch 4 threads and BLAS 1."""
+    from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+    from training import trained_model  # noqa: PLC0415
+    from training.learning import budget  # noqa: PLC0415
+    from training.learning.trainer import split_validation  # noqa: PLC0415
+
+    monkeypatch.setattr(budget, "idle_cpus", lambda: 4)
+    seen: dict[str, Any] = {}
+
+    def spy(x: np.ndarray, labels: Any, layout: Any, config: TrainConfig) -> None:
+        fit_rows, _ = split_validation(len(x), labels, config.validation_fraction, config.seed)
+        seen["torch"] = budget.resolve_budget(len(fit_rows), x.shape[1], config).threads
+        seen["blas"] = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        raise _SeenError
+
+    monkeypatch.setattr(trained_model, "train_encoder", spy)
+    records = [{"service": f"s{i % 300}"} for i in range(400)]
+    config = FitConfig(train=TrainConfig(hidden=(2700, 2700), progress=False))
+    with pytest.raises(_SeenError):
+        fit_detector(records, FeatureSpec(numeric=[], categorical=["service"]), config)
+    assert seen["torch"] == 4 and seen["blas"] and set(seen["blas"]) == {4}

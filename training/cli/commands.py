@@ -169,6 +169,7 @@ def run_fit(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
     if args.report and not args.truth_column:
         raise UsageError("--report needs --truth-column and --normal-value")
+    check_report_target(args.report, args.out)
     config = fit_config_from_args(args)  # a bad option value fails before the data is read
     try:  # a cheap look now; saving checks again (and for real) after training
         check_artifact_target(args.out)
@@ -271,7 +272,26 @@ def _without_prefix(exc: Exception) -> str:
     return text.split(": ", 1)[1] if text.startswith("record ") else text
 
 
+def check_report_target(report: Path | None, model_dir: Path | None = None) -> None:
+    """Refuse a ``--report`` that cannot hold the report, before any work (found in review: a file
+    there failed only after training, with the model already written; one inside ``--out`` made
+    the model directory one the same command then refused to replace).
+
+    Raises:
+        UsageError: ``report`` is an existing file, or ``model_dir`` or a directory inside it.
+    """
+    if report is None:
+        return
+    if report.exists() and not report.is_dir():
+        raise UsageError(f"--report {report} is a file; give a directory (it gets report.html and metrics.json)")
+    if model_dir is not None:
+        where, model = report.resolve(), model_dir.resolve()
+        if where == model or model in where.parents:
+            raise UsageError(f"--report {report} is inside --out {model_dir}: that directory holds the model only")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    check_report_target(args.report)
     detector = Detector.load(args.model)
     spec = detector.spec
     text = [c for c in (spec.id_field, spec.timestamp_field) if c]

@@ -302,3 +302,18 @@ def test_the_cli_does_not_import_matplotlib_until_a_report_is_written() -> None:
     code = "import sys, training.cli.main; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_report_target_that_cannot_hold_the_report_is_refused_before_training(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    """Found in review: a file there failed only after training (exit 1, the model already
+    written); a report inside --out made a model directory the same command then refused."""
+    out = tmp_path / "m"
+    afile = tmp_path / "afile"
+    afile.write_text("unrelated\n", encoding="utf-8")
+    fit = ["fit", str(sample), "--out", str(out), *LABELS, *FIT_OPTIONS]
+    expect_error(capsys, [*fit, "--report", str(afile)], "--report", "is a file", code=2)
+    expect_error(capsys, [*fit, "--report", str(out)], "is inside --out", code=2)
+    expect_error(capsys, [*fit, "--report", str(out / "r")], "is inside --out", code=2)
+    assert not out.exists() and afile.read_text(encoding="utf-8") == "unrelated\n"
