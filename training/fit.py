@@ -83,7 +83,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         spec = infer_spec(records)
     label_field = spec.label_field
     labels = [_class_name(r.get(label_field)) for r in records] if label_field else None
-    if labels is not None and len(set(labels)) == len(labels) > 1:
+    if labels is not None and len(set(labels)) == len(labels) >= min_rows_to_cross_fit():
         # Found in review: refused as "too few normal rows (200); need at least 13".
         raise DataError(
             f"label field {label_field!r}: every one of the {len(labels)} normal rows has a class of its own; a"

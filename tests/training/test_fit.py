@@ -240,6 +240,8 @@ def test_a_label_field_with_a_class_per_row_is_refused_naming_the_cause() -> Non
     spec = FeatureSpec(numeric=["a", "b"], label_field="k")
     with pytest.raises(DataError, match="label field 'k': every one of the 200 normal rows has a class of its own"):
         fit_detector(records, spec, FitConfig(train=FAST))
+    with pytest.raises(DataError, match="too few normal rows"):  # too few is what to say about 3 rows
+        fit_detector(records[:3], spec, FitConfig(train=FAST))
 
 
 class _SeenError(Exception):
@@ -248,25 +250,24 @@ class _SeenError(Exception):
 
 def test_numpys_blas_gets_the_threads_torch_gets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Found in review: the BLAS limit was chosen from the number of fields before featurizing, so
-    257 one-hot columns with a large encoder gave torch 4 threads and BLAS 1."""
+    257 one-hot columns with a large encoder gave torch 4 threads and BLAS 1; then from all rows
+    while torch counted those left after the early-stopping holdout (270 rows: 243, by the batch size)."""
     from threadpoolctl import threadpool_info  # noqa: PLC0415
 
-    from training import trained_model  # noqa: PLC0415
-    from training.learning import budget  # noqa: PLC0415
-    from training.learning.trainer import split_validation  # noqa: PLC0415
+    from training.learning import budget, trainer  # noqa: PLC0415
 
     monkeypatch.setattr(budget, "idle_cpus", lambda: 4)
     seen: dict[str, Any] = {}
 
-    def spy(x: np.ndarray, labels: Any, layout: Any, config: TrainConfig) -> None:
-        fit_rows, _ = split_validation(len(x), labels, config.validation_fraction, config.seed)
-        seen["torch"] = budget.resolve_budget(len(fit_rows), x.shape[1], config).threads
-        seen["blas"] = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    def spy(*args: Any, **kwargs: Any) -> budget.Budget:
+        seen["torch"] = budget.resolve_budget(*args, **kwargs).threads
+        seen["blas"] = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
         raise _SeenError
 
-    monkeypatch.setattr(trained_model, "train_encoder", spy)
-    records = [{"service": f"s{i % 300}"} for i in range(400)]
-    config = FitConfig(train=TrainConfig(hidden=(2700, 2700), progress=False))
-    with pytest.raises(_SeenError):
-        fit_detector(records, FeatureSpec(numeric=[], categorical=["service"]), config)
-    assert seen["torch"] == 4 and seen["blas"] and set(seen["blas"]) == {4}
+    monkeypatch.setattr(trainer, "resolve_budget", spy)
+    config = FitConfig(train=TrainConfig(hidden=(2700, 2700), progress=False), cross_fit_below=0)
+    for rows, kinds in ((400, 300), (300, 200)):  # 300: 270 train (BLAS), 243 after the holdout
+        records = [{"service": f"s{i % kinds}"} for i in range(rows)]
+        with pytest.raises(_SeenError):
+            fit_detector(records, FeatureSpec(numeric=[], categorical=["service"]), config)
+        assert seen["blas"] == {seen["torch"]}, (rows, seen)

@@ -278,20 +278,22 @@ def check_report_target(report: Path | None, model_dir: Path | None = None) -> N
     the model directory one the same command then refused to replace).
 
     Raises:
-        UsageError: ``report`` is an existing file, or ``model_dir`` or a directory inside it.
+        UsageError: ``report`` is an existing file or lies under one, or is ``model_dir`` or inside it.
     """
     if report is None:
         return
-    if report.exists() and not report.is_dir():
-        raise UsageError(f"--report {report} is a file; give a directory (it gets report.html and metrics.json)")
+    existing = next((p for p in (report, *report.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == report else f"lies under a file, {existing}"
+        raise UsageError(f"--report {report} {where}; give a directory (it gets report.html and metrics.json)")
     if model_dir is not None:
-        where, model = report.resolve(), model_dir.resolve()
-        if where == model or model in where.parents:
-            raise UsageError(f"--report {report} is inside --out {model_dir}: that directory holds the model only")
+        target, model = report.resolve(), model_dir.resolve()
+        if target == model or model in target.parents:
+            raise UsageError(f"--report {report} is inside the model directory {model_dir}, which holds the model only")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    check_report_target(args.report)
+    check_report_target(args.report, args.model)
     detector = Detector.load(args.model)
     spec = detector.spec
     text = [c for c in (spec.id_field, spec.timestamp_field) if c]

@@ -103,8 +103,10 @@ def step_work(n_fit: int, n_features: int, config: TrainConfig) -> int:
     return min(n_fit, config.batch_size) * weights
 
 
-def resolve_budget(n_fit: int, n_features: int, config: TrainConfig) -> Budget:
-    """Epochs, patience and threads for ``n_fit`` training rows of ``n_features`` featurized columns."""
+def resolve_budget(n_fit: int, n_features: int, config: TrainConfig, n_rows: int | None = None) -> Budget:
+    """Epochs, patience and threads for ``n_fit`` training rows of ``n_features`` featurized columns;
+    the threads from ``n_rows`` rows when given (all the rows, before the early-stopping holdout:
+    the count :func:`training.trained_model.train_model` gives numpy's BLAS before the split)."""
     epochs, steps, epochs_rule = epoch_budget(n_fit, config)
-    threads, threads_rule = choose_threads(step_work(n_fit, n_features, config), config)
+    threads, threads_rule = choose_threads(step_work(n_fit if n_rows is None else n_rows, n_features, config), config)
     return Budget(epochs, patience_for(epochs, config), steps, threads, epochs_rule, threads_rule)

@@ -126,9 +126,13 @@ class MetricObjective:
         if self.labels is not None and self.n_classes >= 2:
             per_class = max(2, self.batch_size // min(self.n_classes, 16))
             sampler = ClassBalancedBatchSampler(
-                self.labels, classes_per_batch=max(2, self.batch_size // per_class), samples_per_class=per_class,
-                seed=seed, batches_per_epoch=steps,
-            )  # fmt: skip
+                self.labels,
+                classes_per_batch=max(2, self.batch_size // per_class),
+                samples_per_class=per_class,
+                seed=seed,
+                batches_per_epoch=steps,
+                batch_size=self.batch_size,
+            )  # fmt: skip  (batches of exactly batch_size: room for every row once an epoch)
             yield from sampler
             return
         order = np.random.default_rng(seed).permutation(n).astype(np.int64)

@@ -40,7 +40,7 @@ class _Cycle:
 
 
 class ClassBalancedBatchSampler:
-    """Yields batches of ``min(classes_per_batch, n_classes) * samples_per_class`` indices.
+    """Yields batches of ``min(classes_per_batch, n_classes) * samples_per_class`` indices (or ``batch_size``).
 
     Each batch takes distinct classes and ``samples_per_class`` indices from each, so it always
     holds positive pairs and, with two or more classes, negative pairs. Classes are visited in
@@ -59,6 +59,9 @@ class ClassBalancedBatchSampler:
         seed: seed of the whole sequence of epochs.
         batches_per_epoch: batches per epoch; default ``ceil(n / batch_size)`` (with the
             capped ``classes_per_batch``), enough slots to visit every row once.
+        batch_size: indices per batch when more than ``classes_per_batch * samples_per_class``
+            (capped): the first classes drawn for a batch give one index more each (a batch of
+            exactly the size asked for: 13 classes of 19 make 247 rows, 9 of them give 20 for 256).
 
     Raises:
         ValueError: empty or non-1-D labels, or a non-positive size.
@@ -71,6 +74,7 @@ class ClassBalancedBatchSampler:
         samples_per_class: int,
         seed: int,
         batches_per_epoch: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         label_array = np.asarray(labels)
         if label_array.ndim != 1:
@@ -88,7 +92,12 @@ class ClassBalancedBatchSampler:
         self.n_classes = len(classes)
         self.classes_per_batch = min(classes_per_batch, self.n_classes)
         self.samples_per_class = samples_per_class
-        self.batch_size = self.classes_per_batch * samples_per_class
+        self.batch_size = max(self.classes_per_batch * samples_per_class, batch_size or 0)
+        #: Per position of a class in a batch, the indices it gives (the remainder spread one by one).
+        extra, self._counts = self.batch_size - self.classes_per_batch * samples_per_class, []
+        for position in range(self.classes_per_batch):
+            share = extra // self.classes_per_batch + (position < extra % self.classes_per_batch)
+            self._counts.append(samples_per_class + share)
         self.seed = seed
         self.epoch = 0
         default = math.ceil(label_array.size / self.batch_size)
@@ -109,15 +118,19 @@ class ClassBalancedBatchSampler:
         classes = _Cycle(np.arange(self.n_classes, dtype=np.int64), rng)
         members = [_Cycle(m, rng) for m in self._members]
         for _ in range(self.batches_per_epoch):
-            picked = [self._draw(members[c], len(self._members[c]), rng) for c in classes.take(self.classes_per_batch)]
+            drawn = classes.take(self.classes_per_batch)
+            picked = [
+                self._draw(members[c], len(self._members[c]), count, rng)
+                for c, count in zip(drawn, self._counts, strict=True)
+            ]
             yield np.concatenate(picked)
 
-    def _draw(self, cycle: _Cycle, size: int, rng: np.random.Generator) -> NDArray[np.int64]:
-        if size >= self.samples_per_class:
-            return np.asarray(cycle.take(self.samples_per_class), dtype=np.int64)
+    def _draw(self, cycle: _Cycle, size: int, count: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        if size >= count:
+            return np.asarray(cycle.take(count), dtype=np.int64)
         # Too small to fill its share without repeats: every index once, then random repeats.
         once = np.asarray(cycle.take(size), dtype=np.int64)
-        return np.concatenate([once, rng.choice(once, self.samples_per_class - size, replace=True)])
+        return np.concatenate([once, rng.choice(once, count - size, replace=True)])
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -207,7 +207,7 @@ def _train_encoder(
             input_dim=x.shape[1], hidden=config.hidden, embedding_dim=config.embedding_dim, projection=projection
         )
     )
-    budget = resolve_budget(len(fit_idx), x.shape[1], config)
+    budget = resolve_budget(len(fit_idx), x.shape[1], config, n_rows=len(x))
     torch.set_num_threads(budget.threads)
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     history = TrainingHistory(

@@ -314,6 +314,15 @@ def test_a_report_target_that_cannot_hold_the_report_is_refused_before_training(
     afile.write_text("unrelated\n", encoding="utf-8")
     fit = ["fit", str(sample), "--out", str(out), *LABELS, *FIT_OPTIONS]
     expect_error(capsys, [*fit, "--report", str(afile)], "--report", "is a file", code=2)
-    expect_error(capsys, [*fit, "--report", str(out)], "is inside --out", code=2)
-    expect_error(capsys, [*fit, "--report", str(out / "r")], "is inside --out", code=2)
+    expect_error(capsys, [*fit, "--report", str(afile / "r")], "lies under a file", code=2)
+    expect_error(capsys, [*fit, "--report", str(out)], "is inside the model directory", code=2)
+    expect_error(capsys, [*fit, "--report", str(out / "r")], "is inside the model directory", code=2)
     assert not out.exists() and afile.read_text(encoding="utf-8") == "unrelated\n"
+
+
+def test_evaluate_refuses_a_report_inside_the_model_directory(
+    capsys: pytest.CaptureFixture[str], model: Path, sample: Path
+) -> None:
+    argv = ["evaluate", str(model), str(sample), *LABELS, "--report", str(model / "report")]
+    expect_error(capsys, argv, "is inside the model directory", code=2)
+    assert not (model / "report").exists()
