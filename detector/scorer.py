@@ -160,7 +160,6 @@ class CentroidGeometry:
         grouped = normalised if self._by_class is None else normalised[:, self._by_class]
         per_class = np.minimum.reduceat(grouped, self._class_start, axis=1)
         n = dist.shape[0]
-        best = np.argmin(per_class, axis=1)
         nearest_centroid = np.argmin(normalised, axis=1)
         # The nearest centroid's distance again from z - c itself (the expansion's float32 rounding
         # is ~3e-4 on unit-norm embeddings), and below EMBEDDING_RESOLUTION it is 0: the same row
@@ -177,7 +176,9 @@ class CentroidGeometry:
             margin = np.full(n, np.inf)
         return Nearest(
             score=score,
-            class_index=self._present_classes[best],
+            # The class of the centroid the score and the explanation use (on an exact tie between
+            # two classes' centroids the per-class minimum could name the other; found in review).
+            class_index=self.centroid_class[nearest_centroid],
             centroid=nearest_centroid,
             distance=distance,
             margin=margin.astype(np.float64),

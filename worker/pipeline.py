@@ -19,6 +19,7 @@ which are not JSON), ``not_an_object``. The featurizer adds ``missing_field``, `
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -236,7 +237,7 @@ def _score_rows(
     if not len(flagged_rows):
         return result, flagged
     at = rows.positions[flagged_rows].tolist()
-    events = [orjson.loads(values[p]) for p in at]
+    events = [_parsed_exactly(values[p]) for p in at]
     explanations = detector.explainer.explain(
         rows.features[flagged_rows], result.nearest_centroid[flagged_rows], events, top=3
     )
@@ -287,6 +288,21 @@ def _event_times(values: list[Any]) -> NDArray[np.float64]:
 
 def _rejected(record: RawRecord, err: InvalidEventError) -> Rejected:
     return Rejected(record, err.reason, type(err).__name__, str(err))
+
+
+#: orjson reads an integer beyond 64 bits as a float: a top-level value this large may have been one.
+_BEYOND_64_BITS = float(2**64)
+
+
+def _parsed_exactly(value: bytes) -> dict[str, Any]:
+    """A flagged event as published in its anomaly record: orjson's parse, or the standard
+    library's where a top-level value may be an integer beyond 64 bits (found in review: a
+    128-bit integer id became ``8.396e+37`` and the record fell back to ``topic:partition:offset``)."""
+    event: dict[str, Any] = orjson.loads(value)
+    if any(type(v) is float and abs(v) >= _BEYOND_64_BITS for v in event.values()):
+        exact: dict[str, Any] = json.loads(value)  # the same document (orjson accepted it): exact integers
+        return exact
+    return event
 
 
 def _event_id(event: dict[str, Any], id_field: str | None, record: RawRecord) -> str:

@@ -227,3 +227,13 @@ def test_the_geometry_alone_gives_the_scorers_distances_whatever_the_threshold()
         np.testing.assert_array_equal(result.nearest_centroid, near.centroid)
         np.testing.assert_array_equal(result.margin, near.margin)
         np.testing.assert_array_equal(result.flagged, near.score > threshold)
+
+
+def test_the_nearest_class_is_the_class_of_the_nearest_centroid_even_on_a_tie() -> None:
+    """Found in review: on an exact tie between two classes' centroids, the class came from the
+    per-class minimum (classes in sorted order) and the centroid from the stored order, so a record
+    named one class while its explanation measured the other's centroid."""
+    s = scorer([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [1, 0, 0], names=["a", "b"])
+    near = s.geometry.nearest(points([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]))
+    assert near.class_index.tolist() == s.geometry.centroid_class[near.centroid].tolist()
+    assert near.centroid.tolist()[0] == 0 and near.class_index.tolist()[0] == 1

@@ -68,6 +68,25 @@ def test_event_id_falls_back_to_coordinates(detector: Detector, tiny_model: Tiny
     assert flagged and all(o.event_id == f"events:1:{o.record.offset}" for o in flagged)
 
 
+def test_an_integer_id_beyond_64_bits_is_kept_exactly(detector: Detector, tiny_model: TinyModel) -> None:
+    """Found in review: orjson read a 128-bit integer id as the float 8.396e+37, so the record's
+    ``event_id`` (and its Kafka key) fell back to ``topic:partition:offset`` and ``event`` lost it."""
+    big = 83962606556023347568268327321612582954
+    events = [{**e, "event_id": big + i} for i, e in enumerate(tiny_model.attack_events[:300])]
+    flagged = [
+        o for o in _score(detector, [orjson.dumps({**e, "event_id": 0}) for e in events]) if isinstance(o, Flagged)
+    ]
+    assert flagged  # the same events with a small id: some are flagged
+    values = [
+        orjson.dumps({**e, "event_id": 0}).replace(b'"event_id":0', b'"event_id":%d' % e["event_id"]) for e in events
+    ]
+    outcomes = _score(detector, values)
+    for o in outcomes:
+        if isinstance(o, Flagged):
+            assert o.event_id == str(big + o.record.offset) == str(o.anomaly["event"]["event_id"])
+    assert sum(isinstance(o, Flagged) for o in outcomes) == len(flagged)
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
