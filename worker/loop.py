@@ -91,7 +91,7 @@ class WorkerLoop:
         self._source_generation = 0
         self._connect_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
         #: Between consumers rebuilt because an assignment could not be taken (group offsets unknown,
-        #: a rewind refused); reset by an assignment taken with the group's offsets.
+        #: a rewind refused); reset by an assignment taken whole (group offsets known, every rewind done).
         self._rejoin_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, clock)
         after = (config.rebuild_after_failures, config.rebuild_after_s)
         self._consumer_health = ClientHealth("consumer", *after, clock=clock)
