@@ -8,14 +8,19 @@ Layout::
                             sha256 of every other file, and a sha256 of the manifest itself
       weights.safetensors   encoder weights, centroids, radii, calibration scores, explainer stats
 
-Saving writes into a temporary sibling directory and renames it into place, so readers never
-see a half-written artifact. It replaces only an earlier artifact (a directory holding nothing but
-an artifact's files) or fills an empty directory; anything else at the target is refused, never
-removed. Directories are written 0755 and files 0644, so a worker under another uid can read them.
+Saving writes into a temporary sibling directory and moves it into place, so readers never see a
+half-written artifact: a new directory in one rename, an earlier artifact swapped with the new one
+in one step (``renameat2(RENAME_EXCHANGE)``; two renames where the system has no such swap). An
+empty directory, or an earlier artifact at a mount point (a volume, which cannot be renamed), is
+filled in place from a hidden directory inside it, the manifest last. It replaces only an earlier
+artifact (a directory holding nothing but an artifact's files) or fills an empty directory;
+anything else at the target is refused, never removed. Directories are written 0755 and files
+0644, so a worker under another uid can read them.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,7 +37,7 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save_file
 
 from detector.artifact_files import MAX_MANIFEST_BYTES, check_file_name, read_model_file
-from detector.atomic_file import fsync_dir, fsync_tree
+from detector.atomic_file import exchange_paths, fsync_dir, fsync_tree
 from detector.errors import ArtifactError
 
 #: The newest format this build writes and reads. 2: the score has a rank-Gauss third term
@@ -69,8 +74,9 @@ def write_artifact(
     ``format_version`` (the oldest format that holds what it writes, see :data:`FORMAT_VERSION`).
 
     ``out_dir`` may be new, an empty directory (filled in place, manifest last) or an earlier
-    artifact (replaced in one rename). The manifest gains ``format_version``, ``files`` (sha256 per
-    file) and its own digest. Directories are written 0755, files 0644.
+    artifact (swapped with the new one in one step; at a mount point, replaced in place with the
+    manifest removed first and written last). The manifest gains ``format_version``, ``files``
+    (sha256 per file) and its own digest. Directories are written 0755, files 0644.
 
     Raises:
         ArtifactError: ``out_dir`` is anything else (see :func:`check_artifact_target`); nothing
@@ -81,8 +87,13 @@ def write_artifact(
     given = Path(out_dir)
     out_dir = given.resolve()  # "." and ".." have no name to build the temporary siblings from
     check_artifact_target(given)
+    kind = _target_kind(out_dir, given)
+    in_place = _fills_in_place(out_dir, kind)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    if in_place:  # the files are built on the target's own file system, so they can be renamed in
+        tmp = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=out_dir))
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         full = dict(manifest)
@@ -95,7 +106,10 @@ def write_artifact(
         for name in (WEIGHTS, MANIFEST):
             (tmp / name).chmod(0o644)
         fsync_tree(tmp)
-        _install(tmp, out_dir, _target_kind(out_dir, given))
+        if in_place:
+            _fill(tmp, out_dir)
+        else:
+            _install(tmp, out_dir, kind)
         fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,8 +131,8 @@ def check_artifact_target(out_dir: Path) -> None:
     given = Path(out_dir)
     resolved = given.resolve()
     kind = _target_kind(resolved, given)
-    # The temporary sibling goes into the parent; an empty directory also receives the files.
-    needs_write = [resolved.parent] + ([resolved] if kind == "empty" else [])
+    # The new files are built in a temporary sibling, or inside a target filled in place.
+    needs_write = [resolved] if _fills_in_place(resolved, kind) else [resolved.parent]
     for directory in needs_write:
         existing = next(p for p in (directory, *directory.parents) if p.exists())
         if not existing.is_dir():
@@ -159,36 +173,88 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
 
 
 def _listed_files(manifest_path: Path) -> list[str]:
-    """The file names a manifest lists; none when it is missing or not one of ours."""
+    """The files an artifact's manifest lists; none when the manifest is missing or not one of ours
+    (its format, its own hash and its file names checked as a reader checks them), or when a
+    listed name is not a regular file: such a directory is not replaced, as it is not a model."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        manifest = _parse_manifest(read_model_file(manifest_path, MAX_MANIFEST_BYTES), manifest_path)
+        files = manifest.get("files")
+        names = [check_file_name(name, manifest_path) for name in files] if isinstance(files, dict) else []
+    except (OSError, ArtifactError):
         return []
-    files = manifest.get("files") if isinstance(manifest, dict) and "format_version" in manifest else None
-    return [str(name) for name in files] if isinstance(files, dict) else []
+    directory = manifest_path.parent
+    if not names or any((directory / n).is_symlink() or not (directory / n).is_file() for n in names):
+        return []
+    return names
+
+
+#: Name prefix of the directory a target filled in place is built in (inside the target).
+_INCOMING = ".incoming."
+
+
+def _fills_in_place(out_dir: Path, kind: _TargetKind) -> bool:
+    """Whether the files are built inside ``out_dir`` and moved in one by one: an empty directory
+    (which may be the working directory), or an earlier artifact at a mount point (a volume; its
+    directory cannot be renamed, and its parent may be another, read-only, file system)."""
+    return kind == "empty" or (kind == "artifact" and _is_mount_point(out_dir))
+
+
+def _is_mount_point(path: Path) -> bool:
+    try:
+        return os.path.ismount(path) or path.stat().st_dev != path.parent.stat().st_dev
+    except OSError:
+        return False
 
 
 def _install(tmp: Path, out_dir: Path, kind: _TargetKind) -> None:
-    """Move the finished artifact ``tmp`` to ``out_dir``, which is ``kind``."""
+    """Move the finished artifact ``tmp`` (a sibling of ``out_dir``) to ``out_dir``, which is ``kind``:
+    absent (one rename) or an earlier artifact (swapped in one step, the old one then removed)."""
     if kind == "absent":
         tmp.rename(out_dir)
-    elif kind == "empty":
-        # Filled in place (it may be a mount point or the working directory); the manifest goes
-        # last, so a reader sees no artifact or a whole one.
-        (tmp / WEIGHTS).rename(out_dir / WEIGHTS)
-        try:
-            (tmp / MANIFEST).rename(out_dir / MANIFEST)
-        except BaseException:
-            (out_dir / WEIGHTS).unlink(missing_ok=True)
+        return
+    try:
+        exchange_paths(tmp, out_dir)  # tmp now holds the earlier artifact
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
             raise
-        fsync_dir(out_dir)
-        tmp.rmdir()
-    else:
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
+        _replace_in_two_renames(tmp, out_dir)
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_in_two_renames(tmp: Path, out_dir: Path) -> None:
+    """Where no swap exists: the earlier artifact moved aside, the new one in, the old one back
+    if that fails (a reader in between finds no model directory)."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    out_dir.rename(old)
+    try:
         tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fill(incoming: Path, out_dir: Path) -> None:
+    """Move the finished artifact from ``incoming`` (inside ``out_dir``) into ``out_dir``.
+
+    The manifest goes last, so a reader sees no artifact or a whole one; an earlier artifact's
+    manifest is removed first (a reader in between finds no manifest, never new weights under old
+    hashes), and its files the new one does not list after.
+    """
+    earlier = [n for n in _listed_files(out_dir / MANIFEST) if n not in (WEIGHTS, MANIFEST)]
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    (incoming / WEIGHTS).rename(out_dir / WEIGHTS)
+    try:
+        (incoming / MANIFEST).rename(out_dir / MANIFEST)
+    except BaseException:
+        (out_dir / WEIGHTS).unlink(missing_ok=True)
+        raise
+    for name in earlier:
+        (out_dir / name).unlink(missing_ok=True)
+    fsync_dir(out_dir)
+    incoming.rmdir()
 
 
 def read_artifact(
@@ -249,7 +315,8 @@ def _parse_manifest(raw: bytes, manifest_path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: not a JSON object")
     version = manifest.get("format_version")
-    if version not in READABLE_FORMATS:  # before the hash: another format may hash otherwise
+    # Checked before the hash (another format may hash otherwise); JSON true is not the integer 1.
+    if type(version) is not int or version not in READABLE_FORMATS:
         raise ArtifactError(
             f"{manifest_path.parent}: artifact format version {version!r} is not supported "
             f"(this build reads {' and '.join(map(str, READABLE_FORMATS))})"

@@ -9,6 +9,8 @@ directory so the rename itself is on disk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -73,3 +75,26 @@ def fsync_tree(root: Path) -> None:
         else:
             fsync_dir(path)
     fsync_dir(root)
+
+
+#: ``renameat2`` arguments (Linux): paths relative to the working directory; swap both names.
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(first: Path, second: Path) -> None:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader of
+    either name sees the one entry or the other, never neither.
+
+    Raises:
+        OSError: the swap was not made: ``ENOSYS`` or ``EINVAL`` where the system or the file
+            system has no such operation, ``EBUSY`` for a mount point, ``EXDEV`` across mounts.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", str(first), None, str(second))
+    flags = ctypes.c_uint(_RENAME_EXCHANGE)
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(first), None, str(second))

@@ -139,11 +139,18 @@ class Detector:
             },
             **dict(metadata or {}),
         }
-        gauss = self.scorer.input_neighbours is not None and self.scorer.input_neighbours.gauss is not None
-        write_artifact(Path(out_dir), manifest, tensors, format_version=2 if gauss else 1)
+        write_artifact(Path(out_dir), manifest, tensors, format_version=self._format_version())
         self.version = version
         self.manifest = manifest
         return Path(out_dir)
+
+    def _format_version(self) -> int:
+        """1 when builds before format 2 score this model as this build does: no rank-Gauss term
+        and the embedding term at its full weight (those builds read neither and would misscore)."""
+        terms = self.scorer.input_neighbours
+        if terms is None or (terms.gauss is None and terms.embedding_weight == 1.0):
+            return 1
+        return 2
 
     @classmethod
     def load(cls, model_dir: Path | str, public_key: Ed25519PublicKey | None = None) -> Detector:
@@ -171,7 +178,7 @@ class Detector:
             scorer = CentroidScorer(
                 centroids=tensor_to_numpy(tensors, "scorer.centroids"),
                 centroid_class=tensor_to_numpy(tensors, "scorer.centroid_class").astype(np.intp),
-                class_names=[str(c) for c in manifest["scorer"]["class_names"]],
+                class_names=_class_names(manifest["scorer"]["class_names"]),
                 radius=tensor_to_numpy(tensors, "scorer.radius"),
                 calibration_scores=tensor_to_numpy(tensors, "scorer.calibration_scores"),
                 threshold=float(manifest["scorer"]["threshold"]),
@@ -224,6 +231,13 @@ class Detector:
             raise ArtifactError(f"the model fails to score its own centroids ({type(exc).__name__}: {exc})") from exc
         if not np.all(np.isfinite(result.score)):
             raise ArtifactError("the model scores its own centroids as non-finite numbers")
+
+
+def _class_names(value: object) -> list[str]:
+    """The manifest's class names: a list of strings (a lone string is not six one-letter classes)."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ArtifactError(f"scorer.class_names must be a list of strings, got {type(value).__name__}")
+    return list(value)
 
 
 def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:

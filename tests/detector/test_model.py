@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_model import TinyModel
 
-from detector.artifact import FORMAT_VERSION, MANIFEST, WEIGHTS, read_artifact, write_artifact
+from detector.artifact import FORMAT_VERSION, MANIFEST, WEIGHTS, _manifest_digest, read_artifact, write_artifact
 from detector.encoder import Encoder, EncoderConfig
 from detector.errors import ArtifactError, InvalidEventError
 from detector.explain import Explainer, FieldDeviation, describe
@@ -123,6 +123,46 @@ def test_refuses_a_bumped_format_version(artifact: Path) -> None:
     edit_manifest(artifact, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ArtifactError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
         Detector.load(artifact)
+
+
+def rehashed(change: Any) -> Any:
+    """``change``, then the manifest's own hash recomputed (as a hand edit by someone who knows how)."""
+
+    def edit(manifest: dict[str, Any]) -> None:
+        change(manifest)
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
+
+    return edit
+
+
+def test_refuses_a_boolean_format_version(artifact: Path) -> None:
+    edit_manifest(artifact, rehashed(lambda m: m.update(format_version=True)))  # True == 1 in Python
+    with pytest.raises(ArtifactError, match="format version True is not supported"):
+        Detector.load(artifact)
+
+
+def test_refuses_class_names_that_are_not_a_list_of_strings(artifact: Path) -> None:
+    edit_manifest(artifact, rehashed(lambda m: m["scorer"].update(class_names="normal")))
+    with pytest.raises(ArtifactError, match="class_names must be a list of strings, got str"):
+        Detector.load(artifact)
+
+
+@pytest.mark.parametrize(("weight", "gauss", "version"), [(1.0, False, 1), (0.0, False, 2), (0.5, False, 2)])
+def test_a_model_older_builds_would_misscore_is_written_as_format_2(
+    tiny_model: TinyModel, tmp_path: Path, weight: float, gauss: bool, version: int
+) -> None:
+    """Builds that read only format 1 know neither the rank-Gauss term nor the embedding weight."""
+    detector = Detector.load(tiny_model.path)
+    view = detector.scorer.input_neighbours
+    assert view is not None
+    detector.scorer.input_neighbours = view.with_terms(weight, view.gauss if gauss else None)
+    out = detector.save(tmp_path / "model")
+    assert json.loads((out / MANIFEST).read_text(encoding="utf-8"))["format_version"] == version
+    np.testing.assert_allclose(
+        Detector.load(out).score_records(events(tiny_model)).scores,
+        detector.score_records(events(tiny_model)).scores,
+        rtol=1e-6,
+    )
 
 
 def test_writing_an_unknown_format_version_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,161 @@
+"""How ``write_artifact`` replaces an earlier artifact: in one swap (a reader sees the old model or
+the new one), the old one kept when anything fails, in place at a mount point, and only when the
+manifest there is verifiably ours."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny_model import TinyModel
+
+from detector import artifact
+from detector.artifact import MANIFEST, WEIGHTS, check_artifact_target, read_artifact, write_artifact
+from detector.atomic_file import exchange_paths
+from detector.errors import ArtifactError
+
+Content = tuple[dict[str, Any], dict[str, torch.Tensor]]
+
+
+@pytest.fixture
+def content(tiny_model: TinyModel) -> Content:
+    manifest, tensors = read_artifact(tiny_model.path)
+    body = {k: v for k, v in manifest.items() if k not in ("format_version", "files", "manifest_sha256")}
+    return body, tensors
+
+
+def other(content: Content) -> Content:
+    """The same artifact with another model version, so old and new are told apart."""
+    return {**content[0], "model_version": "second"}, content[1]
+
+
+def version_at(path: Path) -> str:
+    return str(read_artifact(path)[0]["model_version"])
+
+
+def test_exchange_paths_swaps_two_directories(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    (tmp_path / "b" / "x").write_text("b")
+    exchange_paths(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"
+
+
+def test_a_reader_during_the_replacement_sees_the_old_or_the_new_model(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = write_artifact(tmp_path / "model", *content)
+    seen: list[str] = []
+    real = artifact.exchange_paths
+
+    def exchange(first: Path, second: Path) -> None:
+        seen.append(version_at(target))  # just before the swap
+        real(first, second)
+        seen.append(version_at(target))  # just after it
+
+    monkeypatch.setattr(artifact, "exchange_paths", exchange)
+    write_artifact(target, *other(content))
+    assert seen == [content[0]["model_version"], "second"]
+    assert version_at(target) == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the old one removed, no leftovers
+
+
+def test_without_a_swap_a_failed_second_rename_puts_the_old_model_back(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = write_artifact(tmp_path / "model", *content)
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno.ENOSYS, "no renameat2")
+
+    real_rename = Path.rename
+
+    def rename(self: Path, dst: Any) -> Any:
+        if Path(dst) == target.resolve() and self.name.startswith(".model.") and self.name != ".model.old":
+            raise KeyboardInterrupt("interrupted between the two renames")
+        return real_rename(self, dst)
+
+    monkeypatch.setattr(artifact, "exchange_paths", no_exchange)
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_artifact(target, *other(content))
+    monkeypatch.undo()
+    assert version_at(target) == content[0]["model_version"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_without_a_swap_the_model_is_replaced_in_two_renames(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = write_artifact(tmp_path / "model", *content)
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno.EINVAL, "not supported by this file system")
+
+    monkeypatch.setattr(artifact, "exchange_paths", no_exchange)
+    write_artifact(target, *other(content))
+    assert version_at(target) == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_foreign_manifest_listing_user_files_is_not_taken_for_a_model(content: Content, tmp_path: Path) -> None:
+    target = tmp_path / "export"
+    (target / "raw").mkdir(parents=True)
+    manifest = {"format_version": 1, "files": {"results.csv": "md5:abc", "raw": "dir"}}
+    (target / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    (target / "results.csv").write_text("id,score\n1,0.5\n", encoding="utf-8")
+    (target / "raw" / "capture.pcap").write_bytes(b"\xd4\xc3\xb2\xa1")
+    with pytest.raises(ArtifactError, match="holds other files"):
+        write_artifact(target, *content)
+    assert (target / "results.csv").exists() and (target / "raw" / "capture.pcap").exists()
+
+
+def test_a_model_whose_manifest_lists_a_directory_is_not_replaced(content: Content, tmp_path: Path) -> None:
+    target = write_artifact(tmp_path / "model", *content)
+    (target / WEIGHTS).unlink()
+    (target / WEIGHTS).mkdir()  # a name the manifest lists, now a directory someone made
+    (target / WEIGHTS / "keep").write_text("mine")
+    with pytest.raises(ArtifactError, match="holds other files"):
+        write_artifact(target, *content)
+    assert (target / WEIGHTS / "keep").read_text() == "mine"
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted at a directory (a volume); skipped where mounting is not allowed."""
+    target = tmp_path / "models"
+    target.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(target)], capture_output=True, check=False)
+    except OSError:
+        pytest.skip("no mount command here")
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_an_empty_mount_point_is_filled(content: Content, mount_point: Path) -> None:
+    check_artifact_target(mount_point)
+    write_artifact(mount_point, *content)
+    assert version_at(mount_point) == content[0]["model_version"]
+    assert sorted(p.name for p in mount_point.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_a_model_at_a_mount_point_is_replaced_in_place(content: Content, mount_point: Path) -> None:
+    write_artifact(mount_point, *content)
+    check_artifact_target(mount_point)
+    write_artifact(mount_point, *other(content))
+    assert version_at(mount_point) == "second"
+    assert sorted(p.name for p in mount_point.iterdir()) == [MANIFEST, WEIGHTS]
+    # built inside the volume: a container's read-only root file system (the parent) is not written
+    assert sorted(p.name for p in mount_point.parent.iterdir()) == ["models"]
