@@ -115,6 +115,13 @@ def _refuse_mostly_numeric(field: str, values: list[Any], rows: Sequence[int]) -
     ``rows[i]`` is the 1-based data row of ``values[i]``, for the message."""
     present = [(i, v) for i, v in enumerate(values) if v is not None and v != ""]
     bad = [(i, v) for i, v in present if _number(v) is None]
+    not_finite = [(i, v) for i, v in bad if isinstance(v, float)]  # JSON Lines' NaN / Infinity tokens
+    if not_finite:
+        row, value = not_finite[0]
+        raise SpecError(
+            f"column {field!r} holds {len(not_finite)} bare {value!r} value(s), e.g. row {rows[row]}: not JSON "
+            "(Python's json.dumps writes them) and refused in events; write null for a missing value"
+        )
     if bad and all(_is_misspelt_number(v) for _, v in bad):
         row, value = bad[0]
         raise SpecError(

@@ -24,7 +24,7 @@ from training.calibration import build_explainer, build_scorer, calibrate_thresh
 from training.crossfit import cross_fit_folds, fold_of, fpr_band, min_rows_to_cross_fit
 from training.crossfit_calibration import cross_fitted_calibration
 from training.fit_config import FitConfig
-from training.learning.budget import choose_threads, step_work
+from training.learning.budget import choose_threads, step_work, torch_threads
 from training.learning.trainer import TrainingHistory
 from training.score_terms import choose_terms
 from training.trained_model import Record, scale_from_unseen, shuffle_rng, train_model
@@ -69,11 +69,12 @@ def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: Fi
     Raises:
         DataError / InvalidEventError / SpecError: unusable data (names the problem).
     """
-    # numpy's BLAS (k-means, distances) gets the thread count the trainer picks for torch: on a
-    # contended machine its default threads spend more time waiting than computing.
+    # numpy's BLAS (k-means, distances) and torch (embedding for calibration) get the thread count
+    # the trainer picks: on a contended machine default threads spend more time waiting than
+    # computing. Both are given back after, as the caller had them.
     n_features_guess = max(1, len(spec.numeric) + len(spec.categorical)) if spec is not None else 1
     threads, _ = choose_threads(step_work(len(records), n_features_guess, config.train), config.train)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=threads, user_api="blas"), torch_threads(threads):
         return _fit(records, spec, config)
 
 

@@ -28,8 +28,9 @@ from training.calibration import (
     radii,
 )
 from training.fit_config import FitConfig
-from training.learning.budget import choose_threads, step_work
+from training.learning.budget import choose_threads, step_work, torch_threads
 from training.learning.clustering import choose_k, kmeans
+from training.learning.coassociation import MIN_CLUSTER_SHARE
 from training.learning.outliers import ColumnLayout
 from training.learning.trainer import TrainingHistory, split_validation, train_encoder
 from training.score_terms import HeldOutTerms, ScaledTerms, TermsChoice, shuffled_columns
@@ -111,7 +112,7 @@ def train_model(
     # numpy's BLAS (k-means, distances) gets the threads torch gets, from the featurized width
     # (fit_detector's limit is a guess from the fields, made before featurizing).
     threads, _ = choose_threads(step_work(len(x_train), x_train.shape[1], config.train), config.train)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=threads, user_api="blas"), torch_threads(threads):
         class_names, y_train = encode_labels(labels, np.arange(len(records), dtype=np.int64))
         encoder, history = train_encoder(x_train, y_train, ColumnLayout.from_featurizer(featurizer), config.train)
         z_train = embed(encoder, x_train)
@@ -174,9 +175,12 @@ def encode_labels(labels: Sequence[str] | None, idx: NDArray[np.int64]) -> tuple
 
 
 def derive_classes(z: NDArray[np.float32], config: FitConfig) -> tuple[list[str], NDArray[np.intp], dict[str, Any]]:
-    """Unlabelled normals: classes = k-means clusters of the embedding, k by silhouette."""
-    k, scores = choose_k(z, config.cluster_candidates, config.train.seed)
+    """Unlabelled normals: classes = k-means clusters of the embedding, k by silhouette. A clustering
+    with a cluster under ``MIN_CLUSTER_SHARE`` of the rows is not counted: a few extreme rows split
+    off score a silhouette near 1, and would become a class of their own."""
+    k, scores = choose_k(z, config.cluster_candidates, config.train.seed, min_cluster_share=MIN_CLUSTER_SHARE)
     labels = kmeans(z, k, config.train.seed).labels if k > 1 else np.zeros(len(z), dtype=np.intp)
     names = [f"cluster-{j}" for j in range(int(labels.max()) + 1)]
-    selection = {"criterion": "max silhouette (>= 0.25, else 1)", "k": k, "silhouette": scores}
+    criterion = f"max silhouette (>= 0.25, else 1; no cluster under {MIN_CLUSTER_SHARE:.0%} of the rows)"
+    selection = {"criterion": criterion, "k": k, "silhouette": scores}
     return names, labels.astype(np.intp), selection

@@ -194,10 +194,17 @@ class ModelRegistry:
         Raises:
             RegistryError: unknown version.
             ArtifactError: the stored artifact no longer verifies or resolves outside the registry,
-                or a public key is configured and the artifact is unsigned or its signature does
-                not verify.
+                its manifest names another version (a model copied in by hand under another
+                name, which workers refuse), or a public key is configured and the artifact is
+                unsigned or its signature does not verify.
         """
-        return Detector.load(self.version_path(version), self.public_key)
+        detector = Detector.load(self.version_path(version), self.public_key)
+        if detector.version != version:
+            raise ArtifactError(
+                f"artifact under versions/{version} has model_version {detector.version!r}; workers refuse it "
+                "(register a model with `registry add`, which names its directory after its version)"
+            )
+        return detector
 
     def _require_version(self, version: str) -> None:
         _check_name(version, "version")

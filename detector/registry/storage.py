@@ -180,7 +180,9 @@ class LocalStorage:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        # Read-only: flock needs no write access, so another uid that may write the registry (an
+        # operator beside a CronJob) takes the lock on a file the first one created 0644.
+        fd = os.open(self.root / _LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

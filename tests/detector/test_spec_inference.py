@@ -73,6 +73,16 @@ def test_text_among_numbers_that_are_not_whole_is_refused_with_both_kinds_named(
     assert infer_spec(whole).categorical == ["a"]  # whole numbers and text: category codes
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_bare_non_finite_json_value_is_refused_not_read_as_a_category(value: float) -> None:
+    """Found in review: JSON Lines written by ``json.dumps`` hold ``NaN``; whole numbers with 10% of
+    them were inferred categorical, and the next error ("must be a string or integer code, got
+    float") named neither the value nor the cause."""
+    records = [{"count": value if i % 10 == 0 else i % 7, "other": i % 3} for i in range(100)]
+    with pytest.raises(SpecError, match=rf"'count' holds 10 bare {value!r} value\(s\), e\.g\. row 1: .*write null"):
+        infer_spec(records)
+
+
 def test_messages_name_the_rows_of_the_file_when_records_are_a_subset() -> None:
     records = [{"a": float(i)} for i in range(200)]
     records[150] = {"a": "n/a"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from detector.errors import DataError
 from detector.model import Detector
@@ -20,6 +21,7 @@ from training.data import iter_records
 from training.evaluation.metrics import roc_auc
 from training.fit import FitConfig, FitResult, fit_detector, split_calibration
 from training.learning.coassociation import STRUCTURE_SILHOUETTE
+from training.trained_model import derive_classes
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 NSL_KDD = DATA / "nsl-kdd" / "KDDTrain+_20Percent.csv.gz"
@@ -271,3 +273,27 @@ def test_numpys_blas_gets_the_threads_torch_gets(monkeypatch: pytest.MonkeyPatch
         with pytest.raises(_SeenError):
             fit_detector(records, FeatureSpec(numeric=[], categorical=["service"]), config)
         assert seen["blas"] == {seen["torch"]}, (rows, seen)
+
+
+def test_a_few_extreme_rows_do_not_become_a_normal_class_of_their_own() -> None:
+    """Found in review: 3 far rows among 1,000 give k = 2 a silhouette near 1, and the class
+    derivation (unlike the structure test) counted such a clustering."""
+    rng = np.random.default_rng(0)
+    z = np.r_[rng.normal(size=(997, 3)) * 0.3, rng.normal(size=(3, 3)) * 0.05 + 20.0].astype(np.float32)
+    _, labels, selection = derive_classes(z, FitConfig())
+    assert np.bincount(labels).min() >= 0.02 * len(z)
+    assert "no cluster under 2% of the rows" in selection["criterion"]
+    blobs = np.r_[rng.normal(size=(500, 3)) * 0.3, rng.normal(size=(500, 3)) * 0.3 + 20.0].astype(np.float32)
+    assert derive_classes(blobs, FitConfig())[2]["k"] == 2  # real clusters still count
+
+
+def test_fit_gives_the_callers_torch_thread_count_back() -> None:
+    rows = [{"a": float(i % 17), "b": float(i % 5)} for i in range(200)]
+    before = torch.get_num_threads()
+    wanted = 3 if before != 3 else 2
+    torch.set_num_threads(wanted)
+    try:
+        fit_detector(rows, None, FitConfig(train=TrainConfig(threads=1, progress=False, epochs=2)))
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tiny_model import TinyModel, build_tiny_model
 
-from detector.errors import DetectorError
+from detector.errors import ArtifactError, DetectorError
 from detector.model import Detector
 from detector.registry import ModelRegistry
 from worker.metrics import QUANTILES, WorkerMetrics
@@ -154,7 +154,9 @@ def test_version_dir_with_another_model_inside_is_refused(registry: ModelRegistr
     watcher, swapped, metrics = _watcher(registry, tiny_model.version, FakeClock())
     target = registry.storage.local_path("versions/20990101T000000Z-renamed1")
     shutil.copytree(tiny_model.path, target)  # verifies, but is another version than its name says
-    registry.promote("20990101T000000Z-renamed1", "renamed by hand")
+    with pytest.raises(ArtifactError, match="has model_version"):  # promote checks what workers check
+        registry.promote("20990101T000000Z-renamed1", "renamed by hand")
+    registry.promote("20990101T000000Z-renamed1", "renamed by hand", verify=False)  # forced past the check
     assert watcher.check_once() is None and swapped == []
     assert _value(metrics, "kestrel_model_reload_failures_total") == 1
 

@@ -24,16 +24,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detector.errors import DetectorError, RegistryError
+from detector.errors import ArtifactError, DetectorError, RegistryError, UsageError
 from detector.registry import HistoryRecord, ModelRegistry, VersionInfo
 from detector.schema import FeatureSpec
-from detector.signing import generate_keys, load_private_key, load_public_key
+from detector.signing import (
+    Ed25519PrivateKey,
+    generate_keys,
+    key_pair_matches,
+    load_private_key,
+    load_public_key,
+    verify_signature,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 LIVE_ALIAS = "live"
 PUBLIC_KEY_ENV = "WORKER_MODEL_PUBLIC_KEY"
 READ_ONLY = frozenset({"list", "show", "history"})
+#: Subcommands that never create the registry: all but ``add`` (promote and roll-back need versions).
+NEEDS_REGISTRY = READ_ONLY | {"promote", "rollback"}
 
 
 def add_registry_commands(
@@ -91,7 +100,7 @@ def run_registry_command(args: argparse.Namespace) -> int:
         if args.registry_command == "keygen":
             _keygen(args)
             return EXIT_OK
-        if args.registry_command in READ_ONLY and not args.registry.is_dir():
+        if args.registry_command in NEEDS_REGISTRY and not args.registry.is_dir():
             raise RegistryError(f"no registry at {args.registry} (not a directory)")
         public_key = load_public_key(args.public_key) if args.public_key else None
         registry = ModelRegistry(args.registry, public_key=public_key)
@@ -152,6 +161,8 @@ def _keygen(args: argparse.Namespace) -> None:
 
 def _add(registry: ModelRegistry, args: argparse.Namespace) -> None:
     signing_key = load_private_key(args.signing_key) if args.signing_key is not None else None
+    if args.promote:
+        _check_promotable(registry, Path(args.model_dir), signing_key)
     version = registry.add(args.model_dir, signing_key=signing_key)
     # Promotion verifies the registered copy, as `registry promote` does: what add checked may be
     # the source directory only (the version was registered before), and LIVE must never name a
@@ -164,6 +175,25 @@ def _add(registry: ModelRegistry, args: argparse.Namespace) -> None:
     if record is not None:
         print(_moved(record))
         _warn_spec_change(registry, record)
+
+
+def _check_promotable(registry: ModelRegistry, source: Path, signing_key: Ed25519PrivateKey | None) -> None:
+    """With a public key, ``add --promote`` registers only a copy it can promote: a registered
+    version is immutable, so a copy signed by another key (or unsigned) would stay unpromotable."""
+    public_key = registry.public_key
+    if public_key is None:
+        return
+    if signing_key is not None:
+        if not key_pair_matches(signing_key, public_key):
+            raise UsageError(
+                "--signing-key does not match the model public key: the copy could never be promoted; "
+                "nothing was registered"
+            )
+        return
+    try:
+        verify_signature(source, public_key)
+    except ArtifactError as exc:
+        raise UsageError(f"{exc}; give --signing-key with the matching private key (nothing was registered)") from exc
 
 
 def _promote(registry: ModelRegistry, args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -140,6 +141,22 @@ def security_from_args(args: argparse.Namespace) -> KafkaSecurity:
     )
 
 
+def _check_finite(args: argparse.Namespace) -> None:
+    """Found in review: ``--fpr-tolerance nan`` passed every candidate (comparisons with NaN are
+    false), ``inf`` promoted and then failed writing the report, ``--kafka-timeout-s nan`` crashed."""
+    given = {
+        "--fpr-tolerance": args.fpr_tolerance,
+        "--recall-tolerance": args.recall_tolerance,
+        "--since-minutes": args.since_minutes,
+        "--kafka-timeout-s": args.kafka_timeout_s,
+    }
+    for flag, value in given.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}")
+    if args.kafka_timeout_s is not None and args.kafka_timeout_s <= 0:
+        raise ValueError("--kafka-timeout-s must be positive")
+
+
 def options_from_args(args: argparse.Namespace) -> RetrainOptions:
     """Build the job's options; raises ValueError for inconsistent usage."""
     if not args.data and not args.from_kafka:
@@ -150,6 +167,7 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         raise ValueError("--since-minutes and --last need --from-kafka")
     if (args.last is not None and args.last < 1) or (args.since_minutes is not None and args.since_minutes <= 0):
         raise ValueError("--last and --since-minutes must be positive")
+    _check_finite(args)
     if args.holdout_fraction is not None and not 0 < args.holdout_fraction < 1:
         raise ValueError("--holdout-fraction must lie in (0, 1)")
     if not 0 < args.confidence < 1:
@@ -224,5 +242,7 @@ def run_retrain_command(args: argparse.Namespace) -> int:
         "reason": result.report["reason"],
         "reports": [str(p) for p in result.report_paths],
     }
-    print(json.dumps(summary, indent=2))
+    if "report_error" in result.report:  # promoted, but the final decision.json was not written
+        summary["report_error"] = result.report["report_error"]
+    print(json.dumps(summary))  # one line: a log collector takes it as one record
     return EXIT_PROMOTED if result.report["decision"] == "promote" else EXIT_KEPT

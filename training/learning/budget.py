@@ -19,10 +19,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import torch
 
 from training.config import TrainConfig
 
@@ -110,3 +114,15 @@ def resolve_budget(n_fit: int, n_features: int, config: TrainConfig, n_rows: int
     epochs, steps, epochs_rule = epoch_budget(n_fit, config)
     threads, threads_rule = choose_threads(step_work(n_fit if n_rows is None else n_rows, n_features, config), config)
     return Budget(epochs, patience_for(epochs, config), steps, threads, epochs_rule, threads_rule)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block, and given back after: the
+    trainer picks its own count without changing its caller's (a library, a notebook, the tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from detector.encoder import Encoder
+from detector.errors import DataError
 from training.config import TrainConfig
 from training.learning.coassociation import coassociation
 from training.learning.corruption import ScarfCorruption
@@ -98,7 +99,22 @@ class MetricObjective:
         if config.loss == "contrastive":
             self.criterion = ContrastiveLoss(margin=config.effective_margin)
         else:
+            self._check_triplet_negatives()
             self.criterion = TripletLoss(margin=config.effective_margin, mining=config.mining)
+
+    def _check_triplet_negatives(self) -> None:
+        """A triplet needs a negative: with one class, no view negatives and no synthetic outliers
+        every loss would be 0 and the encoder would keep its random weights, silently."""
+        if self.n_classes >= 2 or self.coassociated or self.outliers is not None:
+            return
+        if self.views is not None and self.view_negatives:
+            return
+        raise DataError(
+            "the triplet loss has no negatives here: the normal rows train as one class and outlier "
+            "exposure is off, so every triplet loss would be 0 and nothing would be learnt; turn "
+            "outlier exposure on, give a label field with two or more classes, use "
+            "unlabelled_positives='views', or use the contrastive loss"
+        )
 
     def describe(self, classes_from_clusters: bool = False) -> str:
         """E.g. ``contrastive; positives: labelled classes; negatives: other classes, synthetic outliers``

@@ -2,8 +2,8 @@
 
 Each field of a row is replaced with probability ``rate`` (at least one field per row): a numeric
 field gets ``noise_scale`` standard deviations of Gaussian noise added (features are standardised,
-so 5 means "five sigmas off"), a categorical field gets a uniformly random category of its
-one-hot block (the unknown bucket included). Unlike SCARF's corruption, which draws replacement
+so 5 means "five sigmas off"), a categorical field gets a uniformly random other category of its
+one-hot block (the unknown bucket included; never the row's own). Unlike SCARF's corruption, which draws replacement
 values from the normal data itself, this also moves features that are constant on normal
 traffic, so the encoder learns to notice them. The trainer pushes every synthetic outlier at
 least the margin away from every normal row.
@@ -70,10 +70,24 @@ class SyntheticOutliers:
             rows = altered[:, n_num + b].nonzero().squeeze(1)
             if len(rows) == 0:
                 continue
-            one_hot = torch.zeros(len(rows), len(block), dtype=x.dtype)
-            one_hot[torch.arange(len(rows)), torch.randint(0, len(block), (len(rows),), generator=g)] = 1.0
-            out[rows.unsqueeze(1), block.unsqueeze(0)] = one_hot
+            out[rows.unsqueeze(1), block.unsqueeze(0)] = self._other_category(out[rows][:, block], g)
         return out
+
+    @staticmethod
+    def _other_category(block: Tensor, g: torch.Generator) -> Tensor:
+        """One-hot rows of a category other than each row's own (``block``: the rows' one-hot
+        columns): drawing from all of them gave a row its own category back, an "outlier" equal
+        to its normal row (half the time with three categories)."""
+        n, width = block.shape
+        one_hot = torch.zeros(n, width, dtype=block.dtype)
+        if width == 1:  # one column (the unknown bucket alone): its other value is "not set"
+            return 1.0 - block
+        own = block.argmax(1)
+        has_own = block.amax(1) > 0
+        other = torch.randint(0, width - 1, (n,), generator=g)
+        other += (other >= own).long()
+        one_hot[torch.arange(n), torch.where(has_own, other, torch.randint(0, width, (n,), generator=g))] = 1.0
+        return one_hot
 
 
 #: Noise of synthetic outliers, in standard deviations, unless the data sets it (``outlier_noise``).

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from detector.encoder import Encoder, EncoderConfig
 from training.config import TrainConfig
-from training.learning.budget import resolve_budget
+from training.learning.budget import resolve_budget, torch_threads
 from training.learning.clustering import kmeans
 from training.learning.coassociation import STRUCTURE_CANDIDATES, find_structure
 from training.learning.corruption import ScarfCorruption, column_groups_from_fields
@@ -182,8 +182,9 @@ def train_encoder(
         False: the weights of the last epoch run), in eval mode, and the history.
     """
     # Seeded for reproducibility, on a forked generator: the caller's torch random stream is
-    # left as it was (a library must not reseed its user's global state).
-    with torch.random.fork_rng(devices=[]):
+    # left as it was (a library must not reseed its user's global state); so is its thread count,
+    # which training sets from its budget.
+    with torch.random.fork_rng(devices=[]), torch_threads(torch.get_num_threads()):
         torch.manual_seed(config.seed)
         return _train_encoder(x, labels, layout, config)
 

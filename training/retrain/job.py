@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detector.errors import DataError, UsageError
+from detector.errors import DataError, DetectorError, UsageError
 from detector.model import Detector
 from detector.registry import LiveChangedError, ModelRegistry, VersionConflictError
 from detector.schema import FeatureSpec
@@ -176,15 +176,45 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         except VersionConflictError as exc:
             _lost_race(result, exc)
             return result
-    if decision.promote:
-        _promote(registry, version, live_version, result)
-    report["promoted"] = result.promoted
-    result.report_paths.append(registry.write_report(version, DECISION_REPORT, report))
-    html = evaluation_html(candidate, holdout, data.anomalies)
-    if html is not None:
-        result.report_paths.append(registry.write_report(version, EVALUATION_REPORT, html))
+    _promote_and_report(
+        registry, version, live_version, result, lambda: evaluation_html(candidate, holdout, data.anomalies)
+    )
     logger.info("retrain_done", extra={"candidate": version, "promoted": result.promoted, "reason": decision.reason})
     return result
+
+
+def _promote_and_report(
+    registry: ModelRegistry,
+    version: str,
+    live_version: str | None,
+    result: RetrainResult,
+    html: Callable[[], bytes | None],
+) -> None:
+    """Write decision.json, promote if the gate said so, then write decision.json again (with the
+    outcome) and evaluation.html.
+
+    The decision is written before LIVE moves: a job that cannot write it fails (exit 1) with
+    nothing promoted, never with a live model and no report of why. A report that fails after the
+    promotion does not undo it (the job did what it decided; the history records it): the first
+    decision.json stays (its "promoted" still false) and ``report_error`` says what failed.
+    """
+    report = result.report
+    report["promoted"] = False
+    decision_path = registry.write_report(version, DECISION_REPORT, report)
+    if result.decision.promote:
+        _promote(registry, version, live_version, result)
+    report["promoted"] = result.promoted
+    try:
+        result.report_paths.append(registry.write_report(version, DECISION_REPORT, report))
+        page = html()
+        if page is not None:
+            result.report_paths.append(registry.write_report(version, EVALUATION_REPORT, page))
+    except (OSError, DetectorError) as exc:
+        if not result.promoted:
+            raise
+        report["report_error"] = f"{type(exc).__name__}: {exc}"
+        result.report_paths[:] = [decision_path]
+        logger.warning("retrain_report_failed", extra={"candidate": version, "error": report["report_error"]})
 
 
 def _promote(registry: ModelRegistry, version: str, compared_with: str | None, result: RetrainResult) -> None:

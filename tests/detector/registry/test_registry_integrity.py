@@ -87,6 +87,22 @@ def test_a_version_directory_outside_the_registry_is_refused(
     assert registry.show(outside_version).error == info.error
 
 
+def test_a_model_copied_in_under_another_name_is_refused_as_workers_refuse_it(
+    registry: ModelRegistry, artifacts: list[Path]
+) -> None:
+    """Found in review: promoted (exit 0), after which every reload failed and no worker started."""
+    live = registry.add(artifacts[0])
+    registry.promote(live, "first")
+    shutil.copytree(artifacts[1], registry.storage.local_path("versions/nsl-kdd-2026-12"))
+    for attempt in (
+        lambda: registry.promote("nsl-kdd-2026-12", "hand copy"),
+        lambda: registry.load_version("nsl-kdd-2026-12"),
+    ):
+        with pytest.raises(ArtifactError, match=r"versions/nsl-kdd-2026-12 has model_version '.*'; workers refuse"):
+            attempt()
+    assert registry.live_version() == live
+
+
 def test_a_symlinked_versions_folder_refuses_new_versions_too(tmp_path: Path, artifacts: list[Path]) -> None:
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "registry").mkdir()

@@ -235,3 +235,41 @@ def test_every_subcommand_accepts_json() -> None:
     assert choices is not None
     for name, sub in choices.items():
         assert any("--json" in a.option_strings for a in sub._actions), name
+
+
+@pytest.mark.parametrize("command", [("promote", "v1"), ("rollback",)])
+def test_promote_and_rollback_never_create_a_mistyped_registry(
+    tmp_path: Path, command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: they made the directory and its lock, after which `list` showed an empty registry."""
+    mistyped = tmp_path / "regsitry"
+    assert run("registry", *command, "--reason", "r", "--registry", str(mistyped)) == EXIT_ERROR
+    assert f"no registry at {mistyped}" in capsys.readouterr().err
+    assert not mistyped.exists()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    paths = {name: tmp_path / f"{name}.pem" for name in ("right", "right_pub", "wrong", "wrong_pub")}
+    assert run("registry", "keygen", "--private-key", str(paths["right"]), "--public-key", str(paths["right_pub"])) == 0
+    assert run("registry", "keygen", "--private-key", str(paths["wrong"]), "--public-key", str(paths["wrong_pub"])) == 0
+    return paths
+
+
+@pytest.mark.parametrize("signing", ["wrong", None])
+def test_add_promote_registers_nothing_it_could_not_promote(
+    registry_dir: Path,
+    models: list[Path],
+    keys: dict[str, Path],
+    signing: str | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found in review: the copy was registered (immutable) signed by the wrong key or unsigned, then
+    refused by promote; retrying with the right key was refused as a conflicting copy."""
+    common = ("--registry", str(registry_dir), "--public-key", str(keys["right_pub"]), "--promote", "--reason", "r")
+    signed = ("--signing-key", str(keys[signing])) if signing else ()
+    assert run("registry", "add", str(models[0]), *common, *signed) == EXIT_ERROR
+    assert "nothing was registered" in capsys.readouterr().err
+    assert not registry_dir.exists() or not ModelRegistry(registry_dir).versions()
+    assert run("registry", "add", str(models[0]), *common, "--signing-key", str(keys["right"])) == EXIT_OK
+    assert ModelRegistry(registry_dir).live_version() is not None

@@ -8,6 +8,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from detector.encoder import embed
+from detector.errors import DataError
 from training.config import TrainConfig
 from training.learning.coassociation import COASSOCIATION_KS
 from training.learning.objective import MetricObjective
@@ -231,3 +232,34 @@ def test_the_summary_counts_the_optimiser_steps_taken(sizes: tuple[int, ...], la
         handle.remove()
     summary = history.summary()
     assert len(steps) == summary["epochs_run"] * summary["steps_per_epoch"]  # type: ignore[operator]
+
+
+def test_training_gives_the_callers_torch_thread_count_back() -> None:
+    before = torch.get_num_threads()
+    wanted = 3 if before != 3 else 2
+    torch.set_num_threads(wanted)
+    try:
+        train_encoder(one_blob(), None, layout(4), QUICK)  # trains on 1 thread (QUICK.threads)
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("positives", ["one_class", "views_one_class", "auto"])
+def test_a_triplet_loss_without_negatives_is_refused(positives: str) -> None:
+    """One class, no view negatives and no synthetic outliers: every triplet loss would be 0."""
+    config = QUICK.model_copy(update={"loss": "triplet", "unlabelled_positives": positives, "outlier_exposure": False})
+    with pytest.raises(DataError, match="the triplet loss has no negatives here"):
+        train_encoder(one_blob(), None, layout(4), config)
+
+
+@pytest.mark.parametrize(
+    ("positives", "outliers"), [("views", False), ("one_class", True), ("auto", True), ("clusters", False)]
+)
+def test_a_triplet_loss_with_negatives_learns(positives: str, outliers: bool) -> None:
+    x = three_blobs()[0] if positives == "clusters" else one_blob()
+    config = QUICK.model_copy(
+        update={"loss": "triplet", "unlabelled_positives": positives, "outlier_exposure": outliers}
+    )
+    _, history = train_encoder(x, None, layout(4), config)
+    assert any(loss > 0 for loss in history.train_loss)

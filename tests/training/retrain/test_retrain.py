@@ -279,6 +279,12 @@ def test_missing_file_and_broken_live_model_fail_with_exit_1(
         ["DATA", "--last", "10"],
         ["DATA", "--holdout-fraction", "1.5"],
         ["DATA", "--truth-column", "label"],
+        ["DATA", "--fpr-tolerance", "nan"],  # found in review: passed every candidate
+        ["DATA", "--fpr-tolerance", "inf"],
+        ["DATA", "--recall-tolerance", "nan"],
+        ["DATA", "--from-kafka", "--last", "10", "--kafka-timeout-s", "nan"],
+        ["DATA", "--from-kafka", "--last", "10", "--kafka-timeout-s", "0"],
+        ["DATA", "--from-kafka", "--since-minutes", "inf"],
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, files: dict[str, Path], extra: list[str]) -> None:
@@ -321,3 +327,44 @@ def test_a_public_key_without_the_matching_signing_key_is_refused_before_trainin
     assert main(base) == EXIT_USAGE  # no signing key
     assert main([*base, "--signing-key", str(tmp_path / "a.pem")]) == EXIT_USAGE  # not the matching one
     assert trained == [] and ModelRegistry(registry).versions() == before
+
+
+def test_a_report_that_cannot_be_written_fails_the_job_before_anything_is_promoted(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: the job promoted, then failed writing decision.json (exit 1 with LIVE moved)."""
+
+    def disk_full(*args: Any, **kwargs: Any) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ModelRegistry, "write_report", disk_full)
+    registry = tmp_path / "registry"
+    assert main(["retrain", str(files["first"]), "--registry", str(registry), *COMMON, *FAST]) == EXIT_FAILED
+    assert "No space left on device" in capsys.readouterr().err
+    assert ModelRegistry(registry).live_version() is None
+
+
+def test_a_report_failing_after_the_promotion_keeps_the_promotion_and_the_first_decision(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written: list[str] = []
+    real = ModelRegistry.write_report
+
+    def second_write_fails(self: ModelRegistry, version: str, name: str, data: Any) -> Path:
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(name)
+        return real(self, version, name, data)
+
+    monkeypatch.setattr(ModelRegistry, "write_report", second_write_fails)
+    registry = tmp_path / "registry"
+    assert main(["retrain", str(files["first"]), "--registry", str(registry), *COMMON, *FAST]) == EXIT_PROMOTED
+    [line] = capsys.readouterr().out.strip().splitlines()  # the summary is one line of JSON
+    summary = json.loads(line)
+    assert summary["report_error"] == "OSError: [Errno 28] No space left on device"
+    assert summary["promoted"] is True and summary["reports"] == [
+        str(registry / "reports" / summary["candidate_version"] / "decision.json")
+    ]
+    live = ModelRegistry(registry).live_version()
+    assert live == summary["candidate_version"]
+    assert _decision(registry, live)["decision"] == "promote"

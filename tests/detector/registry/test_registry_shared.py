@@ -1,0 +1,69 @@
+"""A registry shared by two uids (an operator beside the retrain CronJob): either may promote."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from small_artifact import build_artifact
+
+from detector.registry import ModelRegistry
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another uid can reach (pytest's own tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="kestrel-shared-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_other_uid(action: str, root: Path, version: str) -> str:
+    """Run ``ModelRegistry(root).<action>`` in a forked child under uid ``nobody``; its outcome."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(read)
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            registry = ModelRegistry(root)
+            # verify=False: no model load in a forked child (torch's thread pools do not survive a fork)
+            if action == "promote":
+                registry.promote(version, "by another uid", verify=False)
+            else:
+                registry.rollback("back", verify=False)
+            message = b"ok"
+        except BaseException as exc:  # everything goes back to the parent
+            message = f"{type(exc).__name__}: {exc}".encode()
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as fh:
+        return fh.read().decode()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to act as another uid")
+def test_a_second_uid_takes_the_promotion_lock_the_first_created(shared_dir: Path) -> None:
+    """Found in review: the lock was opened read-write, so a lock file created 0644 by one uid
+    refused every other uid's promote and roll-back with PermissionError."""
+    root = shared_dir / "registry"
+    registry = ModelRegistry(root)
+    first, second = (registry.add(build_artifact(shared_dir / f"m{seed}", seed)) for seed in (1, 2))
+    registry.promote(first, "first")  # creates the lock file, 0644, owned by root
+    root.chmod(0o777)  # shared: the other uid may replace LIVE and append the history
+    for name in ("LIVE", "history.jsonl", "pending.json"):
+        (root / name).chmod(0o666)
+    assert (root / ".lock").stat().st_mode & 0o777 == 0o644
+    assert _as_other_uid("promote", root, second) == "ok"
+    assert registry.live_version() == second
+    assert _as_other_uid("rollback", root, "") == "ok"
+    assert registry.live_version() == first
