@@ -12,6 +12,7 @@ most the target in expectation, and close to it) and on KDDTest+'s normals, and 
 KDDTest+ attacks against either kind of normal.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -49,8 +50,11 @@ def run(seed: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run")
+    args = parser.parse_args()
     rows = []
-    for seed in (0, 1, 2):
+    for seed in args.seeds:
         rows.append(run(seed))
         print(f"seed {seed}: " + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items()), flush=True)
     print("mean: " + "  ".join(f"{k} {np.mean([r[k] for r in rows]):.4g}" for k in rows[0]))

@@ -68,6 +68,18 @@ class FeatureSpec(BaseModel):
                 raise ValueError(f"{role} {value!r} cannot also be a feature")
         return self
 
+    def shared_roles(self) -> list[str]:
+        """Roles that name the same field (``"id_field and timestamp_field both name 'ts'"``); empty
+        when each field plays one role. Checked where a spec is given for training, not on load:
+        models saved before the check stay loadable."""
+        roles = [(r, getattr(self, r)) for r in ("id_field", "timestamp_field", "label_field")]
+        return [
+            f"{first} and {second} both name {value!r}"
+            for i, (first, value) in enumerate(roles)
+            for second, other in roles[i + 1 :]
+            if value is not None and value == other
+        ]
+
     @property
     def features(self) -> list[str]:
         """All feature fields, numeric first, in featurizer column order."""

@@ -34,7 +34,7 @@ from detector.cli_help import DefaultsHelpFormatter
 from detector.errors import DataError, UsageError
 from detector.table_reader import SourceLine, iter_lines
 from worker.errors import BrokerError, PublishError, RecordRefusedError
-from worker.settings import KafkaSettings, tool_kafka_settings
+from worker.settings import KafkaSettings, check_topic_name, tool_env_warnings, tool_kafka_settings
 
 FLUSH_EVERY = 2000
 EXIT_FAILED = 1
@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> ReplayOptions:
     if args.rate < 0 or (args.limit is not None and args.limit < 0):
         raise UsageError("--rate and --limit must not be negative")
+    try:  # found in review: refused by the producer at each send, it was reported as invalid lines
+        check_topic_name(args.topic)
+    except ValueError as exc:
+        raise UsageError(f"--topic: {exc}") from exc
     return ReplayOptions(
         topic=args.topic,
         rate=args.rate,
@@ -250,6 +254,8 @@ def run(args: argparse.Namespace) -> ReplaySummary:
     if first is None:
         raise DataError(f"{args.data}: no records")
     try:  # the brokers and security (SASL, TLS) of the worker's WORKER_KAFKA__* variables, as tail
+        for warning in tool_env_warnings(os.environ):
+            print(f"warning: {warning}", file=sys.stderr)
         settings = tool_kafka_settings(os.environ, args.bootstrap_servers)
     except ValidationError as exc:
         raise UsageError(f"invalid Kafka settings: {exc.errors()[0]['msg']}") from exc

@@ -45,6 +45,12 @@ class UndeliverablePolicy(StrEnum):
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
+def check_topic_name(topic: str) -> None:
+    """Raise ``ValueError`` for a name the broker and both clients refuse."""
+    if not TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
+        raise ValueError(f"{topic!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; 1-249)")
+
+
 class KafkaClient(StrEnum):
     """Which Kafka client library the worker uses (same behaviour, different speed)."""
 
@@ -98,8 +104,7 @@ class KafkaSettings(BaseModel):
             raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a file")
         topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
         for topic in topics:
-            if not TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
-                raise ValueError(f"{topic!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; 1-249)")
+            check_topic_name(topic)
         if self.max_message_bytes > self.max_request_bytes // 3:
             raise ValueError(
                 f"max_message_bytes ({self.max_message_bytes}) must be at most a third of max_request_bytes "
@@ -196,7 +201,15 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
             continue
         name = upper[len("WORKER_") :]
         section, nested, rest = name.partition("__")
-        if (not nested and name in known) or (nested and section in sections):
+        if not nested and name in known:
+            continue
+        if nested and section in sections:
+            inner = {f.upper() for f in models[section.lower()].model_fields}  # type: ignore[union-attr]
+            if rest in inner:
+                continue
+            close = difflib.get_close_matches(rest, sorted(inner), n=1, cutoff=0.6)
+            hint = f" (did you mean WORKER_{section}__{close[0]}?)" if close else ""
+            messages.append(f"unknown setting {key}{hint}: no such setting in WORKER_{section}__* (docs/worker.md)")
             continue
         if nested:
             close = difflib.get_close_matches(section, sorted(sections), n=1, cutoff=0.6)
@@ -233,6 +246,14 @@ _TOOL_ENV_FIELDS = (
     "ssl_cafile",
 )
 _TOOL_ENV_PREFIX = "WORKER_KAFKA__"
+
+
+def tool_env_warnings(env: Mapping[str, str]) -> list[str]:
+    """The tools' warnings about misspelt ``WORKER_KAFKA__*`` variables (``WORKER_KAFKA__BOOTSTRAP_SERVER``
+    would leave them on localhost:9092 without a word). Warnings, not errors: the tools read only the
+    connection settings and run beside any worker environment."""
+    prefix = f"UNKNOWN SETTING {_TOOL_ENV_PREFIX}"
+    return [m for m in unknown_variables(env) if m.upper().startswith(prefix)]
 
 
 def tool_kafka_settings(env: Mapping[str, str], bootstrap_servers: str | None) -> KafkaSettings:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from detector.cli_help import DefaultsHelpFormatter
 from worker.errors import BrokerError
 from worker.record_format import TailRecord, format_line, json_line
-from worker.settings import tool_kafka_settings
+from worker.settings import check_topic_name, tool_env_warnings, tool_kafka_settings
 
 
 class RecordSource(Protocol):
@@ -72,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --max must not be negative", file=sys.stderr)
         return 2
     try:
+        check_topic_name(args.topic)
+    except ValueError as exc:
+        print(f"error: --topic: {exc}", file=sys.stderr)
+        return 2
+    try:
+        for warning in tool_env_warnings(os.environ):
+            print(f"warning: {warning}", file=sys.stderr)
         settings = tool_kafka_settings(os.environ, args.bootstrap_servers)
     except ValidationError as exc:
         print(f"error: invalid Kafka settings: {exc.errors()[0]['msg']}", file=sys.stderr)

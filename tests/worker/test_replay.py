@@ -212,6 +212,21 @@ def test_a_negative_rate_is_a_usage_error(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().err.strip() == "error: --rate and --limit must not be negative"
 
 
+@pytest.mark.parametrize("topic", ["bad topic", "..", "x" * 250, "événements"])
+def test_an_illegal_topic_name_is_a_usage_error_not_invalid_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], topic: str
+) -> None:
+    """Found in review: refused by the producer at each send, every line was "invalid", and with
+    --skip-invalid the replay exited 0 having published nothing."""
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    assert main([str(path), "--topic", topic, "--skip-invalid", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: --topic: {topic!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; 1-249)"
+    )
+
+
 @pytest.mark.kafka
 def test_replays_a_gzip_jsonl_byte_for_byte_into_a_real_topic(  # type: ignore[no-untyped-def]
     kafka_broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]

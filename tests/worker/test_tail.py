@@ -106,6 +106,23 @@ def test_follow_stops_after_max_records() -> None:
     assert [r.offset for r in follow(ListSource([records[:2], [], records[2:]]), 3)] == [0, 1, 2]
 
 
+def test_an_illegal_topic_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--topic", "bad topic", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --topic: 'bad topic' is not a legal Kafka topic name")
+
+
+def test_a_misspelt_connection_variable_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: tail and replay read WORKER_KAFKA__* and ignored a misspelt one silently."""
+    monkeypatch.setenv("WORKER_KAFKA__BOOTSTRAP_SERVER", "broker:9092")
+    assert main(["--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]) == 1  # unreachable: exit 1
+    assert (
+        "warning: unknown setting WORKER_KAFKA__BOOTSTRAP_SERVER (did you mean WORKER_KAFKA__BOOTSTRAP_SERVERS?)"
+        in capsys.readouterr().err
+    )
+
+
 def test_settings_come_from_the_worker_environment_and_the_option_wins() -> None:
     env = {"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:1", "WORKER_KAFKA__SECURITY_PROTOCOL": "SSL"}
     assert tool_kafka_settings(env, None).bootstrap_servers == "a:1"

@@ -65,6 +65,13 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
             except ValidationError as exc:
                 reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
                 raise UsageError(f"--spec {args.spec} and the column options disagree: {reasons}") from exc
+        shared = spec.shared_roles() + [
+            f"{role} names the truth column {args.truth_column!r}"
+            for role in ("id_field", "timestamp_field", "label_field")
+            if args.truth_column is not None and getattr(spec, role) == args.truth_column
+        ]
+        if shared:  # found in review: one column as both id and timestamp trained without a word
+            raise UsageError(f"--spec {args.spec}: {'; '.join(shared)}; a column plays one role")
         require_columns(normals, spec.features, args.spec)
     else:
         try:
@@ -298,8 +305,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     spec = detector.spec
     text = [c for c in (spec.id_field, spec.timestamp_field) if c]
     records = load_records(args.data, text_columns=text)
-    require_columns(records, [args.truth_column], args.data)
     drop = {c for c in args.drop_columns.split(",") if c}
+    require_columns(records, [args.truth_column, *sorted(drop)], args.data)  # as fit: a misspelt drop is named
     groups = [str(r.get(args.truth_column)) for r in records]
     rows, flags = split_by_truth(records, args.truth_column, args.normal_value)
     if all(flags) or not any(flags):

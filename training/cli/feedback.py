@@ -1,7 +1,8 @@
 """``python -m training feedback``: record analysts' verdicts on flagged events.
 
 One verdict from the options, or many from a CSV/JSONL file (``--file``); every verdict is
-validated before anything is written (one-line ``error: ...`` and exit 2 otherwise). Verdicts go
+validated before anything is written (one-line ``error: ...`` otherwise: exit 1 for a file, 2 for
+the command line). Verdicts go
 to the feedback topic (default ``anomalies.feedback``) or, with ``--to-file``, to a JSONL file.
 """
 
@@ -30,7 +31,8 @@ def add_feedback_command(subparsers: argparse._SubParsersAction[argparse.Argumen
         "feedback",
         help="record verdicts on flagged events (false_positive / confirmed) for the retrain job",
         description="Record analysts' verdicts on flagged events for the retrain job.",
-        epilog="exit codes: 0 recorded, 1 could not write, 2 invalid verdicts or usage (nothing written)",
+        epilog="exit codes: 0 recorded, 1 could not read --file, a bad verdict in it, or could not write "
+        "(nothing written), 2 a bad verdict on the command line or usage",
     )
     feedback.add_argument("event_id", nargs="?", metavar="EVENT_ID", help="the flagged event's id")
     feedback.add_argument("--verdict", choices=VERDICTS, help="with EVENT_ID")
@@ -74,6 +76,11 @@ def run_feedback_command(args: argparse.Namespace) -> int:
     try:
         verdicts = verdicts_from_args(args)
         security = security_from_args(args) if args.to_file is None else None
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        # A --file that cannot be read or holds a bad verdict fails the command (as for fit and
+        # score); a bad verdict on the command line is a bad command line.
+        return EXIT_USAGE if args.file is None else EXIT_FAILED
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -307,7 +307,10 @@ def _what_live_cannot_read(live: Detector | None, spec: FeatureSpec) -> list[str
 
 def _spec(options: RetrainOptions, live: Detector | None, rows: list[dict[str, Any]]) -> FeatureSpec:
     if options.spec_file is not None:
-        return FeatureSpec.from_json_file(options.spec_file)
+        spec = FeatureSpec.from_json_file(options.spec_file)
+        if spec.shared_roles():
+            raise UsageError(f"--spec {options.spec_file}: {'; '.join(spec.shared_roles())}; a column plays one role")
+        return spec
     if live is not None:
         return live.spec
     if not rows:

@@ -161,6 +161,14 @@ def test_evaluate_prints_json_metrics_and_writes_the_report(
     assert len(embeddings) == len(is_anomaly) == N_ROWS and labels is None
 
 
+def test_evaluate_names_a_drop_column_the_data_lacks_as_fit_does(
+    model: Path, sample: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: evaluate ignored a misspelt --drop-columns (exit 0), where fit refused it."""
+    argv = ["evaluate", str(model), str(sample), *LABELS[:4], "--drop-columns", "difficulty,nosuch"]
+    expect_error(capsys, argv, "no column 'nosuch'")
+
+
 def test_missing_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     expect_error(capsys, ["fit", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "m")], "nope.csv", "not found")
 

@@ -39,6 +39,35 @@ def test_a_spec_that_disagrees_with_a_column_option_is_one_usage_line(
     assert "pydantic" not in line and "validation error" not in line
 
 
+@pytest.mark.parametrize(
+    ("spec_roles", "options", "message"),
+    [
+        (
+            {"id_field": "dst_host_count", "timestamp_field": "dst_host_count"},
+            [],
+            "id_field and timestamp_field both name",
+        ),
+        ({"timestamp_field": "dst_host_count"}, ["--id-column", "dst_host_count"], "id_field and timestamp_field both"),
+        ({"id_field": "label"}, [], "id_field names the truth column 'label'"),
+    ],
+)
+def test_a_spec_giving_one_column_two_roles_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+    sample: Path,
+    tmp_path: Path,
+    spec_roles: dict[str, str],
+    options: list[str],
+    message: str,
+) -> None:
+    """Found in review: a spec (or a spec and an option) naming one column as both id and
+    timestamp trained with exit 0, though a column plays one role."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"numeric": ["duration", "src_bytes"], "categorical": ["protocol_type"]} | spec_roles))
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, "--spec", str(spec), *options, *FIT_OPTIONS]
+    expect_error(capsys, argv, f"--spec {spec}", message, "a column plays one role", code=2)
+    assert not (tmp_path / "m").exists()
+
+
 def test_an_empty_class_label_names_the_file_row_and_column(
     capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
 ) -> None:

@@ -70,7 +70,8 @@ def test_cli_validates_everything_before_writing(tmp_path: Path, capsys: pytest.
     store = tmp_path / "verdicts.jsonl"
     batch = tmp_path / "batch.csv"
     batch.write_text("event_id,verdict,note\ne1,false_positive,backup\ne2,confirmed,\ne3,maybe,\n")
-    assert main(["feedback", "--file", str(batch), "--by", "ann", "--to-file", str(store)]) == 2
+    # a bad value in a file fails the command (exit 1, as fit and score); found in review: exit 2
+    assert main(["feedback", "--file", str(batch), "--by", "ann", "--to-file", str(store)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "batch.csv:4: unknown verdict 'maybe'" in err
     assert not store.exists()  # nothing half-written
@@ -88,6 +89,8 @@ def test_cli_validates_everything_before_writing(tmp_path: Path, capsys: pytest.
     assert stored[0].by == "ann" and stored[0].note == "backup"
     assert main(["feedback", "e4", "--to-file", str(store)]) == 2  # no --verdict
     assert main(["feedback", "--to-file", str(store)]) == 2  # nothing to record
+    assert main(["feedback", "--file", str(tmp_path / "missing.csv"), "--to-file", str(store)]) == 1
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_append_after_a_torn_line_keeps_verdicts_on_their_own_lines(tmp_path: Path) -> None:
