@@ -72,12 +72,15 @@ def cross_fitted(
     seed: int,
     train: Callable[[Records, list[str] | None], Model],
     measure: Callable[[Model, Records], Measured],
+    trains: NDArray[np.bool_] | None = None,
 ) -> list[tuple[NDArray[np.intp], Measured]]:
-    """Per fold: its rows' positions, and ``measure`` of them by a model trained on the other folds."""
+    """Per fold: its rows' positions, and ``measure`` of them by a model trained on the other folds
+    (on those of their rows ``trains`` allows; default: all)."""
     fold = fold_of(labels, len(records), folds, seed)
+    allowed = np.ones(len(records), dtype=bool) if trains is None else trains
     out: list[tuple[NDArray[np.intp], Measured]] = []
     for k in range(folds):
-        inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        inside, outside = np.flatnonzero((fold != k) & allowed), np.flatnonzero(fold == k)
         ins, outs = inside.tolist(), outside.tolist()
         model = train([records[i] for i in ins], None if labels is None else [labels[i] for i in ins])
         out.append((outside, measure(model, [records[i] for i in outs])))

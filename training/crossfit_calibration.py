@@ -25,10 +25,12 @@ def cross_fitted_calibration(
     spec: FeatureSpec,
     config: FitConfig,
     scale_from_unseen: bool,
+    trains: NDArray[np.bool_] | None = None,
 ) -> tuple[TrainedModel, NDArray[np.float64], dict[str, Any] | None]:
     """The fold models first, then the final model on all rows, and the out-of-fold calibration
     scores (the score's terms chosen on the out-of-fold normals; ``None`` evidence without an
-    input-space term).
+    input-space term). ``trains`` (default: all): the rows models may train on; every row is
+    scored out of fold, those no model trains on too.
 
     The final model trains for the optimiser steps the median fold model took to the epoch its
     early stopping kept (:func:`final_epochs`; in its own epochs, which have more rows), and keeps
@@ -55,13 +57,16 @@ def cross_fitted_calibration(
             return FoldMeasure(kept_steps, epochs, rule, scores=m.scores(rows))
         return FoldMeasure(kept_steps, epochs, rule, terms=m.held_out_terms(rows, rng))
 
-    parts = cross_fitted(records, labels, folds, seed, train, measure)
-    every = np.arange(len(records), dtype=np.int64)
-    _, steps_per_epoch, _ = epoch_budget(encoder_rows(labels, every, config), config.train)
+    trains = np.ones(len(records), dtype=bool) if trains is None else trains
+    parts = cross_fitted(records, labels, folds, seed, train, measure, trains)
+    trained = np.flatnonzero(trains).astype(np.int64)
+    _, steps_per_epoch, _ = epoch_budget(encoder_rows(labels, trained, config), config.train)
     epochs = final_epochs([fold.kept_steps for _, fold in parts], steps_per_epoch)
     length = {"epochs": epochs, "patience": epochs, "restore_best_epoch": False}
     capped = config.model_copy(update={"train": config.train.model_copy(update=length)})
-    model = train_model(records, labels, spec, capped, scale_from_unseen=scale_from_unseen)
+    picked = trained.tolist()
+    rows, row_labels = [records[i] for i in picked], None if labels is None else [labels[i] for i in picked]
+    model = train_model(rows, row_labels, spec, capped, scale_from_unseen=scale_from_unseen)
     budgets = sorted({fold.epoch_budget for _, fold in parts})
     span = str(budgets[0]) if len(budgets) == 1 else f"{budgets[0]}-{budgets[-1]}"
     model.history.budget["epoch_budget_rule"] = (

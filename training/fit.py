@@ -58,13 +58,23 @@ def split_calibration(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(cal))
 
 
-def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
+def fit_detector(
+    records: Sequence[Record],
+    spec: FeatureSpec | None,
+    config: FitConfig,
+    *,
+    untrained: Sequence[bool] | None = None,
+) -> FitResult:
     """Train and calibrate a detector on normal records.
 
     Args:
         records: normal events (truth column already removed).
         spec: the feature spec, or ``None`` to infer it.
         config: fit settings.
+        untrained: per record, ``True`` for a row no model trains on but that is calibrated on
+            like any other when the split (or the cross-fitting) puts it there: the retrain job's
+            rows the live model flags, so that the threshold comes from the traffic as it is and
+            not from traffic with the live model's flagged share cut off.
 
     Raises:
         DataError / InvalidEventError / SpecError: unusable data (names the problem).
@@ -74,11 +84,16 @@ def fit_detector(records: Sequence[Record], spec: FeatureSpec | None, config: Fi
     # computing. Both are given back after, as the caller had them.
     n_features_guess = max(1, len(spec.numeric) + len(spec.categorical)) if spec is not None else 1
     threads, _ = choose_threads(step_work(len(records), n_features_guess, config.train), config.train)
+    trains = np.ones(len(records), dtype=bool) if untrained is None else ~np.asarray(untrained, dtype=bool)
+    if len(trains) != len(records):
+        raise ValueError(f"untrained has {len(trains)} flags for {len(records)} records")
     with threadpool_limits(limits=threads, user_api="blas"), torch_threads(threads):
-        return _fit(records, spec, config)
+        return _fit(records, spec, config, trains)
 
 
-def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig) -> FitResult:
+def _fit(
+    records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig, trains: NDArray[np.bool_]
+) -> FitResult:
     start = time.perf_counter()
     if spec is None:
         spec = infer_spec(records)
@@ -92,6 +107,7 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
         )
     train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
     folds = cross_fit_folds(len(cal_idx), len(records), config.cross_fit_below)
+    train_idx = train_idx[trains[train_idx]]
     if len(train_idx) < 10 or len(cal_idx) < 1 or (not folds and len(cal_idx) < config.cross_fit_below):
         # The holdout calls for cross-fitting but there are too few rows to cross-fit: a holdout of
         # a row or two would set the threshold at their scores (measured: 45-67% of new normals
@@ -103,10 +119,13 @@ def _fit(records: Sequence[Record], spec: FeatureSpec | None, config: FitConfig)
     if folds:
         # Few calibration normals: every normal trains the final model and is scored by a model
         # that did not see it (cross-conformal), instead of losing a small holdout.
-        train_idx = np.arange(len(records), dtype=np.int64)
+        train_idx = np.flatnonzero(trains).astype(np.int64)
         fold = fold_of(labels, len(records), folds, config.train.seed)
-        from_unseen = scale_from_unseen(labels, [train_idx, *(np.flatnonzero(fold != k) for k in range(folds))], config)
-        model, cal_scores, score_terms = cross_fitted_calibration(records, labels, folds, spec, config, from_unseen)
+        fold_rows = (np.flatnonzero((fold != k) & trains) for k in range(folds))
+        from_unseen = scale_from_unseen(labels, [train_idx, *fold_rows], config)
+        model, cal_scores, score_terms = cross_fitted_calibration(
+            records, labels, folds, spec, config, from_unseen, trains
+        )
         method = f"cross-fitted ({folds} folds over all {len(records)} normals)"
     else:
         from_unseen = scale_from_unseen(labels, [train_idx], config)

@@ -297,3 +297,27 @@ def test_fit_gives_the_callers_torch_thread_count_back() -> None:
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n_blob", [400, 7500])  # cross-fitted (< 1,000 calibration normals) and held out
+def test_rows_marked_untrained_are_calibrated_on_but_never_trained_on(n_blob: int) -> None:
+    """The retrain job's rows the live model flags: no model learns them as normal, but the
+    threshold comes from the traffic with them in it."""
+    rng = np.random.default_rng(0)
+    blob = [{"a": float(x), "b": float(y)} for x, y in rng.normal(size=(n_blob, 2))]
+    n_far = n_blob // 40
+    far = [{"a": 40.0 + float(x), "b": -40.0 + float(y)} for x, y in rng.normal(size=(n_far, 2))]
+    rows = blob + far
+    config = FitConfig(train=TrainConfig(threads=1, progress=False, epochs=2))
+    marked = fit_detector(rows, None, config, untrained=[False] * n_blob + [True] * n_far)
+    trained_on = fit_detector(rows, None, config)
+    assert marked.metadata["training"]["n_train"] < trained_on.metadata["training"]["n_train"]
+    assert marked.metadata["calibration"]["n_calibration"] == trained_on.metadata["calibration"]["n_calibration"]
+    far_flagged = marked.detector.score_records(far).flagged.mean()
+    assert far_flagged == 1.0  # never learnt as normal
+    assert trained_on.detector.score_records(far).flagged.mean() < 0.5  # learnt as normal
+
+
+def test_untrained_flags_must_match_the_records() -> None:
+    with pytest.raises(ValueError, match="untrained has 2 flags for 3 records"):
+        fit_detector([{"a": 1.0}] * 3, None, FitConfig(), untrained=[True, False])

@@ -6,8 +6,11 @@ Rules:
   labelled anomalies (for the recall check). Labelled rows are never filtered by a model.
 * Unlabelled rows (files without a truth column, Kafka events) are normal candidates: rows that
   break the feature spec are an error in a file and are skipped from Kafka (the worker
-  dead-letters them); rows the live model flags are left out (``keep_flagged`` turns that off),
-  because what the live model calls anomalous is not normal training data.
+  dead-letters them); rows the live model flags are not trained on (``keep_flagged`` turns that
+  off), because what the live model calls anomalous is not normal training data, but they are
+  calibrated on and held out like the others: the threshold and the gate's FPR are then those of
+  the traffic as it is (cut off, the live model's flagged share was missing from both, and the
+  candidate flagged up to twice its target on real traffic while the gate measured it on target).
 * Order is time order: files in the order given, rows in file order, then Kafka events by record
   timestamp. The newest ``holdout_fraction`` of the normal rows is held out for the gate and
   never trained on.
@@ -44,12 +47,19 @@ class RetrainData:
     the decision report."""
 
     normals: list[Record] = field(default_factory=list)
+    #: Per normal row: the live model flags it (an unlabelled row), so no model trains on it.
+    untrained: list[bool] = field(default_factory=list)
     train_only: list[Record] = field(default_factory=list)
     anomalies: list[Record] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
+
+    def add_normals(self, rows: Sequence[Record], untrained: Sequence[bool] | None = None) -> None:
+        """Append normal rows (newest last), with whether each is kept from training."""
+        self.normals.extend(rows)
+        self.untrained.extend([False] * len(rows) if untrained is None else untrained)
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def read_file_rows(paths: Sequence[Path], options: FileOptions, data: RetrainDat
         require_columns(rows, [options.truth_column], path)
         rows, flags = split_by_truth(rows, options.truth_column, options.normal_value)
         normals = [r for r, a in zip(rows, flags, strict=True) if not a]
-        data.normals.extend(normals)
+        data.add_normals(normals)
         data.anomalies.extend(r for r, a in zip(rows, flags, strict=True) if a)
         data.count("file_rows_labelled_normal", len(normals))
         data.count("file_rows_labelled_anomalous", len(rows) - len(normals))
@@ -90,7 +100,7 @@ def read_file_rows(paths: Sequence[Path], options: FileOptions, data: RetrainDat
 def read_anomalies(path: Path, options: FileOptions) -> list[Record]:
     """Labelled anomalies: every row, or with ``truth_column`` in the file only its anomalous rows."""
     rows = _without(load_records(path, options.text_columns), options.drop_columns)
-    if options.truth_column and options.normal_value is not None and options.truth_column in rows[0]:
+    if options.truth_column and options.normal_value is not None and any(options.truth_column in r for r in rows):
         rows, flags = split_by_truth(rows, options.truth_column, options.normal_value)
         rows = [r for r, a in zip(rows, flags, strict=True) if a]
     if not rows:
@@ -115,14 +125,13 @@ def valid_rows(rows: Sequence[Record], spec: FeatureSpec, *, strict: bool, what:
     return kept
 
 
-def unflagged(rows: Sequence[Record], live: Detector) -> tuple[list[Record], int]:
-    """Rows the live model does not flag (in order), and how many it flagged."""
-    kept: list[Record] = []
+def flagged_by(live: Detector, rows: Sequence[Record]) -> list[bool]:
+    """Per row (in order): whether the live model flags it."""
+    flags: list[bool] = []
     for start in range(0, len(rows), SCORE_CHUNK):
         chunk = list(rows[start : start + SCORE_CHUNK])
-        flagged = live.score_features(featurize(live, chunk, "normal candidates")).flagged
-        kept.extend(r for r, f in zip(chunk, flagged.tolist(), strict=True) if not f)
-    return kept, len(rows) - len(kept)
+        flags.extend(bool(f) for f in live.score_features(featurize(live, chunk, "normal candidates")).flagged)
+    return flags
 
 
 def featurize(detector: Detector, rows: Sequence[Record], what: str) -> np.ndarray:

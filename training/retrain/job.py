@@ -36,11 +36,11 @@ from training.retrain.data import (
     FileOptions,
     RetrainData,
     featurize,
+    flagged_by,
     holdout_size,
     read_anomalies,
     read_file_rows,
     split_holdout,
-    unflagged,
     valid_rows,
 )
 from training.retrain.feedback import FeedbackOptions, FeedbackRows, apply_verdicts, read_record_events, read_verdicts
@@ -77,7 +77,8 @@ class RetrainOptions:
         holdout_fraction: share of the newest normals held out for the gate; ``None`` sizes the
             holdout from the target FPR (:func:`training.retrain.data.holdout_size`).
         gate: the gate's tolerances.
-        keep_flagged: keep unlabelled rows the live model flags (default: leave them out).
+        keep_flagged: train also on unlabelled rows the live model flags (default: they are only
+            calibrated on and held out).
         spec_file: a feature spec to use instead of the live model's.
         roles: roles for spec inference when there is neither a live model nor ``spec_file``.
         configure: turns the base fit configuration (the live model's, else defaults) into
@@ -146,8 +147,9 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
     config = options.configure(_base_config(live))
     n_holdout = holdout_size(len(data.normals), options.holdout_fraction, config.target_fpr)
     train, holdout = split_holdout(data.normals, n_holdout)
+    untrained = data.untrained[: len(train)] + [False] * len(data.train_only)
     train += data.train_only
-    fit = fit_detector(train, spec, config)
+    fit = fit_detector(train, spec, config, untrained=untrained)
     with tempfile.TemporaryDirectory(prefix="kestrel-candidate-") as tmp:
         candidate_dir = fit.detector.save(Path(tmp) / "candidate", fit.metadata)
         candidate = Detector.load(candidate_dir)
@@ -156,9 +158,7 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         live_figures = (
             _measure(compared, holdout, data.anomalies, live_version, reference) if compared is not None else None
         )
-        # Unlabelled rows the live model flags were left out: its FPR on them is 0 by construction.
-        filtered = data.counts.get("unlabelled_rows_scored_by_live", 0) > 0
-        decision = decide(cand_figures, live_figures, options.gate, judge_live=not filtered)
+        decision = decide(cand_figures, live_figures, options.gate)
         report = decision_report(options, decision, cand_figures, live_figures, data, len(train), len(holdout))
         report["fit_warnings"] = fit.warnings
         report["live_version"] = live_version  # also when the live model was not compared
@@ -275,15 +275,16 @@ def _gather(options: RetrainOptions, live: Detector | None) -> tuple[RetrainData
         normals_in = feedback.unlabelled
         for key, n in feedback.counts.items():
             data.count(key, n)
+    untrained = None
     if live is not None and not options.keep_flagged and not _what_live_cannot_read(live, spec):
         data.count("unlabelled_rows_scored_by_live", len(normals_in))
-        normals_in, n_flagged = unflagged(normals_in, live)
-        data.count("unlabelled_rows_flagged_by_live_left_out", n_flagged)
+        untrained = flagged_by(live, normals_in)  # not trained on; calibrated on and held out
+        data.count("unlabelled_rows_flagged_by_live_not_trained", sum(untrained))
     # Labelled file normals come first, then unlabelled rows (newest: files, then Kafka); analysts'
     # false positives go to the training part only, whatever the holdout's size (found in review:
     # placed among the normals, a holdout larger than the newest rows took them).
     data.train_only.extend(feedback.false_positives)
-    data.normals.extend(normals_in)
+    data.add_normals(normals_in, untrained)
     data.anomalies.extend(feedback.confirmed)
     if options.anomalies is not None:
         data.anomalies.extend(read_anomalies(options.anomalies, options.files))

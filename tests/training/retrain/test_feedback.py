@@ -160,7 +160,7 @@ def test_false_positives_train_the_candidate_whatever_the_holdouts_size(
     class StopError(Exception):
         pass
 
-    def fit(train: list[dict[str, object]], *args: object) -> None:
+    def fit(train: list[dict[str, object]], *args: object, **kwargs: object) -> None:
         trained.append({str(r["event_id"]) for r in train})
         raise StopError
 
