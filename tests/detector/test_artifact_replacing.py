@@ -20,7 +20,7 @@ from detector.artifact import MANIFEST, WEIGHTS, check_artifact_target, read_art
 from detector.atomic_file import exchange_paths
 from detector.errors import ArtifactError
 
-Content = tuple[dict[str, Any], dict[str, torch.Tensor]]
+Content = tuple[dict[str, Any], dict[str, torch.Tensor]]  # the `content` fixture (conftest.py)
 
 
 @pytest.fixture

@@ -16,15 +16,7 @@ from detector.artifact import MANIFEST, WEIGHTS, check_artifact_target, read_art
 from detector.errors import ArtifactError
 from detector.model import Detector
 
-Content = tuple[dict[str, Any], dict[str, torch.Tensor]]
-
-
-@pytest.fixture
-def content(tiny_model: TinyModel) -> Content:
-    """A manifest body and tensors to write, taken from the tiny model."""
-    manifest, tensors = read_artifact(tiny_model.path)
-    body = {k: v for k, v in manifest.items() if k not in ("format_version", "files", "manifest_sha256")}
-    return body, tensors
+Content = tuple[dict[str, Any], dict[str, torch.Tensor]]  # the `content` fixture (conftest.py)
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
