@@ -88,9 +88,11 @@ def write_artifact(
     out_dir = given.resolve()  # "." and ".." have no name to build the temporary siblings from
     check_artifact_target(given)
     kind = _target_kind(out_dir, given)
-    in_place = _fills_in_place(out_dir, kind)
+    mounted = kind != "absent" and _is_mount_point(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if in_place:  # the files are built on the target's own file system, so they can be renamed in
+    if mounted or kind == "empty":
+        _remove_leftovers(out_dir)
+    if mounted:  # built on the volume's own file system (its parent may be another, read-only)
         tmp = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=out_dir))
     else:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -106,11 +108,12 @@ def write_artifact(
         for name in (WEIGHTS, MANIFEST):
             (tmp / name).chmod(0o644)
         fsync_tree(tmp)
-        if in_place:
+        if mounted or kind == "empty":
             _fill(tmp, out_dir)
         else:
             _install(tmp, out_dir, kind)
-        fsync_dir(out_dir.parent)
+        if not mounted:  # a volume's parent is another file system, and may not be readable
+            fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -131,8 +134,10 @@ def check_artifact_target(out_dir: Path) -> None:
     given = Path(out_dir)
     resolved = given.resolve()
     kind = _target_kind(resolved, given)
-    # The new files are built in a temporary sibling, or inside a target filled in place.
-    needs_write = [resolved] if _fills_in_place(resolved, kind) else [resolved.parent]
+    # The new files are built in a temporary sibling (and an empty directory receives them), or
+    # inside a mount point.
+    mounted = kind != "absent" and _is_mount_point(resolved)
+    needs_write = [resolved] if mounted else [resolved.parent] + ([resolved] if kind == "empty" else [])
     for directory in needs_write:
         existing = next(p for p in (directory, *directory.parents) if p.exists())
         if not existing.is_dir():
@@ -152,7 +157,12 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
         raise ArtifactError(
             f"{given} is a file, not a model directory" if out_dir.is_file() else f"{given} is not a directory"
         )
-    names = sorted(p.name for p in out_dir.iterdir())
+    # Ours to ignore: a write killed while filling a directory in place left its hidden build
+    # directory (removed by the next write); and a file system's lost+found at a volume's root.
+    ignored = {n for n in os.listdir(out_dir) if n.startswith(_INCOMING) and (out_dir / n).is_dir()}
+    if _is_mount_point(out_dir) and (out_dir / _LOST_FOUND).is_dir():
+        ignored.add(_LOST_FOUND)
+    names = sorted(p.name for p in out_dir.iterdir() if p.name not in ignored)
     if not names:
         return "empty"
     listed = _listed_files(out_dir / MANIFEST)  # none unless the manifest is one of ours
@@ -188,22 +198,26 @@ def _listed_files(manifest_path: Path) -> list[str]:
     return names
 
 
-#: Name prefix of the directory a target filled in place is built in (inside the target).
+#: Name prefix of the directory a model is built in inside a mount point.
 _INCOMING = ".incoming."
-
-
-def _fills_in_place(out_dir: Path, kind: _TargetKind) -> bool:
-    """Whether the files are built inside ``out_dir`` and moved in one by one: an empty directory
-    (which may be the working directory), or an earlier artifact at a mount point (a volume; its
-    directory cannot be renamed, and its parent may be another, read-only, file system)."""
-    return kind == "empty" or (kind == "artifact" and _is_mount_point(out_dir))
+#: What mkfs puts at the root of an ext2/3/4 file system (most block-storage volumes).
+_LOST_FOUND = "lost+found"
 
 
 def _is_mount_point(path: Path) -> bool:
+    """A volume: its directory cannot be renamed, and its parent may be another file system
+    (a bind mount of the same file system is not seen here: its rename fails with ``EBUSY``)."""
     try:
         return os.path.ismount(path) or path.stat().st_dev != path.parent.stat().st_dev
     except OSError:
         return False
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Build directories of writes that were killed (the next write owns the target)."""
+    for name in os.listdir(out_dir):
+        if name.startswith(_INCOMING) and (out_dir / name).is_dir():
+            shutil.rmtree(out_dir / name, ignore_errors=True)
 
 
 def _install(tmp: Path, out_dir: Path, kind: _TargetKind) -> None:
@@ -215,11 +229,19 @@ def _install(tmp: Path, out_dir: Path, kind: _TargetKind) -> None:
     try:
         exchange_paths(tmp, out_dir)  # tmp now holds the earlier artifact
     except OSError as exc:
-        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+        if exc.errno in (errno.EBUSY, errno.EXDEV):  # a mount point (a bind mount of the same file system)
+            _fill(tmp, out_dir)
+            return
+        if exc.errno not in _NO_EXCHANGE:
             raise
         _replace_in_two_renames(tmp, out_dir)
         return
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: ``renameat2`` errors that mean "no swap here" (no such call, a file system or a sandbox without
+#: it): the two renames are made instead, and report any real error themselves.
+_NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
 
 
 def _replace_in_two_renames(tmp: Path, out_dir: Path) -> None:
@@ -236,13 +258,16 @@ def _replace_in_two_renames(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _fill(incoming: Path, out_dir: Path) -> None:
-    """Move the finished artifact from ``incoming`` (inside ``out_dir``) into ``out_dir``.
+def _fill(built: Path, out_dir: Path) -> None:
+    """Move the finished artifact ``built`` into the existing directory ``out_dir``.
 
-    The manifest goes last, so a reader sees no artifact or a whole one; an earlier artifact's
-    manifest is removed first (a reader in between finds no manifest, never new weights under old
-    hashes), and its files the new one does not list after.
+    ``built`` is inside ``out_dir`` or a sibling; a sibling on another mount (a bind mount the
+    checks did not see) is first copied into a build directory inside. The manifest goes last, so
+    a reader sees no artifact or a whole one; an earlier artifact's manifest is removed first (a
+    reader in between finds no manifest, never new weights under old hashes), and its files the
+    new one does not list after.
     """
+    incoming = built if built.parent == out_dir else _inside(built, out_dir)
     earlier = [n for n in _listed_files(out_dir / MANIFEST) if n not in (WEIGHTS, MANIFEST)]
     (out_dir / MANIFEST).unlink(missing_ok=True)
     (incoming / WEIGHTS).rename(out_dir / WEIGHTS)
@@ -255,6 +280,28 @@ def _fill(incoming: Path, out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
     fsync_dir(out_dir)
     incoming.rmdir()
+
+
+def _inside(built: Path, out_dir: Path) -> Path:
+    """``built``'s files in a build directory inside ``out_dir`` (renamed, else copied across
+    mounts and flushed); ``built`` is left empty or removed."""
+    incoming = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=out_dir))
+    try:
+        for name in (WEIGHTS, MANIFEST):
+            try:
+                (built / name).rename(incoming / name)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.copyfile(built / name, incoming / name)
+                (incoming / name).chmod(0o644)
+        incoming.chmod(0o755)
+        fsync_tree(incoming)
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    shutil.rmtree(built, ignore_errors=True)
+    return incoming
 
 
 def read_artifact(

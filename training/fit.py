@@ -108,6 +108,11 @@ def _fit(
     train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
     folds = cross_fit_folds(len(cal_idx), len(records), config.cross_fit_below)
     train_idx = train_idx[trains[train_idx]]
+    if not trains.all() and trains.sum() < min_rows_to_cross_fit():
+        raise DataError(
+            f"too few normal rows to train on ({int(trains.sum())} of {len(records)}; the others are marked not to"
+            f" be trained on, e.g. rows the live model flags); need at least {min_rows_to_cross_fit()}"
+        )
     if len(train_idx) < 10 or len(cal_idx) < 1 or (not folds and len(cal_idx) < config.cross_fit_below):
         # The holdout calls for cross-fitting but there are too few rows to cross-fit: a holdout of
         # a row or two would set the threshold at their scores (measured: 45-67% of new normals

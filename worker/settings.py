@@ -252,8 +252,8 @@ def tool_env_warnings(env: Mapping[str, str]) -> list[str]:
     """The tools' warnings about misspelt ``WORKER_KAFKA__*`` variables (``WORKER_KAFKA__BOOTSTRAP_SERVER``
     would leave them on localhost:9092 without a word). Warnings, not errors: the tools read only the
     connection settings and run beside any worker environment."""
-    prefix = f"UNKNOWN SETTING {_TOOL_ENV_PREFIX}"
-    return [m for m in unknown_variables(env) if m.upper().startswith(prefix)]
+    # A name in the section, or one whose closest name is (WORKER_KAFK__BOOTSTRAP_SERVERS).
+    return [m for m in unknown_variables(env) if _TOOL_ENV_PREFIX in m.upper().split(":")[0]]
 
 
 def tool_kafka_settings(env: Mapping[str, str], bootstrap_servers: str | None) -> KafkaSettings:

@@ -206,6 +206,10 @@ class ModelRegistry:
             )
         return detector
 
+    def is_registered(self, version: str) -> bool:
+        """Whether ``versions/<version>/`` holds a manifest (a registered version, not checked)."""
+        return _NAME.fullmatch(version) is not None and self.storage.exists(f"{_version_key(version)}/{MANIFEST_NAME}")
+
     def _require_version(self, version: str) -> None:
         _check_name(version, "version")
         if not self.storage.exists(f"{_version_key(version)}/{MANIFEST_NAME}"):

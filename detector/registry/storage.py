@@ -180,9 +180,16 @@ class LocalStorage:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        # Read-only: flock needs no write access, so another uid that may write the registry (an
-        # operator beside a CronJob) takes the lock on a file the first one created 0644.
-        fd = os.open(self.root / _LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
+        path = self.root / _LOCK_NAME
+        try:
+            # Read-write: an NFS client implements flock as a write lock, which needs it.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # A lock file another uid created 0644 (an operator beside the CronJob, both allowed
+            # to write the registry): flock on a local file system needs no write access.
+            fd = os.open(path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,98 @@ def test_a_model_at_a_mount_point_is_replaced_in_place(content: Content, mount_p
     assert sorted(p.name for p in mount_point.iterdir()) == [MANIFEST, WEIGHTS]
     # built inside the volume: a container's read-only root file system (the parent) is not written
     assert sorted(p.name for p in mount_point.parent.iterdir()) == ["models"]
+
+
+_KILLED_WHILE_WRITING = """
+import os, sys
+from detector import artifact
+from detector.artifact import read_artifact, write_artifact
+manifest, tensors = read_artifact(sys.argv[1])
+body = {k: v for k, v in manifest.items() if k not in ("format_version", "files", "manifest_sha256")}
+def killed(*args, **kwargs):
+    os._exit(9)  # SIGKILL, an OOM kill or a power cut while the weights are written
+artifact.save_file = killed
+write_artifact(sys.argv[2], body, tensors)
+"""
+
+
+def _kill_while_writing(model: Path, target: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _KILLED_WHILE_WRITING, str(model), str(target)], cwd=root, check=False)
+    assert done.returncode == 9
+
+
+def test_a_write_killed_into_an_empty_directory_does_not_block_the_next(
+    tiny_model: TinyModel, content: Content, tmp_path: Path
+) -> None:
+    """Found in review of the mount-point change: the killed write's build directory was left in
+    the target, and every later write was refused ("holds other files (.incoming.../)")."""
+    target = tmp_path / "model"
+    target.mkdir()
+    _kill_while_writing(tiny_model.path, target)
+    write_artifact(target, *content)
+    assert version_at(target) == content[0]["model_version"]
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_a_write_killed_at_a_volume_keeps_the_model_and_the_next_replaces_it(
+    tiny_model: TinyModel, content: Content, mount_point: Path
+) -> None:
+    write_artifact(mount_point, *content)
+    _kill_while_writing(tiny_model.path, mount_point)
+    assert version_at(mount_point) == content[0]["model_version"]
+    write_artifact(mount_point, *other(content))
+    assert version_at(mount_point) == "second"
+    assert sorted(p.name for p in mount_point.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+@pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[Path]:
+    """A directory bind-mounted from the same file system (same st_dev: not seen as a mount)."""
+    source, target = tmp_path / "source", tmp_path / "models"
+    source.mkdir()
+    target.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, check=False)
+    except OSError:
+        pytest.skip("no mount command here")
+    if mounted.returncode != 0:
+        pytest.skip("cannot bind-mount here (needs root)")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_model_at_a_bind_mount_of_the_same_file_system_is_filled_and_replaced(
+    content: Content, bind_mount: Path
+) -> None:
+    """Found in review: the swap was tried and failed with EBUSY, after training."""
+    write_artifact(bind_mount, *content)
+    check_artifact_target(bind_mount)
+    write_artifact(bind_mount, *other(content))
+    assert version_at(bind_mount) == "second"
+    assert sorted(p.name for p in bind_mount.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_lost_and_found_at_a_volumes_root_is_not_another_file(content: Content, mount_point: Path) -> None:
+    """An ext4 volume's root holds lost+found: such a volume was refused as "holds other files"."""
+    (mount_point / "lost+found").mkdir()
+    write_artifact(mount_point, *content)
+    write_artifact(mount_point, *other(content))
+    assert version_at(mount_point) == "second"
+    assert sorted(p.name for p in mount_point.iterdir()) == ["lost+found", MANIFEST, WEIGHTS]
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.EPERM])
+def test_a_file_system_or_sandbox_without_the_swap_falls_back_to_two_renames(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    target = write_artifact(tmp_path / "model", *content)
+
+    def refused(first: Path, second: Path) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(artifact, "exchange_paths", refused)
+    write_artifact(target, *other(content))
+    assert version_at(target) == "second"

@@ -321,3 +321,10 @@ def test_rows_marked_untrained_are_calibrated_on_but_never_trained_on(n_blob: in
 def test_untrained_flags_must_match_the_records() -> None:
     with pytest.raises(ValueError, match="untrained has 2 flags for 3 records"):
         fit_detector([{"a": 1.0}] * 3, None, FitConfig(), untrained=[True, False])
+
+
+def test_too_few_rows_left_to_train_on_are_named_as_such() -> None:
+    """Found in review: 8 trainable rows of 3,000 read "too few normal rows (3000)"."""
+    rows = [{"a": float(i % 17), "b": float(i % 5)} for i in range(3000)]
+    with pytest.raises(DataError, match=r"too few normal rows to train on \(8 of 3000; the others are marked"):
+        fit_detector(rows, None, FitConfig(), untrained=[i >= 8 for i in range(3000)])

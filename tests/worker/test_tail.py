@@ -116,11 +116,13 @@ def test_a_misspelt_connection_variable_is_warned_about(
 ) -> None:
     """Found in review: tail and replay read WORKER_KAFKA__* and ignored a misspelt one silently."""
     monkeypatch.setenv("WORKER_KAFKA__BOOTSTRAP_SERVER", "broker:9092")
+    monkeypatch.setenv("WORKER_KAFK__SASL_USERNAME", "ann")
     assert main(["--topic", "t", "--bootstrap-servers", "127.0.0.1:1"]) == 1  # unreachable: exit 1
+    err = capsys.readouterr().err
     assert (
-        "warning: unknown setting WORKER_KAFKA__BOOTSTRAP_SERVER (did you mean WORKER_KAFKA__BOOTSTRAP_SERVERS?)"
-        in capsys.readouterr().err
+        "warning: unknown setting WORKER_KAFKA__BOOTSTRAP_SERVER (did you mean WORKER_KAFKA__BOOTSTRAP_SERVERS?)" in err
     )
+    assert "warning: unknown setting WORKER_KAFK__SASL_USERNAME (did you mean WORKER_KAFKA__SASL_USERNAME?)" in err
 
 
 def test_settings_come_from_the_worker_environment_and_the_option_wins() -> None:

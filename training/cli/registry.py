@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.errors import ArtifactError, DetectorError, RegistryError, UsageError
+from detector.model import Detector
 from detector.registry import HistoryRecord, ModelRegistry, VersionInfo
 from detector.schema import FeatureSpec
 from detector.signing import (
@@ -190,6 +191,8 @@ def _check_promotable(registry: ModelRegistry, source: Path, signing_key: Ed2551
                 "nothing was registered"
             )
         return
+    if registry.is_registered(Detector.load(source).version):
+        return  # already registered: add returns that copy, and promote verifies its signature
     try:
         verify_signature(source, public_key)
     except ArtifactError as exc:

@@ -105,8 +105,8 @@ class MetricObjective:
     def _check_triplet_negatives(self) -> None:
         """A triplet needs a negative: with one class, no view negatives and no synthetic outliers
         every loss would be 0 and the encoder would keep its random weights, silently."""
-        if self.n_classes >= 2 or self.coassociated or self.outliers is not None:
-            return
+        if self.n_classes >= 2 or self.coassociated or self.outliers is not None or self.neighbour_weight > 0:
+            return  # (the neighbour term learns without negatives)
         if self.views is not None and self.view_negatives:
             return
         raise DataError(

@@ -17,8 +17,8 @@ Rules (every one is stated in the decision report):
 3. **Live model judged too.** The live model's FPR on the same rows is judged by rule 1 against its
    own target. When the data show it outside its range, the report says the live model is
    miscalibrated, and the recall check (rule 4) compares both models at *equal realised FPR*: each
-   at the threshold that flags the candidate's target FPR of the held-out normals. Not when the
-   held-out normals were filtered by the live model (its FPR on them is 0 by construction).
+   at the threshold that flags the candidate's target FPR of the held-out normals. (The held-out
+   normals are never filtered by the live model: rows it flags are only kept from training.)
 4. **Recall.** With labelled anomalies for both models, the candidate's recall (at its own threshold,
    or at equal realised FPR per rule 3) must be at least the live model's minus ``recall_tolerance``.
 5. Promote only if every check passes; without a live model only rule 1-2 apply.
@@ -215,13 +215,8 @@ def judge_fpr(figures: ModelFigures, target: float, config: GateConfig, name: st
     return GateCheck(name, verdict == "pass", figures.fpr, low, high, detail, verdict, (ci_low, ci_high))
 
 
-def decide(
-    candidate: ModelFigures, live: ModelFigures | None, config: GateConfig, *, judge_live: bool = True
-) -> GateDecision:
+def decide(candidate: ModelFigures, live: ModelFigures | None, config: GateConfig) -> GateDecision:
     """The gate (see the module docstring): promote only if every check passes.
-
-    ``judge_live=False`` skips rule 3: when the held-out normals were filtered by the live model
-    (rows it flags left out), its FPR on them is 0 by construction and says nothing.
 
     Raises:
         DataError: the candidate has no target FPR.
@@ -230,7 +225,7 @@ def decide(
         raise DataError("the candidate's manifest has no calibration.target_fpr")
     checks = [judge_fpr(candidate, candidate.target_fpr, config, "candidate_fpr_within_tolerance", "candidate")]
     live_calibration = None
-    if judge_live and live is not None and live.target_fpr is not None:
+    if live is not None and live.target_fpr is not None:
         live_calibration = judge_fpr(live, live.target_fpr, config, "live_fpr_within_tolerance", "live")
     miscalibrated = live is not None and live_calibration is not None and live_calibration.verdict == "fail"
     notes: list[str] = []

@@ -160,6 +160,8 @@ def run_retrain(options: RetrainOptions) -> RetrainResult:
         )
         decision = decide(cand_figures, live_figures, options.gate)
         report = decision_report(options, decision, cand_figures, live_figures, data, len(train), len(holdout))
+        # Of the training part's rows, those the live model flags: calibrated on, never trained on.
+        report["data"]["n_train_not_trained"] = sum(untrained)
         report["fit_warnings"] = fit.warnings
         report["live_version"] = live_version  # also when the live model was not compared
         if unreadable:

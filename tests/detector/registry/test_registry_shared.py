@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ import pytest
 from small_artifact import build_artifact
 
 from detector.registry import ModelRegistry
+from detector.registry import storage as storage_module
 
 NOBODY = 65534
 
@@ -67,3 +69,17 @@ def test_a_second_uid_takes_the_promotion_lock_the_first_created(shared_dir: Pat
     assert registry.live_version() == second
     assert _as_other_uid("rollback", root, "") == "ok"
     assert registry.live_version() == first
+
+
+def test_the_lock_holds_where_flock_is_a_write_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review of the read-only lock: a Linux NFS client (the example deployment's registry
+    volume) implements flock as a whole-file POSIX lock, which needs a descriptor open for writing."""
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.add(build_artifact(tmp_path / "m", 1))
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        fcntl.lockf(fd, operation)  # EBADF on a read-only descriptor, as on NFS
+
+    monkeypatch.setattr(storage_module.fcntl, "flock", nfs_flock)
+    registry.promote(version, "first")
+    assert registry.live_version() == version

@@ -273,3 +273,17 @@ def test_add_promote_registers_nothing_it_could_not_promote(
     assert not registry_dir.exists() or not ModelRegistry(registry_dir).versions()
     assert run("registry", "add", str(models[0]), *common, "--signing-key", str(keys["right"])) == EXIT_OK
     assert ModelRegistry(registry_dir).live_version() is not None
+
+
+def test_add_promote_of_a_version_registered_signed_promotes_the_signed_copy(
+    registry_dir: Path, models: list[Path], keys: dict[str, Path]
+) -> None:
+    """Found in review of the check above: CI registered the model signed, then an operator's
+    `add --promote` from the same unsigned directory was refused, though the copy it promotes is signed."""
+    assert (
+        run("registry", "add", str(models[0]), "--registry", str(registry_dir), "--signing-key", str(keys["right"]))
+        == 0
+    )
+    common = ("--registry", str(registry_dir), "--public-key", str(keys["right_pub"]), "--promote", "--reason", "go")
+    assert run("registry", "add", str(models[0]), *common) == EXIT_OK
+    assert ModelRegistry(registry_dir).live_version() is not None

@@ -253,6 +253,20 @@ def test_a_triplet_loss_without_negatives_is_refused(positives: str) -> None:
         train_encoder(one_blob(), None, layout(4), config)
 
 
+def test_a_triplet_loss_without_negatives_learns_from_the_neighbour_term() -> None:
+    """Found in review of the refusal: with the neighbour term the loss is not 0, and it learns."""
+    config = QUICK.model_copy(
+        update={
+            "loss": "triplet",
+            "unlabelled_positives": "one_class",
+            "outlier_exposure": False,
+            "neighbour_weight": 1.0,
+        }
+    )
+    _, history = train_encoder(one_blob(), None, layout(4), config)
+    assert any(loss > 0 for loss in history.train_loss)
+
+
 @pytest.mark.parametrize(
     ("positives", "outliers"), [("views", False), ("one_class", True), ("auto", True), ("clusters", False)]
 )

@@ -151,10 +151,3 @@ def test_measure_matches_the_detector_flag_rule(tiny_model: TinyModel) -> None:
     assert result.as_dict()["false_positives"] == round(result.fpr * len(normal))
     with pytest.raises(DataError):
         measure(detector, normal[:0], None, None)
-
-
-def test_a_live_model_measured_on_rows_it_filtered_is_not_judged() -> None:
-    live = figures(0.0, recall=0.95, version="live", recall_at_equal_fpr=0.95)
-    decision = decide(figures(0.01, recall=0.94, recall_at_equal_fpr=0.94), live, GateConfig(), judge_live=False)
-    assert decision.live_calibration is None and not decision.live_miscalibrated
-    assert decision.promote and "each at its own threshold" in decision.reason

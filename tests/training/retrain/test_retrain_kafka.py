@@ -129,6 +129,7 @@ def test_retrain_from_kafka_trains_on_nothing_the_live_model_flags(
     # Rows the live model flags are not trained on, but calibrated on and held out like the others.
     assert data["unlabelled_rows_flagged_by_live_not_trained"] == flagged > 0
     assert data["normal_rows"] == len(events) == data["n_train"] + data["n_holdout"]
+    assert 0 < data["n_train_not_trained"] <= flagged  # those of the training part
     assert report["live"]["version"] == tiny_model.version
     assert report["live"]["fpr"] > 0.0  # judged on the traffic as it is, flagged rows included
     unreachable = ["retrain", "--registry", str(tmp_path / "r2"), "--from-kafka", "--last", "5"]
