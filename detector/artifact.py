@@ -20,12 +20,10 @@ anything else at the target is refused, never removed. Directories are written 0
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +34,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_weights
 from safetensors.torch import save_file
 
-from detector.artifact_files import MAX_MANIFEST_BYTES, check_file_name, read_model_file
-from detector.atomic_file import exchange_paths, fsync_dir, fsync_tree
+from detector.artifact_files import MANIFEST, MAX_MANIFEST_BYTES, WEIGHTS, check_file_name, read_model_file
+from detector.artifact_install import (
+    LOST_FOUND,
+    fill,
+    install,
+    is_mount_point,
+    leftover_builds,
+    new_build_dir,
+    remove_leftover_builds,
+)
+from detector.atomic_file import fsync_dir, fsync_tree
 from detector.errors import ArtifactError
 
 #: The newest format this build writes and reads. 2: the score has a rank-Gauss third term
@@ -45,8 +52,6 @@ from detector.errors import ArtifactError
 #: term read every artifact they can score and refuse, rather than misscore, the others.
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
 _SELF_HASH = "manifest_sha256"
 
 
@@ -88,14 +93,11 @@ def write_artifact(
     out_dir = given.resolve()  # "." and ".." have no name to build the temporary siblings from
     check_artifact_target(given)
     kind = _target_kind(out_dir, given)
-    mounted = kind != "absent" and _is_mount_point(out_dir)
+    inside = _builds_inside(out_dir, kind)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if mounted or kind == "empty":
-        _remove_leftovers(out_dir)
-    if mounted:  # built on the volume's own file system (its parent may be another, read-only)
-        tmp = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=out_dir))
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    if kind != "absent":
+        remove_leftover_builds(out_dir)
+    tmp = new_build_dir(out_dir, inside)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         full = dict(manifest)
@@ -108,11 +110,11 @@ def write_artifact(
         for name in (WEIGHTS, MANIFEST):
             (tmp / name).chmod(0o644)
         fsync_tree(tmp)
-        if mounted or kind == "empty":
-            _fill(tmp, out_dir)
+        earlier = [n for n in _listed_files(out_dir / MANIFEST) if n not in (WEIGHTS, MANIFEST)]
+        if inside:
+            fill(tmp, out_dir, earlier)
         else:
-            _install(tmp, out_dir, kind)
-        if not mounted:  # a volume's parent is another file system, and may not be readable
+            install(tmp, out_dir, kind == "artifact", earlier)
             fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,10 +136,8 @@ def check_artifact_target(out_dir: Path) -> None:
     given = Path(out_dir)
     resolved = given.resolve()
     kind = _target_kind(resolved, given)
-    # The new files are built in a temporary sibling (and an empty directory receives them), or
-    # inside a mount point.
-    mounted = kind != "absent" and _is_mount_point(resolved)
-    needs_write = [resolved] if mounted else [resolved.parent] + ([resolved] if kind == "empty" else [])
+    # The new files are built in a temporary sibling, or inside the target when it is filled in place.
+    needs_write = [resolved] if _builds_inside(resolved, kind) else [resolved.parent]
     for directory in needs_write:
         existing = next(p for p in (directory, *directory.parents) if p.exists())
         if not existing.is_dir():
@@ -157,13 +157,13 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
         raise ArtifactError(
             f"{given} is a file, not a model directory" if out_dir.is_file() else f"{given} is not a directory"
         )
-    # Ours to ignore: a write killed while filling a directory in place left its hidden build
-    # directory (removed by the next write); and a file system's lost+found at a volume's root.
-    ignored = {n for n in os.listdir(out_dir) if n.startswith(_INCOMING) and (out_dir / n).is_dir()}
-    if _is_mount_point(out_dir) and (out_dir / _LOST_FOUND).is_dir():
-        ignored.add(_LOST_FOUND)
+    # Not counted: build directories of killed writes (removed by the next write) and a file
+    # system's lost+found at a volume's root; the weights alone beside such a build directory are
+    # a fill killed between its renames, which the next write completes.
+    builds = leftover_builds(out_dir)
+    ignored = set(builds) | ({LOST_FOUND} if is_mount_point(out_dir) and (out_dir / LOST_FOUND).is_dir() else set())
     names = sorted(p.name for p in out_dir.iterdir() if p.name not in ignored)
-    if not names:
+    if not names or (builds and names == [WEIGHTS] and not (out_dir / WEIGHTS).is_symlink()):
         return "empty"
     listed = _listed_files(out_dir / MANIFEST)  # none unless the manifest is one of ours
     ours = {MANIFEST, WEIGHTS} | set(listed) if listed else set()
@@ -198,110 +198,11 @@ def _listed_files(manifest_path: Path) -> list[str]:
     return names
 
 
-#: Name prefix of the directory a model is built in inside a mount point.
-_INCOMING = ".incoming."
-#: What mkfs puts at the root of an ext2/3/4 file system (most block-storage volumes).
-_LOST_FOUND = "lost+found"
-
-
-def _is_mount_point(path: Path) -> bool:
-    """A volume: its directory cannot be renamed, and its parent may be another file system
-    (a bind mount of the same file system is not seen here: its rename fails with ``EBUSY``)."""
-    try:
-        return os.path.ismount(path) or path.stat().st_dev != path.parent.stat().st_dev
-    except OSError:
-        return False
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Build directories of writes that were killed (the next write owns the target)."""
-    for name in os.listdir(out_dir):
-        if name.startswith(_INCOMING) and (out_dir / name).is_dir():
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-
-
-def _install(tmp: Path, out_dir: Path, kind: _TargetKind) -> None:
-    """Move the finished artifact ``tmp`` (a sibling of ``out_dir``) to ``out_dir``, which is ``kind``:
-    absent (one rename) or an earlier artifact (swapped in one step, the old one then removed)."""
-    if kind == "absent":
-        tmp.rename(out_dir)
-        return
-    try:
-        exchange_paths(tmp, out_dir)  # tmp now holds the earlier artifact
-    except OSError as exc:
-        if exc.errno in (errno.EBUSY, errno.EXDEV):  # a mount point (a bind mount of the same file system)
-            _fill(tmp, out_dir)
-            return
-        if exc.errno not in _NO_EXCHANGE:
-            raise
-        _replace_in_two_renames(tmp, out_dir)
-        return
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-#: ``renameat2`` errors that mean "no swap here" (no such call, a file system or a sandbox without
-#: it): the two renames are made instead, and report any real error themselves.
-_NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
-
-
-def _replace_in_two_renames(tmp: Path, out_dir: Path) -> None:
-    """Where no swap exists: the earlier artifact moved aside, the new one in, the old one back
-    if that fails (a reader in between finds no model directory)."""
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    out_dir.rename(old)
-    try:
-        tmp.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fill(built: Path, out_dir: Path) -> None:
-    """Move the finished artifact ``built`` into the existing directory ``out_dir``.
-
-    ``built`` is inside ``out_dir`` or a sibling; a sibling on another mount (a bind mount the
-    checks did not see) is first copied into a build directory inside. The manifest goes last, so
-    a reader sees no artifact or a whole one; an earlier artifact's manifest is removed first (a
-    reader in between finds no manifest, never new weights under old hashes), and its files the
-    new one does not list after.
-    """
-    incoming = built if built.parent == out_dir else _inside(built, out_dir)
-    earlier = [n for n in _listed_files(out_dir / MANIFEST) if n not in (WEIGHTS, MANIFEST)]
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    (incoming / WEIGHTS).rename(out_dir / WEIGHTS)
-    try:
-        (incoming / MANIFEST).rename(out_dir / MANIFEST)
-    except BaseException:
-        (out_dir / WEIGHTS).unlink(missing_ok=True)
-        raise
-    for name in earlier:
-        (out_dir / name).unlink(missing_ok=True)
-    fsync_dir(out_dir)
-    incoming.rmdir()
-
-
-def _inside(built: Path, out_dir: Path) -> Path:
-    """``built``'s files in a build directory inside ``out_dir`` (renamed, else copied across
-    mounts and flushed); ``built`` is left empty or removed."""
-    incoming = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=out_dir))
-    try:
-        for name in (WEIGHTS, MANIFEST):
-            try:
-                (built / name).rename(incoming / name)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                shutil.copyfile(built / name, incoming / name)
-                (incoming / name).chmod(0o644)
-        incoming.chmod(0o755)
-        fsync_tree(incoming)
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
-    shutil.rmtree(built, ignore_errors=True)
-    return incoming
+def _builds_inside(out_dir: Path, kind: _TargetKind) -> bool:
+    """Whether the artifact is built inside ``out_dir`` and moved in file by file: an empty
+    directory (its parent need not be writable), or a mount point (a volume cannot be renamed, and
+    its parent may be another, read-only, file system)."""
+    return kind == "empty" or (kind == "artifact" and is_mount_point(out_dir))
 
 
 def read_artifact(

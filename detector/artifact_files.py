@@ -19,6 +19,8 @@ from pathlib import Path
 
 from detector.errors import ArtifactError
 
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
 #: Largest manifest read (a real one holds a spec, featurizer state and calibration: kilobytes).
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 #: Largest other artifact file read (the weights of a model at the trainer's widest, with room).

@@ -21,7 +21,7 @@ from detector.model import Detector
 from detector.schema import FeatureSpec
 from detector.spec_inference import infer_spec
 from training.calibration import build_explainer, build_scorer, calibrate_threshold, score_quantiles
-from training.crossfit import cross_fit_folds, fold_of, fpr_band, min_rows_to_cross_fit
+from training.crossfit import MIN_FOLD_TRAIN, cross_fit_folds, fold_of, fpr_band, min_rows_to_cross_fit
 from training.crossfit_calibration import cross_fitted_calibration
 from training.fit_config import FitConfig
 from training.learning.budget import choose_threads, step_work, torch_threads
@@ -107,12 +107,6 @@ def _fit(
         )
     train_idx, cal_idx = split_calibration(labels, len(records), config.calibration_fraction, config.train.seed)
     folds = cross_fit_folds(len(cal_idx), len(records), config.cross_fit_below)
-    train_idx = train_idx[trains[train_idx]]
-    if not trains.all() and trains.sum() < min_rows_to_cross_fit():
-        raise DataError(
-            f"too few normal rows to train on ({int(trains.sum())} of {len(records)}; the others are marked not to"
-            f" be trained on, e.g. rows the live model flags); need at least {min_rows_to_cross_fit()}"
-        )
     if len(train_idx) < 10 or len(cal_idx) < 1 or (not folds and len(cal_idx) < config.cross_fit_below):
         # The holdout calls for cross-fitting but there are too few rows to cross-fit: a holdout of
         # a row or two would set the threshold at their scores (measured: 45-67% of new normals
@@ -121,6 +115,8 @@ def _fit(
             f"too few normal rows to train and calibrate ({len(records)}); need at least {min_rows_to_cross_fit()}"
             " (and a few hundred for a threshold that holds its false-positive rate)"
         )
+    train_idx = train_idx[trains[train_idx]]
+    _check_trainable(trains, train_idx, fold_of(labels, len(records), folds, config.train.seed) if folds else None)
     if folds:
         # Few calibration normals: every normal trains the final model and is scored by a model
         # that did not see it (cross-conformal), instead of losing a small holdout.
@@ -178,6 +174,20 @@ def _fit(
         },
     }
     return FitResult(detector, model.history, warnings, metadata)
+
+
+def _check_trainable(trains: NDArray[np.bool_], train_idx: NDArray[np.int64], fold: NDArray[np.intp] | None) -> None:
+    """With rows marked not to train on: every model of the fit (each fold model when
+    cross-fitting, else the one model) must have rows to train on, named as such."""
+    if trains.all():
+        return
+    fewest = len(train_idx) if fold is None else min(int(((fold != k) & trains).sum()) for k in np.unique(fold))
+    if fewest < MIN_FOLD_TRAIN:
+        raise DataError(
+            f"too few normal rows to train on ({int(trains.sum())} of {len(trains)}, {fewest} for a model of this"
+            f" fit; the others are marked not to be trained on, e.g. rows the live model flags); each model needs"
+            f" at least {MIN_FOLD_TRAIN}"
+        )
 
 
 def _gauss_points(view: InputNeighbours | None) -> int:

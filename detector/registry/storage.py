@@ -180,21 +180,35 @@ class LocalStorage:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / _LOCK_NAME
+        fd = _open_lock_file(self.root / _LOCK_NAME)
         try:
-            # Read-write: an NFS client implements flock as a write lock, which needs it.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise
-            # A lock file another uid created 0644 (an operator beside the CronJob, both allowed
-            # to write the registry): flock on a local file system needs no write access.
-            fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise RegistryError(
+                    f"cannot lock {self.root / _LOCK_NAME} ({exc.strerror}): on NFS the lock file must be"
+                    " writable by every user that promotes"
+                ) from exc
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+
+def _open_lock_file(path: Path) -> int:
+    """The promotion lock's descriptor. Read-write where allowed: an NFS client implements flock as
+    a write lock, which needs it; the file is made writable by all (it holds nothing) so that
+    another uid allowed to write the registry (an operator beside the CronJob) can open it so too.
+    Read-only where the file is another uid's and not writable: enough for flock on a local file
+    system."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        return os.open(path, os.O_RDONLY)
+    with contextlib.suppress(OSError):  # only the owner may; the umask does not apply to fchmod
+        os.fchmod(fd, 0o666)
+    return fd
 
 
 def _rename_new(staged: Path, target: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from tiny_model import TinyModel
 
-from detector import artifact
+from detector import artifact_install
 from detector.artifact import MANIFEST, WEIGHTS, check_artifact_target, read_artifact, write_artifact
 from detector.atomic_file import exchange_paths
 from detector.errors import ArtifactError
@@ -55,14 +55,14 @@ def test_a_reader_during_the_replacement_sees_the_old_or_the_new_model(
 ) -> None:
     target = write_artifact(tmp_path / "model", *content)
     seen: list[str] = []
-    real = artifact.exchange_paths
+    real = artifact_install.exchange_paths
 
     def exchange(first: Path, second: Path) -> None:
         seen.append(version_at(target))  # just before the swap
         real(first, second)
         seen.append(version_at(target))  # just after it
 
-    monkeypatch.setattr(artifact, "exchange_paths", exchange)
+    monkeypatch.setattr(artifact_install, "exchange_paths", exchange)
     write_artifact(target, *other(content))
     assert seen == [content[0]["model_version"], "second"]
     assert version_at(target) == "second"
@@ -80,11 +80,11 @@ def test_without_a_swap_a_failed_second_rename_puts_the_old_model_back(
     real_rename = Path.rename
 
     def rename(self: Path, dst: Any) -> Any:
-        if Path(dst) == target.resolve() and self.name.startswith(".model.") and self.name != ".model.old":
+        if Path(dst) == target.resolve() and self.name.startswith(".model.") and ".old." not in self.name:
             raise KeyboardInterrupt("interrupted between the two renames")
         return real_rename(self, dst)
 
-    monkeypatch.setattr(artifact, "exchange_paths", no_exchange)
+    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
     monkeypatch.setattr(Path, "rename", rename)
     with pytest.raises(KeyboardInterrupt):
         write_artifact(target, *other(content))
@@ -101,7 +101,7 @@ def test_without_a_swap_the_model_is_replaced_in_two_renames(
     def no_exchange(first: Path, second: Path) -> None:
         raise OSError(errno.EINVAL, "not supported by this file system")
 
-    monkeypatch.setattr(artifact, "exchange_paths", no_exchange)
+    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
     write_artifact(target, *other(content))
     assert version_at(target) == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
@@ -253,6 +253,112 @@ def test_a_file_system_or_sandbox_without_the_swap_falls_back_to_two_renames(
     def refused(first: Path, second: Path) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(artifact, "exchange_paths", refused)
+    monkeypatch.setattr(artifact_install, "exchange_paths", refused)
     write_artifact(target, *other(content))
     assert version_at(target) == "second"
+
+
+@pytest.mark.parametrize("name", [".kestrel-build-abcdefgh", ".kestrel-build-notes", ".incoming.uploads"])
+def test_a_directory_named_like_a_build_directory_but_not_one_is_never_removed(
+    content: Content, tmp_path: Path, name: str
+) -> None:
+    """Found in review: any ``.incoming.*`` directory counted as a killed write's and was deleted."""
+    empty_looking = tmp_path / "out"
+    (empty_looking / name).mkdir(parents=True)
+    (empty_looking / name / "capture.pcap").write_bytes(b"user data")
+    with pytest.raises(ArtifactError, match="holds other files"):
+        write_artifact(empty_looking, *content)
+    beside_a_model = write_artifact(tmp_path / "model", *content)
+    (beside_a_model / name).mkdir()
+    (beside_a_model / name / "keep.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="holds other files"):
+        write_artifact(beside_a_model, *other(content))
+    assert (empty_looking / name / "capture.pcap").exists() and (beside_a_model / name / "keep.txt").exists()
+
+
+_KILLED_BETWEEN_THE_RENAMES = """
+import os, sys
+from pathlib import Path
+from detector.artifact import read_artifact, write_artifact
+manifest, tensors = read_artifact(sys.argv[1])
+body = {k: v for k, v in manifest.items() if k not in ("format_version", "files", "manifest_sha256")}
+real = Path.rename
+def rename(self, dst):
+    if Path(dst) == Path(sys.argv[2]).resolve() / "manifest.json":
+        os._exit(9)  # killed between the weights and the manifest of an in-place fill
+    return real(self, dst)
+Path.rename = rename
+write_artifact(sys.argv[2], body, tensors)
+"""
+
+
+@pytest.mark.parametrize("where", ["volume", "bind mount", "empty directory"])
+def test_a_fill_killed_between_its_renames_is_completed_by_the_next_write(
+    tiny_model: TinyModel, content: Content, tmp_path: Path, request: pytest.FixtureRequest, where: str
+) -> None:
+    """Found in review: the weights alone (and the build directory) were left, and every later write
+    was refused ("holds other files (weights.safetensors)")."""
+    if where == "empty directory":
+        target = tmp_path / "model"
+        target.mkdir()
+    else:
+        target = request.getfixturevalue("mount_point" if where == "volume" else "bind_mount")
+        write_artifact(target, *content)
+    root = Path(__file__).resolve().parents[2]
+    argv = [sys.executable, "-c", _KILLED_BETWEEN_THE_RENAMES, str(tiny_model.path), str(target)]
+    assert subprocess.run(argv, cwd=root, check=False).returncode == 9
+    write_artifact(target, *other(content))
+    assert version_at(target) == "second"
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_the_two_renames_never_remove_a_sibling_they_did_not_make(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: the old model went aside as `.NAME.old`, removed first whatever it held."""
+    target = write_artifact(tmp_path / "model", *content)
+    (tmp_path / ".model.old").mkdir()
+    (tmp_path / ".model.old" / "keep.txt").write_text("mine")
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno.EPERM, "seccomp")
+
+    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
+    write_artifact(target, *other(content))
+    assert version_at(target) == "second" and (tmp_path / ".model.old" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.old", "model"]
+
+
+def test_without_a_swap_a_bind_mount_is_filled_in_place(
+    content: Content, bind_mount: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: with renameat2 refused (a sandbox), moving the mount aside failed with EBUSY."""
+    write_artifact(bind_mount, *content)
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno.EPERM, "seccomp")
+
+    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
+    write_artifact(bind_mount, *other(content))
+    assert version_at(bind_mount) == "second"
+
+
+def test_an_empty_directory_is_filled_from_inside_and_its_parent_is_not_needed(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: built beside it, an empty directory under a parent the user cannot write
+    was refused."""
+    target = tmp_path / "model"
+    target.mkdir()
+    made: list[Path] = []
+    real = artifact_install.new_build_dir
+
+    def spy(out_dir: Path, inside: bool) -> Path:
+        made.append(real(out_dir, inside).resolve())
+        return made[-1]
+
+    monkeypatch.setattr(artifact_install, "new_build_dir", spy)
+    monkeypatch.setattr("detector.artifact.new_build_dir", spy)
+    write_artifact(target, *content)
+    assert [p.parent for p in made] == [target.resolve()]
+    assert version_at(target) == content[0]["model_version"]

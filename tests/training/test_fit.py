@@ -323,8 +323,16 @@ def test_untrained_flags_must_match_the_records() -> None:
         fit_detector([{"a": 1.0}] * 3, None, FitConfig(), untrained=[True, False])
 
 
-def test_too_few_rows_left_to_train_on_are_named_as_such() -> None:
-    """Found in review: 8 trainable rows of 3,000 read "too few normal rows (3000)"."""
+@pytest.mark.parametrize(
+    "trainable",
+    [
+        range(8),  # found in review: 8 trainable rows of 3,000 read "too few normal rows (3000)"
+        range(0, 3000, 300),  # 10 spread out: about 8 for each fold model
+        range(13),  # 13 in a row: all in one or two folds
+    ],
+)
+def test_too_few_rows_left_to_train_on_are_named_as_such(trainable: range) -> None:
     rows = [{"a": float(i % 17), "b": float(i % 5)} for i in range(3000)]
-    with pytest.raises(DataError, match=r"too few normal rows to train on \(8 of 3000; the others are marked"):
-        fit_detector(rows, None, FitConfig(), untrained=[i >= 8 for i in range(3000)])
+    keep = set(trainable)
+    with pytest.raises(DataError, match=rf"too few normal rows to train on \({len(keep)} of 3000, \d+ for a model"):
+        fit_detector(rows, None, FitConfig(), untrained=[i not in keep for i in range(3000)])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from small_artifact import build_artifact
 
+from detector.errors import RegistryError
 from detector.registry import ModelRegistry
 from detector.registry import storage as storage_module
 
@@ -27,7 +28,11 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _as_other_uid(action: str, root: Path, version: str) -> str:
+def _nfs_flock(fd: int, operation: int) -> None:
+    fcntl.lockf(fd, operation)  # as a Linux NFS client does: EBADF on a read-only descriptor
+
+
+def _as_other_uid(action: str, root: Path, version: str, nfs: bool = False) -> str:
     """Run ``ModelRegistry(root).<action>`` in a forked child under uid ``nobody``; its outcome."""
     read, write = os.pipe()
     pid = os.fork()
@@ -36,6 +41,8 @@ def _as_other_uid(action: str, root: Path, version: str) -> str:
         try:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
+            if nfs:
+                storage_module.fcntl.flock = _nfs_flock  # type: ignore[assignment]
             registry = ModelRegistry(root)
             # verify=False: no model load in a forked child (torch's thread pools do not survive a fork)
             if action == "promote":
@@ -54,7 +61,8 @@ def _as_other_uid(action: str, root: Path, version: str) -> str:
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to act as another uid")
-def test_a_second_uid_takes_the_promotion_lock_the_first_created(shared_dir: Path) -> None:
+@pytest.mark.parametrize("nfs", [False, True])
+def test_a_second_uid_takes_the_promotion_lock_the_first_created(shared_dir: Path, nfs: bool) -> None:
     """Found in review: the lock was opened read-write, so a lock file created 0644 by one uid
     refused every other uid's promote and roll-back with PermissionError."""
     root = shared_dir / "registry"
@@ -64,10 +72,10 @@ def test_a_second_uid_takes_the_promotion_lock_the_first_created(shared_dir: Pat
     root.chmod(0o777)  # shared: the other uid may replace LIVE and append the history
     for name in ("LIVE", "history.jsonl", "pending.json"):
         (root / name).chmod(0o666)
-    assert (root / ".lock").stat().st_mode & 0o777 == 0o644
-    assert _as_other_uid("promote", root, second) == "ok"
+    assert (root / ".lock").stat().st_mode & 0o777 == 0o666  # whatever the umask
+    assert _as_other_uid("promote", root, second, nfs) == "ok"
     assert registry.live_version() == second
-    assert _as_other_uid("rollback", root, "") == "ok"
+    assert _as_other_uid("rollback", root, "", nfs) == "ok"
     assert registry.live_version() == first
 
 
@@ -77,9 +85,18 @@ def test_the_lock_holds_where_flock_is_a_write_lock(tmp_path: Path, monkeypatch:
     registry = ModelRegistry(tmp_path / "registry")
     version = registry.add(build_artifact(tmp_path / "m", 1))
 
-    def nfs_flock(fd: int, operation: int) -> None:
-        fcntl.lockf(fd, operation)  # EBADF on a read-only descriptor, as on NFS
-
-    monkeypatch.setattr(storage_module.fcntl, "flock", nfs_flock)
+    monkeypatch.setattr(storage_module.fcntl, "flock", _nfs_flock)
     registry.promote(version, "first")
     assert registry.live_version() == version
+
+
+def test_a_lock_that_cannot_be_taken_is_a_registry_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.add(build_artifact(tmp_path / "m", 1))
+
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(storage_module.fcntl, "flock", refused)
+    with pytest.raises(RegistryError, match=r"cannot lock .*\.lock \(Bad file descriptor\): on NFS"):
+        registry.promote(version, "first")
