@@ -129,21 +129,27 @@ def test_a_model_whose_manifest_lists_a_directory_is_not_replaced(content: Conte
     assert (target / WEIGHTS / "keep").read_text() == "mine"
 
 
-@pytest.fixture
-def mount_point(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs mounted at a directory (a volume); skipped where mounting is not allowed."""
-    target = tmp_path / "models"
-    target.mkdir()
+def _mounted(target: Path, *mount_args: str) -> Iterator[Path]:
+    """``target`` with ``mount *mount_args target`` over it, unmounted after; skipped where mounting
+    is not allowed (it needs root)."""
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(target)], capture_output=True, check=False)
+        mounted = subprocess.run(["mount", *mount_args, str(target)], capture_output=True, check=False)
     except OSError:
         pytest.skip("no mount command here")
     if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        pytest.skip(f"cannot mount here (needs root): {mounted.stderr.decode(errors='replace').strip()}")
     try:
         yield target
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted at a directory (a volume)."""
+    target = tmp_path / "models"
+    target.mkdir()
+    yield from _mounted(target, "-t", "tmpfs", "tmpfs")
 
 
 def test_an_empty_mount_point_is_filled(content: Content, mount_point: Path) -> None:
@@ -212,16 +218,7 @@ def bind_mount(tmp_path: Path) -> Iterator[Path]:
     source, target = tmp_path / "source", tmp_path / "models"
     source.mkdir()
     target.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, check=False)
-    except OSError:
-        pytest.skip("no mount command here")
-    if mounted.returncode != 0:
-        pytest.skip("cannot bind-mount here (needs root)")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
+    yield from _mounted(target, "--bind", str(source))
 
 
 def test_a_model_at_a_bind_mount_of_the_same_file_system_is_filled_and_replaced(
