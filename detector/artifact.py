@@ -20,6 +20,7 @@ anything else at the target is refused, never removed. Directories are written 0
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,7 +95,7 @@ def write_artifact(
     check_artifact_target(given)
     kind = _target_kind(out_dir, given)
     inside = _builds_inside(out_dir, kind)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(out_dir.parent)
     if kind != "absent":
         remove_leftover_builds(out_dir)
     tmp = new_build_dir(out_dir, inside)
@@ -160,7 +161,10 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
     # Not counted: build directories of killed writes (removed by the next write) and a file
     # system's lost+found at a volume's root; the weights alone beside such a build directory are
     # a fill killed between its renames, which the next write completes.
-    builds = leftover_builds(out_dir)
+    try:
+        builds = leftover_builds(out_dir)
+    except OSError as exc:
+        raise ArtifactError(f"{given} cannot be read ({exc.strerror}); nothing was written") from exc
     ignored = set(builds) | ({LOST_FOUND} if is_mount_point(out_dir) and (out_dir / LOST_FOUND).is_dir() else set())
     names = sorted(p.name for p in out_dir.iterdir() if p.name not in ignored)
     if not names or (builds and names == [WEIGHTS] and not (out_dir / WEIGHTS).is_symlink()):
@@ -169,7 +173,7 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
     ours = {MANIFEST, WEIGHTS} | set(listed) if listed else set()
     others = [n + ("/" if (out_dir / n).is_dir() else "") for n in names if n not in ours]
     if listed and not others:
-        if out_dir == Path.cwd().resolve():
+        if out_dir == Path.cwd().resolve() and not _builds_inside(out_dir, "artifact"):
             raise ArtifactError(
                 f"{given} is the working directory: replacing it would leave this shell in a deleted"
                 " directory; write the model from its parent directory"
@@ -200,9 +204,22 @@ def _listed_files(manifest_path: Path) -> list[str]:
 
 def _builds_inside(out_dir: Path, kind: _TargetKind) -> bool:
     """Whether the artifact is built inside ``out_dir`` and moved in file by file: an empty
-    directory (its parent need not be writable), or a mount point (a volume cannot be renamed, and
-    its parent may be another, read-only, file system)."""
-    return kind == "empty" or (kind == "artifact" and is_mount_point(out_dir))
+    directory, a mount point (a volume cannot be renamed, and its parent may be another, read-only,
+    file system), or an earlier artifact whose parent this user cannot write (a directory an
+    administrator made for the user: written once, it must be writable again)."""
+    if kind == "empty":
+        return True
+    return kind == "artifact" and (is_mount_point(out_dir) or not os.access(out_dir.parent, os.W_OK | os.X_OK))
+
+
+def _make_parents(directory: Path) -> None:
+    """Create ``directory`` and missing ancestors 0755 whatever the umask (a worker under another
+    uid must reach the model)."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+            path.chmod(0o755)
 
 
 def read_artifact(

@@ -4,11 +4,11 @@ A reader of the target sees the old model or the new one, never a mix:
 
 * a new target: the build directory (a sibling) renamed to it;
 * an earlier artifact: swapped with the build directory in one step (``renameat2`` with
-  ``RENAME_EXCHANGE``); where the system has no swap, moved aside under a fresh name, the new one
-  renamed in, the old one put back if that fails;
-* an empty directory or a mount point (a volume, whose directory cannot be renamed): filled in
-  place from a build directory inside it, the old manifest removed first and the new one renamed
-  in last (a reader in between finds no model).
+  ``RENAME_EXCHANGE``);
+* an empty directory, a mount point (a volume, whose directory cannot be renamed), an earlier
+  artifact whose parent this user cannot write, or where the system has no swap: filled in place,
+  the old manifest removed first and the new one renamed in last (a reader in between finds no
+  model; a write killed in between is completed by the next one).
 
 Build directories inside a target are named ``.kestrel-build-XXXXXXXX`` and hold nothing but an
 artifact's two files. One left by a killed write is recognised by exactly that, and removed by the
@@ -34,7 +34,7 @@ _BUILD_NAME = re.compile(re.escape(BUILD_PREFIX) + r"[a-z0-9_]{8}")
 #: What mkfs puts at the root of an ext2/3/4 file system (most block-storage volumes).
 LOST_FOUND = "lost+found"
 #: ``renameat2`` errors that mean "no swap here" (no such call, a file system or a sandbox without
-#: it): the two renames are made instead, and report any real error themselves.
+#: it): the target is filled in place instead, which reports any real error itself.
 _NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
 #: Errors renaming a directory that is a mount point (``EBUSY``) or into one (``EXDEV``).
 _MOUNTED = (errno.EBUSY, errno.EXDEV)
@@ -86,34 +86,12 @@ def install(built: Path, out_dir: Path, replacing: bool, earlier: Sequence[str])
     try:
         exchange_paths(built, out_dir)  # built now holds the earlier artifact
     except OSError as exc:
-        if exc.errno in _MOUNTED:  # a mount point the checks did not see (a bind mount)
-            fill(built, out_dir, earlier)
-        elif exc.errno in _NO_EXCHANGE:
-            _replace_in_two_renames(built, out_dir, earlier)
-        else:
-            raise
-        return
-    shutil.rmtree(built, ignore_errors=True)
-
-
-def _replace_in_two_renames(built: Path, out_dir: Path, earlier: Sequence[str]) -> None:
-    """Where no swap exists: the earlier artifact moved aside under a fresh name (rename replaces
-    the empty directory ``mkdtemp`` made), the new one in, the old one back if that fails."""
-    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-    try:
-        out_dir.rename(aside)
-    except OSError as exc:
-        aside.rmdir()
-        if exc.errno not in _MOUNTED:
+        # A mount point the checks did not see (a bind mount), or no swap here: filled in place.
+        if exc.errno not in _MOUNTED + _NO_EXCHANGE:
             raise
         fill(built, out_dir, earlier)
         return
-    try:
-        built.rename(out_dir)
-    except BaseException:
-        aside.rename(out_dir)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(built, ignore_errors=True)
 
 
 def fill(built: Path, out_dir: Path, earlier: Sequence[str]) -> None:

@@ -196,18 +196,32 @@ class LocalStorage:
 
 def _open_lock_file(path: Path) -> int:
     """The promotion lock's descriptor. Read-write where allowed: an NFS client implements flock as
-    a write lock, which needs it; the file is made writable by all (it holds nothing) so that
-    another uid allowed to write the registry (an operator beside the CronJob) can open it so too.
-    Read-only where the file is another uid's and not writable: enough for flock on a local file
-    system."""
+    a write lock, which needs it; a lock file this uid owns is made writable by all (it holds
+    nothing) so that another uid allowed to write the registry (an operator beside the CronJob) can
+    open it so too. Read-only where the file is another uid's and not writable: enough for flock on
+    a local file system. Never through a symbolic link, and only a regular file: another uid that
+    may write the registry must not make this one change or create a file elsewhere.
+
+    Raises:
+        RegistryError: the lock file cannot be opened or created, or is not a regular file.
+    """
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-        return os.open(path, os.O_RDONLY)
-    with contextlib.suppress(OSError):  # only the owner may; the umask does not apply to fchmod
-        os.fchmod(fd, 0o666)
+            raise RegistryError(f"cannot open the registry lock {path}: {exc.strerror}") from exc
+        try:
+            fd = os.open(path, os.O_RDONLY | flags)
+        except OSError as again:
+            raise RegistryError(f"cannot open or create the registry lock {path}: {again.strerror}") from again
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise RegistryError(f"the registry lock {path} is not a regular file")
+    if info.st_uid == os.geteuid() and info.st_nlink == 1:
+        with contextlib.suppress(OSError):  # the umask does not apply to fchmod
+            os.fchmod(fd, 0o666)
     return fd
 
 

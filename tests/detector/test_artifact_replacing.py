@@ -69,44 +69,6 @@ def test_a_reader_during_the_replacement_sees_the_old_or_the_new_model(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the old one removed, no leftovers
 
 
-def test_without_a_swap_a_failed_second_rename_puts_the_old_model_back(
-    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = write_artifact(tmp_path / "model", *content)
-
-    def no_exchange(first: Path, second: Path) -> None:
-        raise OSError(errno.ENOSYS, "no renameat2")
-
-    real_rename = Path.rename
-
-    def rename(self: Path, dst: Any) -> Any:
-        if Path(dst) == target.resolve() and self.name.startswith(".model.") and ".old." not in self.name:
-            raise KeyboardInterrupt("interrupted between the two renames")
-        return real_rename(self, dst)
-
-    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
-    monkeypatch.setattr(Path, "rename", rename)
-    with pytest.raises(KeyboardInterrupt):
-        write_artifact(target, *other(content))
-    monkeypatch.undo()
-    assert version_at(target) == content[0]["model_version"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-
-
-def test_without_a_swap_the_model_is_replaced_in_two_renames(
-    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = write_artifact(tmp_path / "model", *content)
-
-    def no_exchange(first: Path, second: Path) -> None:
-        raise OSError(errno.EINVAL, "not supported by this file system")
-
-    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
-    write_artifact(target, *other(content))
-    assert version_at(target) == "second"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-
-
 def test_a_foreign_manifest_listing_user_files_is_not_taken_for_a_model(content: Content, tmp_path: Path) -> None:
     target = tmp_path / "export"
     (target / "raw").mkdir(parents=True)
@@ -241,20 +203,6 @@ def test_lost_and_found_at_a_volumes_root_is_not_another_file(content: Content, 
     assert sorted(p.name for p in mount_point.iterdir()) == ["lost+found", MANIFEST, WEIGHTS]
 
 
-@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.EPERM])
-def test_a_file_system_or_sandbox_without_the_swap_falls_back_to_two_renames(
-    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
-) -> None:
-    target = write_artifact(tmp_path / "model", *content)
-
-    def refused(first: Path, second: Path) -> None:
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(artifact_install, "exchange_paths", refused)
-    write_artifact(target, *other(content))
-    assert version_at(target) == "second"
-
-
 @pytest.mark.parametrize("name", [".kestrel-build-abcdefgh", ".kestrel-build-notes", ".incoming.uploads"])
 def test_a_directory_named_like_a_build_directory_but_not_one_is_never_removed(
     content: Content, tmp_path: Path, name: str
@@ -309,10 +257,11 @@ def test_a_fill_killed_between_its_renames_is_completed_by_the_next_write(
     assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
 
 
-def test_the_two_renames_never_remove_a_sibling_they_did_not_make(
+def test_without_a_swap_the_model_is_filled_in_place_and_no_sibling_is_touched(
     content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Found in review: the old model went aside as `.NAME.old`, removed first whatever it held."""
+    """Found in review: without the swap the old model went aside as `.NAME.old`, removed first
+    whatever it held (and a kill between the two renames left no model); now it is filled in place."""
     target = write_artifact(tmp_path / "model", *content)
     (tmp_path / ".model.old").mkdir()
     (tmp_path / ".model.old" / "keep.txt").write_text("mine")
@@ -359,3 +308,81 @@ def test_an_empty_directory_is_filled_from_inside_and_its_parent_is_not_needed(
     write_artifact(target, *content)
     assert [p.parent for p in made] == [target.resolve()]
     assert version_at(target) == content[0]["model_version"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM])
+def test_every_kind_of_missing_swap_fills_in_place(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    target = write_artifact(tmp_path / "model", *content)
+
+    def refused(first: Path, second: Path) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(artifact_install, "exchange_paths", refused)
+    write_artifact(target, *other(content))
+    assert version_at(target) == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_missing_parents_are_made_readable_whatever_the_umask(content: Content, tmp_path: Path) -> None:
+    """Found in review: under umask 077 the parents made for a new model were 0700, so a worker
+    under another uid could not reach the 0755 model inside."""
+    old = os.umask(0o077)
+    try:
+        write_artifact(tmp_path / "a" / "b" / "model", *content)
+    finally:
+        os.umask(old)
+    assert [(tmp_path / p).stat().st_mode & 0o777 for p in ("a", "a/b", "a/b/model")] == [0o755] * 3
+
+
+def test_the_working_directory_at_a_volume_is_replaced_in_place(
+    content: Content, mount_point: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: refused as "the working directory", though filling a volume deletes nothing."""
+    write_artifact(mount_point, *content)
+    monkeypatch.chdir(mount_point)
+    write_artifact(Path("."), *other(content))
+    assert version_at(mount_point) == "second"
+
+
+def test_an_unreadable_target_is_an_artifact_error(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a PermissionError from listing the target (its mode, or another uid's)."""
+    target = tmp_path / "model"
+    target.mkdir()
+
+    def denied(path: object) -> list[str]:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(artifact_install.os, "listdir", denied)
+    with pytest.raises(ArtifactError, match=r"model cannot be read \(Permission denied\); nothing was written"):
+        write_artifact(target, *content)
+
+
+def test_a_model_whose_parent_this_user_cannot_write_is_replaced_in_place(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a directory an administrator made for the user under a parent it cannot
+    write was filled once (an empty directory) and refused ever after (its parent needed)."""
+    target = write_artifact(tmp_path / "model", *content)
+    real_access = os.access
+
+    def access(path: object, mode: int) -> bool:
+        return False if Path(str(path)).resolve() == tmp_path.resolve() else real_access(path, mode)
+
+    monkeypatch.setattr("detector.artifact.os.access", access)
+    made: list[Path] = []
+    real = artifact_install.new_build_dir
+
+    def spy(out_dir: Path, inside: bool) -> Path:
+        made.append(real(out_dir, inside))
+        return made[-1]
+
+    monkeypatch.setattr("detector.artifact.new_build_dir", spy)
+    check_artifact_target(target)
+    write_artifact(target, *other(content))
+    assert [p.parent for p in made] == [target.resolve()]
+    assert version_at(target) == "second"

@@ -100,3 +100,42 @@ def test_a_lock_that_cannot_be_taken_is_a_registry_error(tmp_path: Path, monkeyp
     monkeypatch.setattr(storage_module.fcntl, "flock", refused)
     with pytest.raises(RegistryError, match=r"cannot lock .*\.lock \(Bad file descriptor\): on NFS"):
         registry.promote(version, "first")
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_the_lock_never_follows_a_link_planted_by_another_writer(tmp_path: Path, dangling: bool) -> None:
+    """Found in review: another uid allowed to write the registry could link `.lock` to a file the
+    promoter owns (made 0666) or to a path where it does not exist yet (created there)."""
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.add(build_artifact(tmp_path / "m", 1))
+    victim = tmp_path / "victim"
+    if not dangling:
+        victim.write_text("secret")
+        victim.chmod(0o600)
+    lock = tmp_path / "registry" / ".lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(victim)
+    with pytest.raises(RegistryError, match="cannot open the registry lock"):
+        registry.promote(version, "first")
+    assert victim.exists() != dangling
+    if not dangling:
+        assert victim.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_lock_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.add(build_artifact(tmp_path / "m", 1))
+    lock = tmp_path / "registry" / ".lock"
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock)
+    with pytest.raises(RegistryError, match="is not a regular file"):
+        registry.promote(version, "first")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to act as another uid")
+def test_a_registry_another_uid_cannot_write_is_a_registry_error(shared_dir: Path) -> None:
+    root = shared_dir / "registry"
+    registry = ModelRegistry(root)
+    version = registry.add(build_artifact(shared_dir / "m1", 1))
+    (root / ".lock").unlink(missing_ok=True)  # not made yet: nobody would have to create it
+    assert _as_other_uid("promote", root, version).startswith("RegistryError: cannot open or create the registry lock")
