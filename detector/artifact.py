@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +92,7 @@ def write_artifact(
     if format_version not in READABLE_FORMATS:
         raise ValueError(f"unknown artifact format version {format_version}")
     given = Path(out_dir)
-    out_dir = given.resolve()  # "." and ".." have no name to build the temporary siblings from
+    out_dir = _resolved(given)  # "." and ".." have no name to build the temporary siblings from
     check_artifact_target(given)
     kind = _target_kind(out_dir, given)
     inside = _builds_inside(out_dir, kind)
@@ -135,10 +136,15 @@ def check_artifact_target(out_dir: Path) -> None:
             parent is a file) or not writable. The message starts with ``out_dir`` as given.
     """
     given = Path(out_dir)
-    resolved = given.resolve()
+    resolved = _resolved(given)
     kind = _target_kind(resolved, given)
-    # The new files are built in a temporary sibling, or inside the target when it is filled in place.
+    # The new files are built in a temporary sibling, or inside the target when it is filled in
+    # place; a swap that the system refuses falls back to filling, so an earlier model's own
+    # directory must be writable too.
     needs_write = [resolved] if _builds_inside(resolved, kind) else [resolved.parent]
+    if kind == "artifact":
+        needs_write.append(resolved)
+        _check_sticky(resolved, given)
     for directory in needs_write:
         existing = next(p for p in (directory, *directory.parents) if p.exists())
         if not existing.is_dir():
@@ -150,8 +156,37 @@ def check_artifact_target(out_dir: Path) -> None:
 _TargetKind = Literal["absent", "empty", "artifact"]
 
 
+def _resolved(given: Path) -> Path:
+    try:
+        return given.resolve()
+    except (OSError, RuntimeError) as exc:  # a symbolic link loop, a name too long
+        raise ArtifactError(f"{given} cannot be used as a model directory: {exc}") from exc
+
+
+def _check_sticky(out_dir: Path, given: Path) -> None:
+    """In a shared directory with the sticky bit (``/tmp``-like), only the owner of an entry (or
+    of the directory) may rename it: another user's model there cannot be replaced."""
+    try:
+        parent, target = out_dir.parent.stat(), out_dir.stat()
+    except OSError:
+        return
+    me = os.geteuid()
+    if parent.st_mode & stat.S_ISVTX and me not in (0, parent.st_uid, target.st_uid):
+        raise ArtifactError(
+            f"{given} belongs to another user in a shared (sticky) directory, which only its owner may"
+            " replace; nothing was written"
+        )
+
+
 def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
     """What is at the (resolved) ``out_dir``; ArtifactError for what an artifact must not replace."""
+    try:
+        return _kind_of(out_dir, given)
+    except OSError as exc:  # a parent this user cannot search, an unreadable directory
+        raise ArtifactError(f"{given} cannot be read ({exc.strerror}); nothing was written") from exc
+
+
+def _kind_of(out_dir: Path, given: Path) -> _TargetKind:
     if not out_dir.exists():
         return "absent"
     if not out_dir.is_dir():
@@ -161,13 +196,11 @@ def _target_kind(out_dir: Path, given: Path) -> _TargetKind:
     # Not counted: build directories of killed writes (removed by the next write) and a file
     # system's lost+found at a volume's root; the weights alone beside such a build directory are
     # a fill killed between its renames, which the next write completes.
-    try:
-        builds = leftover_builds(out_dir)
-    except OSError as exc:
-        raise ArtifactError(f"{given} cannot be read ({exc.strerror}); nothing was written") from exc
+    builds = leftover_builds(out_dir)
     ignored = set(builds) | ({LOST_FOUND} if is_mount_point(out_dir) and (out_dir / LOST_FOUND).is_dir() else set())
     names = sorted(p.name for p in out_dir.iterdir() if p.name not in ignored)
-    if not names or (builds and names == [WEIGHTS] and not (out_dir / WEIGHTS).is_symlink()):
+    weights = out_dir / WEIGHTS
+    if not names or (builds and names == [WEIGHTS] and not weights.is_symlink() and weights.is_file()):
         return "empty"
     listed = _listed_files(out_dir / MANIFEST)  # none unless the manifest is one of ours
     ours = {MANIFEST, WEIGHTS} | set(listed) if listed else set()

@@ -17,6 +17,7 @@ next write; a directory of that name holding anything else is the user's, and is
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -26,11 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detector.artifact_files import MANIFEST, WEIGHTS
-from detector.atomic_file import exchange_paths, fsync_dir, fsync_tree
+from detector.atomic_file import exchange_paths, fsync_dir, fsync_tree, write_atomic
 
 #: Prefix of a build directory inside a target; ``mkdtemp`` adds 8 characters of ``[a-z0-9_]``.
 BUILD_PREFIX = ".kestrel-build-"
 _BUILD_NAME = re.compile(re.escape(BUILD_PREFIX) + r"[a-z0-9_]{8}")
+#: In a build directory during a fill: a hard link to the earlier weights, to put them back.
+_OLD_WEIGHTS = "previous-weights"
 #: What mkfs puts at the root of an ext2/3/4 file system (most block-storage volumes).
 LOST_FOUND = "lost+found"
 #: ``renameat2`` errors that mean "no swap here" (no such call, a file system or a sandbox without
@@ -57,7 +60,7 @@ def leftover_builds(out_dir: Path) -> list[str]:
         if not _BUILD_NAME.fullmatch(name) or path.is_symlink() or not path.is_dir():
             continue
         inside = os.listdir(path)
-        if set(inside) <= {WEIGHTS, MANIFEST} and all(
+        if set(inside) <= {WEIGHTS, MANIFEST, _OLD_WEIGHTS} and all(
             not (path / n).is_symlink() and (path / n).is_file() for n in inside
         ):
             found.append(name)
@@ -100,20 +103,51 @@ def fill(built: Path, out_dir: Path, earlier: Sequence[str]) -> None:
     ``built`` is a build directory inside ``out_dir``, or a sibling (first moved inside, copied
     where it lies on another mount). The old manifest is removed first (a reader in between finds
     no manifest, never new weights under old hashes), the new one renamed in last, and the earlier
-    artifact's other listed files (``earlier``) removed after.
+    artifact's other listed files (``earlier``) removed after. An error on the way puts the
+    earlier model back (its manifest from memory, its weights from a hard link kept meanwhile).
     """
     incoming = built if built.parent == out_dir else _moved_inside(built, out_dir)
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    (incoming / WEIGHTS).rename(out_dir / WEIGHTS)
+    old_manifest = _regular_file_bytes(out_dir / MANIFEST)
+    backup = incoming / _OLD_WEIGHTS
+    if old_manifest is not None:
+        with contextlib.suppress(OSError):  # best effort: no hard links here, or not ours to link
+            os.link(out_dir / WEIGHTS, backup, follow_symlinks=False)
+    moved = False
     try:
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        (incoming / WEIGHTS).rename(out_dir / WEIGHTS)
+        moved = True
         (incoming / MANIFEST).rename(out_dir / MANIFEST)
     except BaseException:
-        (out_dir / WEIGHTS).unlink(missing_ok=True)
+        _put_back(out_dir, old_manifest, backup, moved)
         raise
     for name in earlier:
         (out_dir / name).unlink(missing_ok=True)
+    backup.unlink(missing_ok=True)
     fsync_dir(out_dir)
     incoming.rmdir()
+
+
+def _regular_file_bytes(path: Path) -> bytes | None:
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _put_back(out_dir: Path, old_manifest: bytes | None, backup: Path, moved: bool) -> None:
+    """After a failed fill: the earlier model as it was where it can be (else no model rather
+    than a mixed one); an empty directory empty again."""
+    with contextlib.suppress(OSError):
+        if moved and backup.exists():
+            backup.rename(out_dir / WEIGHTS)
+        elif moved:
+            (out_dir / WEIGHTS).unlink(missing_ok=True)
+            return
+        if old_manifest is not None:
+            write_atomic(out_dir / MANIFEST, old_manifest)
 
 
 def _moved_inside(built: Path, out_dir: Path) -> Path:

@@ -179,7 +179,10 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Only promotions and roll-backs lock, and they need versions: a missing root is a
+        # mistyped path, never a registry to create.
+        if not self.root.is_dir():
+            raise RegistryError(f"no registry at {self.root} (not a directory)")
         fd = _open_lock_file(self.root / _LOCK_NAME)
         try:
             try:

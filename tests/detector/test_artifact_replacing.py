@@ -386,3 +386,77 @@ def test_a_model_whose_parent_this_user_cannot_write_is_replaced_in_place(
     write_artifact(target, *other(content))
     assert [p.parent for p in made] == [target.resolve()]
     assert version_at(target) == "second"
+
+
+@pytest.mark.parametrize("failing", [WEIGHTS, MANIFEST])
+def test_an_error_while_filling_in_place_puts_the_earlier_model_back(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Found in review: the old manifest was removed first, and an error renaming the new files in
+    (EIO, EPERM) left the target with no model."""
+    target = write_artifact(tmp_path / "model", *content)
+    before = {n: (target / n).read_bytes() for n in (MANIFEST, WEIGHTS)}
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno.ENOSYS, "no renameat2")
+
+    real_rename = Path.rename
+
+    def rename(self: Path, dst: Any) -> Any:
+        if Path(dst) == target.resolve() / failing:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(self, dst)
+
+    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_artifact(target, *other(content))
+    monkeypatch.undo()
+    assert {n: (target / n).read_bytes() for n in (MANIFEST, WEIGHTS)} == before
+    assert version_at(target) == content[0]["model_version"]
+    write_artifact(target, *other(content))  # and the next write replaces it
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_a_directory_named_like_the_weights_beside_a_leftover_build_is_refused_up_front(
+    content: Content, tmp_path: Path
+) -> None:
+    target = tmp_path / "model"
+    (target / ".kestrel-build-abcdefgh").mkdir(parents=True)
+    (target / WEIGHTS).mkdir()
+    (target / WEIGHTS / "mine").write_text("keep")
+    with pytest.raises(ArtifactError, match="holds other files"):
+        check_artifact_target(target)
+    assert (target / WEIGHTS / "mine").read_text() == "keep"
+
+
+def test_a_target_that_cannot_be_resolved_or_reached_is_an_artifact_error(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(ArtifactError, match="cannot be used as a model directory"):
+        write_artifact(loop / "model", *content)
+    real_exists = Path.exists
+
+    def unsearchable(self: Path, *args: Any, **kwargs: Any) -> bool:
+        if self.name == "model":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", unsearchable)
+    with pytest.raises(ArtifactError, match=r"model cannot be read \(Permission denied\)"):
+        check_artifact_target(tmp_path / "model")
+
+
+def test_another_users_model_in_a_sticky_directory_is_refused_up_front(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: accepted, then after training the swap and the fill both failed."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = write_artifact(shared / "model", *content)
+    shared.chmod(0o1777)
+    monkeypatch.setattr("detector.artifact.os.geteuid", lambda: 12345)  # neither root nor the owner
+    with pytest.raises(ArtifactError, match="belongs to another user in a shared \\(sticky\\) directory"):
+        check_artifact_target(target)

@@ -139,3 +139,12 @@ def test_a_registry_another_uid_cannot_write_is_a_registry_error(shared_dir: Pat
     version = registry.add(build_artifact(shared_dir / "m1", 1))
     (root / ".lock").unlink(missing_ok=True)  # not made yet: nobody would have to create it
     assert _as_other_uid("promote", root, version).startswith("RegistryError: cannot open or create the registry lock")
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback"])
+def test_promote_and_rollback_never_create_a_missing_registry(tmp_path: Path, action: str) -> None:
+    """Found in review: the lock made the directory first, so a mistyped path became an empty registry."""
+    registry = ModelRegistry(tmp_path / "regsitry")
+    with pytest.raises(RegistryError, match="no registry at"):
+        registry.promote("v1", "typo") if action == "promote" else registry.rollback("typo")
+    assert not (tmp_path / "regsitry").exists()
