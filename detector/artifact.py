@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -138,13 +137,8 @@ def check_artifact_target(out_dir: Path) -> None:
     given = Path(out_dir)
     resolved = _resolved(given)
     kind = _target_kind(resolved, given)
-    # The new files are built in a temporary sibling, or inside the target when it is filled in
-    # place; a swap that the system refuses falls back to filling, so an earlier model's own
-    # directory must be writable too.
+    # The new files are built in a temporary sibling, or inside the target when it is filled in place.
     needs_write = [resolved] if _builds_inside(resolved, kind) else [resolved.parent]
-    if kind == "artifact":
-        needs_write.append(resolved)
-        _check_sticky(resolved, given)
     for directory in needs_write:
         existing = next(p for p in (directory, *directory.parents) if p.exists())
         if not existing.is_dir():
@@ -161,21 +155,6 @@ def _resolved(given: Path) -> Path:
         return given.resolve()
     except (OSError, RuntimeError) as exc:  # a symbolic link loop, a name too long
         raise ArtifactError(f"{given} cannot be used as a model directory: {exc}") from exc
-
-
-def _check_sticky(out_dir: Path, given: Path) -> None:
-    """In a shared directory with the sticky bit (``/tmp``-like), only the owner of an entry (or
-    of the directory) may rename it: another user's model there cannot be replaced."""
-    try:
-        parent, target = out_dir.parent.stat(), out_dir.stat()
-    except OSError:
-        return
-    me = os.geteuid()
-    if parent.st_mode & stat.S_ISVTX and me not in (0, parent.st_uid, target.st_uid):
-        raise ArtifactError(
-            f"{given} belongs to another user in a shared (sticky) directory, which only its owner may"
-            " replace; nothing was written"
-        )
 
 
 def _target_kind(out_dir: Path, given: Path) -> _TargetKind:

@@ -112,14 +112,14 @@ def fill(built: Path, out_dir: Path, earlier: Sequence[str]) -> None:
     if old_manifest is not None:
         with contextlib.suppress(OSError):  # best effort: no hard links here, or not ours to link
             os.link(out_dir / WEIGHTS, backup, follow_symlinks=False)
-    moved = False
     try:
         (out_dir / MANIFEST).unlink(missing_ok=True)
         (incoming / WEIGHTS).rename(out_dir / WEIGHTS)
-        moved = True
         (incoming / MANIFEST).rename(out_dir / MANIFEST)
     except BaseException:
-        _put_back(out_dir, old_manifest, backup, moved)
+        # Where it stopped is read from the files (a Ctrl-C can arrive after a rename is made).
+        if (incoming / MANIFEST).exists():  # else the new model is whole: nothing to put back
+            _put_back(out_dir, old_manifest, backup, moved=not (incoming / WEIGHTS).exists())
         raise
     for name in earlier:
         (out_dir / name).unlink(missing_ok=True)
@@ -138,16 +138,19 @@ def _regular_file_bytes(path: Path) -> bytes | None:
 
 
 def _put_back(out_dir: Path, old_manifest: bytes | None, backup: Path, moved: bool) -> None:
-    """After a failed fill: the earlier model as it was where it can be (else no model rather
-    than a mixed one); an empty directory empty again."""
-    with contextlib.suppress(OSError):
-        if moved and backup.exists():
+    """After a failed fill (``moved``: the new weights are in place): the earlier model as it was
+    where its weights can be put back, else no model rather than a mixed one; an empty directory
+    empty again. The old manifest is written back only over the old weights."""
+    try:
+        if moved:
+            if old_manifest is None or not backup.exists():
+                (out_dir / WEIGHTS).unlink(missing_ok=True)
+                return
             backup.rename(out_dir / WEIGHTS)
-        elif moved:
-            (out_dir / WEIGHTS).unlink(missing_ok=True)
-            return
         if old_manifest is not None:
             write_atomic(out_dir / MANIFEST, old_manifest)
+    except OSError:
+        return  # no model then (the next write completes the target)
 
 
 def _moved_inside(built: Path, out_dir: Path) -> Path:

@@ -449,14 +449,54 @@ def test_a_target_that_cannot_be_resolved_or_reached_is_an_artifact_error(
         check_artifact_target(tmp_path / "model")
 
 
-def test_another_users_model_in_a_sticky_directory_is_refused_up_front(
-    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def changed(content: Content) -> Content:
+    """Another model: another version and other weights (a mix of old and new would not verify)."""
+    tensors = {k: v.clone() for k, v in content[1].items()}
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 0)
+    tensors[name] += 1.0
+    return {**content[0], "model_version": "second"}, tensors
+
+
+@pytest.mark.parametrize("after", [WEIGHTS, MANIFEST])
+def test_an_interrupt_right_after_a_rename_of_the_fill_leaves_one_whole_model(
+    content: Content, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
 ) -> None:
-    """Found in review: accepted, then after training the swap and the fill both failed."""
+    """Found in review: a Ctrl-C arriving once the new weights were renamed in was taken for a
+    rename not made, and the old manifest went back over the new weights (and the old weights were lost)."""
+    target = write_artifact(tmp_path / "model", *content)
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno.ENOSYS, "no renameat2")
+
+    real_rename = Path.rename
+    interrupted: list[Path] = []
+
+    def rename(self: Path, dst: Any) -> Any:
+        done = real_rename(self, dst)
+        if Path(dst) == target.resolve() / after and not interrupted:
+            interrupted.append(Path(dst))
+            raise KeyboardInterrupt  # once: the rename is made, then Ctrl-C
+        return done
+
+    monkeypatch.setattr(artifact_install, "exchange_paths", no_exchange)
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_artifact(target, *changed(content))
+    monkeypatch.undo()
+    expected = content[0]["model_version"] if after == WEIGHTS else "second"
+    assert version_at(target) == expected  # the old model whole, or the new one whole
+    left = sorted(p.name for p in target.iterdir() if not p.name.startswith(".kestrel-build-"))
+    assert left == [MANIFEST, WEIGHTS]  # (a build directory the next write removes may remain)
+    write_artifact(target, *other(content))
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, WEIGHTS]
+
+
+def test_a_model_in_a_sticky_directory_that_the_user_can_write_is_replaced(content: Content, tmp_path: Path) -> None:
+    """A review of an earlier check: refusing every model of another user in a sticky directory
+    refused volumes and group-writable models the fill handles."""
     shared = tmp_path / "shared"
     shared.mkdir()
     target = write_artifact(shared / "model", *content)
     shared.chmod(0o1777)
-    monkeypatch.setattr("detector.artifact.os.geteuid", lambda: 12345)  # neither root nor the owner
-    with pytest.raises(ArtifactError, match="belongs to another user in a shared \\(sticky\\) directory"):
-        check_artifact_target(target)
+    write_artifact(target, *other(content))
+    assert version_at(target) == "second"
