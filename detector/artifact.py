@@ -8,14 +8,14 @@ Layout::
                             sha256 of every other file, and a sha256 of the manifest itself
       weights.safetensors   encoder weights, centroids, radii, calibration scores, explainer stats
 
-Saving writes into a temporary sibling directory and moves it into place, so readers never see a
-half-written artifact: a new directory in one rename, an earlier artifact swapped with the new one
-in one step (``renameat2(RENAME_EXCHANGE)``; two renames where the system has no such swap). An
-empty directory, or an earlier artifact at a mount point (a volume, which cannot be renamed), is
-filled in place from a hidden directory inside it, the manifest last. It replaces only an earlier
-artifact (a directory holding nothing but an artifact's files) or fills an empty directory;
-anything else at the target is refused, never removed. Directories are written 0755 and files
-0644, so a worker under another uid can read them.
+Saving builds the artifact in a private directory and moves it into place, so readers never see a
+half-written artifact (:mod:`detector.artifact_install`): a new directory in one rename, an earlier
+artifact swapped with the new one in one step (``renameat2(RENAME_EXCHANGE)``), and an empty
+directory, a mount point, a directory whose parent this user cannot write or one the system cannot
+swap filled in place, the manifest last. It replaces only an earlier artifact (a directory holding
+nothing but an artifact's files) or fills an empty directory; anything else at the target is
+refused, never removed. Directories are written 0755 and files 0644, so a worker under another uid
+can read them.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def write_artifact(
     ``format_version`` (the oldest format that holds what it writes, see :data:`FORMAT_VERSION`).
 
     ``out_dir`` may be new, an empty directory (filled in place, manifest last) or an earlier
-    artifact (swapped with the new one in one step; at a mount point, replaced in place with the
-    manifest removed first and written last). The manifest gains ``format_version``, ``files``
+    artifact (swapped with the new one in one step, else filled in place with the old manifest
+    removed first and the new one written last). The manifest gains ``format_version``, ``files``
     (sha256 per file) and its own digest. Directories are written 0755, files 0644.
 
     Raises:

@@ -116,12 +116,12 @@ def _fit(
             " (and a few hundred for a threshold that holds its false-positive rate)"
         )
     train_idx = train_idx[trains[train_idx]]
-    _check_trainable(trains, train_idx, fold_of(labels, len(records), folds, config.train.seed) if folds else None)
-    if folds:
+    fold = fold_of(labels, len(records), folds, config.train.seed) if folds else None
+    _check_trainable(trains, train_idx, fold)
+    if fold is not None:
         # Few calibration normals: every normal trains the final model and is scored by a model
         # that did not see it (cross-conformal), instead of losing a small holdout.
         train_idx = np.flatnonzero(trains).astype(np.int64)
-        fold = fold_of(labels, len(records), folds, config.train.seed)
         fold_rows = (np.flatnonzero((fold != k) & trains) for k in range(folds))
         from_unseen = scale_from_unseen(labels, [train_idx, *fold_rows], config)
         model, cal_scores, score_terms = cross_fitted_calibration(
