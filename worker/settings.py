@@ -189,40 +189,47 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> WorkerSettings:
 def unknown_variables(env: Mapping[str, str]) -> list[str]:
     """One message per ``WORKER_*`` variable that names no setting (a misspelt one would otherwise
     leave its setting at the default without a word). ``WORKER_KAFKA__*`` and ``WORKER_METRICS__*``
-    names are checked by their sections' models; any other name with ``__`` names no section."""
+    names are checked against their sections' fields; any other name with ``__`` names no section."""
+    return [message for _, _, message in _unknown_names(env)]
+
+
+def _unknown_names(env: Mapping[str, str]) -> list[tuple[str, str | None, str]]:
+    """Per unknown ``WORKER_*`` variable: its name, the closest real name (or ``None``), the message."""
     fields = WorkerSettings.model_fields
     known = {name.upper() for name in fields}
     models = {name: f.annotation for name, f in fields.items()}
     sections = {name.upper() for name, kind in models.items() if isinstance(kind, type) and issubclass(kind, BaseModel)}
-    messages = []
+    found = []
     for key in sorted(env):
         upper = key.upper()
         if not upper.startswith("WORKER_"):
             continue
         name = upper[len("WORKER_") :]
         section, nested, rest = name.partition("__")
-        if not nested and name in known:
-            continue
         if nested and section in sections:
             inner = {f.upper() for f in models[section.lower()].model_fields}  # type: ignore[union-attr]
             if rest in inner:
                 continue
-            close = difflib.get_close_matches(rest, sorted(inner), n=1, cutoff=0.6)
-            hint = f" (did you mean WORKER_{section}__{close[0]}?)" if close else ""
-            messages.append(f"unknown setting {key}{hint}: no such setting in WORKER_{section}__* (docs/worker.md)")
+            guess = _closest(rest, inner)
+            guess, where = (f"{section}__{guess}" if guess else None), f"setting in WORKER_{section}__* (docs/worker.md)"
+        elif nested:
+            section_guess = _closest(section, sections)
+            # WORKER_BATCH__SIZE: a top-level setting written with "__"
+            guess = f"{section_guess}__{rest}" if section_guess else _closest(name.replace("__", "_"), known - sections)
+            where = "WORKER_* setting (docs/worker.md lists them)"
+        elif name in known:
             continue
-        if nested:
-            close = difflib.get_close_matches(section, sorted(sections), n=1, cutoff=0.6)
-            guess = f"{close[0]}__{rest}" if close else None
-            if guess is None:  # WORKER_BATCH__SIZE: a top-level setting written with "__"
-                flat = difflib.get_close_matches(name.replace("__", "_"), sorted(known - sections), n=1, cutoff=0.6)
-                guess = flat[0] if flat else None
         else:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            guess = close[0] if close else None
-        hint = f" (did you mean WORKER_{guess}?)" if guess else ""
-        messages.append(f"unknown setting {key}{hint}: no such WORKER_* setting (docs/worker.md lists them)")
-    return messages
+            guess, where = _closest(name, known), "WORKER_* setting (docs/worker.md lists them)"
+        full = f"WORKER_{guess}" if guess else None
+        hint = f" (did you mean {full}?)" if full else ""
+        found.append((key, full, f"unknown setting {key}{hint}: no such {where}"))
+    return found
+
+
+def _closest(name: str, choices: set[str]) -> str | None:
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def effective_settings(settings: WorkerSettings) -> dict[str, Any]:
@@ -253,7 +260,11 @@ def tool_env_warnings(env: Mapping[str, str]) -> list[str]:
     would leave them on localhost:9092 without a word). Warnings, not errors: the tools read only the
     connection settings and run beside any worker environment."""
     # A name in the section, or one whose closest name is (WORKER_KAFK__BOOTSTRAP_SERVERS).
-    return [m for m in unknown_variables(env) if _TOOL_ENV_PREFIX in m.upper().split(":")[0]]
+    return [
+        message
+        for key, guess, message in _unknown_names(env)
+        if key.upper().startswith(_TOOL_ENV_PREFIX) or (guess or "").startswith(_TOOL_ENV_PREFIX)
+    ]
 
 
 def tool_kafka_settings(env: Mapping[str, str], bootstrap_servers: str | None) -> KafkaSettings:
