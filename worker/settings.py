@@ -210,8 +210,9 @@ def _unknown_names(env: Mapping[str, str]) -> list[tuple[str, str | None, str]]:
             inner = {f.upper() for f in models[section.lower()].model_fields}  # type: ignore[union-attr]
             if rest in inner:
                 continue
-            guess = _closest(rest, inner)
-            guess, where = (f"{section}__{guess}" if guess else None), f"setting in WORKER_{section}__* (docs/worker.md)"
+            inner_guess = _closest(rest, inner)
+            guess = f"{section}__{inner_guess}" if inner_guess else None
+            where = f"setting in WORKER_{section}__* (docs/worker.md)"
         elif nested:
             section_guess = _closest(section, sections)
             # WORKER_BATCH__SIZE: a top-level setting written with "__"
