@@ -94,6 +94,11 @@ def parse_overrides(argv: list[str] | None) -> dict[str, Any]:
         for parent in parents:
             node = node.setdefault(parent, {})
         node[leaf] = value
+    # The model's source given as a flag replaces the other source's variable too: the flags
+    # override the environment (``--model`` beside a ConfigMap's ``WORKER_REGISTRY_DIR``).
+    given = {"model_dir", "registry_dir"} & overrides.keys()
+    if len(given) == 1:
+        overrides.setdefault(({"model_dir", "registry_dir"} - given).pop(), None)
     return overrides
 
 

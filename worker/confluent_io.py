@@ -80,6 +80,7 @@ class ConfluentSource:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": settings.session_timeout_ms,
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
             "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "fetch.wait.max.ms": settings.fetch_max_wait_ms,
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,

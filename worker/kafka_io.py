@@ -130,6 +130,7 @@ class KafkaSource:
                 # As librdkafka by default: records of aborted or open transactions are never scored.
                 isolation_level="read_committed",
                 session_timeout_ms=settings.session_timeout_ms,
+                max_poll_interval_ms=settings.max_poll_interval_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 # kafka-python refuses a request timeout not above the session timeout and the fetch
                 # wait, and an idle-connection limit not above the request timeout.

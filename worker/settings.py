@@ -14,9 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detector.kafka_checks import check_security, normalised_servers
 from worker.errors import SettingsError
 from worker.output_guard import MIN_REQUEST_BYTES
 
@@ -63,11 +64,16 @@ class LogFormat(StrEnum):
     TEXT = "text"
 
 
+#: Both clients' default longest time between two polls before the consumer leaves its group.
+MAX_POLL_INTERVAL_MS = 300_000
+
+
 class KafkaSettings(BaseModel):
     """Broker connection, topics and consumer-group timing."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: Comma-separated ``host:port`` entries (no blanks; spaces around an entry are dropped).
     bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
     input_topic: str = Field(default="events", min_length=1)
     output_topic: str = Field(default="anomalies", min_length=1)
@@ -93,15 +99,31 @@ class KafkaSettings(BaseModel):
     #: How long one attempt to reach the bootstrap servers may take before it is retried.
     connect_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
 
+    @property
+    def max_poll_interval_ms(self) -> int:
+        """Both consumers' ``max.poll.interval.ms``: the clients' default (300 s), raised to the
+        session timeout where that is longer (librdkafka refuses a session timeout above it)."""
+        return max(MAX_POLL_INTERVAL_MS, self.session_timeout_ms)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str) -> str:
+        return normalised_servers(value)
+
+    @field_validator("group_id")
+    @classmethod
+    def _check_group(cls, value: str) -> str:
+        if value != value.strip() or not value:
+            raise ValueError(f"group_id {value!r} has leading or trailing spaces (another group than its peers')")
+        return value
+
     @model_validator(mode="after")
     def _check_consistent(self) -> KafkaSettings:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be smaller than session_timeout_ms")
-        sasl = self.security_protocol.startswith("SASL")
-        if sasl and (self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None):
-            raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
-        if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
-            raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a file")
+        check_security(
+            self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password, self.ssl_cafile
+        )
         topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
         for topic in topics:
             check_topic_name(topic)

@@ -10,7 +10,7 @@ import pytest
 from tiny_model import TinyModel
 
 from worker.__main__ import _loop_config, parse_overrides
-from worker.errors import SettingsError
+from worker.errors import BrokerError, SettingsError
 from worker.settings import KafkaSettings, effective_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +76,35 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"WORKER_METRICS__PORTT": "9000"}, {"model_dir": "/m"}, "(did you mean WORKER_METRICS__PORT?)"),
         # Values the clients or the clock refuse later (a traceback at SIGTERM, a dead reload thread,
         # a consumer that never starts) are refused at start-up.
+        # Found in review: SASL settings under a protocol without SASL connected without them, an
+        # empty password was taken, and malformed broker lists or a padded group id were taken as given.
+        (
+            {
+                "WORKER_KAFKA__SASL_MECHANISM": "PLAIN",
+                "WORKER_KAFKA__SASL_USERNAME": "u",
+                "WORKER_KAFKA__SASL_PASSWORD": "p",
+            },
+            {"model_dir": "/m"},
+            "sasl_mechanism, sasl_username, sasl_password set but security_protocol is PLAINTEXT",
+        ),
+        (
+            {
+                "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "WORKER_KAFKA__SASL_MECHANISM": "PLAIN",
+                "WORKER_KAFKA__SASL_USERNAME": "u",
+                "WORKER_KAFKA__SASL_PASSWORD": "",
+            },
+            {"model_dir": "/m"},
+            "needs sasl_mechanism, sasl_username and sasl_password",
+        ),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092,"}, {"model_dir": "/m"}, "'' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": " "}, {"model_dir": "/m"}, "'' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:9092,,b:9092"}, {"model_dir": "/m"}, "'' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:9092 b:9092"}, {"model_dir": "/m"}, "'a:9092 b:9092' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka"}, {"model_dir": "/m"}, "'kafka' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:70000"}, {"model_dir": "/m"}, "'kafka:70000' is not host:port"),
+        ({"WORKER_KAFKA__GROUP_ID": "kestrel-worker "}, {"model_dir": "/m"}, "leading or trailing spaces"),
+        ({"WORKER_KAFKA__GROUP_ID": " "}, {"model_dir": "/m"}, "leading or trailing spaces"),
         ({"WORKER_SHUTDOWN_TIMEOUT_S": "1e10"}, {"model_dir": "/m"}, "shutdown_timeout_s"),
         ({"WORKER_SHUTDOWN_TIMEOUT_S": "inf"}, {"model_dir": "/m"}, "shutdown_timeout_s"),
         ({"WORKER_RELOAD_INTERVAL_S": "inf"}, {"model_dir": "/m"}, "reload_interval_s"),
@@ -130,3 +159,58 @@ def test_client_configurations_hold_every_accepted_setting() -> None:
     assert consumer_request_timeout_ms(KafkaSettings(fetch_max_wait_ms=10_000)) > 10_000
     assert common_config(KafkaSettings(connect_timeout_ms=100))["socket.connection.setup.timeout.ms"] == 1000
     assert common_config(KafkaSettings(connect_timeout_ms=5000))["socket.connection.setup.timeout.ms"] == 5000
+
+
+def test_broker_lists_are_normalised() -> None:
+    servers = "kafka-0:9092, kafka-1:9092 ,[::1]:9093,10.0.0.5:9094"
+    assert (
+        KafkaSettings(bootstrap_servers=servers).bootstrap_servers
+        == "kafka-0:9092,kafka-1:9092,[::1]:9093,10.0.0.5:9094"
+    )
+
+
+def test_a_ca_file_must_be_a_pem_bundle_used_by_tls(tmp_path: Path, ca_file: Path) -> None:
+    """Found in review: any file was taken; librdkafka then failed every build (retried forever as
+    an unreachable broker) and kafka-python timed out bootstrapping."""
+    assert KafkaSettings(security_protocol="SSL", ssl_cafile=ca_file).ssl_cafile == ca_file
+    sasl = {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "p"}
+    assert KafkaSettings(security_protocol="SASL_SSL", ssl_cafile=ca_file, **sasl).ssl_cafile == ca_file
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="is not a readable PEM CA bundle"):
+        KafkaSettings(security_protocol="SSL", ssl_cafile=not_pem)
+    with pytest.raises(ValueError, match="ssl_cafile set but security_protocol is SASL_PLAINTEXT"):
+        KafkaSettings(security_protocol="SASL_PLAINTEXT", ssl_cafile=ca_file, **sasl)
+    with pytest.raises(ValueError, match="is not a file"):
+        KafkaSettings(security_protocol="SSL", ssl_cafile=tmp_path)
+
+
+@pytest.mark.parametrize("session_timeout_ms", [6000, 400_000, 3_600_000])
+def test_every_accepted_session_timeout_builds_both_consumers(session_timeout_ms: int) -> None:
+    """Found in review: librdkafka refused a session timeout above its max.poll.interval.ms
+    (300 s) and the worker retried that as an unreachable broker, forever."""
+    from worker.confluent_io import ConfluentSource  # noqa: PLC0415
+    from worker.kafka_io import KafkaSource  # noqa: PLC0415
+
+    settings = KafkaSettings(
+        bootstrap_servers="127.0.0.1:1", session_timeout_ms=session_timeout_ms, connect_timeout_ms=100
+    )
+    assert settings.max_poll_interval_ms == max(300_000, session_timeout_ms)
+    ConfluentSource(settings, lambda parts, lost=False: None, lambda parts: None).close(100)
+    try:
+        KafkaSource(settings, lambda parts, lost=False: None, lambda parts: None).close(100)
+    except BrokerError as exc:  # nothing listens there: only the configuration must be accepted
+        assert "bootstrap" in str(exc).lower() or "reach" in str(exc).lower(), exc
+
+
+def test_a_model_source_flag_overrides_the_other_sources_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: ``--model`` beside ``WORKER_REGISTRY_DIR`` was refused as two sources."""
+    monkeypatch.setenv("WORKER_REGISTRY_DIR", "/registry")
+    settings = load_settings(parse_overrides(["--model", "/m"]))
+    assert (settings.model_dir, settings.registry_dir) == (Path("/m"), None)
+    monkeypatch.delenv("WORKER_REGISTRY_DIR")
+    monkeypatch.setenv("WORKER_MODEL_DIR", "/m")
+    settings = load_settings(parse_overrides(["--registry", "/registry"]))
+    assert (settings.model_dir, settings.registry_dir) == (None, Path("/registry"))
+    with pytest.raises(SettingsError, match="exactly one of --model"):
+        load_settings(parse_overrides(["--registry", "/registry", "--model", "/m"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.errors import DataError
+from detector.kafka_checks import normalised_servers
 from training.cli.retrain import add_kafka_security_options, security_from_args
 from training.retrain.kafka_source import produce_values
 from training.retrain.verdicts import FEEDBACK_TOPIC, VERDICTS, Verdict, append_verdicts, parse_verdicts, verdict_from
@@ -76,6 +77,7 @@ def run_feedback_command(args: argparse.Namespace) -> int:
     try:
         verdicts = verdicts_from_args(args)
         security = security_from_args(args) if args.to_file is None else None
+        servers = normalised_servers(args.bootstrap_servers) if args.to_file is None else ""
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         # A --file that cannot be read or holds a bad verdict fails the command (as for fit and
@@ -90,7 +92,7 @@ def run_feedback_command(args: argparse.Namespace) -> int:
             destination = str(args.to_file)
         else:
             assert security is not None
-            produce_values(args.bootstrap_servers, args.topic, [(v.event_id, v.to_json()) for v in verdicts], security)
+            produce_values(servers, args.topic, [(v.event_id, v.to_json()) for v in verdicts], security)
             destination = f"kafka topic {args.topic}"
     except (DataError, OSError) as exc:
         print(f"error: feedback not recorded: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from detector.errors import DetectorError, UsageError
+from detector.kafka_checks import normalised_servers
 from training.cli.commands import fit_config_from_args
 from training.fit import FitConfig
 from training.retrain.data import FileOptions
@@ -183,7 +184,7 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
     kafka = None
     if args.from_kafka:
         kafka = KafkaWindow(
-            args.bootstrap_servers,
+            normalised_servers(args.bootstrap_servers),
             args.topic,
             args.last,
             args.since_minutes,

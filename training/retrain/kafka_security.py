@@ -4,7 +4,8 @@ The retrain job and ``training feedback`` reach the same cluster as the workers,
 same ``WORKER_KAFKA__*`` security variables (``SECURITY_PROTOCOL``, ``SASL_MECHANISM``,
 ``SASL_USERNAME``, ``SASL_PASSWORD``, ``SSL_CAFILE``; see ``worker.settings.KafkaSettings``). This
 is a minimal copy of those fields because ``training`` never imports ``worker`` (import-linter);
-the field names, values and checks are the same. The password is a :class:`SecretStr`: it is never
+the field names and values are the same, and so are the checks
+(:func:`detector.kafka_checks.check_security`). The password is a :class:`SecretStr`: it is never
 printed, logged or taken from the command line.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
+
+from detector.kafka_checks import check_security
 
 ENV_PREFIX = "WORKER_KAFKA__"
 FIELDS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile")
@@ -34,11 +37,9 @@ class KafkaSecurity(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistent(self) -> KafkaSecurity:
-        sasl = self.security_protocol.startswith("SASL")
-        if sasl and (self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None):
-            raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
-        if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
-            raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a file")
+        check_security(
+            self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password, self.ssl_cafile
+        )
         return self
 
     @classmethod

@@ -8,6 +8,7 @@ import json
 import time
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,9 +82,8 @@ def test_a_partition_without_new_records_does_not_hold_the_read_until_the_timeou
     assert consumer.polls * 0.5 < 120 / 4  # a few seconds of polling, not the whole timeout
 
 
-def test_security_settings_come_from_the_worker_variables_and_never_show_the_password(tmp_path: Any) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+def test_security_settings_come_from_the_worker_variables_and_never_show_the_password(ca_file: Path) -> None:
+    ca = ca_file
     env = {
         "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
         "WORKER_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",

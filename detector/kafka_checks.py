@@ -1,0 +1,59 @@
+"""Checks of Kafka connection settings that the worker and the training side's Kafka tools share
+(``worker.settings.KafkaSettings``, ``training.retrain.kafka_security.KafkaSecurity``): both read
+the same ``WORKER_KAFKA__*`` variables, so both refuse the same values with the same words."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from pathlib import Path
+
+from pydantic import SecretStr
+
+HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s,:\[\]]+):([0-9]{1,5})")
+
+
+def normalised_servers(value: str) -> str:
+    """``value`` as comma-separated ``host:port`` entries, spaces around each dropped.
+
+    Raises:
+        ValueError: an empty entry (a trailing or doubled comma), or one that is not ``host:port``
+            with a port 1-65535 (kafka-python would try a host named ``''``; librdkafka drops it).
+    """
+    entries = [entry.strip() for entry in value.split(",")]
+    for entry in entries:
+        match = HOST_PORT.fullmatch(entry)
+        if match is None or not 0 < int(match.group(2)) <= 65535:
+            raise ValueError(f"bootstrap_servers {value!r}: {entry!r} is not host:port (entries separated by commas)")
+    return ",".join(entries)
+
+
+def check_security(
+    protocol: str, mechanism: object, username: str | None, password: SecretStr | None, cafile: Path | None
+) -> None:
+    """Refuse security settings that the protocol would leave unused or that cannot work.
+
+    Raises:
+        ValueError: SASL settings without a SASL protocol (the client would connect without them,
+            silently), a SASL protocol without a mechanism, user and non-empty password, a CA file
+            without TLS, or a CA file that is not a readable PEM bundle.
+    """
+    sasl = protocol.startswith("SASL")
+    given = [name for name, value in (("sasl_mechanism", mechanism), ("sasl_username", username),
+                                      ("sasl_password", password)) if value is not None]  # fmt: skip
+    if not sasl and given:
+        raise ValueError(
+            f"{', '.join(given)} set but security_protocol is {protocol} (SASL_SSL or SASL_PLAINTEXT uses them)"
+        )
+    if sasl and (mechanism is None or not username or password is None or not password.get_secret_value()):
+        raise ValueError(f"{protocol} needs sasl_mechanism, sasl_username and sasl_password")
+    if cafile is None:
+        return
+    if not protocol.endswith("SSL"):
+        raise ValueError(f"ssl_cafile set but security_protocol is {protocol} (SSL or SASL_SSL uses it)")
+    if not cafile.is_file():
+        raise ValueError(f"ssl_cafile {cafile} is not a file")
+    try:
+        ssl.create_default_context(cafile=str(cafile))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"ssl_cafile {cafile} is not a readable PEM CA bundle ({exc})") from None
