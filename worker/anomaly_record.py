@@ -47,7 +47,7 @@ def build_anomaly_record(
     margin: float,
     model_version: str,
     deviations: Sequence[FieldDeviation],
-    event: Mapping[str, Any],
+    event: Mapping[str, Any] | orjson.Fragment,
 ) -> dict[str, Any]:
     """The anomaly record as a JSON-able dict (non-finite margins become null).
 

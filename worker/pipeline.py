@@ -237,7 +237,7 @@ def _score_rows(
     if not len(flagged_rows):
         return result, flagged
     at = rows.positions[flagged_rows].tolist()
-    events = [_parsed_exactly(values[p]) for p in at]
+    events = [orjson.loads(values[p]) for p in at]
     explanations = detector.explainer.explain(
         rows.features[flagged_rows], result.nearest_centroid[flagged_rows], events, top=3
     )
@@ -262,7 +262,7 @@ def _score_rows(
             margin=float(result.margin[k]),
             model_version=detector.version,
             deviations=deviations,
-            event=event,
+            event=_published_event(event, values[position]),
         )
         flagged.append(Flagged(record, event_id, score, nearest_class, anomaly))
     return result, flagged
@@ -290,27 +290,45 @@ def _rejected(record: RawRecord, err: InvalidEventError) -> Rejected:
     return Rejected(record, err.reason, type(err).__name__, str(err))
 
 
-#: orjson reads an integer beyond 64 bits as a float: a top-level value this large may have been one.
-_BEYOND_64_BITS = float(2**64)
+def _may_be_wide_integer(value: object) -> bool:
+    """orjson reads integers exactly from -2**63 up to 2**64 and anything beyond as a float: an
+    integral float outside that range may have been such an integer in the event."""
+    return type(value) is float and (value >= 2.0**64 or value <= -(2.0**63)) and value.is_integer()
 
 
-def _parsed_exactly(value: bytes) -> dict[str, Any]:
-    """A flagged event as published in its anomaly record: orjson's parse, or the standard
-    library's where a top-level value may be an integer beyond 64 bits (found in review: a
-    128-bit integer id became ``8.396e+37`` and the record fell back to ``topic:partition:offset``)."""
-    event: dict[str, Any] = orjson.loads(value)
-    if any(type(v) is float and abs(v) >= _BEYOND_64_BITS for v in event.values()):
-        exact: dict[str, Any] = json.loads(value)  # the same document (orjson accepted it): exact integers
-        return exact
+def _published_event(event: dict[str, Any], value: bytes) -> dict[str, Any] | orjson.Fragment:
+    """The event as its anomaly record carries it: orjson's parse, or the received JSON itself
+    where a top-level number may be an integer beyond 64 bits (orjson's parse holds it as a float,
+    and it cannot write such an integer; found in review: a 128-bit id was published as 8.396e+37,
+    then as ``null``). The received value is a JSON object orjson has read, so it is valid JSON."""
+    if any(_may_be_wide_integer(v) for v in event.values()):
+        return orjson.Fragment(value.strip())
     return event
 
 
+def _exact_integer(value: bytes, field: str) -> int | None:
+    """``field`` of the received event read by the standard library, which keeps integers of any
+    size; ``None`` when it is not an integer there, or when the document is nested deeper than the
+    standard library reads (orjson reads 1,024 levels; found in review: a RecursionError escaped
+    and crash-looped the worker)."""
+    try:
+        exact = json.loads(value).get(field)
+    except (RecursionError, ValueError):
+        return None
+    return exact if type(exact) is int else None
+
+
 def _event_id(event: dict[str, Any], id_field: str | None, record: RawRecord) -> str:
-    """The spec's id field when it holds a string or integer, else ``topic:partition:offset``."""
+    """The spec's id field when it holds a string or an integer (of any size, written exactly),
+    else ``topic:partition:offset``."""
     if id_field is not None:
         value = event.get(id_field)
         if isinstance(value, str) and value:
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
+        if _may_be_wide_integer(value) and record.value is not None:
+            exact = _exact_integer(record.value, id_field)
+            if exact is not None:
+                return str(exact)
     return f"{record.topic}:{record.partition}:{record.offset}"

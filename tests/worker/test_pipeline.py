@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from typing import Any
 
@@ -17,6 +18,7 @@ from detector.model import Detector
 from worker.anomaly_record import RECORD_FIELDS
 from worker.model_loading import load_model
 from worker.outcomes import Flagged, Normal, RawRecord, Rejected
+from worker.output_guard import fit_anomaly
 from worker.pipeline import score_batch
 from worker.typed_decode import TypedDecoder
 
@@ -83,8 +85,52 @@ def test_an_integer_id_beyond_64_bits_is_kept_exactly(detector: Detector, tiny_m
     outcomes = _score(detector, values)
     for o in outcomes:
         if isinstance(o, Flagged):
-            assert o.event_id == str(big + o.record.offset) == str(o.anomaly["event"]["event_id"])
+            published = json.loads(fit_anomaly("anomalies", o, "v1", 1_000_000).value or b"")
+            assert o.event_id == str(big + o.record.offset) == str(published["event"]["event_id"])
     assert sum(isinstance(o, Flagged) for o in outcomes) == len(flagged)
+
+
+def _attack_with(tiny_model: TinyModel, field: str, literal: bytes, extra: bytes = b"") -> bytes:
+    """An attack event whose ``field`` holds the JSON ``literal`` (and ``extra`` members)."""
+    event = {**tiny_model.attack_events[0], "src_bytes": 10**9, field: 0}
+    return (
+        orjson.dumps(event).replace(b'"%s":0' % field.encode(), b'"%s":%s' % (field.encode(), literal))[:-1]
+        + extra
+        + b"}"
+    )
+
+
+@pytest.mark.parametrize("big", [2**64 + 1, 83962606556023347568268327321612582954, -(2**63) - 1, -(10**30)])
+def test_an_integer_id_beyond_64_bits_is_published_exactly(detector: Detector, tiny_model: TinyModel, big: int) -> None:
+    """Found in review: such an id was published with ``"event": null`` (orjson cannot write the
+    exact integer back), and one below -2**63 fell back to ``topic:partition:offset``."""
+    [outcome] = _score(detector, [_attack_with(tiny_model, "event_id", str(big).encode())])
+    assert isinstance(outcome, Flagged) and outcome.event_id == str(big)
+    out = fit_anomaly("anomalies", outcome, "v1", 1_000_000)
+    published = json.loads(out.value or b"")  # the standard library: integers of any size
+    assert published["event_id"] == str(big) and published["event"]["event_id"] == big and out.key == str(big).encode()
+    assert dict(out.headers).keys() == {"model_version"}
+
+
+def test_a_numeric_field_beyond_64_bits_is_scored_and_published(detector: Detector, tiny_model: TinyModel) -> None:
+    """Found in review: a byte count of 2**64 (a finite JSON number) went into the explanation as an
+    exact integer the encoder refuses, and the TypeError crash-looped every replica."""
+    [outcome] = _score(detector, [_attack_with(tiny_model, "src_bytes", b"%d" % 2**64)])
+    assert isinstance(outcome, Flagged)
+    assert "src_bytes" in [f["field"] for f in outcome.anomaly["explanation"]["fields"]]
+    out = fit_anomaly("anomalies", outcome, "v1", 1_000_000)
+    assert json.loads(out.value or b"")["event"]["src_bytes"] == 2**64
+
+
+def test_a_deeply_nested_event_with_a_huge_number_is_scored(detector: Detector, tiny_model: TinyModel) -> None:
+    """Found in review: a wide number made the pipeline re-read the event with the standard
+    library, whose recursion limit (about 1,000) is below orjson's 1,024 levels: a RecursionError
+    escaped ``score_batch``."""
+    value = _attack_with(tiny_model, "event_id", b"1e20", b',"extra":' + b"[" * 1020 + b"]" * 1020)
+    [outcome] = _score(detector, [value])
+    assert isinstance(outcome, Flagged) and outcome.event_id == "events:1:0"  # a float id: coordinates
+    out = fit_anomaly("anomalies", outcome, "v1", 1_000_000)
+    assert (out.value or b"").count(b"[") >= 1020
 
 
 @pytest.mark.parametrize(
