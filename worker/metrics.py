@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -200,13 +201,19 @@ class WorkerMetrics:
         """Describe the live model (previous versions' info series are removed).
 
         A new version also empties the rolling drift window: scores of two models are on
-        different scales, so the flag rate and score quantiles start over with the new model.
+        different scales, so the flag rate and score quantiles start over with the new model, and
+        until it has scored an event there are none (found in review: the old model's p99 stayed
+        exported next to the new threshold and could fire ``KestrelSevereAnomalyScores``).
         """
         if self._versions and version not in self._versions:
             self._window_fill = 0
             self._window_pos = 0
             self._quantiles_at = None
             self.flag_rate_window.set(0)
+            self.flag_rate.set(math.nan)
+            for q in QUANTILES:
+                with contextlib.suppress(KeyError):
+                    self.score_quantile.remove(str(q))
         for old in self._versions - {version}:
             self.model_info.remove(old)
         self._versions = {version}

@@ -162,7 +162,7 @@ def test_worker_deployment_contract(directory: Path) -> None:
 
 @pytest.mark.parametrize("directory", DIRS, ids=lambda d: d.name)
 def test_worker_environment_is_accepted_by_worker_settings(
-    directory: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    directory: Path, monkeypatch: pytest.MonkeyPatch, ca_file: Path
 ) -> None:
     kinds = _by_kind(_rendered(directory))
     (deployment,) = kinds["Deployment"]
@@ -173,10 +173,8 @@ def test_worker_environment_is_accepted_by_worker_settings(
     for item in container.get("env", []):
         ref = item.get("valueFrom", {}).get("secretKeyRef")
         env[item["name"]] = secrets[ref["name"]][ref["key"]] if ref else item["value"]
-    if "WORKER_KAFKA__SSL_CAFILE" in env:  # must exist where the settings are validated
-        ca = tmp_path / "ca.pem"
-        ca.write_text("test", encoding="utf-8")
-        env["WORKER_KAFKA__SSL_CAFILE"] = str(ca)
+    if "WORKER_KAFKA__SSL_CAFILE" in env:  # must be a CA bundle where the settings are validated
+        env["WORKER_KAFKA__SSL_CAFILE"] = str(ca_file)
     for name, value in env.items():
         assert name.startswith("WORKER_"), name
         monkeypatch.setenv(name, value)

@@ -56,6 +56,25 @@ def test_score_quantiles_are_recomputed_at_most_every_half_second_and_at_once_af
     assert _median(metrics) == 3.0
 
 
+def test_a_new_model_exports_no_rolling_quantiles_or_flag_rate_until_it_has_scored() -> None:
+    """Found in review: the old model's p99 stayed exported next to the new model's threshold,
+    where ``KestrelSevereAnomalyScores`` compared them (a false critical alert after a promotion)."""
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, clock=lambda: 0.0)
+    metrics.set_model("v1", 0.1, None, 20.0, 0.01, np.array([1.0, 2.0, 3.0]))
+    metrics.observe_scores(np.linspace(1.0, 45.0, 1000), 20.0, "v1")
+    assert registry.get_sample_value("kestrel_score_quantile", {"quantile": "0.99"}) > 40.0
+    metrics.set_model("v2", 0.1, None, 10.0, 0.01, np.array([1.0, 2.0, 3.0]))
+    assert registry.get_sample_value("kestrel_score_quantile", {"quantile": "0.99"}) is None
+    assert np.isnan(registry.get_sample_value("kestrel_flag_rate") or 0.0)
+    assert registry.get_sample_value("kestrel_flag_rate_window_events") == 0
+    metrics.observe_scores(np.full(10, 2.0), 10.0, "v2")
+    assert registry.get_sample_value("kestrel_score_quantile", {"quantile": "0.99"}) == 2.0
+    assert registry.get_sample_value("kestrel_flag_rate") == 0.0
+    metrics.set_model("v2", 0.1, None, 10.0, 0.01, np.array([1.0, 2.0, 3.0]))  # the same model again: kept
+    assert registry.get_sample_value("kestrel_score_quantile", {"quantile": "0.99"}) == 2.0
+
+
 @pytest.mark.kafka
 def test_embedded_broker_starts_accepts_and_stops() -> None:
     broker = EmbeddedBroker().start()
