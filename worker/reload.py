@@ -10,8 +10,8 @@ A version that fails to load or verify is refused: the old model keeps serving,
 ``kestrel_model_reload_failures_total`` is incremented, ``kestrel_model_reload_failing`` is 1 until
 the pointer names a model that loads (or the one served), and the failure is logged once. The same
 pointer target is retried only after a backoff (doubling from ``retry_backoff_s`` up to
-``max_backoff_s``), or at once when the pointer changes again, so a broken version is never
-reloaded in a tight loop.
+``max_backoff_s``), or at once when the pointer is written again (another version, or the same
+version promoted again after a fix), so a broken version is never reloaded in a tight loop.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class _Failure:
     target: str
     retry_at: float
     backoff_s: float
+    #: The ``LIVE`` file's identity when it failed (:meth:`ModelRegistry.pointer_token`).
+    pointer: tuple[int, int, int] | None = None
 
 
 class RegistryWatcher:
@@ -116,10 +118,11 @@ class RegistryWatcher:
         Returns:
             the model handed to the loop, or ``None`` when nothing was swapped.
         """
+        pointer = self.registry.pointer_token()  # before the read: a later write is seen next time
         try:
             version = self.registry.read_pointer()
         except (DetectorError, OSError) as exc:
-            self._failed(f"unreadable-pointer: {exc}", None, exc)
+            self._failed(f"unreadable-pointer: {exc}", None, exc, pointer)
             return None
         if version is None:
             self._metrics.model_reload_failing.set(0)  # nothing named, nothing failing (the backoff stays)
@@ -131,18 +134,25 @@ class RegistryWatcher:
         if version == self._serving:
             self._cleared()  # e.g. a roll-back away from a broken version
             return None
-        if self._failure is not None and self._failure.target == version and self._clock() < self._failure.retry_at:
+        failure = self._failure
+        if (
+            failure is not None
+            and (failure.target, failure.pointer) == (version, pointer)
+            and self._clock() < failure.retry_at
+        ):
+            # Still failing (set again: a pointer missing meanwhile cleared the gauge).
+            self._metrics.model_reload_failing.set(1)
             return None
-        return self._load_and_swap(version)
+        return self._load_and_swap(version, pointer)
 
-    def _load_and_swap(self, version: str) -> LoadedModel | None:
+    def _load_and_swap(self, version: str, pointer: tuple[int, int, int] | None) -> LoadedModel | None:
         try:
             model = load_registry_version(self.registry, version)
         except (DetectorError, OSError) as exc:
-            self._failed(version, version, exc)
+            self._failed(version, version, exc, pointer)
             return None
         except Exception as exc:  # a bug meeting this version: back off from it like any bad version
-            self._failed(version, version, exc)
+            self._failed(version, version, exc, pointer)
             return None
         self._cleared()
         previous, self._serving = self._serving, version
@@ -158,16 +168,18 @@ class RegistryWatcher:
         self._failure = None
         self._metrics.model_reload_failing.set(0)
 
-    def _failed(self, target: str, version: str | None, exc: BaseException) -> None:
+    def _failed(
+        self, target: str, version: str | None, exc: BaseException, pointer: tuple[int, int, int] | None = None
+    ) -> None:
         now = self._clock()
         failure = self._failure
-        if failure is not None and failure.target == target:
+        if failure is not None and (failure.target, failure.pointer) == (target, pointer):
             if now < failure.retry_at:
                 return  # same trouble, still backing off: no new count, no new log line
             backoff = min(failure.backoff_s * 2, self.max_backoff_s)
         else:
             backoff = self.retry_backoff_s
-        self._failure = _Failure(target, now + backoff, backoff)
+        self._failure = _Failure(target, now + backoff, backoff, pointer)
         self._metrics.model_reload_failures.inc()
         self._metrics.model_reload_failing.set(1)
         logger.error(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
@@ -251,6 +252,16 @@ class ModelRegistry:
         if not _NAME.fullmatch(text):
             raise RegistryError(f"live pointer {LIVE_KEY} holds no valid version name: {text[:80]!r}")
         return text
+
+    def pointer_token(self) -> tuple[int, int, int] | None:
+        """An identity of the ``LIVE`` file that every promotion changes, to the same version too
+        (inode, modification time, size; ``None`` when there is none to read): a watcher that
+        failed to load a version tries it again at once when it is promoted again."""
+        try:
+            st = os.stat(self.storage.local_path(LIVE_KEY))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def live_version(self) -> str | None:
         """The live version, checked to be registered; ``None`` if nothing was promoted yet.

@@ -104,7 +104,7 @@ class LocalStorage:
         try:
             # O_NONBLOCK: a FIFO put where LIVE was must not hang the reader (it is refused below).
             fd = os.open(self._path(key), os.O_RDONLY | os.O_NONBLOCK)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:  # e.g. a directory copied in by hand with mode 0700 under another uid
             raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
@@ -115,9 +115,10 @@ class LocalStorage:
             raise RegistryError(f"cannot read {key}: {exc.strerror or exc}") from exc
         if not stat.S_ISREG(mode):
             os.close(fd)
-            if stat.S_ISDIR(mode):
-                return None
-            raise RegistryError(f"cannot read {key}: not a regular file")  # a FIFO, a device (a link to /dev/zero)
+            # A directory too (found in review: a LIVE made a directory, by ``mkdir`` or by a bind
+            # mount of a missing host file, read as "nothing promoted yet", and the worker waited).
+            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"  # or a FIFO, a device
+            raise RegistryError(f"cannot read {key}: {what}, not a file")
         with os.fdopen(fd, "rb") as fh:
             try:
                 return fh.read()

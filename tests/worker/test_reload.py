@@ -248,3 +248,54 @@ def test_start_up_refuses_a_version_directory_outside_the_registry_or_naming_ano
     (root / "LIVE").write_text("20990101T000000Z-renamed2")
     with pytest.raises(DetectorError, match="has model_version"):
         load_live_model(root)
+
+
+def test_a_fixed_version_promoted_again_is_loaded_at_once(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    """Found in review: the runbook says "fix and re-promote the version", but the watcher compared
+    only the version's name and waited out its backoff (up to 15 minutes) before trying again."""
+    clock = FakeClock()
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, clock)
+    weights = registry.storage.local_path(f"versions/{second_model.version}") / "weights.safetensors"
+    good = weights.read_bytes()
+    weights.chmod(0o644)
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))  # damaged after registration
+    registry.promote(second_model.version, "new", verify=False)
+    for _ in range(4):  # failed retries: the backoff grows to 240 s
+        watcher.check_once()
+        clock.now += 1000
+    watcher.check_once()
+    assert swapped == [] and _value(metrics, "kestrel_model_reload_failing") == 1
+    failures = _value(metrics, "kestrel_model_reload_failures_total")
+    clock.now += 10
+    assert watcher.check_once() is None and _value(metrics, "kestrel_model_reload_failures_total") == failures
+    weights.write_bytes(good)  # the operator restores the files ...
+    registry.promote(second_model.version, "fixed, promoted again")  # ... and promotes the same version
+    clock.now += 10  # one interval later, well inside the backoff
+    assert watcher.check_once() is not None and [m.detector.version for m in swapped] == [second_model.version]
+    assert _value(metrics, "kestrel_model_reload_failing") == 0
+
+
+def test_the_failing_gauge_holds_when_live_names_the_broken_version_again(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    """Found in review: a LIVE missing for a moment cleared the gauge, and it stayed 0 through the
+    rest of the backoff while LIVE named the version that had failed."""
+    clock = FakeClock()
+    watcher, _, metrics = _watcher(registry, tiny_model.version, clock)
+    broken = _broken(registry, second_model.path, "20990101T000000Z-broken01")
+    registry.promote(broken, "bad by hand", verify=False)
+    watcher.check_once()
+    assert _value(metrics, "kestrel_model_reload_failing") == 1
+    live = registry.storage.local_path("LIVE")
+    moved = live.with_name("LIVE.away")
+    live.rename(moved)  # missing for a moment (a restore, a hand edit) ...
+    clock.now += 1
+    watcher.check_once()
+    assert _value(metrics, "kestrel_model_reload_failing") == 0
+    moved.rename(live)  # ... then back, the same file, naming the same broken version
+    clock.now += 1
+    assert watcher.check_once() is None
+    assert _value(metrics, "kestrel_model_reload_failing") == 1
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1  # within its backoff: not tried again

@@ -171,5 +171,16 @@ def test_a_version_whose_manifest_is_a_directory_is_listed_with_its_problem(tmp_
     open_before = len(os.listdir("/proc/self/fd"))
     infos = registry.versions()
     assert [i.version for i in infos] == ["v1"] and infos[0].error
-    assert registry.storage.read_bytes("versions/v1/manifest.json") is None
+    with pytest.raises(RegistryError, match="a directory, not a file"):
+        registry.storage.read_bytes("versions/v1/manifest.json")
     assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_a_live_pointer_that_is_a_directory_is_an_error_not_nothing_promoted(tmp_path: Path) -> None:
+    """Found in review: ``mkdir LIVE`` (or a bind mount of a missing host file) read as "nothing
+    promoted yet": the worker waited for a model forever, and ``promote`` failed with a bare
+    IsADirectoryError."""
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.storage.local_path("LIVE").mkdir(parents=True)
+    with pytest.raises(RegistryError, match="cannot read LIVE: a directory, not a file"):
+        registry.read_pointer()
