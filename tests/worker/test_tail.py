@@ -82,6 +82,20 @@ def test_json_lines_keep_every_header_in_order_even_a_repeated_name() -> None:
     assert out["headers"] == [["retry", "1"], ["retry", "2"], ["kestrel.error.reason", "invalid_json"]]
 
 
+def test_json_lines_keep_integers_beyond_64_bits_and_bytes_that_are_not_text() -> None:
+    """Found in review: ``--json`` rounded a 100-bit integer (orjson's parse holds it as a float),
+    and a key or header that is not UTF-8 came out the same as its escaped text."""
+    big = 123456789012345678901234567890
+    value = b'{"event_id":"%d",\r\n "event":{"event_id":%d,"src_bytes":%d}}' % (big, big, big)
+    line = json_line(TailRecord(0, 1, 0, value, b"\xff", (("trace", b"\xfe"), ("ok", b"v")), "anomalies"))
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["value"]["event"] == {"event_id": big, "src_bytes": big}
+    assert out["key_base64"] == "/w==" and "key" not in out
+    assert out["headers"] == [["trace", None, "/g=="], ["ok", "v"]]
+    assert json.loads(json_line(TailRecord(0, 1, 0, b"{}", b"\\xff")))["key"] == "\\xff"
+
+
 def test_json_lines_keep_coordinates_headers_and_the_value() -> None:
     out = json.loads(json_line(TailRecord(0, 9, 123, b"\xff\xfe", b"k", DLQ_HEADERS, "events.dlq")))
     assert out["topic"] == "events.dlq" and out["offset"] == 9 and out["key"] == "k"

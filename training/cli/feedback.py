@@ -62,7 +62,7 @@ def verdicts_from_args(args: argparse.Namespace) -> list[Verdict]:
         if args.verdict is not None:
             raise ValueError("--verdict goes with EVENT_ID; in --file each row has its own")
         try:
-            text = args.file.read_text(encoding="utf-8")
+            text = args.file.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") dropped
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {args.file}: {exc}") from exc
         return parse_verdicts(text, str(args.file), defaults={"by": by})

@@ -17,6 +17,7 @@ Rules (stated in the decision report's ``data`` counts):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from detector.schema import FeatureSpec
 from training.retrain.data import valid_rows
 from training.retrain.kafka_source import KafkaWindow, read_recent_events
 from training.retrain.verdicts import Verdict, latest_verdicts, read_verdict_file, verdict_from
+
+logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 
@@ -72,11 +75,17 @@ def read_verdicts(options: FeedbackOptions, window: KafkaWindow | None) -> dict[
     for path in options.verdict_files:
         verdicts.extend(read_verdict_file(path))
     if options.verdict_topic is not None:
+        refused: list[str] = []
         for i, raw in enumerate(_topic_values(options.verdict_topic, window, whole_topic=True)):
             try:
                 verdicts.append(verdict_from(raw, f"{options.verdict_topic}[{i}]"))
-            except DataError:
-                continue  # a bad value on a shared topic must not stop the job
+            except DataError as exc:  # a bad value on a shared topic must not stop the job
+                refused.append(str(exc))
+        if refused:
+            logger.warning(
+                "feedback_verdicts_invalid",
+                extra={"topic": options.verdict_topic, "count": len(refused), "first": refused[0]},
+            )
     return latest_verdicts(verdicts)
 
 
@@ -87,11 +96,18 @@ def read_record_events(options: FeedbackOptions, window: KafkaWindow | None) -> 
         records.extend(_jsonl_objects(path))
     if options.record_topic is not None:
         records.extend(_topic_values(options.record_topic, window, whole_topic=False))
-    return {
-        str(r["event_id"]): dict(r["event"])
-        for r in records
-        if isinstance(r.get("event"), dict) and r.get("event_id") is not None
-    }
+    records = [_unwrapped(r) for r in records]
+    usable = [r for r in records if isinstance(r.get("event"), dict) and r.get("event_id") is not None]
+    if len(usable) < len(records):  # e.g. records whose event was left out for size: named, not silent
+        logger.warning("anomaly_records_without_event", extra={"count": len(records) - len(usable)})
+    return {str(r["event_id"]): dict(r["event"]) for r in usable}
+
+
+def _unwrapped(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An anomaly record as saved by ``python -m worker tail --json`` (the record under ``value``,
+    next to its topic, partition and offset; found in review: such files matched no verdict, silently)."""
+    value = record.get("value")
+    return value if "event_id" not in record and isinstance(value, dict) else record
 
 
 def apply_verdicts(
@@ -150,7 +166,7 @@ def _topic_values(topic: str, window: KafkaWindow | None, *, whole_topic: bool) 
 
 def _jsonl_objects(path: Path) -> list[Mapping[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read anomaly records {path}: {exc}") from exc
     out: list[Mapping[str, Any]] = []

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from detector.errors import DataError
 
@@ -35,12 +35,19 @@ VERDICTS = ("false_positive", "confirmed")
 logger = logging.getLogger(__name__)
 
 
+def _id_text(value: object) -> object:
+    """An integer id (a JSON number) as its text: the worker's event ids may be integers, of any
+    size, and its anomaly records' ``event_id`` is their text (found in review: an integer id was
+    refused, and dropped without a word from the feedback topic)."""
+    return str(value) if type(value) is int else value
+
+
 class Verdict(BaseModel):
     """One analyst verdict on one flagged event."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    event_id: str = Field(min_length=1, max_length=512)
+    event_id: Annotated[str, BeforeValidator(_id_text)] = Field(min_length=1, max_length=512)
     verdict: Literal["false_positive", "confirmed"]
     by: str = Field(min_length=1, max_length=200)
     at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -90,7 +97,7 @@ def read_verdict_file(path: Path) -> list[Verdict]:
     not stop every later retrain. A JSON line that is not a valid verdict is still an error.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") dropped
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read feedback file {path}: {exc}") from exc
     if not text.strip():

@@ -170,3 +170,56 @@ def test_false_positives_train_the_candidate_whatever_the_holdouts_size(
     with pytest.raises(StopError):
         job.run_retrain(options)
     assert marked <= trained[0]
+
+
+def test_verdict_files_with_a_byte_order_mark_and_integer_ids_are_read(tmp_path: Path) -> None:
+    """Found in review: Excel's "CSV UTF-8" (a byte-order mark) was refused for want of a header,
+    a JSONL file with one was parsed as CSV, and an integer event id (a JSON number) was refused."""
+    csv_file = tmp_path / "verdicts.csv"
+    csv_file.write_bytes(b"\xef\xbb\xbfevent_id,verdict,by\r\ne-1,false_positive,a\r\n")
+    jsonl = tmp_path / "verdicts.jsonl"
+    jsonl.write_bytes(
+        b'\xef\xbb\xbf{"event_id": 83962606556023347568268327321612582954, "verdict": "confirmed", "by": "a"}\n'
+    )
+    assert [v.event_id for v in read_verdict_file(csv_file)] == ["e-1"]
+    assert [v.event_id for v in read_verdict_file(jsonl)] == ["83962606556023347568268327321612582954"]
+    assert main(["feedback", "--file", str(jsonl), "--to-file", str(tmp_path / "store.jsonl")]) == 0
+    for bad in ('{"event_id": true, "verdict": "confirmed"}', '{"event_id": 1.5, "verdict": "confirmed"}'):
+        with pytest.raises(DataError, match="event_id"):
+            parse_verdicts(bad, "f", {"by": "a"})
+
+
+def test_bad_verdicts_on_the_topic_are_counted_in_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a value on the feedback topic that was not a verdict vanished without a word."""
+    from training.retrain import feedback  # noqa: PLC0415
+
+    values = [{"event_id": 42, "verdict": "false_positive", "by": "soar"}, {"event_id": "e-2", "verdict": "maybe"}]
+    monkeypatch.setattr(feedback, "_topic_values", lambda topic, window, whole_topic: values)
+    got = feedback.read_verdicts(FeedbackOptions(verdict_topic="anomalies.feedback"), None)
+    assert list(got) == ["42"]
+    (warning,) = [r for r in caplog.records if r.message == "feedback_verdicts_invalid"]
+    assert warning.count == 1 and "unknown verdict 'maybe'" in warning.first  # type: ignore[attr-defined]
+
+
+def test_anomaly_records_saved_by_tail_json_are_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found in review: ``tail --json`` wraps each record with its coordinates; such a file matched
+    no verdict, silently."""
+    import orjson  # noqa: PLC0415
+
+    from worker.record_format import TailRecord, json_line  # noqa: PLC0415 - what the worker's tail writes
+
+    path = tmp_path / "records.jsonl"
+    records = [
+        {"event_id": "e-1", "score": 5.0, "p_value": 0.001, "event": {"event_id": "e-1", "duration": 0}},
+        {"event_id": "e-2", "score": 5.0, "p_value": 0.001, "event": None},  # its event left out for size
+    ]
+    path.write_text(
+        "".join(
+            json_line(TailRecord(0, i, 0, orjson.dumps(r), None, (), "anomalies")) + "\n" for i, r in enumerate(records)
+        )
+    )
+    events = read_record_events(FeedbackOptions(record_files=(path,)), None)
+    assert events == {"e-1": {"event_id": "e-1", "duration": 0}}
+    assert any(r.message == "anomaly_records_without_event" and r.count == 1 for r in caplog.records)  # type: ignore[attr-defined]
