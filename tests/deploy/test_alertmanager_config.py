@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from typing import Any
 
@@ -59,3 +60,40 @@ def test_every_receiver_is_used_and_defined() -> None:
     route = config["route"]
     used = {route["receiver"]} | {child["receiver"] for child in route.get("routes", [])}
     assert used == defined
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    for matcher in matchers:
+        found = re.fullmatch(r'(\w+)(=~|!=|!~|=)"(.*)"', matcher)
+        assert found, matcher
+        name, op, value = found.groups()
+        got = labels.get(name, "")
+        regex = re.fullmatch(value, got) is not None
+        if not {"=": got == value, "!=": got != value, "=~": regex, "!~": not regex}[op]:
+            return False
+    return True
+
+
+def _inhibited(target: dict[str, str], firing: list[dict[str, str]]) -> bool:
+    """Alertmanager's inhibition rules applied as it documents them (a missing label is empty)."""
+    rules = yaml.safe_load(ALERTMANAGER_CONFIG.read_text(encoding="utf-8"))["inhibit_rules"]
+    return any(
+        _matches(rule.get("target_matchers", []), target)
+        and _matches(rule.get("source_matchers", []), source)
+        and all(source.get(label, "") == target.get(label, "") for label in rule.get("equal", []))
+        for rule in rules
+        for source in firing
+        if source is not target
+    )
+
+
+def test_no_ready_workers_in_one_namespace_silences_only_that_namespace() -> None:
+    """Found in review: KestrelNoReadyWorkers fires per namespace and job now, and its inhibition
+    had no ``equal``: staging without a model silenced prod's lag and readiness alerts."""
+    staging_down = {"alertname": "KestrelNoReadyWorkers", "severity": "critical", "namespace": "staging", "job": "w"}
+    prod_lag = {"alertname": "KestrelConsumerLagGrowing", "severity": "warning", "namespace": "prod", "job": "w"}
+    prod_unready = {"alertname": "KestrelWorkerNotReady", "severity": "warning", "namespace": "prod", "job": "w"}
+    assert not _inhibited(prod_lag, [staging_down, prod_lag])
+    assert not _inhibited(prod_unready, [staging_down, prod_unready])
+    staging_lag = {**prod_lag, "namespace": "staging"}
+    assert _inhibited(staging_lag, [staging_down, staging_lag])
