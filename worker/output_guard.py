@@ -17,9 +17,9 @@ the next largest, until the record fits:
 
 Anomaly records (key = event id):
   0. an event the JSON encoder cannot write back (an extra field nested deeper than orjson's 255
-     levels: the decoder reads up to 1,024) is carried as received, byte for byte (it is JSON the
-     decoder read); only if the record still cannot be encoded is it left out (``"event": null``,
-     header ``kestrel.event_dropped`` = ``unencodable``);
+     levels: the decoder reads up to 1,024) is left out whatever the size (``"event": null``,
+     header ``kestrel.event_dropped`` = ``unencodable``; carried as received, such a record would be
+     deeper than JSON readers take);
   1. the original event is left out (``"event": null``, header ``kestrel.event_dropped`` = the
      record's size);
   2. the explanation's field values are left out (header ``kestrel.explanation_dropped``);
@@ -122,12 +122,6 @@ def fit_dead_letter(topic: str, rejected: Rejected, max_request_bytes: int) -> O
     return OutputRecord("dead_letter", topic, key, value, own + notes, record)
 
 
-def _received(record: RawRecord) -> orjson.Fragment | None:
-    """The event as received (JSON orjson read, so valid JSON; it writes nested levels back only
-    to 255 while it reads 1,024)."""
-    return None if record.value is None else orjson.Fragment(record.value.strip())
-
-
 def fit_anomaly(topic: str, flagged: Flagged, model_version: str, max_request_bytes: int) -> OutputRecord:
     """The anomaly record of ``flagged``, shrunk by the module's rules to ``max_request_bytes``."""
     anomaly = flagged.anomaly
@@ -136,13 +130,9 @@ def fit_anomaly(topic: str, flagged: Flagged, model_version: str, max_request_by
     try:
         value = encode_anomaly_record(anomaly)
     except orjson.JSONEncodeError:  # an extra field nested deeper than the encoder writes (255 levels)
-        anomaly = {**anomaly, "event": _received(flagged.record)}
-        try:
-            value = encode_anomaly_record(anomaly)
-        except orjson.JSONEncodeError:
-            headers.append(("kestrel.event_dropped", b"unencodable"))
-            anomaly = {**anomaly, "event": None}
-            value = encode_anomaly_record(anomaly)
+        headers.append(("kestrel.event_dropped", b"unencodable"))
+        anomaly = {**anomaly, "event": None}
+        value = encode_anomaly_record(anomaly)
     if record_size(key, value, headers) > max_request_bytes:
         headers.append(("kestrel.event_dropped", str(len(value)).encode()))
         anomaly = {**anomaly, "event": None}

@@ -300,8 +300,14 @@ def _published_event(event: dict[str, Any], value: bytes) -> dict[str, Any] | or
     """The event as its anomaly record carries it: orjson's parse, or the received JSON itself
     where a top-level number may be an integer beyond 64 bits (orjson's parse holds it as a float,
     and it cannot write such an integer; found in review: a 128-bit id was published as 8.396e+37,
-    then as ``null``). The received value is a JSON object orjson has read, so it is valid JSON."""
+    then as ``null``). The received value is a JSON object orjson has read, so it is valid JSON;
+    it is carried only when orjson can write the event (at most 255 levels deep: found in review, a
+    record around an event 1,024 levels deep is deeper than JSON readers take)."""
     if any(_may_be_wide_integer(v) for v in event.values()):
+        try:
+            orjson.dumps(event)
+        except orjson.JSONEncodeError:
+            return event  # too deep: the output guard leaves it out
         return orjson.Fragment(value.strip())
     return event
 

@@ -177,6 +177,9 @@ def _jsonl_objects(path: Path) -> list[Mapping[str, Any]]:
             value = json.loads(line)
         except ValueError:
             raise DataError(f"{path}:{number}: not JSON") from None
+        except RecursionError:  # an anomaly record around an event nested deeper than this parser reads
+            logger.warning("anomaly_record_too_deep", extra={"file": str(path), "line": number})
+            continue
         if isinstance(value, dict):
             out.append(value)
     return out

@@ -245,7 +245,7 @@ def _parse(value: bytes | None) -> dict[str, Any] | None:
         return None
     try:
         parsed = json.loads(value)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested deeper than it reads
         return None
     return parsed if isinstance(parsed, dict) else None
 

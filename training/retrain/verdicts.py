@@ -117,7 +117,7 @@ def read_verdict_file(path: Path) -> list[Verdict]:
 def _is_json(line: str) -> bool:
     try:
         json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser reads
         return False
     return True
 
@@ -152,8 +152,8 @@ def _jsonl_rows(text: str, source: str) -> Iterable[tuple[int, dict[str, Any]]]:
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{source}:{number}: not JSON ({exc.args[0].split(':')[0]})") from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser reads
+            raise DataError(f"{source}:{number}: not JSON ({str(exc).split(':')[0]})") from None
         if not isinstance(row, dict):
             raise DataError(f"{source}:{number}: a verdict must be a JSON object")
         yield number, row

@@ -223,3 +223,25 @@ def test_anomaly_records_saved_by_tail_json_are_read(tmp_path: Path, caplog: pyt
     events = read_record_events(FeedbackOptions(record_files=(path,)), None)
     assert events == {"e-1": {"event_id": "e-1", "duration": 0}}
     assert any(r.message == "anomaly_records_without_event" and r.count == 1 for r in caplog.records)  # type: ignore[attr-defined]
+
+
+def test_records_and_verdicts_nested_deeper_than_the_parser_reads_are_skipped_or_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: an event the worker accepts (orjson reads 1,024 levels) raised RecursionError
+    in the training side's standard-library parser and ended the retrain job."""
+    from training.retrain.kafka_source import _parse  # noqa: PLC0415
+
+    deep = b'{"event_id": "e-9", "event": {"x": ' + b"[" * 1020 + b"]" * 1020 + b"}}"
+    assert _parse(deep) is None  # counted as skipped by the window
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(deep + b'\n{"event_id": "e-1", "event": {"duration": 0}}\n')
+    assert read_record_events(FeedbackOptions(record_files=(path,)), None) == {"e-1": {"duration": 0}}
+    assert any(r.message == "anomaly_record_too_deep" for r in caplog.records)
+    verdicts = tmp_path / "verdicts.jsonl"
+    verdicts.write_bytes(
+        b'{"event_id": "e-1", "verdict": "confirmed", "by": "a", "note": ' + b"[" * 1020 + b"]" * 1020 + b"}\n"
+    )
+    assert read_verdict_file(verdicts) == []  # a line that is not JSON to the parser: skipped, as a torn one
+    with pytest.raises(DataError, match="not JSON"):
+        parse_verdicts(verdicts.read_text(), "f")
