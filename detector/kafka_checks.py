@@ -10,20 +10,25 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s,:\[\]]+):([0-9]{1,5})")
+#: A port at the end of a broker entry (``host:9092``, ``[::1]:9092``, ``SASL_SSL://host:9096``).
+_PORT = re.compile(r"(?:^|[^:]):([0-9]+)$")
 
 
 def normalised_servers(value: str) -> str:
-    """``value`` as comma-separated ``host:port`` entries, spaces around each dropped.
+    """``value`` as comma-separated broker entries, spaces around each dropped.
+
+    An entry is what both clients take: ``host``, ``host:port``, ``[ipv6]:port``, with or without a
+    ``PROTOCOL://`` prefix (a missing port is 9092 to both).
 
     Raises:
-        ValueError: an empty entry (a trailing or doubled comma), or one that is not ``host:port``
-            with a port 1-65535 (kafka-python would try a host named ``''``; librdkafka drops it).
+        ValueError: an empty entry (a trailing or doubled comma: kafka-python would try a host
+            named ``''``, librdkafka drops it), one with a space inside (brokers separated by
+            spaces), or a port outside 1-65535.
     """
     entries = [entry.strip() for entry in value.split(",")]
     for entry in entries:
-        match = HOST_PORT.fullmatch(entry)
-        if match is None or not 0 < int(match.group(2)) <= 65535:
+        port = _PORT.search(entry)
+        if not entry or any(c.isspace() for c in entry) or (port is not None and not 0 < int(port.group(1)) <= 65535):
             raise ValueError(f"bootstrap_servers {value!r}: {entry!r} is not host:port (entries separated by commas)")
     return ",".join(entries)
 

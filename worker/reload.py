@@ -40,8 +40,8 @@ class _Failure:
     target: str
     retry_at: float
     backoff_s: float
-    #: The ``LIVE`` file's identity when it failed (:meth:`ModelRegistry.pointer_token`).
-    pointer: tuple[int, int, int] | None = None
+    #: The registry's last move when it failed (:meth:`ModelRegistry.promotion_token`).
+    pointer: bytes | None = None
 
 
 class RegistryWatcher:
@@ -118,7 +118,7 @@ class RegistryWatcher:
         Returns:
             the model handed to the loop, or ``None`` when nothing was swapped.
         """
-        pointer = self.registry.pointer_token()  # before the read: a later write is seen next time
+        pointer = self.registry.promotion_token()  # before the read: a later move is seen next time
         try:
             version = self.registry.read_pointer()
         except (DetectorError, OSError) as exc:
@@ -145,7 +145,7 @@ class RegistryWatcher:
             return None
         return self._load_and_swap(version, pointer)
 
-    def _load_and_swap(self, version: str, pointer: tuple[int, int, int] | None) -> LoadedModel | None:
+    def _load_and_swap(self, version: str, pointer: bytes | None) -> LoadedModel | None:
         try:
             model = load_registry_version(self.registry, version)
         except (DetectorError, OSError) as exc:
@@ -168,9 +168,7 @@ class RegistryWatcher:
         self._failure = None
         self._metrics.model_reload_failing.set(0)
 
-    def _failed(
-        self, target: str, version: str | None, exc: BaseException, pointer: tuple[int, int, int] | None = None
-    ) -> None:
+    def _failed(self, target: str, version: str | None, exc: BaseException, pointer: bytes | None = None) -> None:
         now = self._clock()
         failure = self._failure
         if failure is not None and (failure.target, failure.pointer) == (target, pointer):

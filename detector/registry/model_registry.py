@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
@@ -253,15 +252,16 @@ class ModelRegistry:
             raise RegistryError(f"live pointer {LIVE_KEY} holds no valid version name: {text[:80]!r}")
         return text
 
-    def pointer_token(self) -> tuple[int, int, int] | None:
-        """An identity of the ``LIVE`` file that every promotion changes, to the same version too
-        (inode, modification time, size; ``None`` when there is none to read): a watcher that
-        failed to load a version tries it again at once when it is promoted again."""
+    def promotion_token(self) -> bytes | None:
+        """What identifies the last move of ``LIVE``: every promotion and roll-back writes a new one
+        (its record, with the time), to the same version too, while copying or touching ``LIVE``
+        does not (found in review: keyed on the file's inode and time, an rsync'd or touched
+        pointer had a broken version retried at every poll). ``None`` when there is none to read.
+        A watcher that failed to load a version tries it again at once when this changes."""
         try:
-            st = os.stat(self.storage.local_path(LIVE_KEY))
-        except OSError:
+            return self.storage.read_bytes(PENDING_KEY)
+        except RegistryError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def live_version(self) -> str | None:
         """The live version, checked to be registered; ``None`` if nothing was promoted yet.

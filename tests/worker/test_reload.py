@@ -299,3 +299,24 @@ def test_the_failing_gauge_holds_when_live_names_the_broken_version_again(
     assert watcher.check_once() is None
     assert _value(metrics, "kestrel_model_reload_failing") == 1
     assert _value(metrics, "kestrel_model_reload_failures_total") == 1  # within its backoff: not tried again
+
+
+def test_a_pointer_copied_or_touched_without_a_promotion_keeps_the_backoff(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    """Found in review of the retry on a new promotion: keyed on the file's inode and time, a
+    LIVE rewritten by a mirror job (or touched) had the broken version retried at every poll."""
+    clock = FakeClock()
+    watcher, _, metrics = _watcher(registry, tiny_model.version, clock)
+    broken = _broken(registry, second_model.path, "20990101T000000Z-broken01")
+    registry.promote(broken, "bad by hand", verify=False)
+    watcher.check_once()
+    live = registry.storage.local_path("LIVE")
+    for _ in range(25):  # 25 s at a poll a second, within the first 30 s backoff
+        copy = live.with_name("LIVE.copy")
+        copy.write_bytes(live.read_bytes())
+        copy.replace(live)  # the same pointer, a new file: what rsync does
+        clock.now += 1
+        watcher.check_once()
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    assert _value(metrics, "kestrel_model_reload_failing") == 1

@@ -101,7 +101,6 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": " "}, {"model_dir": "/m"}, "'' is not host:port"),
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:9092,,b:9092"}, {"model_dir": "/m"}, "'' is not host:port"),
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:9092 b:9092"}, {"model_dir": "/m"}, "'a:9092 b:9092' is not host:port"),
-        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka"}, {"model_dir": "/m"}, "'kafka' is not host:port"),
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:70000"}, {"model_dir": "/m"}, "'kafka:70000' is not host:port"),
         ({"WORKER_KAFKA__GROUP_ID": "kestrel-worker "}, {"model_dir": "/m"}, "leading or trailing spaces"),
         ({"WORKER_KAFKA__GROUP_ID": " "}, {"model_dir": "/m"}, "leading or trailing spaces"),
@@ -161,12 +160,20 @@ def test_client_configurations_hold_every_accepted_setting() -> None:
     assert common_config(KafkaSettings(connect_timeout_ms=5000))["socket.connection.setup.timeout.ms"] == 5000
 
 
-def test_broker_lists_are_normalised() -> None:
+def test_broker_lists_are_normalised_and_every_form_the_clients_take_is_accepted() -> None:
+    """Found in review of the check: it refused forms both clients take (a protocol prefix, no
+    port, an IPv6 zone)."""
     servers = "kafka-0:9092, kafka-1:9092 ,[::1]:9093,10.0.0.5:9094"
-    assert (
-        KafkaSettings(bootstrap_servers=servers).bootstrap_servers
-        == "kafka-0:9092,kafka-1:9092,[::1]:9093,10.0.0.5:9094"
-    )
+    expected = "kafka-0:9092,kafka-1:9092,[::1]:9093,10.0.0.5:9094"
+    assert KafkaSettings(bootstrap_servers=servers).bootstrap_servers == expected
+    for servers in (
+        "kafka",
+        "PLAINTEXT://kafka:9092",
+        "SASL_SSL://b-1.example:9096",
+        "[fe80::1%eth0]:9092",
+        "my_host:1",
+    ):
+        assert KafkaSettings(bootstrap_servers=servers).bootstrap_servers == servers
 
 
 def test_a_ca_file_must_be_a_pem_bundle_used_by_tls(tmp_path: Path, ca_file: Path) -> None:

@@ -44,7 +44,10 @@ class KafkaSecurity(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> KafkaSecurity:
-        """Read ``WORKER_KAFKA__<FIELD>`` variables; ``overrides`` (not ``None``) win.
+        """Read ``WORKER_KAFKA__<FIELD>`` variables; ``overrides`` (not ``None``) win. A
+        ``security_protocol`` override leaves out the variables it does not use (``--security-protocol
+        PLAINTEXT`` in a worker's environment with SASL settings: found in review, refused as
+        inconsistent with no way to unset them).
 
         Raises:
             ValueError: inconsistent or invalid settings (one line, the password never shown).
@@ -55,6 +58,11 @@ class KafkaSecurity(BaseModel):
             raw = env.get(ENV_PREFIX + name.upper())
             if raw:
                 values[name] = raw
+        protocol = overrides.get("security_protocol")
+        if protocol is not None:  # a protocol given here drops the environment's settings it does not use
+            unused = [f for f in FIELDS if f.startswith("sasl_")] if not protocol.startswith("SASL") else []
+            unused += ["ssl_cafile"] if not protocol.endswith("SSL") else []
+            values = {k: v for k, v in values.items() if k not in unused}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

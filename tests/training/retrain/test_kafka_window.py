@@ -180,3 +180,22 @@ def test_the_window_reads_committed_records_only(monkeypatch: pytest.MonkeyPatch
     got = kafka_source.read_recent_events(KafkaWindow("fake:9092", TOPIC, last=5))
     assert len(got.events) == 5
     assert asked["isolation_level"] == "read_committed"
+
+
+def test_a_protocol_option_leaves_out_the_environments_settings_it_does_not_use(ca_file: Path) -> None:
+    env = {
+        "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "WORKER_KAFKA__SASL_MECHANISM": "PLAIN",
+        "WORKER_KAFKA__SASL_USERNAME": "u",
+        "WORKER_KAFKA__SASL_PASSWORD": "p",
+        "WORKER_KAFKA__SSL_CAFILE": str(ca_file),
+    }
+    assert KafkaSecurity.from_env(env, security_protocol="PLAINTEXT").client_config() == {
+        "security_protocol": "PLAINTEXT"
+    }
+    assert KafkaSecurity.from_env(env, security_protocol="SSL").client_config() == {
+        "security_protocol": "SSL",
+        "ssl_cafile": str(ca_file),
+    }
+    with pytest.raises(ValueError, match="set but security_protocol is PLAINTEXT"):
+        KafkaSecurity.from_env({"WORKER_KAFKA__SASL_USERNAME": "u"})  # the environment alone stays checked
