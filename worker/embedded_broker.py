@@ -99,13 +99,16 @@ class EmbeddedBroker:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.own_session
         )
         deadline = time.monotonic() + self.start_timeout_s
-        while not _accepts(self.port):
-            if self._process.poll() is not None:
-                raise BrokerStartError(f"tansu exited with code {self._process.returncode} on port {self.port}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerStartError(f"tansu did not accept connections within {self.start_timeout_s} s")
-            time.sleep(0.05)
+        try:
+            while not _accepts(self.port):
+                if self._process.poll() is not None:
+                    raise BrokerStartError(f"tansu exited with code {self._process.returncode} on port {self.port}")
+                if time.monotonic() > deadline:
+                    raise BrokerStartError(f"tansu did not accept connections within {self.start_timeout_s} s")
+                time.sleep(0.05)
+        except BaseException:  # Ctrl-C included (found in review: it left the broker running, unowned)
+            self.stop()
+            raise
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -155,11 +158,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    process = broker._process
     try:
-        while not stopping["now"] and broker._process is not None and broker._process.poll() is None:
+        while not stopping["now"] and process is not None and process.poll() is None:
             time.sleep(0.2)
     finally:
         broker.stop()
+    if not stopping["now"] and process is not None:  # found in review: a crashed broker exited 0
+        print(f"error: tansu exited with code {process.returncode}", file=sys.stderr)
+        return 1
     return 0
 
 

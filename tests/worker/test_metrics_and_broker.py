@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.embedded_broker import EmbeddedBroker
+from worker import embedded_broker
+from worker.embedded_broker import EmbeddedBroker, free_port
 from worker.errors import BrokerStartError
 from worker.metrics import QUANTILE_REFRESH_S, WorkerMetrics
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rolling_window_keeps_the_last_10000() -> None:
@@ -98,3 +107,70 @@ def test_embedded_broker_refuses_a_port_out_of_range(port: int, capsys: pytest.C
         EmbeddedBroker(port)
     assert main(["--port", str(port)]) == 2
     assert "is not a TCP port" in capsys.readouterr().err
+
+
+def _tansu_on(port: int) -> list[int]:
+    """Pids of live tansu processes listening on ``port``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if cmd[0].endswith(b"tansu") and f"tcp://127.0.0.1:{port}".encode() in cmd and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.kafka
+def test_the_foreground_broker_exits_1_when_tansu_dies() -> None:
+    """Found in review: ``python -m worker.embedded_broker`` exited 0, silently, when the broker
+    crashed, which a supervisor takes for a clean stop."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.embedded_broker", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+        (child,) = _tansu_on(port)
+        os.kill(child, signal.SIGKILL)
+        assert proc.wait(10) == 1
+        assert proc.stderr is not None and "error: tansu exited with code -9" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.kafka
+def test_an_interrupted_start_leaves_no_broker_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: Ctrl-C while the broker started left tansu running in its own session,
+    where nothing would stop it (the demo starts it so)."""
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    calls = []
+
+    def accepts(port: int) -> bool:
+        calls.append(port)
+        if len(calls) > 1:  # the port was free; Ctrl-C while waiting for the broker
+            raise KeyboardInterrupt
+        return False
+
+    monkeypatch.setattr(embedded_broker.subprocess, "Popen", popen)
+    monkeypatch.setattr(embedded_broker, "_accepts", accepts)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            EmbeddedBroker(own_session=True).start()
+        (process,) = started
+        assert process.poll() is not None  # stopped and reaped
+    finally:
+        for leftover in started:
+            if leftover.poll() is None:
+                leftover.kill()
+                leftover.wait()
