@@ -27,6 +27,7 @@ import functools
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -137,7 +138,9 @@ def iter_lines(path: Path, text_columns: Iterable[str] = ()) -> Iterator[SourceL
                     )
                 yield from _iter_jsonl(fh, path)
             else:
-                text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+                # Bytes that are not UTF-8 come through as escapes, and their row is an invalid line
+                # (found in review: one such byte ended the whole read, ``replay --skip-invalid`` too).
+                text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
                 yield from _iter_csv(text, path, keep, "\t" if fmt == "tsv" else ",")
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
@@ -175,6 +178,10 @@ def _check_delimiter(header: list[str], path: Path, delimiter: str) -> None:
     else:
         expected = "expected comma-separated CSV (save it with commas, or tab-separated as .tsv)"
     raise DataError(f"{path}: looks {_DELIMITERS[other]}-delimited (its header is one column, {shown!r}); {expected}")
+
+
+#: What a byte that is not UTF-8 decodes to with ``errors="surrogateescape"`` (UTF-8 text never holds it).
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
 class _RowLines:
@@ -225,6 +232,8 @@ def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> 
         if not header:
             raise DataError(f"{path}: empty file (a CSV needs a header row)")
         _check_closed(lines, path, 1, delimiter)
+        if _ESCAPED.search("".join(lines.row)):
+            raise DataError(f"{path}:1: the header is not UTF-8")
         header = [h.strip() for h in header]
         _check_delimiter(header, path, delimiter)
         dupes = sorted({h for h in header if header.count(h) > 1})
@@ -237,8 +246,12 @@ def _iter_csv(fh: IO[str], path: Path, keep: set[str], delimiter: str = ",") -> 
         for row in reader:
             at, line_no = line_no, reader.line_num + 1
             _check_closed(lines, path, at, delimiter)
+            escaped = _ESCAPED.search(lines.row[0] if len(lines.row) == 1 else "".join(lines.row))
             lines.row = []
             if not row:
+                continue
+            if escaped is not None:
+                yield SourceLine(at, None, error=f"{path}:{at}: not UTF-8")
                 continue
             if len(row) != len(header):
                 yield SourceLine(at, None, error=f"{path}:{at}: expected {len(header)} cells, found {len(row)}")

@@ -47,6 +47,19 @@ class Publisher(Protocol):
     def flush(self, timeout_s: float) -> None: ...
 
 
+class ReplayStoppedError(DataError):
+    """The replay stopped before the file's end (Ctrl-C, or the file could not be read further):
+    ``published`` events were sent before it, all acknowledged when ``acknowledged`` (found in
+    review: only "interrupted" was said, and a backfill could not tell where to resume)."""
+
+    def __init__(self, message: str, published: int, acknowledged: bool, line_no: int | None) -> None:
+        """``line_no``: the last line published or skipped (``None``: none was)."""
+        super().__init__(message)
+        self.published = published
+        self.acknowledged = acknowledged
+        self.line_no = line_no
+
+
 class InvalidLineError(DataError):
     """A line of the replayed file is invalid; ``published`` events before it were acknowledged."""
 
@@ -132,38 +145,56 @@ def replay(
 
     Raises:
         InvalidLineError: an invalid line without ``skip_invalid`` (after flushing those before it).
+        ReplayStoppedError: Ctrl-C, or the file could not be read further (after flushing what was sent).
         PublishError: some events were not acknowledged.
     """
     prefix = options.id_prefix or uuid.uuid4().hex[:8]
     start = time.perf_counter()
-    published, skipped_count = 0, 0
+    published, skipped_count, done = 0, 0, None  # done: the last line published or skipped
     skipped: list[str] = []
-    for line in lines:
-        if options.limit is not None and published >= options.limit:
-            break
-        if line.record is None:
-            error: str | None = line.error or f"line {line.line_no}: invalid"
-        else:
-            if options.rate > 0:
-                delay = start + published / options.rate - time.perf_counter()
-                if delay > 0:
-                    sleep(delay)
-            error = _publish(line.record, line, publisher, options, f"{prefix}-{published}", clock(), published)
-        if error is not None:
-            if not options.skip_invalid:
+    try:
+        for line in lines:
+            if options.limit is not None and published >= options.limit:
+                break
+            if line.record is None:
+                error: str | None = line.error or f"line {line.line_no}: invalid"
+            else:
+                if options.rate > 0:
+                    delay = start + published / options.rate - time.perf_counter()
+                    if delay > 0:
+                        sleep(delay)
+                error = _publish(line.record, line, publisher, options, f"{prefix}-{published}", clock(), published)
+            if error is not None:
+                if not options.skip_invalid:
+                    publisher.flush(60.0)
+                    raise InvalidLineError(error, line.line_no, published)
+                skipped_count += 1
+                if len(skipped) < SHOW_SKIPPED:
+                    skipped.append(error)
+                done = line.line_no
+                continue
+            published, done = published + 1, line.line_no
+            if published % FLUSH_EVERY == 0:
                 publisher.flush(60.0)
-                raise InvalidLineError(error, line.line_no, published)
-            skipped_count += 1
-            if len(skipped) < SHOW_SKIPPED:
-                skipped.append(error)
-            continue
-        published += 1
-        if published % FLUSH_EVERY == 0:
-            publisher.flush(60.0)
-            if on_progress is not None:
-                on_progress(published)
+                if on_progress is not None:
+                    on_progress(published)
+    except InvalidLineError:
+        raise
+    except (KeyboardInterrupt, DataError) as exc:  # Ctrl-C, or the file cannot be read further
+        acknowledged = _flushed(publisher, 10.0 if isinstance(exc, KeyboardInterrupt) else 60.0)
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        raise ReplayStoppedError(what, published, acknowledged, done) from exc
     publisher.flush(60.0)
     return ReplaySummary(published, time.perf_counter() - start, tuple(skipped), skipped_count)
+
+
+def _flushed(publisher: Publisher, timeout_s: float) -> bool:
+    """Whether every event sent so far was acknowledged within ``timeout_s``."""
+    try:
+        publisher.flush(timeout_s)
+    except (PublishError, KeyboardInterrupt):
+        return False
+    return True
 
 
 def _publish(
@@ -302,6 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}; {exc.published} events were published before it (--skip-invalid skips such lines)",
               file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
+    except ReplayStoppedError as exc:
+        sent = f"{exc.published} events were published before it" + (
+            " (all acknowledged)" if exc.acknowledged else " (not all acknowledged)"
+        )
+        where = f"; every line up to {exc.line_no} was handled" if exc.line_no is not None else ""
+        print(f"error: {exc}; {sent}{where}", file=sys.stderr)
+        return 130 if isinstance(exc.__cause__, KeyboardInterrupt) else EXIT_FAILED
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

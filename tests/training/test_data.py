@@ -141,7 +141,10 @@ def test_corrupt_gzip_is_a_data_error(tmp_path: Path) -> None:
 def test_non_utf8_is_a_data_error(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes(b"a,b\n\xff\xfe,1\n")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"d.csv:2: not UTF-8"):  # the row named, not only the file
+        load_records(path)
+    path.write_bytes(b"a,\xe9\n1,1\n")
+    with pytest.raises(DataError, match=r"d.csv:1: the header is not UTF-8"):
         load_records(path)
 
 

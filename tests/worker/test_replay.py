@@ -311,3 +311,61 @@ def test_the_connection_comes_from_the_workers_kafka_variables(tmp_path: Path, m
     assert main([str(path), "--topic", "t", "--bootstrap-servers", "other:9093"]) == 0
     expected = [("kafka-0:9093", "SSL"), ("other:9093", "SSL")]
     assert [(s.bootstrap_servers, s.security_protocol) for s in seen] == expected
+
+
+def _fake_publisher(monkeypatch: pytest.MonkeyPatch, interrupt_at: int | None = None) -> list[FakePublisher]:
+    made: list[FakePublisher] = []
+
+    class Publisher(FakePublisher):
+        def __init__(self, settings: KafkaSettings) -> None:
+            super().__init__()
+            made.append(self)
+
+        def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+            if interrupt_at is not None and len(self.sent) == interrupt_at:
+                raise KeyboardInterrupt  # Ctrl-C while the replay runs
+            super().send(topic, value, key, headers)
+
+        def close(self, timeout_s: float) -> None:
+            pass
+
+    monkeypatch.setattr("worker.kafka_publisher.KafkaPublisher", Publisher)
+    monkeypatch.setattr("worker.topic_tools.existing_topics", lambda settings: {"t"})
+    return made
+
+
+def test_a_stopped_replay_says_how_many_events_were_published_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: Ctrl-C printed only "interrupted", and a file cut short only its read
+    error, so a backfill could not tell where to resume."""
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"".join(b'{"a": %d}\n' % i for i in range(5)))
+    _fake_publisher(monkeypatch, interrupt_at=3)
+    assert main([str(path), "--topic", "t"]) == 130
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "error: interrupted; 3 events were published before it (all acknowledged); every line up to 3 was handled\n"
+    )
+    cut = tmp_path / "e.jsonl.gz"
+    blob = gzip.compress(b"".join(b'{"a": %d, "pad": "%s"}\n' % (i, b"x" * 50) for i in range(20_000)))
+    cut.write_bytes(blob[: len(blob) // 2])  # a copy cut short
+    made = _fake_publisher(monkeypatch)
+    assert main([str(cut), "--topic", "t"]) == 1
+    err = capsys.readouterr().err
+    assert f"; {len(made[0].sent)} events were published before it (all acknowledged)" in err
+    assert err.startswith("error: cannot read") and len(made[0].sent) > 0
+
+
+def test_skip_invalid_skips_a_csv_row_that_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: one byte that is not UTF-8 in a CSV ended the whole replay as a file error."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(b"a,b\n1,2\n\xe9t\xe9,3\n4,5\n")
+    made = _fake_publisher(monkeypatch)
+    assert main([str(path), "--topic", "t", "--skip-invalid"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["published"] == 2 and json.loads(out.out)["skipped"] == 1
+    assert "e.csv:3: not UTF-8" in out.err and len(made[0].sent) == 2
