@@ -27,6 +27,9 @@ class Tally:
     flagged_anomalous: int = 0
     latencies_s: list[float] = field(default_factory=list)
     flagged_ids: set[str] = field(default_factory=set)
+    #: Anomaly records of an event already counted (at-least-once: the worker scores an event again
+    #: after a restart or a rebalance, and publishes its record again).
+    repeated_records: int = 0
 
     def count_sent(self, event: dict[str, Any]) -> None:
         if str(event.get(self.label_field)) == self.normal_value:
@@ -40,6 +43,7 @@ class Tally:
             return None
         record = orjson.loads(value)
         if record["event_id"] in self.flagged_ids:
+            self.repeated_records += 1
             return None
         self.flagged_ids.add(record["event_id"])
         if str(record["event"].get(self.label_field)) == self.normal_value:
@@ -54,6 +58,11 @@ class Tally:
     @property
     def flagged(self) -> int:
         return self.flagged_normal + self.flagged_anomalous
+
+    @property
+    def records(self) -> int:
+        """Anomaly records received, repeated ones included (what the worker's counter counts)."""
+        return self.flagged + self.repeated_records
 
     def summary(self) -> dict[str, Any]:
         precision = self.flagged_anomalous / self.flagged if self.flagged else 0.0

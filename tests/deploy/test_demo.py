@@ -120,3 +120,38 @@ def test_demo_names_the_failing_step(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "error: step 1" in done.stderr or "error: training failed" in done.stderr
     assert "missing.csv" in done.stderr
+
+
+def test_watch_ends_when_the_worker_publishes_an_anomaly_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the worker is at-least-once and counts an event scored again each time,
+    while the tally counts an event once; the demo waited to its timeout (600 s) and failed."""
+    import argparse  # noqa: PLC0415
+
+    import orjson  # noqa: PLC0415
+
+    from deploy.demo import run as demo  # noqa: PLC0415
+    from deploy.demo.tally import Tally  # noqa: PLC0415
+    from worker.record_format import TailRecord  # noqa: PLC0415
+
+    record = orjson.dumps({"event_id": "demo-0", "score": 9.0, "threshold": 1.0, "p_value": 0.001,
+                           "event": {"label": "neptune", "ts": 1.0}, "explanation": {"text": "x"}})  # fmt: skip
+
+    class Tail:
+        def __init__(self, *args: object) -> None:
+            self.batches = [[TailRecord(0, 0, 2000, record)], [TailRecord(0, 1, 2000, record)]]
+
+        def poll(self, timeout_ms: int = 200) -> list[TailRecord]:
+            return self.batches.pop(0) if self.batches else []
+
+        def close(self) -> None:
+            pass
+
+    def send_events(args: object, bootstrap: str, tally: Tally, failure: object, stop: object) -> None:
+        tally.sent_anomalous += 1  # one attack sent, which the worker scored twice
+
+    monkeypatch.setattr(demo, "TopicTail", Tail)
+    monkeypatch.setattr(demo, "send_events", send_events)
+    monkeypatch.setattr(demo, "read_metrics", lambda port: {'kestrel_events_total{outcome="anomaly"}': 2.0})
+    tally = Tally("label", "normal")
+    demo.watch(argparse.Namespace(topic="t", show=0, metrics_port=1, timeout=5.0), "x", tally)
+    assert (tally.flagged, tally.repeated_records, tally.records) == (1, 1, 2)
