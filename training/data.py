@@ -41,13 +41,27 @@ def split_by_truth(records: Sequence[Record], truth_column: str, normal_value: s
     """Strip the truth column; return records and ``is_anomaly`` flags (value != normal_value).
 
     The truth value is compared as a string, so ``--normal-value 0`` matches a numeric 0 too.
+
+    Raises:
+        DataError: rows without a truth value (empty, null or missing): neither normal nor
+            anomalous (found in review: counted as anomalies without a word, and left out of training).
     """
     out: list[Record] = []
     flags: list[bool] = []
-    for record in records:
-        truth = record.get(truth_column)
-        flags.append(as_text(truth) != normal_value)
+    unlabelled: list[int] = []
+    for number, record in enumerate(records, start=1):
+        truth = as_text(record.get(truth_column))
+        if not truth.strip():
+            unlabelled.append(number)
+        flags.append(truth != normal_value)
         out.append({k: v for k, v in record.items() if k != truth_column})
+    if unlabelled:
+        shown = ", ".join(map(str, unlabelled[:5])) + (" ..." if len(unlabelled) > 5 else "")
+        raise DataError(
+            f"{len(unlabelled)} {'row has' if len(unlabelled) == 1 else 'rows have'} no {truth_column!r} value"
+            f" (data row{'s' if len(unlabelled) > 1 else ''} {shown}): a row without a truth"
+            " value is neither normal nor anomalous; fill it in or leave those rows out"
+        )
     return out, flags
 
 

@@ -40,6 +40,11 @@ class FitResult:
     history: TrainingHistory
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The normals calibrated on (indices into the fit's records) and their scores, each from a
+    #: model that did not train on it: the final model on the held-out path, a fold model when
+    #: cross-fitted. ``fit --report`` evaluates on them.
+    calibration_rows: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    calibration_scores: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
 
 def split_calibration(
@@ -128,6 +133,7 @@ def _fit(
             records, labels, folds, spec, config, from_unseen, trains
         )
         method = f"cross-fitted ({folds} folds over all {len(records)} normals)"
+        cal_rows = np.arange(len(records), dtype=np.int64)
     else:
         from_unseen = scale_from_unseen(labels, [train_idx], config)
         model = train_model(
@@ -142,6 +148,7 @@ def _fit(
             model.take(choice)
             cal_scores, score_terms = terms.normals.score(choice.embedding_weight, choice.gauss_weight), choice.evidence
         method = f"held out ({len(cal_idx)} normals)"
+        cal_rows = cal_idx
     threshold, warnings = calibrate_threshold(cal_scores, config.target_fpr)
     scorer = build_scorer(
         model.centroids, model.radius, model.class_names, cal_scores, threshold, model.input_neighbours
@@ -173,7 +180,7 @@ def _fit(
             "config": config.model_dump(mode="json"),
         },
     }
-    return FitResult(detector, model.history, warnings, metadata)
+    return FitResult(detector, model.history, warnings, metadata, cal_rows, np.asarray(cal_scores, dtype=np.float64))
 
 
 def _check_trainable(trains: NDArray[np.bool_], train_idx: NDArray[np.int64], fold: NDArray[np.intp] | None) -> None:

@@ -69,6 +69,9 @@ def test_calibration_scores_are_the_scores_of_held_out_normals(nsl: tuple[FitRes
     # digits depend on the CPU's BLAS kernels (bit-equal to 1e-6 on AVX-512 Intel, 2e-5 on AMD EPYC);
     # other rows would differ in the first digits.
     np.testing.assert_allclose(np.sort(rescored), result.detector.scorer.calibration_scores, rtol=1e-4)
+    # ... and the fit says which rows they are, with their scores in that order (``fit --report``).
+    np.testing.assert_array_equal(result.calibration_rows, cal_idx)
+    np.testing.assert_allclose(result.calibration_scores, rescored, rtol=1e-4)
 
 
 def test_attacks_score_higher_than_held_out_normals(nsl: tuple[FitResult, Any, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from detector.artifact import check_artifact_target
@@ -202,10 +203,19 @@ def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
     }
     summary.pop("config", None)
     if report is not None:
-        groups = ["anomalous" if f else "normal" for f in flags]
+        # The normals the fit calibrated on, each scored by a model that did not train on it, and
+        # every anomalous row (found in review: every row was scored, the training normals too,
+        # at distance 0 from themselves: AUROC 1.0 on a model that had learnt little).
+        held_out = [normals[i] for i in result.calibration_rows.tolist()]
+        anomalous = [r for r, f in zip(rows, flags, strict=True) if f]
+        eval_flags = [False] * len(held_out) + [True] * len(anomalous)
+        groups = ["anomalous" if f else "normal" for f in eval_flags]
         if heartbeat is not None:
-            heartbeat.stage = f"evaluating on {len(rows)} rows"
-        summary["evaluation"] = _evaluate_and_report(result.detector, rows, flags, groups, report, args.data)
+            heartbeat.stage = f"evaluating on {len(eval_flags)} rows"
+        summary["evaluation"] = _evaluate_and_report(
+            result.detector, held_out + anomalous, eval_flags, groups, report, args.data, result.calibration_scores
+        )
+        summary["evaluation"]["normals_from"] = result.metadata["calibration"]["method"]
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -285,10 +295,16 @@ def check_report_target(report: Path | None, model_dir: Path | None = None) -> N
     the model directory one the same command then refused to replace).
 
     Raises:
-        UsageError: ``report`` is an existing file or lies under one, or is ``model_dir`` or inside it.
+        UsageError: ``report`` is an existing file or lies under one, or is ``model_dir`` or inside it,
+            or matplotlib cannot start (an ``MPLBACKEND`` it does not know: found in review, a
+            traceback after training, with the model written).
     """
     if report is None:
         return
+    try:
+        import training.evaluation.report  # noqa: F401, PLC0415 - matplotlib only with --report
+    except ValueError as exc:
+        raise UsageError(f"--report: matplotlib cannot start ({exc}); unset or correct MPLBACKEND") from exc
     existing = next((p for p in (report, *report.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == report else f"lies under a file, {existing}"
@@ -323,14 +339,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_and_report(
-    detector: Detector, rows: list[Record], flags: list[bool], groups: list[str], report: Path | None, path: Path
+    detector: Detector,
+    rows: list[Record],
+    flags: list[bool],
+    groups: list[str],
+    report: Path | None,
+    path: Path,
+    first_scores: NDArray[np.float64] | None = None,
 ) -> dict[str, Any]:
-    """Score labelled rows, compute metrics (grouped by ``groups``) and optionally write the HTML report."""
+    """Score labelled rows, compute metrics (grouped by ``groups``) and optionally write the HTML
+    report. ``first_scores``: the scores of the first rows, as known already (out of fold)."""
     features = _transform_or_explain(detector, rows, path)
     embeddings = detector.embed(features)
-    scored = detector.scorer.score(embeddings, features)
+    score = detector.scorer.score(embeddings, features).score
+    if first_scores is not None:
+        score = score.copy()
+        score[: len(first_scores)] = first_scores
     is_anomaly = np.asarray(flags, dtype=bool)
-    result = evaluate(scored.score, is_anomaly, detector.threshold, groups=groups)
+    result = evaluate(score, is_anomaly, detector.threshold, groups=groups)
     if report is not None:
         from training.evaluation.report import write_report  # noqa: PLC0415 - matplotlib only with --report
 
@@ -339,7 +365,7 @@ def _evaluate_and_report(
         write_report(
             report,
             result,
-            scored.score,
+            score,
             is_anomaly,
             detector.threshold,
             embeddings=embeddings,

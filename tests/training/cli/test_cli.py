@@ -334,3 +334,49 @@ def test_evaluate_refuses_a_report_inside_the_model_directory(
     argv = ["evaluate", str(model), str(sample), *LABELS, "--report", str(model / "report")]
     expect_error(capsys, argv, "is inside the model directory", code=2)
     assert not (model / "report").exists()
+
+
+def test_fit_report_evaluates_normals_no_model_trained_on(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    """Found in review: ``fit --report`` scored every row, the training normals too (each at
+    distance 0 from itself as an input reference point): AUROC 1.0 and FPR 0 in-sample."""
+    argv = ["fit", str(sample), "--out", str(tmp_path / "m"), *LABELS, *FIT_OPTIONS]  # few normals: cross-fitted
+    assert main([*argv, "--report", str(tmp_path / "r")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    evaluation = summary["evaluation"]
+    assert evaluation["n_normal"] == summary["calibration"]["n_calibration"]
+    assert evaluation["normals_from"] == summary["calibration"]["method"]
+    normal = next(g for g in evaluation["per_group"] if g["group"] == "normal")
+    assert normal["mean_score"] > 0
+    realised = json.loads((tmp_path / "r" / "metrics.json").read_text())["false_positive_rate"]
+    assert 0 < realised < 0.2  # the calibration normals at their own threshold: about the 5% target
+
+
+def test_rows_without_a_truth_value_are_refused_not_counted_as_anomalies(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Found in review: an empty truth cell was an anomaly (the group "None") in ``evaluate``, and
+    left out of training without a word in ``fit``."""
+    data = write_sample(tmp_path / "blank.csv")
+    lines = data.read_text().splitlines()
+    header = lines[0].split(",")
+    for row in (3, 7):
+        cells = lines[row].split(",")
+        cells[header.index("label")] = ""
+        lines[row] = ",".join(cells)
+    data.write_text("\n".join(lines) + "\n")
+    fit = ["fit", str(data), "--out", str(tmp_path / "m"), *LABELS, *FIT_OPTIONS]
+    expect_error(capsys, fit, "2 rows have no 'label' value (data rows 3, 7)")
+
+
+def test_a_report_with_an_mplbackend_matplotlib_refuses_is_a_usage_error_before_training(tmp_path: Path) -> None:
+    """Found in review: ``MPLBACKEND=gtk2`` (a stale value) made matplotlib's import raise after
+    training, with the model written: a traceback instead of a one-line error."""
+    argv = ["fit", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "m"), *LABELS, "--report", str(tmp_path / "r")]
+    env = {**os.environ, "MPLBACKEND": "gtk2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "training", *argv], check=False, capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: --report: matplotlib cannot start" in result.stderr and "Traceback" not in result.stderr
