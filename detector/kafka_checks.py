@@ -10,8 +10,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-#: A port at the end of a broker entry (``host:9092``, ``[::1]:9092``, ``SASL_SSL://host:9096``).
-_PORT = re.compile(r"(?:^|[^:]):([0-9]+)$")
+#: A broker entry both clients take: an optional ``PROTOCOL://``, then ``host`` or ``[ipv6]`` (a zone
+#: allowed), then an optional ``:port`` (9092 to both clients when left out); or a bare IPv6 address.
+_ENTRY = re.compile(
+    r"(?:[A-Za-z_]+://)?(?:(\[[0-9A-Fa-f:.]+(?:%[^\]\s]+)?\]|[^\s,:/\[\]]+)(?::([0-9]{1,5}))?|([0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*))"
+)
 
 
 def normalised_servers(value: str) -> str:
@@ -23,12 +26,13 @@ def normalised_servers(value: str) -> str:
     Raises:
         ValueError: an empty entry (a trailing or doubled comma: kafka-python would try a host
             named ``''``, librdkafka drops it), one with a space inside (brokers separated by
-            spaces), or a port outside 1-65535.
+            spaces), a port that is not a number from 1 to 65535, or no host.
     """
     entries = [entry.strip() for entry in value.split(",")]
     for entry in entries:
-        port = _PORT.search(entry)
-        if not entry or any(c.isspace() for c in entry) or (port is not None and not 0 < int(port.group(1)) <= 65535):
+        match = _ENTRY.fullmatch(entry)
+        port = None if match is None else match.group(2)
+        if match is None or (port is not None and not 0 < int(port) <= 65535):
             raise ValueError(f"bootstrap_servers {value!r}: {entry!r} is not host:port (entries separated by commas)")
     return ",".join(entries)
 

@@ -101,6 +101,10 @@ class WorkerMetrics:
         self.client_rebuilds = Counter(
             "kestrel_kafka_client_rebuilds", "Kafka clients closed and rebuilt after failures.", ["client"], registry=r
         )
+        # The worker's registry is its own (no process collector): when this process started, for the
+        # alert that counts a restarted worker's anomaly counter whole.
+        self.start_time = Gauge("kestrel_start_time_seconds", "Unix time the worker process started.", registry=r)
+        self.start_time.set(time.time())
         self.build_info = Gauge(
             "kestrel_build_info", "1, labelled with the Kafka client and its checksum implementation.",
             ["kafka_client", "crc32c"], registry=r,

@@ -102,6 +102,13 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:9092,,b:9092"}, {"model_dir": "/m"}, "'' is not host:port"),
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "a:9092 b:9092"}, {"model_dir": "/m"}, "'a:9092 b:9092' is not host:port"),
         ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:70000"}, {"model_dir": "/m"}, "'kafka:70000' is not host:port"),
+        # Found in review of the relaxed check: a port that is not a number passed, then crashed kafka-python.
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:9O92"}, {"model_dir": "/m"}, "'kafka:9O92' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:"}, {"model_dir": "/m"}, "'kafka:' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "[::1]:x"}, {"model_dir": "/m"}, "'[::1]:x' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "PLAINTEXT://"}, {"model_dir": "/m"}, "'PLAINTEXT://' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": "kafka:-1"}, {"model_dir": "/m"}, "'kafka:-1' is not host:port"),
+        ({"WORKER_KAFKA__BOOTSTRAP_SERVERS": ":9092"}, {"model_dir": "/m"}, "':9092' is not host:port"),
         ({"WORKER_KAFKA__GROUP_ID": "kestrel-worker "}, {"model_dir": "/m"}, "leading or trailing spaces"),
         ({"WORKER_KAFKA__GROUP_ID": " "}, {"model_dir": "/m"}, "leading or trailing spaces"),
         ({"WORKER_SHUTDOWN_TIMEOUT_S": "1e10"}, {"model_dir": "/m"}, "shutdown_timeout_s"),

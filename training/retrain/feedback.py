@@ -27,7 +27,7 @@ from detector.errors import DataError
 from detector.schema import FeatureSpec
 from training.retrain.data import valid_rows
 from training.retrain.kafka_source import KafkaWindow, read_recent_events
-from training.retrain.verdicts import Verdict, latest_verdicts, read_verdict_file, verdict_from
+from training.retrain.verdicts import Verdict, json_lines, latest_verdicts, read_verdict_file, verdict_from
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _topic_values(topic: str, window: KafkaWindow | None, *, whole_topic: bool) 
 
 def _jsonl_objects(path: Path) -> list[Mapping[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = json_lines(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read anomaly records {path}: {exc}") from exc
     out: list[Mapping[str, Any]] = []

@@ -245,3 +245,17 @@ def test_records_and_verdicts_nested_deeper_than_the_parser_reads_are_skipped_or
     assert read_verdict_file(verdicts) == []  # a line that is not JSON to the parser: skipped, as a torn one
     with pytest.raises(DataError, match="not JSON"):
         parse_verdicts(verdicts.read_text(), "f")
+
+
+def test_line_separators_inside_json_strings_do_not_cut_records(tmp_path: Path) -> None:
+    """Found in review: ``str.splitlines`` also cuts at U+2028, U+2029 and U+0085, which JSON
+    writers (orjson, the worker's records) put raw inside strings: a record was "not JSON" and
+    stopped the retrain; a verdict was skipped as a torn line."""
+    records = tmp_path / "records.jsonl"
+    record = {"event_id": "e-1", "event": {"event_id": "e-1", "note": "a\u2028b\u2029c\u0085d"}}
+    records.write_text(json.dumps(record, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert read_record_events(FeedbackOptions(record_files=(records,)), None) == {"e-1": record["event"]}
+    verdicts = tmp_path / "verdicts.jsonl"
+    verdict = {"event_id": "e-1", "verdict": "confirmed", "by": "a", "note": "x\u2028y"}
+    verdicts.write_text(json.dumps(verdict, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [v.note for v in read_verdict_file(verdicts)] == ["x\u2028y"]
