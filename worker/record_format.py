@@ -101,8 +101,21 @@ def _format_line(record: TailRecord) -> str:
     if parsed is not None and {"event_id", "score", "p_value"} <= parsed.keys():
         return f"{where} {format_anomaly(parsed)}"
     key = "" if record.key is None else f" key={_text(record.key, 60)}"
-    body = orjson.dumps(parsed).decode() if parsed is not None else _text(record.value)
+    body = _text(record.value) if parsed is None else _compact(parsed, record.value or b"")
     return f"{where}{key} {body}"
+
+
+def _compact(parsed: dict[str, Any], raw: bytes) -> str:
+    """A JSON object as compact JSON; as received (line breaks as spaces) where orjson would write
+    it differently: nested deeper than it writes, or a top-level integer beyond 64 bits that its
+    parse holds as a float (found in review: a traceback, and a rounded id)."""
+    wide = any(type(v) is float and v.is_integer() and not -(2.0**63) < v < 2.0**64 for v in parsed.values())
+    if not wide:
+        try:
+            return orjson.dumps(parsed).decode()
+        except orjson.JSONEncodeError:
+            pass
+    return raw.replace(b"\n", b" ").replace(b"\r", b" ").strip().decode("utf-8", "backslashreplace")
 
 
 def _escape_controls(text: str) -> str:

@@ -178,13 +178,13 @@ def replay(
                 publisher.flush(60.0)
                 if on_progress is not None:
                     on_progress(published)
+        publisher.flush(60.0)  # inside: a Ctrl-C while the last events are acknowledged says so too
     except InvalidLineError:
         raise
     except (KeyboardInterrupt, DataError) as exc:  # Ctrl-C, or the file cannot be read further
         acknowledged = _flushed(publisher, 10.0 if isinstance(exc, KeyboardInterrupt) else 60.0)
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         raise ReplayStoppedError(what, published, acknowledged, done) from exc
-    publisher.flush(60.0)
     return ReplaySummary(published, time.perf_counter() - start, tuple(skipped), skipped_count)
 
 

@@ -369,3 +369,26 @@ def test_skip_invalid_skips_a_csv_row_that_is_not_utf8(
     out = capsys.readouterr()
     assert json.loads(out.out)["published"] == 2 and json.loads(out.out)["skipped"] == 1
     assert "e.csv:3: not UTF-8" in out.err and len(made[0].sent) == 2
+
+
+def test_ctrl_c_while_the_last_events_are_acknowledged_says_how_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: the final flush (up to 60 s on a slow broker) was outside the count."""
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"".join(b'{"a": %d}\n' % i for i in range(5)))
+    _fake_publisher(monkeypatch)
+    calls = []
+
+    def flush(self: FakePublisher, timeout_s: float) -> None:
+        calls.append(timeout_s)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(FakePublisher, "flush", flush)
+    assert main([str(path), "--topic", "t"]) == 130
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "error: interrupted; 5 events were published before it (all acknowledged); every line up to 5 was handled\n"
+    )

@@ -216,3 +216,13 @@ def test_a_reader_that_goes_away_stops_tail_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(30) == 0 and first.startswith(b"0@") and "Traceback" not in err, err
     assert err.endswith(" records\n")
+
+
+def test_a_value_orjson_cannot_write_back_is_shown_as_received() -> None:
+    """Found in review: a value nested deeper than orjson writes stopped tail with a traceback,
+    and an integer beyond 64 bits was shown rounded."""
+    deep = b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"
+    assert format_line(TailRecord(0, 1, 0, deep)) == "0@1 " + deep.decode()
+    wide = b'{"event_id": 83962606556023347568268327321612582954,\n "a": 1}'
+    assert format_line(TailRecord(0, 2, 0, wide)) == '0@2 {"event_id": 83962606556023347568268327321612582954,  "a": 1}'
+    assert format_line(TailRecord(0, 3, 0, b'{"a": 1}')) == '0@3 {"a":1}'
