@@ -37,10 +37,15 @@ def require_columns(records: Sequence[Record], columns: Iterable[str | None], pa
             raise DataError(f"{path}: no column {column!r} ({hint}columns include: {listed})")
 
 
-def split_by_truth(records: Sequence[Record], truth_column: str, normal_value: str) -> tuple[list[Record], list[bool]]:
+def split_by_truth(
+    records: Sequence[Record], truth_column: str, normal_value: str, *, missing_is_anomalous: bool = False
+) -> tuple[list[Record], list[bool]]:
     """Strip the truth column; return records and ``is_anomaly`` flags (value != normal_value).
 
     The truth value is compared as a string, so ``--normal-value 0`` matches a numeric 0 too.
+
+    ``missing_is_anomalous``: a row without a truth value is anomalous (a file of anomalies whose
+    truth column marks only some rows normal); otherwise such rows are refused.
 
     Raises:
         DataError: rows without a truth value (empty, null or missing): neither normal nor
@@ -51,7 +56,7 @@ def split_by_truth(records: Sequence[Record], truth_column: str, normal_value: s
     unlabelled: list[int] = []
     for number, record in enumerate(records, start=1):
         truth = as_text(record.get(truth_column))
-        if not truth.strip():
+        if not truth.strip() and not missing_is_anomalous:
             unlabelled.append(number)
         flags.append(truth != normal_value)
         out.append({k: v for k, v in record.items() if k != truth_column})

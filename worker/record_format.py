@@ -105,12 +105,27 @@ def _format_line(record: TailRecord) -> str:
     return f"{where}{key} {body}"
 
 
+def _any_wide(value: Any) -> bool:
+    """Whether ``value`` holds, at any depth, a float that may have been an integer beyond 64 bits
+    (depth-first with a stack: a value may be nested 1,024 levels deep)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if item.is_integer() and not -(2.0**63) < item < 2.0**64:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _compact(parsed: dict[str, Any], raw: bytes) -> str:
     """A JSON object as compact JSON; as received (line breaks as spaces) where orjson would write
     it differently: nested deeper than it writes, or a top-level integer beyond 64 bits that its
     parse holds as a float (found in review: a traceback, and a rounded id)."""
-    wide = any(type(v) is float and v.is_integer() and not -(2.0**63) < v < 2.0**64 for v in parsed.values())
-    if not wide:
+    if not _any_wide(parsed):
         try:
             return orjson.dumps(parsed).decode()
         except orjson.JSONEncodeError:

@@ -226,3 +226,5 @@ def test_a_value_orjson_cannot_write_back_is_shown_as_received() -> None:
     wide = b'{"event_id": 83962606556023347568268327321612582954,\n "a": 1}'
     assert format_line(TailRecord(0, 2, 0, wide)) == '0@2 {"event_id": 83962606556023347568268327321612582954,  "a": 1}'
     assert format_line(TailRecord(0, 3, 0, b'{"a": 1}')) == '0@3 {"a":1}'
+    nested = b'{"event": {"ids": [1, 123456789012345678901234567890]}}'
+    assert format_line(TailRecord(0, 4, 0, nested)) == "0@4 " + nested.decode()

@@ -212,10 +212,24 @@ def _fit(args: argparse.Namespace, heartbeat: Heartbeat | None) -> int:
         groups = ["anomalous" if f else "normal" for f in eval_flags]
         if heartbeat is not None:
             heartbeat.stage = f"evaluating on {len(eval_flags)} rows"
-        summary["evaluation"] = _evaluate_and_report(
-            result.detector, held_out + anomalous, eval_flags, groups, report, args.data, result.calibration_scores
+        method = result.metadata["calibration"]["method"]
+        note = (
+            "The normals shown are rows this encoder trained on (cross-fitted: every normal trains the final"
+            " model); their scores above come from the fold models that did not."
+            if method.startswith("cross-fitted")
+            else "The normals shown were held out of training."
         )
-        summary["evaluation"]["normals_from"] = result.metadata["calibration"]["method"]
+        summary["evaluation"] = _evaluate_and_report(
+            result.detector,
+            held_out + anomalous,
+            eval_flags,
+            groups,
+            report,
+            args.data,
+            result.calibration_scores,
+            note,
+        )
+        summary["evaluation"]["normals_from"] = method
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -289,6 +303,19 @@ def _without_prefix(exc: Exception) -> str:
     return text.split(": ", 1)[1] if text.startswith("record ") else text
 
 
+def check_plotting(what: str) -> None:
+    """Import the report's plotting (matplotlib) now, before any work.
+
+    Raises:
+        UsageError: matplotlib cannot start (an ``MPLBACKEND`` it does not know: found in review, a
+            traceback after training, with the model written or promoted).
+    """
+    try:
+        import training.evaluation.report  # noqa: F401, PLC0415 - matplotlib only when a report is written
+    except ValueError as exc:
+        raise UsageError(f"{what}: matplotlib cannot start ({exc}); unset or correct MPLBACKEND") from exc
+
+
 def check_report_target(report: Path | None, model_dir: Path | None = None) -> None:
     """Refuse a ``--report`` that cannot hold the report, before any work (found in review: a file
     there failed only after training, with the model already written; one inside ``--out`` made
@@ -296,15 +323,11 @@ def check_report_target(report: Path | None, model_dir: Path | None = None) -> N
 
     Raises:
         UsageError: ``report`` is an existing file or lies under one, or is ``model_dir`` or inside it,
-            or matplotlib cannot start (an ``MPLBACKEND`` it does not know: found in review, a
-            traceback after training, with the model written).
+            or matplotlib cannot start (:func:`check_plotting`).
     """
     if report is None:
         return
-    try:
-        import training.evaluation.report  # noqa: F401, PLC0415 - matplotlib only with --report
-    except ValueError as exc:
-        raise UsageError(f"--report: matplotlib cannot start ({exc}); unset or correct MPLBACKEND") from exc
+    check_plotting("--report")
     existing = next((p for p in (report, *report.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         where = "is a file" if existing == report else f"lies under a file, {existing}"
@@ -346,6 +369,7 @@ def _evaluate_and_report(
     report: Path | None,
     path: Path,
     first_scores: NDArray[np.float64] | None = None,
+    embedding_note: str | None = None,
 ) -> dict[str, Any]:
     """Score labelled rows, compute metrics (grouped by ``groups``) and optionally write the HTML
     report. ``first_scores``: the scores of the first rows, as known already (out of fold)."""
@@ -371,6 +395,7 @@ def _evaluate_and_report(
             embeddings=embeddings,
             centroids=detector.scorer.centroids,
             centroid_labels=[detector.scorer.class_names[c] for c in detector.scorer.centroid_class],
+            embedding_note=embedding_note,
             extra={
                 "model_version": detector.version,
                 **{k: v for k, v in detector.manifest.items() if k in ("calibration", "training")},

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from detector.errors import DetectorError, UsageError
 from detector.kafka_checks import normalised_servers
-from training.cli.commands import fit_config_from_args
+from training.cli.commands import check_plotting, fit_config_from_args
 from training.fit import FitConfig
 from training.retrain.data import FileOptions
 from training.retrain.feedback import FeedbackOptions
@@ -223,6 +223,7 @@ def run_retrain_command(args: argparse.Namespace) -> int:
     """Run the job; print a JSON summary; return the exit code (see the module docstring)."""
     try:
         options = options_from_args(args)
+        check_plotting("retrain (its evaluation report)")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -141,6 +141,7 @@ def write_report(
     centroid_labels: Sequence[str] | None = None,
     title: str = "Kestrel evaluation report",
     extra: Mapping[str, Any] | None = None,
+    embedding_note: str | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/metrics.json``.
 
@@ -154,6 +155,7 @@ def write_report(
             ``is_anomaly`` when it has one entry per embedding.
         centroids, centroid_labels: optional ``(k, d)`` centroids (and names) marked on the scatter.
         title: the page title.
+        embedding_note: a sentence shown above the projection (which rows its encoder trained on).
         extra: key/value details rendered as a table (model version, training metrics, ...);
             nested mappings become dotted keys, other values JSON text.
 
@@ -171,7 +173,8 @@ def write_report(
     ]
     if embeddings is not None:
         png = embedding_projection_png(embeddings, embedding_labels, centroids, centroid_labels, is_anomaly)
-        sections.append("<h2>Embedding projection</h2>" + _image(png, "PCA projection of embeddings"))
+        note = f'<p class="meta">{_text(embedding_note)}</p>' if embedding_note else ""
+        sections.append("<h2>Embedding projection</h2>" + note + _image(png, "PCA projection of embeddings"))
     sections.append(_extra(extra))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     page = (

@@ -101,7 +101,8 @@ def read_anomalies(path: Path, options: FileOptions) -> list[Record]:
     """Labelled anomalies: every row, or with ``truth_column`` in the file only its anomalous rows."""
     rows = _without(load_records(path, options.text_columns), options.drop_columns)
     if options.truth_column and options.normal_value is not None and any(options.truth_column in r for r in rows):
-        rows, flags = split_by_truth(rows, options.truth_column, options.normal_value)
+        # Rows without a truth value are anomalies here, as documented (found in review: refused).
+        rows, flags = split_by_truth(rows, options.truth_column, options.normal_value, missing_is_anomalous=True)
         rows = [r for r, a in zip(rows, flags, strict=True) if a]
     if not rows:
         raise DataError(f"{path}: no anomalous rows")

@@ -351,6 +351,9 @@ def test_fit_report_evaluates_normals_no_model_trained_on(
     assert normal["mean_score"] > 0
     realised = json.loads((tmp_path / "r" / "metrics.json").read_text())["false_positive_rate"]
     assert 0 < realised < 0.2  # the calibration normals at their own threshold: about the 5% target
+    # Found in review: the projection plots the final encoder's embeddings, which trained on these
+    # normals when cross-fitted; the page says so next to it.
+    assert "The normals shown are rows this encoder trained on" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_rows_without_a_truth_value_are_refused_not_counted_as_anomalies(
@@ -380,3 +383,16 @@ def test_a_report_with_an_mplbackend_matplotlib_refuses_is_a_usage_error_before_
     )
     assert result.returncode == 2, result.stderr
     assert "error: --report: matplotlib cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_retrain_with_an_mplbackend_matplotlib_refuses_is_a_usage_error_before_training(tmp_path: Path) -> None:
+    """Found in review: the retrain job's evaluation report raised after training, with the
+    candidate possibly promoted already."""
+    argv = ["retrain", str(tmp_path / "recent.csv"), "--registry", str(tmp_path / "registry")]
+    env = {**os.environ, "MPLBACKEND": "gtk2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "training", *argv], check=False, capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: retrain (its evaluation report): matplotlib cannot start" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -259,3 +259,15 @@ def test_line_separators_inside_json_strings_do_not_cut_records(tmp_path: Path) 
     verdict = {"event_id": "e-1", "verdict": "confirmed", "by": "a", "note": "x\u2028y"}
     verdicts.write_text(json.dumps(verdict, ensure_ascii=False) + "\n", encoding="utf-8")
     assert [v.note for v in read_verdict_file(verdicts)] == ["x\u2028y"]
+
+
+def test_an_anomalies_file_with_a_truth_value_on_some_rows_only_keeps_the_others(tmp_path: Path) -> None:
+    """Found in review: refusing rows without a truth value (right for DATA) refused an anomalies
+    file whose truth column marks only some rows normal; its other rows are anomalies, as documented."""
+    from training.retrain.data import read_anomalies  # noqa: PLC0415
+
+    path = tmp_path / "anomalies.jsonl"
+    rows = [{"x": 1, "label": "normal"}, {"x": 2, "label": ""}, {"x": 3}, {"x": 4, "label": "neptune"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = FileOptions(truth_column="label", normal_value="normal")
+    assert [r["x"] for r in read_anomalies(path, options)] == [2, 3, 4]
