@@ -175,10 +175,13 @@ class WorkerMetrics:
         self._window_flags[idx] = take > threshold
         self._window_pos = int((self._window_pos + len(take)) % ROLLING_WINDOW)
         self._window_fill = min(ROLLING_WINDOW, self._window_fill + len(take))
-        self.flag_rate_window.set(self._window_fill)
         if not self._window_fill:
             return
+        # The rate before its window: a scrape between the two sees a finite rate beside the old
+        # window, never a window beside the NaN a model swap leaves (found in review: the dashboard
+        # weights each worker's rate by its window).
         self.flag_rate.set(float(self._window_flags[: self._window_fill].mean()))
+        self.flag_rate_window.set(self._window_fill)
         now = self._clock()
         if self._quantiles_at is None or now - self._quantiles_at >= QUANTILE_REFRESH_S:
             self._quantiles_at = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -107,6 +108,33 @@ def test_embedded_broker_refuses_a_port_out_of_range(port: int, capsys: pytest.C
         EmbeddedBroker(port)
     assert main(["--port", str(port)]) == 2
     assert "is not a TCP port" in capsys.readouterr().err
+
+
+def test_a_scrape_never_sees_a_flag_rate_window_beside_the_nan_of_a_swap() -> None:
+    """Found in review: the window was set before the rate, so a scrape between them after a swap
+    saw 10 events beside NaN, and the dashboard's weighted fleet rate counted the worker in its
+    denominator only."""
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, clock=lambda: 0.0)
+    metrics.set_model("v1", 0.1, None, 0.5, 0.05, np.linspace(0, 1, 100))
+    metrics.observe_scores(np.full(50, 0.1), 0.5, "v1")
+    metrics.set_model("v2", 0.1, None, 0.5, 0.05, np.linspace(0, 1, 100))
+    seen: list[tuple[float | None, float | None]] = []
+    for gauge in (metrics.flag_rate, metrics.flag_rate_window):
+        real = gauge.set
+
+        def scraped_after(value: float, real: Any = real) -> None:
+            real(value)
+            seen.append(
+                (
+                    registry.get_sample_value("kestrel_flag_rate_window_events"),
+                    registry.get_sample_value("kestrel_flag_rate"),
+                )
+            )
+
+        gauge.set = scraped_after  # type: ignore[method-assign]
+    metrics.observe_scores(np.full(10, 0.9), 0.5, "v2")
+    assert seen and all(not (w and math.isnan(r or 0.0)) for w, r in seen), seen
 
 
 def _tansu_on(port: int) -> list[int]:

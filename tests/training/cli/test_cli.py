@@ -396,3 +396,13 @@ def test_retrain_with_an_mplbackend_matplotlib_refuses_is_a_usage_error_before_t
     assert result.returncode == 2, result.stderr
     assert "error: retrain (its evaluation report): matplotlib cannot start" in result.stderr
     assert "Traceback" not in result.stderr
+    # A dry run draws no report: not refused (found in review of the check).
+    dry = subprocess.run(
+        [sys.executable, "-m", "training", *argv, "--dry-run"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert "matplotlib" not in dry.stderr and "data file not found" in dry.stderr and dry.returncode == 1, dry.stderr
