@@ -148,7 +148,15 @@ def _add_fit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help=f"normals held out to calibrate (default: {FitConfig().calibration_fraction})",
     )
-    fit.add_argument("--report", type=Path, metavar="DIR", help="also evaluate on DATA (needs --truth-column)")
+    fit.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "also evaluate: the normals calibrated on, scored by models that did not train on them, "
+            "and DATA's anomalous rows (needs --truth-column)"
+        ),
+    )
     fit.set_defaults(run_command=run_fit)
 
 
