@@ -212,6 +212,13 @@ def test_scaling_and_monitoring_wiring(directory: Path) -> None:
     assert service["metadata"]["name"] == "kestrel-worker", "the alert rules select job=kestrel-worker"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
+    # Found in review: a fixed replica count set KEDA's back at every apply (12 workers to 2); a
+    # surge pod at full scale got no partition and stalled the rollout; the disruption budget
+    # counted not-ready workers (a broker outage) against drains, which then waited forever.
+    assert "replicas" not in deployment["spec"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    (budget,) = kinds["PodDisruptionBudget"]
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow" and budget["spec"]["maxUnavailable"] == 1
     claims = {doc["metadata"]["name"] for doc in kinds["PersistentVolumeClaim"]}
     (cronjob,) = kinds["CronJob"]
     pods = [deployment["spec"]["template"]["spec"], cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
