@@ -221,19 +221,25 @@ class WorkerMetrics:
             for q in QUANTILES:
                 with contextlib.suppress(KeyError):
                     self.score_quantile.remove(str(q))
-        for old in self._versions - {version}:
-            self.model_info.remove(old)
-        self._versions = {version}
-        self.model_info.labels(version).set(1)
+        # What describes the model first, then its version, then the old version's series gone: a
+        # scrape in between sees the new figures under the old version (or both versions, for one
+        # write) at worst, never no version or the new version beside the old threshold (found in
+        # review). A figure the model does not have is NaN, not the previous model's.
         self.model_load_seconds.set(load_seconds)
-        if created_unix_s is not None:
-            self.model_created.set(created_unix_s)
+        self.model_created.set(math.nan if created_unix_s is None else created_unix_s)
         self.threshold.set(threshold)
-        if target_fpr is not None:
-            self.target_flag_rate.set(target_fpr)
+        self.target_flag_rate.set(math.nan if target_fpr is None else target_fpr)
         if len(calibration_scores):
             for q, value in zip(QUANTILES, np.quantile(calibration_scores, QUANTILES), strict=True):
                 self.calibration_quantile.labels(str(q)).set(float(value))
+        else:
+            for q in QUANTILES:
+                with contextlib.suppress(KeyError):
+                    self.calibration_quantile.remove(str(q))
+        self.model_info.labels(version).set(1)
+        for old in self._versions - {version}:
+            self.model_info.remove(old)
+        self._versions = {version}
 
     def set_lag(self, lag: Mapping[tuple[str, int], int], dropped: Iterable[tuple[str, int]]) -> None:
         for topic, partition in dropped:

@@ -202,3 +202,52 @@ def test_an_interrupted_start_leaves_no_broker_behind(monkeypatch: pytest.Monkey
             if leftover.poll() is None:
                 leftover.kill()
                 leftover.wait()
+
+
+def test_every_scrape_during_a_model_swap_sees_one_version_with_its_own_figures() -> None:
+    """Found in review: a scrape between the swap's writes saw no model version at all, or the new
+    version beside the old threshold; and a model without a target kept the previous one's."""
+    from prometheus_client import generate_latest  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, clock=lambda: 0.0)
+    metrics.set_model("v-old", 0.1, 1.6e9, 10.0, 0.01, np.linspace(0, 1, 100))
+    scrapes: list[bytes] = []
+    for gauge in (metrics.model_info, metrics.threshold, metrics.target_flag_rate):
+        for name in ("set", "remove"):
+            if hasattr(gauge, name):
+                real = getattr(gauge, name)
+
+                def then_scrape(*args: Any, real: Any = real) -> None:
+                    real(*args)
+                    scrapes.append(generate_latest(registry))
+
+                setattr(gauge, name, then_scrape)
+    real_labels = metrics.model_info.labels
+
+    def labels(*args: Any) -> Any:  # the new version's series is set through its child
+        child = real_labels(*args)
+        real_set = child.set
+
+        def set_then_scrape(value: float) -> None:
+            real_set(value)
+            scrapes.append(generate_latest(registry))
+
+        child.set = set_then_scrape
+        return child
+
+    metrics.model_info.labels = labels  # type: ignore[method-assign]
+    metrics.set_model("v-new", 0.1, None, 20.0, None, np.linspace(0, 1, 100))
+    for text in scrapes:
+        samples = [s for f in text_string_to_metric_families(text.decode()) for s in f.samples]
+        versions = [s.labels["version"] for s in samples if s.name == "kestrel_model_info"]
+        threshold = next(s.value for s in samples if s.name == "kestrel_threshold")
+        target = next(s.value for s in samples if s.name == "kestrel_target_flag_rate")
+        # Never no version; the new one only beside its own figures (for one write, both versions:
+        # the new series is set before the old one goes).
+        assert versions, "no model version exported"
+        assert "v-new" not in versions or (threshold == 20.0 and math.isnan(target)), (versions, threshold)
+    assert registry.get_sample_value("kestrel_model_info", {"version": "v-new"}) == 1
+    assert math.isnan(registry.get_sample_value("kestrel_target_flag_rate") or 0.0)
+    assert math.isnan(registry.get_sample_value("kestrel_model_created_timestamp_seconds") or 0.0)
