@@ -36,6 +36,7 @@ from worker.anomaly_record import build_anomaly_record
 from worker.event_time import LATEST_SECONDS, MILLISECONDS_ABOVE, epoch_seconds, iso_utc, iso_utc_many
 from worker.outcomes import BatchResult, Flagged, RawRecord, Rejected
 from worker.typed_decode import TypedDecoder
+from worker.wide_integers import may_be_wide_integer
 
 
 def score_batch(
@@ -290,12 +291,6 @@ def _rejected(record: RawRecord, err: InvalidEventError) -> Rejected:
     return Rejected(record, err.reason, type(err).__name__, str(err))
 
 
-def _may_be_wide_integer(value: object) -> bool:
-    """orjson reads integers exactly from -2**63 up to 2**64 and anything beyond as a float: an
-    integral float outside that range may have been such an integer in the event."""
-    return type(value) is float and (value >= 2.0**64 or value <= -(2.0**63)) and value.is_integer()
-
-
 def _published_event(event: dict[str, Any], value: bytes) -> dict[str, Any] | orjson.Fragment:
     """The event as its anomaly record carries it: orjson's parse, or the received JSON itself
     where a top-level number may be an integer beyond 64 bits (orjson's parse holds it as a float,
@@ -303,7 +298,7 @@ def _published_event(event: dict[str, Any], value: bytes) -> dict[str, Any] | or
     then as ``null``). The received value is a JSON object orjson has read, so it is valid JSON;
     it is carried only when orjson can write the event (at most 255 levels deep: found in review, a
     record around an event 1,024 levels deep is deeper than JSON readers take)."""
-    if any(_may_be_wide_integer(v) for v in event.values()):
+    if any(may_be_wide_integer(v) for v in event.values()):
         try:
             orjson.dumps(event)
         except orjson.JSONEncodeError:
@@ -333,7 +328,7 @@ def _event_id(event: dict[str, Any], id_field: str | None, record: RawRecord) ->
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        if _may_be_wide_integer(value) and record.value is not None:
+        if may_be_wide_integer(value) and record.value is not None:
             exact = _exact_integer(record.value, id_field)
             if exact is not None:
                 return str(exact)

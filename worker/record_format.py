@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from worker.wide_integers import may_be_wide_integer
+
 ERROR_PREFIX = "kestrel.error."
 SOURCE_PREFIX = "kestrel.source."
 MAX_TEXT = 200
@@ -111,10 +113,9 @@ def _any_wide(value: Any) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
-        if type(item) is float:
-            if item.is_integer() and not -(2.0**63) < item < 2.0**64:
-                return True
-        elif isinstance(item, dict):
+        if may_be_wide_integer(item):
+            return True
+        if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -123,8 +124,8 @@ def _any_wide(value: Any) -> bool:
 
 def _compact(parsed: dict[str, Any], raw: bytes) -> str:
     """A JSON object as compact JSON; as received (line breaks as spaces) where orjson would write
-    it differently: nested deeper than it writes, or a top-level integer beyond 64 bits that its
-    parse holds as a float (found in review: a traceback, and a rounded id)."""
+    it differently: nested deeper than it writes, or an integer beyond 64 bits, at any depth, that
+    its parse holds as a float (found in review: a traceback, and a rounded id)."""
     if not _any_wide(parsed):
         try:
             return orjson.dumps(parsed).decode()
