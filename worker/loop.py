@@ -107,7 +107,8 @@ class WorkerLoop:
         return self._models.current
 
     def request_stop(self, reason: str = "signal") -> None:
-        """Ask the loop to finish the current batch, flush, commit and return (signal-safe)."""
+        """Ask the loop to finish the current batch, flush, commit and return. Thread-safe; not from a
+        signal handler (it takes a lock: start a thread there, as ``worker.__main__`` does)."""
         self._stop.request(reason)
 
     @property
