@@ -37,6 +37,17 @@ def normalised_servers(value: str) -> str:
     return ",".join(entries)
 
 
+#: The SASL settings, used only by the ``SASL_*`` protocols (``ssl_cafile`` only by the ``*SSL`` ones).
+SASL_FIELDS = ("sasl_mechanism", "sasl_username", "sasl_password")
+
+
+def unused_fields(protocol: str) -> tuple[str, ...]:
+    """The security settings ``protocol`` does not use: given anyway, the client would connect
+    without them, silently (the worker refuses them; a tool's protocol option leaves them out)."""
+    sasl = () if protocol.startswith("SASL") else SASL_FIELDS
+    return sasl + (() if protocol.endswith("SSL") else ("ssl_cafile",))
+
+
 def check_security(
     protocol: str, mechanism: object, username: str | None, password: SecretStr | None, cafile: Path | None
 ) -> None:
@@ -47,18 +58,20 @@ def check_security(
             silently), a SASL protocol without a mechanism, user and non-empty password, a CA file
             without TLS, or a CA file that is not a readable PEM bundle.
     """
-    sasl = protocol.startswith("SASL")
-    given = [name for name, value in (("sasl_mechanism", mechanism), ("sasl_username", username),
-                                      ("sasl_password", password)) if value is not None]  # fmt: skip
-    if not sasl and given:
+    unused = unused_fields(protocol)
+    values = (mechanism, username, password)
+    given = [name for name, value in zip(SASL_FIELDS, values, strict=True) if value is not None and name in unused]
+    if given:
         raise ValueError(
             f"{', '.join(given)} set but security_protocol is {protocol} (SASL_SSL or SASL_PLAINTEXT uses them)"
         )
-    if sasl and (mechanism is None or not username or password is None or not password.get_secret_value()):
+    if "sasl_password" not in unused and (
+        mechanism is None or not username or password is None or not password.get_secret_value()
+    ):
         raise ValueError(f"{protocol} needs sasl_mechanism, sasl_username and sasl_password")
     if cafile is None:
         return
-    if not protocol.endswith("SSL"):
+    if "ssl_cafile" in unused:
         raise ValueError(f"ssl_cafile set but security_protocol is {protocol} (SSL or SASL_SSL uses it)")
     if not cafile.is_file():
         raise ValueError(f"ssl_cafile {cafile} is not a file")

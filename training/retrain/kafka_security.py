@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
 
-from detector.kafka_checks import check_security
+from detector.kafka_checks import check_security, unused_fields
 
 ENV_PREFIX = "WORKER_KAFKA__"
 FIELDS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile")
@@ -60,9 +60,7 @@ class KafkaSecurity(BaseModel):
                 values[name] = raw
         protocol = overrides.get("security_protocol")
         if protocol is not None:  # a protocol given here drops the environment's settings it does not use
-            unused = [f for f in FIELDS if f.startswith("sasl_")] if not protocol.startswith("SASL") else []
-            unused += ["ssl_cafile"] if not protocol.endswith("SSL") else []
-            values = {k: v for k, v in values.items() if k not in unused}
+            values = {k: v for k, v in values.items() if k not in unused_fields(protocol)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
