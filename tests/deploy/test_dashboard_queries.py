@@ -24,12 +24,16 @@ def _panel(title: str) -> dict[str, Any]:
     return next(p for p in _dashboard()["panels"] if p["title"] == title)
 
 
-def _expr(title: str, ref: str) -> str:
-    """The target's query with ``$job`` as Grafana sends "All": the variable's ``allValue`` when
-    set, else the alternation of the values ``label_values`` found (here one worker job)."""
-    job = next(v for v in _dashboard()["templating"]["list"] if v["name"] == "job")
+def _expr(title: str, ref: str, namespace: str | None = None) -> str:
+    """The target's query with ``$job`` and ``$namespace`` as Grafana sends "All": the variable's
+    ``allValue`` when set, else the alternation of the values ``label_values`` found (here one
+    worker job); ``namespace`` stands for one namespace chosen."""
+    variables = {v["name"]: v for v in _dashboard()["templating"]["list"]}
     expr: str = next(t["expr"] for t in _panel(title)["targets"] if t["refId"] == ref)
-    return expr.replace("$__rate_interval", "1m").replace("$job", job.get("allValue") or "(kestrel-worker)")
+    expr = expr.replace("$namespace", namespace or variables["namespace"].get("allValue") or "(prod)")
+    return expr.replace("$__rate_interval", "1m").replace(
+        "$job", variables["job"].get("allValue") or "(kestrel-worker)"
+    )
 
 
 def _evaluates_to(tmp_path: Path, series: dict[str, str], expr: str, expected: float) -> None:
@@ -94,3 +98,21 @@ def test_the_model_version_timeline_shows_each_worker() -> None:
     (target,) = _panel("Model version over time")["targets"]
     assert target["expr"].startswith("max by (instance, version)") and "{{instance}}" in target["legendFormat"]
     assert not _panel("Processing latency")["description"].lower().startswith("event time")
+
+
+@pytest.mark.parametrize(("namespace", "expected"), [(None, 3), ("staging", 1), ("prod", 2)])
+def test_a_namespace_shows_its_own_workers_and_all_includes_targets_without_one(
+    tmp_path: Path, namespace: str | None, expected: float
+) -> None:
+    """One job name in two namespaces (and a compose worker without the label): the workers of the
+    namespace chosen, and every worker under "All"."""
+    series = {
+        'up{namespace="prod",job="kestrel-worker",instance="10.0.0.2:9308"}': "1x20",
+        'up{namespace="prod",job="kestrel-worker",instance="10.0.0.3:9308"}': "1x20",
+        'up{namespace="staging",job="kestrel-worker",instance="10.0.1.2:9308"}': "1x20",
+        'up{job="prometheus",instance="localhost:9090"}': "1x20",
+    }
+    if namespace is None:
+        series['up{namespace="staging",job="kestrel-worker",instance="10.0.1.2:9308"}'] = "0x20"
+        series['up{job="kestrel-worker",instance="worker:9308"}'] = "1x20"
+    _evaluates_to(tmp_path, series, _expr("Ready workers", "B", namespace), expected)

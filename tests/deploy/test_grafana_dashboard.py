@@ -54,8 +54,8 @@ def test_queries_use_only_exported_metrics_and_labels() -> None:
     assert queries
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
-            match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["query"]["query"])
-            assert match is not None and match.group(1) in exported and match.group(2) in TARGET_LABELS
+            match = re.fullmatch(r"label_values\((\w+)(\{[^}]*\})?,\s*(\w+)\)", variable["query"]["query"])
+            assert match is not None and match.group(1) in exported and match.group(3) in TARGET_LABELS
     for expr in queries:
         unknown = metric_names(expr) - set(exported) - recorded - {"up"}
         assert unknown == set(), f"{expr}: unknown metrics {unknown}"
@@ -81,3 +81,18 @@ def test_compose_provisions_the_dashboard() -> None:
     assert provider["providers"][0]["options"]["path"] in mounts.values()
     datasource = yaml.safe_load((DEPLOY / "compose/grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["uid"] == _dashboard()["templating"]["list"][0]["current"]["value"]
+
+
+def test_every_query_filters_on_the_namespace_and_the_job() -> None:
+    """Workers of one job in two namespaces (staging and prod under one Prometheus) were summed
+    together: every selector of a worker series takes both variables, and the job list follows
+    the namespaces chosen."""
+    dashboard = _dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["namespace"]["allValue"] == ".*"  # also matches targets without the label (compose)
+    assert 'namespace=~"$namespace"' in variables["job"]["query"]["query"]
+    for expr in _queries(dashboard):
+        selectors = re.findall(r"\b(\w[\w:]*)\{([^}]*)\}", expr)
+        assert selectors, expr
+        for name, matchers in selectors:
+            assert 'namespace=~"$namespace"' in matchers and 'job=~"$job"' in matchers, f"{name} in {expr}"
