@@ -47,6 +47,8 @@ ASSIGNMENT_REFRESH_S = 1.0
 #: keeps the queue fed at up to ten times that rate. While the queue stays full no fetch is sent;
 #: the cost is a timer wake-up per partition every 100 ms on librdkafka's broker thread.
 FETCH_QUEUE_BACKOFF_MS = 100
+#: librdkafka's topic metadata refresh interval (its default: 300,000 ms).
+METADATA_REFRESH_MS = 5000
 
 
 class ConfluentSource:
@@ -84,6 +86,11 @@ class ConfluentSource:
             "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "fetch.wait.max.ms": settings.fetch_max_wait_ms,
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+            # A subscribed topic that does not exist yet is looked for at this interval (found in
+            # review: librdkafka's 300 s default left a worker started before its topic idle for
+            # five minutes after the topic appeared; kafka-python asks at once). New partitions are
+            # seen as soon. One small metadata request per interval.
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
             # Broker states once a second: the only way librdkafka tells that brokers are back.

@@ -152,6 +152,14 @@ def test_too_few_rows_is_a_data_error(n: int) -> None:
         fit_detector(normal[:n], None, FitConfig(train=FAST))
 
 
+def test_a_cross_fitted_fit_is_not_refused_for_the_holdout_it_does_not_use() -> None:
+    """Found in review: 19 rows at calibration fraction 0.75 were refused as "too few normal rows
+    (19); need at least 13", though a cross-fitted fit trains and calibrates on all of them."""
+    normal, _ = nsl_kdd_rows(40)
+    result = fit_detector(normal[:19], None, FitConfig(calibration_fraction=0.75, train=FAST))
+    assert result.metadata["calibration"]["method"] == "cross-fitted (5 folds over all 19 normals)"
+
+
 def digits_records() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Digits 0-2 (normal classes, split 80/20 into train and held-out) and digit 3 (the anomaly)."""
     data = np.load(DIGITS, allow_pickle=False)

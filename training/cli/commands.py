@@ -56,6 +56,13 @@ def read_normals(args: argparse.Namespace) -> tuple[list[Record], list[Record], 
             f"{args.data}: no row has {args.truth_column}={args.normal_value!r}; "
             f"values seen: {values_seen(records, args.truth_column)}"
         )
+    if args.report is not None and not any(flags):
+        # Found in review: the model was trained and written, then the report failed (exit 1).
+        raise DataError(
+            f"{args.data}: every row has {args.truth_column}={args.normal_value!r}, and --report evaluates on the"
+            f" anomalous rows too; values seen: {values_seen(records, args.truth_column)} (leave out --report to"
+            " train on these rows)"
+        )
     roles = {"id_field": args.id_column, "timestamp_field": args.timestamp_column, "label_field": args.label_column}
     if args.spec:
         spec = FeatureSpec.from_json_file(args.spec)
@@ -147,6 +154,8 @@ def fit_config_from_args(args: argparse.Namespace, base: FitConfig | None = None
     }
     train = base.train.model_copy(update={k: v for k, v in train_overrides.items() if v is not None})
     train = train.model_copy(update={"progress": not args.quiet and sys.stderr.isatty()})
+    if args.mining is not None and train.loss != "triplet":  # found in review: ignored without a word
+        raise UsageError(f"--mining chooses the triplet loss's negatives; the loss here is {train.loss!r}")
     fit_overrides: dict[str, Any] = {"target_fpr": args.target_fpr}
     if getattr(args, "calibration_fraction", None) is not None:
         fit_overrides["calibration_fraction"] = args.calibration_fraction

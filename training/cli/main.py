@@ -146,7 +146,8 @@ def _add_fit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--calibration-fraction",
         type=float,
         default=None,
-        help=f"normals held out to calibrate (default: {FitConfig().calibration_fraction})",
+        help=f"normals held out to calibrate (default: {FitConfig().calibration_fraction}); a holdout under"
+        f" {FitConfig().cross_fit_below:,} normals is not used: every normal is calibrated on by cross-fitting",
     )
     fit.add_argument(
         "--report",

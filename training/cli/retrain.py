@@ -111,7 +111,13 @@ def add_retrain_command(subparsers: argparse._SubParsersAction[argparse.Argument
         help="accept only signed models (file or PEM; default: $WORKER_MODEL_PUBLIC_KEY)",
     )
     add_training_options(retrain)
-    retrain.add_argument("--calibration-fraction", type=float, default=None, help="normals held out to calibrate")
+    retrain.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=None,
+        help=f"normals held out to calibrate; a holdout under {FitConfig().cross_fit_below:,} normals is not used:"
+        " every normal is calibrated on by cross-fitting",
+    )
     retrain.set_defaults(run_command=run_retrain_command)
     return retrain
 

@@ -328,6 +328,30 @@ def test_a_report_target_that_cannot_hold_the_report_is_refused_before_training(
     assert not out.exists() and afile.read_text(encoding="utf-8") == "unrelated\n"
 
 
+def test_fit_report_on_a_file_without_anomalous_rows_is_refused_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Found in review: the model was trained and written to --out, then the report failed (exit 1,
+    no summary)."""
+    data = tmp_path / "normals.csv"
+    data.write_text("x,y,label\n" + "".join(f"{i % 7},{i % 5},normal\n" for i in range(40)), encoding="utf-8")
+    out = tmp_path / "m"
+    argv = ["fit", str(data), "--out", str(out), "--truth-column", "label", "--normal-value", "normal"]
+    line = expect_error(capsys, [*argv, *FIT_OPTIONS, "--report", str(tmp_path / "r")], "every row has", "--report")
+    assert "'normal' (40)" in line
+    assert not out.exists() and not (tmp_path / "r").exists()
+
+
+def test_mining_without_the_triplet_loss_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], sample: Path, tmp_path: Path
+) -> None:
+    """Found in review: ``--mining`` with the contrastive loss was accepted and ignored."""
+    out = tmp_path / "m"
+    argv = ["fit", str(sample), "--out", str(out), *LABELS, *FIT_OPTIONS, "--mining", "semi_hard"]
+    expect_error(capsys, argv, "--mining", "'contrastive'", code=2)
+    assert not out.exists()
+
+
 def test_evaluate_refuses_a_report_inside_the_model_directory(
     capsys: pytest.CaptureFixture[str], model: Path, sample: Path
 ) -> None:
