@@ -179,3 +179,14 @@ def test_copied_sources_exist_and_are_not_docker_ignored() -> None:
             # README.md is the project readme pyproject.toml names; it is written with the docs.
             assert (REPO / source).exists() or source == "README.md", f"COPY source {source} missing"
             assert not ignored(source), f"COPY source {source} is excluded by .dockerignore"
+
+
+def test_the_licence_pyproject_declares_is_shipped() -> None:
+    """Found in review: pyproject.toml declared Apache-2.0 but no licence text was in the repository,
+    the wheel or the image (the licence asks for a copy with every distribution)."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    copied = [line for line in DOCKERFILE.read_text(encoding="utf-8").splitlines() if line.startswith("COPY ")]
+    assert any("LICENSE" in line.split()[1:-1] for line in copied)
