@@ -1,7 +1,8 @@
 """The librdkafka consumer (``confluent-kafka``, extra ``[fast]``) behind the Source contract.
 
-With :mod:`worker.confluent_sink` (the producer) and :mod:`worker.confluent_records` (messages to
-records), the only modules that import ``confluent_kafka``; :mod:`worker.confluent_config` turns the
+With :mod:`worker.confluent_sink` (the producer), :mod:`worker.confluent_records` (messages to
+records) and :mod:`worker.confluent_unreadable` (partitions set aside at a batch it cannot read),
+the only modules that import ``confluent_kafka``; :mod:`worker.confluent_config` turns the
 settings into librdkafka's names. Same semantics as :mod:`worker.kafka_io` and :mod:`worker.kafka_sink`
 (held to them by one contract suite, tests/worker/test_kafka_contract.py): manual commits only
 (``enable.auto.commit=false``, ``enable.auto.offset.store=false``), offsets committed by the loop
@@ -21,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.confluent_config import SOCKET_TIMEOUT_MS, common_config
 from worker.confluent_records import raw_records
+from worker.confluent_unreadable import SetAside
 from worker.errors import BrokerError, CommitError
 from worker.outcomes import RawRecord
 from worker.rebalance import PartitionsCallback, RevokedCallback
@@ -75,6 +77,7 @@ class ConfluentSource:
         #: Inside ``on_assign``: the group's committed offsets of those partitions (:meth:`group_offsets`).
         self._committed: dict[Partition, int] | None = None
         self._no_broker_up = 0
+        self._set_aside = SetAside()
         config = {
             **common_config(settings),
             "group.id": settings.group_id,
@@ -123,6 +126,7 @@ class ConfluentSource:
             # them again (a partition given back and left unread would move back).
             for partition in _partitions(parts):
                 self._last_commit.pop(partition, None)
+            self._set_aside.forget(_partitions(parts))
 
     def _assigning(self, on_assigned: PartitionsCallback, parts: list[TopicPartition]) -> None:
         """Run the loop's assign callback; partitions it rewound are assigned from those offsets
@@ -206,6 +210,7 @@ class ConfluentSource:
         Raises:
             BrokerError: the client reported an error (``fatal`` when the consumer is unusable).
         """
+        self._set_aside.raise_pending()
         try:
             # consume(n, t) waits until n messages or t: return as soon as any are there instead
             # (as kafka-python's poll does), else every idle poll adds its whole timeout to latency.
@@ -217,7 +222,10 @@ class ConfluentSource:
                     messages = [first, *rest]
         except (KafkaException, RuntimeError) as exc:
             raise BrokerError(f"poll failed: {exc}", fatal=isinstance(exc, RuntimeError)) from exc
-        records = raw_records(messages)
+        unreadable: dict[Partition, tuple[int, str]] = {}
+        records = raw_records(messages, unreadable)
+        if unreadable or self._set_aside.offsets:
+            records = self._set_aside.take(self._consumer, unreadable, records)
         error, self._broker_error = self._broker_error, None
         if records:
             self._down.clear()

@@ -28,13 +28,23 @@ _TOPIC, _PARTITION, _OFFSET, _TIMESTAMP = Message.topic, Message.partition, Mess
 _KEY, _VALUE, _HEADERS, _ERROR = Message.key, Message.value, Message.headers, Message.error
 
 
-def raw_records(messages: list[Message]) -> list[RawRecord]:
+#: Message errors meaning librdkafka cannot read the batch at the message's offset (records that
+#: do not parse or decompress, a codec it lacks): it stops the partition there and hands back the
+#: same error on every fetch, so the partition never moves on by itself.
+UNREADABLE_CODES = frozenset({KafkaError._BAD_MSG, KafkaError._BAD_COMPRESSION, KafkaError._NOT_IMPLEMENTED})
+
+
+def raw_records(
+    messages: list[Message], unreadable: dict[tuple[str, int], tuple[int, str]] | None = None
+) -> list[RawRecord]:
     """The batch's records, built column by column.
 
     One ``map`` per field and ``tuple.__new__`` over their ``zip`` make each record without a
     Python frame: 350 ns a record against 806 ns for a per-message function (timeit, 500 messages),
     which saves ~3% of the loop thread at 70k events/s. Messages that carry an error are left out
     (informational: partition EOF, transient fetch errors, which librdkafka retries) or raise (fatal).
+    An error of :data:`UNREADABLE_CODES` goes into ``unreadable`` when given (partition: its offset
+    and text, the first of each partition), instead of the log.
 
     Raises:
         BrokerError: a message carries a fatal error.
@@ -42,9 +52,21 @@ def raw_records(messages: list[Message]) -> list[RawRecord]:
     if any(map(_ERROR, messages)):
         for m in messages:
             error = m.error()
-            if error is not None and error.fatal():
+            if error is None:
+                continue
+            if error.fatal():
                 raise BrokerError(f"poll failed: {error.str()}", fatal=True)
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:  # rare: say so
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            if (
+                unreadable is not None
+                and error.code() in UNREADABLE_CODES
+                and topic is not None
+                and partition is not None
+                and offset is not None
+                and offset >= 0
+            ):
+                unreadable.setdefault((topic, partition), (offset, error.str()))
+            elif error.code() != KafkaError._PARTITION_EOF:  # rare: say so
                 _log_consume_error(m, error)
         messages = [m for m in messages if m.error() is None]
     n = len(messages)

@@ -39,9 +39,13 @@ def _fatal(exc: KafkaError) -> bool:
     return isinstance(exc, IllegalStateError)
 
 
-#: What kafka-python raises when it cannot read a fetched batch: a record that does not parse (a
-#: header name that is not UTF-8), a bad checksum, a codec that is not installed.
-_UNREADABLE = (CorruptRecordError, UnsupportedCodecError, UnicodeDecodeError, ValueError, TypeError)
+#: What kafka-python raises as its own when it cannot read a fetched batch: a bad checksum, a codec
+#: that is not installed. A record that does not parse (a header name that is not UTF-8) or does
+#: not decompress raises the parser's or the codec's own error (``UnicodeDecodeError``,
+#: ``zlib.error``, lz4's ``RuntimeError``, ...): any exception that is not a ``KafkaError`` is
+#: taken for one (found in review: a corrupt gzip batch raised ``zlib.error`` out of the loop and
+#: the worker exited, on every restart); where no partition is stuck, it rebuilds the consumer.
+_UNREADABLE = (CorruptRecordError, UnsupportedCodecError)
 
 
 def _timestamp(value: int | None) -> int:
@@ -156,6 +160,8 @@ class KafkaSource:
             raise self._set_aside(exc) from exc
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
+        except Exception as exc:  # see _UNREADABLE: never out of the loop
+            raise self._set_aside(exc) from exc
         if self.start_failed is not None:
             raise BrokerError(f"poll failed: {self.start_failed}", fatal=True)
         return [
