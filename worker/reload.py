@@ -16,6 +16,7 @@ version promoted again after a fix), so a broken version is never reloaded in a 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -124,6 +125,14 @@ class RegistryWatcher:
         except (DetectorError, OSError) as exc:
             self._failed(f"unreadable-pointer: {exc}", None, exc, pointer)
             return None
+        if self.registry.promotion_token() != pointer:
+            # A move was written between the two reads (its record first, then LIVE): read it
+            # whole at the next poll (found in review: a version was paired with the move before
+            # it, and a broken one was loaded, counted and logged twice).
+            return None
+        # The move's record counts for this version only if it names it: LIVE is replaced after
+        # the record is written, so in between the record names the next version.
+        move = pointer if _names(pointer, version) else None
         if version is None:
             self._metrics.model_reload_failing.set(0)  # nothing named, nothing failing (the backoff stays)
             if not self._pointer_missing_logged:
@@ -137,13 +146,15 @@ class RegistryWatcher:
         failure = self._failure
         if (
             failure is not None
-            and (failure.target, failure.pointer) == (version, pointer)
+            and failure.target == version
+            and move in (None, failure.pointer)
             and self._clock() < failure.retry_at
         ):
-            # Still failing (set again: a pointer missing meanwhile cleared the gauge).
+            # Still failing (set again: a pointer missing meanwhile cleared the gauge). A new move
+            # to the same version (promoted again after a fix) is tried at once.
             self._metrics.model_reload_failing.set(1)
             return None
-        return self._load_and_swap(version, pointer)
+        return self._load_and_swap(version, move)
 
     def _load_and_swap(self, version: str, pointer: bytes | None) -> LoadedModel | None:
         try:
@@ -171,10 +182,11 @@ class RegistryWatcher:
     def _failed(self, target: str, version: str | None, exc: BaseException, pointer: bytes | None = None) -> None:
         now = self._clock()
         failure = self._failure
-        if failure is not None and (failure.target, failure.pointer) == (target, pointer):
+        if failure is not None and failure.target == target and pointer in (None, failure.pointer):
             if now < failure.retry_at:
                 return  # same trouble, still backing off: no new count, no new log line
             backoff = min(failure.backoff_s * 2, self.max_backoff_s)
+            pointer = failure.pointer
         else:
             backoff = self.retry_backoff_s
         self._failure = _Failure(target, now + backoff, backoff, pointer)
@@ -189,3 +201,15 @@ class RegistryWatcher:
                 "retry_in_s": backoff,
             },
         )
+
+
+def _names(token: bytes | None, version: str | None) -> bool:
+    """Whether the registry's last move record (``pending.json``, one history line) moved ``LIVE``
+    to ``version``."""
+    if token is None or version is None:
+        return False
+    try:
+        record = json.loads(token)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("version") == version

@@ -320,3 +320,51 @@ def test_a_pointer_copied_or_touched_without_a_promotion_keeps_the_backoff(
         watcher.check_once()
     assert _value(metrics, "kestrel_model_reload_failures_total") == 1
     assert _value(metrics, "kestrel_model_reload_failing") == 1
+
+
+def test_a_promotion_between_the_watchers_two_reads_is_loaded_and_counted_once(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    """Found in review: the promotion landed after the watcher read the last move's record and
+    before it read LIVE; the broken version was paired with the move before it, and the next poll
+    (its own record now) loaded, counted and logged it again."""
+    clock = FakeClock()
+    watcher, _, metrics = _watcher(registry, tiny_model.version, clock)
+    broken = _broken(registry, second_model.path, "20990101T000000Z-broken01")
+    read_pointer = registry.read_pointer
+    promoted: list[bool] = []
+
+    def promotion_lands_first() -> str | None:
+        if not promoted:
+            registry.promote(broken, "bad by hand", verify=False)
+            promoted.append(True)
+        return read_pointer()
+
+    watcher.registry.read_pointer = promotion_lands_first  # type: ignore[method-assign]
+    for _ in range(4):
+        watcher.check_once()
+        clock.now += 1
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    assert _value(metrics, "kestrel_model_reload_failing") == 1
+
+
+def test_a_poll_between_a_moves_record_and_its_pointer_keeps_the_failed_versions_backoff(
+    registry: ModelRegistry, tiny_model: TinyModel, second_model: TinyModel
+) -> None:
+    """Found in review: a poll after the next move's record was written but before LIVE was
+    replaced paired the broken version LIVE still named with that record, and tried it again."""
+    clock = FakeClock()
+    watcher, swapped, metrics = _watcher(registry, tiny_model.version, clock)
+    broken = _broken(registry, second_model.path, "20990101T000000Z-broken01")
+    registry.promote(broken, "bad by hand", verify=False)
+    watcher.check_once()
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1
+    pending = registry.storage.local_path("pending.json")
+    before = pending.read_bytes()
+    pending.write_bytes(before.replace(broken.encode(), second_model.version.encode()))  # the next move's record
+    clock.now += 1
+    watcher.check_once()  # LIVE still names the broken version
+    assert _value(metrics, "kestrel_model_reload_failures_total") == 1 and swapped == []
+    registry.promote(second_model.version, "the fix")  # the move completes
+    clock.now += 1
+    assert watcher.check_once() is not None and [m.detector.version for m in swapped] == [second_model.version]
