@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping
 
 from kafka import KafkaConsumer, TopicPartition
@@ -42,10 +43,23 @@ def _fatal(exc: KafkaError) -> bool:
 #: What kafka-python raises as its own when it cannot read a fetched batch: a bad checksum, a codec
 #: that is not installed. A record that does not parse (a header name that is not UTF-8) or does
 #: not decompress raises the parser's or the codec's own error (``UnicodeDecodeError``,
-#: ``zlib.error``, lz4's ``RuntimeError``, ...): any exception that is not a ``KafkaError`` is
-#: taken for one (found in review: a corrupt gzip batch raised ``zlib.error`` out of the loop and
-#: the worker exited, on every restart); where no partition is stuck, it rebuilds the consumer.
+#: ``zlib.error``, lz4's ``RuntimeError``, ...), recognised by :func:`_from_decoding` (found in
+#: review: a corrupt gzip batch raised ``zlib.error`` out of the loop and the worker exited, on
+#: every restart). Any other exception rebuilds the consumer; none leaves the loop.
 _UNREADABLE = (CorruptRecordError, UnsupportedCodecError)
+#: Where kafka-python decodes fetched batches: its record formats and its codecs.
+_DECODING = (f"{os.sep}kafka{os.sep}record{os.sep}", f"{os.sep}kafka{os.sep}codec.py")
+
+
+def _from_decoding(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while kafka-python decoded a batch (a frame of its record or codec
+    modules in the traceback; an error kept by its fetcher and raised again keeps those frames)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if any(part in tb.tb_frame.f_code.co_filename for part in _DECODING):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _timestamp(value: int | None) -> int:
@@ -161,7 +175,9 @@ class KafkaSource:
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
         except Exception as exc:  # see _UNREADABLE: never out of the loop
-            raise self._set_aside(exc) from exc
+            if _from_decoding(exc):
+                raise self._set_aside(exc) from exc
+            raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=True) from exc
         if self.start_failed is not None:
             raise BrokerError(f"poll failed: {self.start_failed}", fatal=True)
         return [

@@ -3,6 +3,7 @@ librdkafka producer's fatal error."""
 
 from __future__ import annotations
 
+import zlib
 from types import SimpleNamespace
 
 import kafka.errors as kafka_errors
@@ -48,10 +49,22 @@ def test_kafka_client_choice() -> None:
         load_settings({"model_dir": "m", "kafka_client": "librdkafka"})
 
 
+def _raised_in(module: str, error: Exception) -> Exception:
+    """``error`` as raised by code of ``module`` (a file name under kafka-python's package)."""
+    namespace: dict[str, Exception] = {"error": error}
+    try:
+        exec(compile("raise error", module, "exec"), namespace)  # a frame with that file name
+    except Exception as exc:
+        return exc
+    raise AssertionError("not raised")
+
+
 UNREADABLE = [
     kafka_errors.CorruptRecordError("Found invalid record structure: UnicodeDecodeError(...)"),
     kafka_errors.UnsupportedCodecError("Libraries for lz4 compression codec not found"),
-    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+    _raised_in("/site-packages/kafka/record/default_records.py", UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")),
+    # found in review: a batch that does not decompress raised the codec's own error out of the loop
+    _raised_in("/site-packages/kafka/codec.py", zlib.error("Error -3 while decompressing data")),
 ]
 
 
@@ -84,6 +97,18 @@ def test_without_the_fetchers_state_such_a_batch_rebuilds_the_consumer(error: Ex
     with pytest.raises(BrokerError) as failed:
         _raising(error).poll(10, 10)
     assert failed.value.fatal and not isinstance(failed.value, UnreadableBatchError)
+
+
+@pytest.mark.parametrize("error", [ValueError("bug"), AssertionError("coordinator"), zlib.error("elsewhere")])
+def test_an_error_not_raised_while_decoding_rebuilds_the_consumer_and_pauses_nothing(error: Exception) -> None:
+    """Any exception out of kafka-python's poll stays in the loop, and only one raised while it
+    decoded a batch sets a partition aside: the fetcher holds the partition it is draining."""
+    stuck = SimpleNamespace(topic_partition=TopicPartition("in", 2), next_fetch_offset=7)
+    source = _raising(error, SimpleNamespace(_next_partition_records=stuck))
+    with pytest.raises(BrokerError) as failed:
+        source.poll(10, 10)
+    assert failed.value.fatal and not isinstance(failed.value, UnreadableBatchError)
+    assert source._consumer.paused == []
 
 
 def test_a_broker_away_is_not_fatal_for_kafka_python() -> None:
