@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping
 
 from kafka import KafkaConsumer, TopicPartition
@@ -19,6 +18,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, IllegalStateError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
+from detector.kafka_decoding import raised_while_decoding
 from worker.errors import BrokerError, CommitError, UnreadableBatchError
 from worker.kafka_config import REQUEST_TIMEOUT_MS, consumer_request_timeout_ms, security_config
 from worker.outcomes import RawRecord
@@ -41,25 +41,10 @@ def _fatal(exc: KafkaError) -> bool:
 
 
 #: What kafka-python raises as its own when it cannot read a fetched batch: a bad checksum, a codec
-#: that is not installed. A record that does not parse (a header name that is not UTF-8) or does
-#: not decompress raises the parser's or the codec's own error (``UnicodeDecodeError``,
-#: ``zlib.error``, lz4's ``RuntimeError``, ...), recognised by :func:`_from_decoding` (found in
-#: review: a corrupt gzip batch raised ``zlib.error`` out of the loop and the worker exited, on
-#: every restart). Any other exception rebuilds the consumer; none leaves the loop.
+#: that is not installed. The errors of records that do not parse or decompress are told by
+#: :func:`detector.kafka_decoding.raised_while_decoding`; any other exception out of its poll
+#: rebuilds the consumer: none leaves the loop.
 _UNREADABLE = (CorruptRecordError, UnsupportedCodecError)
-#: Where kafka-python decodes fetched batches: its record formats and its codecs.
-_DECODING = (f"{os.sep}kafka{os.sep}record{os.sep}", f"{os.sep}kafka{os.sep}codec.py")
-
-
-def _from_decoding(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while kafka-python decoded a batch (a frame of its record or codec
-    modules in the traceback; an error kept by its fetcher and raised again keeps those frames)."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if any(part in tb.tb_frame.f_code.co_filename for part in _DECODING):
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def _timestamp(value: int | None) -> int:
@@ -175,7 +160,7 @@ class KafkaSource:
         except KafkaError as exc:
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=_fatal(exc)) from exc
         except Exception as exc:  # see _UNREADABLE: never out of the loop
-            if _from_decoding(exc):
+            if raised_while_decoding(exc):
                 raise self._set_aside(exc) from exc
             raise BrokerError(f"poll failed: {type(exc).__name__}: {exc}", fatal=True) from exc
         if self.start_failed is not None:

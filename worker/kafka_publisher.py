@@ -10,7 +10,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from worker.errors import PublishError, RecordRefusedError
-from worker.kafka_config import make_producer
+from worker.kafka_config import close_producer, make_producer
 from worker.kafka_sink import is_refusal
 from worker.settings import KafkaSettings
 
@@ -58,7 +58,4 @@ class KafkaPublisher:
             raise PublishError(f"{len(failed)} records not acknowledged")
 
     def close(self, timeout_s: float) -> None:
-        try:
-            self._producer.close(timeout=timeout_s)
-        except KafkaError as exc:
-            logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        close_producer(self._producer, timeout_s)

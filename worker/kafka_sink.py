@@ -27,6 +27,7 @@ from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
 
 from worker.errors import BrokerError, PublishError
+from worker.kafka_config import close_producer
 from worker.output_guard import OutputRecord
 from worker.outputs import NumberedOutputs, Undeliverable
 
@@ -193,13 +194,13 @@ class KafkaSink:
         for entry in self._outputs.entries:
             entry.future = None
         if producer is not None:
-            _close(producer, 0.5)
+            close_producer(producer, 0.5)
 
     def close(self, timeout_s: float) -> None:
         """Close the producer (pending records are abandoned; they were never committed)."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            _close(producer, timeout_s)
+            close_producer(producer, timeout_s)
 
 
 def _wait_for(entries: list[_Pending], timeout_s: float) -> None:
@@ -218,10 +219,3 @@ def _wait_for(entries: list[_Pending], timeout_s: float) -> None:
             return
         with contextlib.suppress(Exception):  # classified by _settle, from the future itself
             future.get(timeout=left)
-
-
-def _close(producer: KafkaProducer, timeout_s: float) -> None:
-    try:
-        producer.close(timeout=timeout_s)
-    except (KafkaError, OSError) as exc:
-        logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})

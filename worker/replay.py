@@ -48,12 +48,14 @@ class Publisher(Protocol):
 
 
 class ReplayStoppedError(DataError):
-    """The replay stopped before the file's end (Ctrl-C, or the file could not be read further):
-    ``published`` events were sent before it, all acknowledged when ``acknowledged`` (found in
-    review: only "interrupted" was said, and a backfill could not tell where to resume)."""
+    """The replay stopped before the file's end (Ctrl-C, the file could not be read further, or the
+    broker did not acknowledge): ``published`` events were sent before it, all acknowledged when
+    ``acknowledged`` (found in review: only "interrupted" was said, and a backfill could not tell
+    where to resume; with the broker gone, not even how many were sent)."""
 
     def __init__(self, message: str, published: int, acknowledged: bool, line_no: int | None) -> None:
-        """``line_no``: the last line published or skipped (``None``: none was)."""
+        """``line_no``: where to resume after. When ``acknowledged``, the last line published or
+        skipped; else the last line up to which every event was acknowledged (``None``: none)."""
         super().__init__(message)
         self.published = published
         self.acknowledged = acknowledged
@@ -145,12 +147,13 @@ def replay(
 
     Raises:
         InvalidLineError: an invalid line without ``skip_invalid`` (after flushing those before it).
-        ReplayStoppedError: Ctrl-C, or the file could not be read further (after flushing what was sent).
-        PublishError: some events were not acknowledged.
+        ReplayStoppedError: Ctrl-C, the file could not be read further, or some events were not
+            acknowledged (after flushing what was sent).
     """
     prefix = options.id_prefix or uuid.uuid4().hex[:8]
     start = time.perf_counter()
     published, skipped_count, done = 0, 0, None  # done: the last line published or skipped
+    acknowledged_to: int | None = None  # the last line up to which every event was acknowledged
     skipped: list[str] = []
     try:
         for line in lines:
@@ -176,15 +179,16 @@ def replay(
             published, done = published + 1, line.line_no
             if published % FLUSH_EVERY == 0:
                 publisher.flush(60.0)
+                acknowledged_to = done
                 if on_progress is not None:
                     on_progress(published)
         publisher.flush(60.0)  # inside: a Ctrl-C while the last events are acknowledged says so too
     except InvalidLineError:
         raise
-    except (KeyboardInterrupt, DataError) as exc:  # Ctrl-C, or the file cannot be read further
-        acknowledged = _flushed(publisher, 10.0 if isinstance(exc, KeyboardInterrupt) else 60.0)
+    except (KeyboardInterrupt, DataError, PublishError) as exc:  # Ctrl-C, the file, or the broker
+        acknowledged = _flushed(publisher, 60.0 if isinstance(exc, DataError) else 10.0)
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        raise ReplayStoppedError(what, published, acknowledged, done) from exc
+        raise ReplayStoppedError(what, published, acknowledged, done if acknowledged else acknowledged_to) from exc
     return ReplaySummary(published, time.perf_counter() - start, tuple(skipped), skipped_count)
 
 
@@ -210,8 +214,8 @@ def _publish(
     invalid line then, skipped with ``--skip-invalid``), else ``None``.
 
     Raises:
-        PublishError: the broker side failed (the lines before it are flushed first; the message
-            names the line and how many were acknowledged before it).
+        PublishError: the broker side failed (the message names the line; :func:`replay` says how
+            many were published and acknowledged before it).
     """
     try:
         value, event = encode(record, line.raw, options, new_id, now)
@@ -222,9 +226,8 @@ def _publish(
         publisher.send(options.topic, value, key, [])
     except RecordRefusedError as exc:
         return f"line {line.line_no}: the producer refused it ({exc})"
-    except PublishError as exc:
-        publisher.flush(60.0)
-        raise PublishError(f"line {line.line_no}: {exc}; {published} events were published before it") from exc
+    except PublishError as exc:  # replay() flushes what was sent before it
+        raise PublishError(f"line {line.line_no}: {exc}") from exc
     return None
 
 
@@ -337,7 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sent = f"{exc.published} events were published before it" + (
             " (all acknowledged)" if exc.acknowledged else " (not all acknowledged)"
         )
-        where = f"; every line up to {exc.line_no} was handled" if exc.line_no is not None else ""
+        if exc.line_no is None:
+            where = "" if exc.acknowledged else "; no line is known to be acknowledged: resume from the start"
+        else:
+            where = f"; every line up to {exc.line_no} was {'handled' if exc.acknowledged else 'acknowledged'}"
         print(f"error: {exc}; {sent}{where}", file=sys.stderr)
         return 130 if isinstance(exc.__cause__, KeyboardInterrupt) else EXIT_FAILED
     except UsageError as exc:

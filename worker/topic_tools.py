@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from detector.kafka_decoding import raised_while_decoding, unreadable_batch_text
 from worker.errors import BrokerError
 from worker.kafka_config import security_config
 from worker.record_format import TailRecord
@@ -88,6 +89,10 @@ class TopicTail:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=10_000)
         except KafkaError as exc:
             raise BrokerError(f"read failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            if not raised_while_decoding(exc):
+                raise
+            raise BrokerError(f"read failed: {unreadable_batch_text(self._consumer, exc)}") from exc
         return [_tail_record(m) for msgs in batches.values() for m in msgs]
 
     def close(self) -> None:

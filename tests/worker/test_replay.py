@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -16,9 +18,11 @@ from hypothesis import strategies as st
 
 from detector.table_reader import SourceLine, iter_lines
 from worker.errors import BrokerError, PublishError
-from worker.replay import SHOW_SKIPPED, InvalidLineError, ReplayOptions, main, replay
+from worker.replay import SHOW_SKIPPED, InvalidLineError, ReplayOptions, ReplayStoppedError, main, replay
 from worker.settings import KafkaSettings
 from worker.topic_tools import TopicTail, create_topics, existing_topics
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def lines_of(tmp_path: Path, text: bytes, name: str = "e.jsonl") -> list[SourceLine]:
@@ -140,9 +144,10 @@ def test_a_broker_failure_at_send_names_the_line_and_is_not_skipped(tmp_path: Pa
             super().send(topic, value, key, headers)
 
     publisher = NoMetadata()
-    with pytest.raises(PublishError, match=r"line 3: send failed.*; 2 events were published before it"):
+    with pytest.raises(ReplayStoppedError, match=r"line 3: send failed") as stopped:
         replay(lines_of(tmp_path, b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n'), publisher,
                ReplayOptions(topic="t", skip_invalid=True))  # fmt: skip
+    assert (stopped.value.published, stopped.value.acknowledged, stopped.value.line_no) == (2, True, 2)
     assert publisher.flushed_at == [2]
 
 
@@ -392,3 +397,56 @@ def test_ctrl_c_while_the_last_events_are_acknowledged_says_how_many(
         err
         == "error: interrupted; 5 events were published before it (all acknowledged); every line up to 5 was handled\n"
     )
+
+
+def test_a_broker_that_stops_acknowledging_ends_with_the_count_and_the_line_to_resume_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: with the broker killed, the replay ended with "flush failed: ..." alone,
+    neither how many events went out nor where to resume."""
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"".join(b'{"a": %d}\n' % i for i in range(7)))
+    monkeypatch.setattr("worker.replay.FLUSH_EVERY", 2)
+    _fake_publisher(monkeypatch)
+    calls = []
+
+    def flush(self: FakePublisher, timeout_s: float) -> None:
+        calls.append(timeout_s)
+        if len(calls) >= 3:  # lines 1-4 acknowledged, then the broker is gone
+            raise PublishError("flush failed: KafkaTimeoutError: Timeout waiting for future")
+
+    monkeypatch.setattr(FakePublisher, "flush", flush)
+    assert main([str(path), "--topic", "t"]) == 1
+    assert capsys.readouterr().err == (
+        "error: flush failed: KafkaTimeoutError: Timeout waiting for future; 6 events were published before it"
+        " (not all acknowledged); every line up to 4 was acknowledged\n"
+    )
+
+
+@pytest.mark.kafka
+def test_a_producer_closed_while_its_broker_is_gone_closes_without_a_traceback_at_exit(tmp_path: Path) -> None:
+    """Found in review: kafka-python's close raised on its flush's timeout before closing, and its
+    ``__del__`` tried again at interpreter exit: "Exception ignored in ... Traceback"."""
+    script = tmp_path / "close.py"
+    script.write_text(
+        "import time\n"
+        "from worker.embedded_broker import EmbeddedBroker, free_port\n"
+        "from worker.kafka_publisher import KafkaPublisher\n"
+        "from worker.settings import KafkaSettings\n"
+        "broker = EmbeddedBroker(free_port()).start()\n"
+        "publisher = KafkaPublisher(KafkaSettings(bootstrap_servers=broker.bootstrap_servers))\n"
+        "publisher.send('t', b'{}', None, [])\n"
+        "publisher.flush(30)\n"
+        "broker.stop()\n"
+        "publisher.send('t', b'{}', None, [])\n"
+        "started = time.monotonic()\n"
+        "publisher.close(1.0)\n"
+        "print(f'closed in {time.monotonic() - started:.1f} s')\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-2000:]
+    assert float(done.stdout.split()[2]) < 10

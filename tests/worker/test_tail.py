@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,26 @@ def test_a_value_orjson_cannot_write_back_is_shown_as_received() -> None:
     assert format_line(TailRecord(0, 3, 0, b'{"a": 1}')) == '0@3 {"a":1}'
     nested = b'{"event": {"ids": [1, 123456789012345678901234567890]}}'
     assert format_line(TailRecord(0, 4, 0, nested)) == "0@4 " + nested.decode()
+
+
+@pytest.mark.kafka
+def test_a_batch_that_cannot_be_read_ends_tail_with_one_line_naming_where(
+    kafka_broker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: the records before it were shown, then a ``zlib.error`` traceback."""
+    from corrupt_batches import send  # noqa: PLC0415
+
+    from worker.topic_tools import create_topics  # noqa: PLC0415
+
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"tail-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [(topic, 1)])
+    send(bootstrap, topic, [(0, b'{"i": %d}' % i) for i in range(10)])
+    send(bootstrap, topic, [(0, b'{"i": %d}' % i) for i in range(10, 15)], corrupt=True)
+    assert main(["--topic", topic, "--bootstrap-servers", bootstrap, "--from-beginning", "--max", "20", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 10
+    assert err.strip().splitlines() == [
+        "error: read failed: the record batch at partition 0 offset 10 cannot be read (zlib.error: Error -3 while"
+        " decompressing data: invalid distance too far back)"
+    ]

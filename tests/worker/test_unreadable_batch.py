@@ -11,42 +11,27 @@ other partitions are read and committed to their ends.
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Any
 
 import pytest
+from corrupt_batches import send
 from expectations import renumber
-from kafka import KafkaProducer
-from kafka.record import default_records
-from kafka.record.util import calc_crc32c
 from kafka_harness import Topics, WorkerProcess, committed_offsets, events_bytes, wait_for
 from tiny_model import TinyModel
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-_HEADER = 61  # bytes of a v2 record batch before its (here compressed) records
-
-
-def _send(bootstrap: str, topic: str, values: list[tuple[int, bytes]], **config: Any) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, **config)
-    for future in [producer.send(topic, value=value, partition=partition) for partition, value in values]:
-        future.get(30)
-    producer.close()
-
 
 def test_a_batch_the_client_cannot_decompress_sets_its_partition_aside_and_the_others_go_on(
-    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+    kafka_client: str, kafka_broker: Any, tiny_model: TinyModel
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=3)
     events = events_bytes(renumber(tiny_model.normal_events[:40], "u"))
-    _send(bootstrap, topics.input, [(i % 3, v) for i, v in enumerate(events[:30])])  # offsets 0-9 each
-    build = default_records.DefaultRecordBatchBuilder.build
-    with monkeypatch.context() as patch:
-        patch.setattr(default_records.DefaultRecordBatchBuilder, "build", _corrupted(build))
-        _send(bootstrap, topics.input, [(0, v) for v in events[30:35]], compression_type="gzip")  # offsets 10-14
-    _send(bootstrap, topics.input, [(0, v) for v in events[35:40]])  # 15-19, behind the batch
+    send(bootstrap, topics.input, [(i % 3, v) for i, v in enumerate(events[:30])])  # offsets 0-9 each
+    send(bootstrap, topics.input, [(0, v) for v in events[30:35]], corrupt=True)  # offsets 10-14
+    send(bootstrap, topics.input, [(0, v) for v in events[35:40]])  # 15-19, behind the batch
     ends, expected = {0: 20, 1: 10, 2: 10}, {0: 10, 1: 10, 2: 10}
     worker = WorkerProcess(
         tiny_model.path, bootstrap, topics, env={"WORKER_NO_PROGRESS_TIMEOUT_S": "5"}, client=kafka_client
@@ -63,19 +48,3 @@ def test_a_batch_the_client_cannot_decompress_sets_its_partition_aside_and_the_o
         assert log.count("partition_unreadable") == 1 and "paused at offset 10" in log, log
     finally:
         worker.stop_quietly()
-
-
-def _corrupted(build: Any) -> Any:
-    """``build`` with bytes of the compressed records flipped and the batch's CRC32C recomputed: the
-    broker takes the batch, no client can decompress it."""
-
-    def corrupt(self: Any) -> bytearray:
-        batch = bytearray(build(self))
-        middle = _HEADER + (len(batch) - _HEADER) // 2
-        for i in range(middle, min(middle + 8, len(batch))):
-            batch[i] ^= 0xFF
-        crc = calc_crc32c(memoryview(batch)[default_records.DefaultRecordBatch.ATTRIBUTES_OFFSET :])
-        struct.pack_into(">I", batch, default_records.DefaultRecordBatch.CRC_OFFSET, crc)
-        return batch
-
-    return corrupt

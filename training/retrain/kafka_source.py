@@ -8,8 +8,9 @@ when reading starts, so a busy topic cannot keep the job reading forever.
 
 Memory is bounded by ``cap = min(last, max_events)`` events, newest kept:
 
-* each partition starts no earlier than ``end - cap`` (no partition can hold more of the newest
-  ``cap`` events overall);
+* a last-``N`` window may reach back to each partition's beginning: offsets are not events (a
+  transactional producer's commit markers and aborted records take offsets too; found in review:
+  ``--last 5`` on a topic of one-event transactions read 2 events), so ``end - cap`` is no bound;
 * the partitions are read backwards in chunks (newest chunk first), into a heap that keeps the
   ``cap`` newest values by record timestamp and drops older ones as they arrive; reading stops once
   a whole chunk adds nothing newer than what the full heap holds, or (a since-window) nothing
@@ -32,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from detector.errors import DataError
+from detector.kafka_decoding import raised_while_decoding, unreadable_batch_text
 from training.retrain.kafka_security import KafkaSecurity
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,13 @@ def read_recent_events(window: KafkaWindow) -> KafkaEvents:
         return _read(consumer, window)
     except KafkaError as exc:
         raise DataError(f"reading {window.topic} from {window.bootstrap_servers} failed: {exc}") from exc
+    except Exception as exc:
+        if not raised_while_decoding(exc):
+            raise
+        raise DataError(
+            f"reading {window.topic} from {window.bootstrap_servers} failed: {unreadable_batch_text(consumer, exc)};"
+            " a window that leaves it out (--last, --since-minutes) or data files can train"
+        ) from exc
     finally:
         consumer.close(autocommit=False)
 
@@ -227,17 +236,18 @@ def _read_chunk(
 def _start_offsets(
     consumer: KafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int], cap: int, since_ms: int | None
 ) -> dict[TopicPartition, int]:
-    """Where each partition's window starts, never earlier than ``end - cap``.
+    """Where each partition's window starts: its beginning for a last-``N`` window (reading
+    backwards stops once a whole chunk adds nothing to the full window), the offset for
+    ``since_ms`` for a since-window.
 
     The offset for ``since_ms`` may come early (a broker may answer with the start of the record
     batch that holds the time, and producers may stamp records out of order), so the rows read are
     also filtered by their timestamps (:class:`_NewestRows`)."""
     beginnings: dict[TopicPartition, int] = consumer.beginning_offsets(tps)
-    floor = {tp: max(beginnings[tp], ends[tp] - cap) for tp in tps}
     if since_ms is None:
-        return floor
+        return beginnings
     found = consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
-    return {tp: ends[tp] if found.get(tp) is None else max(floor[tp], found[tp].offset) for tp in tps}
+    return {tp: ends[tp] if found.get(tp) is None else max(beginnings[tp], found[tp].offset) for tp in tps}
 
 
 def _parse(value: bytes | None) -> dict[str, Any] | None:

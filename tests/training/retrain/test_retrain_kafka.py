@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -11,15 +12,19 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Producer as LibrdkafkaProducer
+from corrupt_batches import send
 from kafka import KafkaProducer
 from kafka_topics import new_topic
 from tiny_model import TinyModel, load_rows, to_event
 
 import training.retrain.kafka_source as kafka_source
+from detector.errors import DataError
 from detector.model import Detector
 from detector.registry import ModelRegistry
 from training.cli.main import main
 from training.cli.retrain import EXIT_FAILED, EXIT_KEPT, EXIT_PROMOTED
+from training.retrain.feedback import FeedbackOptions, read_verdicts
 from training.retrain.kafka_source import KafkaWindow, read_recent_events
 
 pytestmark = pytest.mark.kafka
@@ -200,3 +205,51 @@ def test_feedback_loop_end_to_end(
     assert v2.version == summary["candidate_version"]
     assert v2.score_records(false_positives).flagged.mean() <= 0.2  # v1 flagged every one of them
     assert v2.score_records(confirmed).flagged.mean() >= 0.9
+
+
+def _topic_with_a_batch_that_cannot_be_read(bootstrap: str) -> str:
+    topic = new_topic(bootstrap, 1)
+    send(bootstrap, topic, [(0, json.dumps({"i": i}).encode()) for i in range(10)])  # offsets 0-9
+    send(bootstrap, topic, [(0, json.dumps({"i": i}).encode()) for i in range(10, 15)], corrupt=True)  # 10-14
+    send(bootstrap, topic, [(0, json.dumps({"i": i}).encode()) for i in range(15, 20)])  # 15-19
+    return topic
+
+
+@pytest.mark.kafka
+def test_a_batch_that_cannot_be_read_is_a_one_line_error_naming_where(
+    kafka_broker: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: a gzip batch that does not decompress raised ``zlib.error`` out of the
+    window's read and of the feedback topic's, and the retrain job exited with a traceback."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = _topic_with_a_batch_that_cannot_be_read(bootstrap)
+    where = "the record batch at partition 0 offset 10 cannot be read (zlib.error: Error -3 while decompressing"
+    with pytest.raises(DataError, match=re.escape(where)):
+        read_recent_events(KafkaWindow(bootstrap, topic, last=100, timeout_s=20))
+    with pytest.raises(DataError, match=re.escape(where)):
+        read_verdicts(FeedbackOptions(verdict_topic=topic), KafkaWindow(bootstrap, "events", last=100, timeout_s=20))
+    (tmp_path / "registry").mkdir()
+    argv = ["retrain", "--registry", str(tmp_path / "registry"), "--from-kafka", "--bootstrap-servers", bootstrap]
+    assert main([*argv, "--topic", topic, "--last", "100", "--kafka-timeout-s", "20"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error:")] == [
+        next(line for line in err.splitlines() if "offset 10 cannot be read" in line)
+    ]
+
+
+@pytest.mark.kafka
+def test_last_n_counts_events_not_offsets_on_a_transactional_topic(kafka_broker: Any) -> None:
+    """Found in review: each partition started at ``end - N`` offsets, and a transaction's commit
+    marker takes an offset: ``--last 5`` over one-event transactions read 2 events."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(bootstrap, 1)
+    producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{uuid.uuid4().hex}"})
+    producer.init_transactions(30)
+    for i in range(20):  # one event per transaction, as an exactly-once producer committing often
+        producer.begin_transaction()
+        producer.produce(topic, json.dumps({"i": i}).encode(), partition=0)
+        producer.commit_transaction(30)
+    del producer  # its connections close now, not when the session's broker has gone
+    for last in (5, 10):
+        got = read_recent_events(KafkaWindow(bootstrap, topic, last=last, timeout_s=30))
+        assert [e["i"] for e in got.events] == list(range(20 - last, 20)) and not got.timed_out
