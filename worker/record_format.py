@@ -31,7 +31,7 @@ class TailRecord:
     timestamp_ms: int
     value: bytes | None
     key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # a header value may be null
     topic: str = ""
 
 
@@ -55,7 +55,7 @@ def _number(value: Any, spec: str) -> str:
 
 
 def _headers(record: TailRecord) -> dict[str, str]:
-    return {name: value.decode("utf-8", "backslashreplace") for name, value in record.headers}
+    return {name: (value or b"").decode("utf-8", "backslashreplace") for name, value in record.headers}
 
 
 def is_dead_letter(record: TailRecord) -> bool:
@@ -173,7 +173,9 @@ def _bytes_fields(name: str, raw: bytes | None) -> dict[str, Any]:
         return {f"{name}_base64": base64.b64encode(raw).decode()}
 
 
-def _header(name: str, value: bytes) -> list[str | None]:
+def _header(name: str, value: bytes | None) -> list[str | None]:
+    if value is None:  # found in review: shown as an empty value
+        return [name, None]
     try:
         return [name, value.decode("utf-8")]
     except UnicodeDecodeError:

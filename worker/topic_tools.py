@@ -100,7 +100,7 @@ class TopicTail:
 
 
 def _tail_record(message: Any) -> TailRecord:
-    headers = tuple((name, value or b"") for name, value in (message.headers or ()))
+    headers = tuple((name, value) for name, value in (message.headers or ()))
     return TailRecord(
         message.partition, message.offset, message.timestamp, message.value, message.key, headers, message.topic
     )

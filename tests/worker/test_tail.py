@@ -83,6 +83,15 @@ def test_json_lines_keep_every_header_in_order_even_a_repeated_name() -> None:
     assert out["headers"] == [["retry", "1"], ["retry", "2"], ["kestrel.error.reason", "invalid_json"]]
 
 
+def test_a_null_header_value_stays_null() -> None:
+    """Found in review: a null header value (librdkafka and Java producers send them) was shown as
+    an empty one, in both modes the same as ``b""``."""
+    record = TailRecord(0, 9, 0, b"{bad", None, (("nullable", None), ("empty", b"")))
+    assert json.loads(json_line(record))["headers"] == [["nullable", None], ["empty", ""]]
+    letter = TailRecord(0, 9, 0, b"{bad", None, (("nullable", None), ("kestrel.error.reason", b"invalid_json")))
+    assert format_line(letter) == "0@9 DEAD LETTER ?/?@? ?/invalid_json:  | {bad"  # the pretty mode takes it
+
+
 def test_json_lines_keep_integers_beyond_64_bits_and_bytes_that_are_not_text() -> None:
     """Found in review: ``--json`` rounded a 100-bit integer (orjson's parse holds it as a float),
     and a key or header that is not UTF-8 came out the same as its escaped text."""
