@@ -62,6 +62,14 @@ class ReplayStoppedError(DataError):
         self.line_no = line_no
 
 
+class _SendFailedError(PublishError):
+    """A send failed at the broker; ``acknowledged``: every event sent before it was (flushed once)."""
+
+    def __init__(self, message: str, acknowledged: bool) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+
+
 class InvalidLineError(DataError):
     """A line of the replayed file is invalid; ``published`` events before it were acknowledged."""
 
@@ -185,8 +193,11 @@ def replay(
         publisher.flush(60.0)  # inside: a Ctrl-C while the last events are acknowledged says so too
     except InvalidLineError:
         raise
-    except (KeyboardInterrupt, DataError, PublishError) as exc:  # Ctrl-C, the file, or the broker
-        acknowledged = _flushed(publisher, 60.0 if isinstance(exc, DataError) else 10.0)
+    except PublishError as exc:  # the broker; a flush is never asked twice (its failures are told once)
+        acknowledged = isinstance(exc, _SendFailedError) and exc.acknowledged
+        raise ReplayStoppedError(str(exc), published, acknowledged, done if acknowledged else acknowledged_to) from exc
+    except (KeyboardInterrupt, DataError) as exc:  # Ctrl-C, or the file cannot be read further
+        acknowledged = _flushed(publisher, 10.0 if isinstance(exc, KeyboardInterrupt) else 60.0)
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         raise ReplayStoppedError(what, published, acknowledged, done if acknowledged else acknowledged_to) from exc
     return ReplaySummary(published, time.perf_counter() - start, tuple(skipped), skipped_count)
@@ -214,8 +225,8 @@ def _publish(
     invalid line then, skipped with ``--skip-invalid``), else ``None``.
 
     Raises:
-        PublishError: the broker side failed (the message names the line; :func:`replay` says how
-            many were published and acknowledged before it).
+        PublishError: the broker side failed (the message names the line; the events sent before
+            it are flushed first, and :func:`replay` says how many were published and acknowledged).
     """
     try:
         value, event = encode(record, line.raw, options, new_id, now)
@@ -226,8 +237,8 @@ def _publish(
         publisher.send(options.topic, value, key, [])
     except RecordRefusedError as exc:
         return f"line {line.line_no}: the producer refused it ({exc})"
-    except PublishError as exc:  # replay() flushes what was sent before it
-        raise PublishError(f"line {line.line_no}: {exc}") from exc
+    except PublishError as exc:
+        raise _SendFailedError(f"line {line.line_no}: {exc}", _flushed(publisher, 60.0)) from exc
     return None
 
 

@@ -450,3 +450,34 @@ def test_a_producer_closed_while_its_broker_is_gone_closes_without_a_traceback_a
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-2000:]
     assert float(done.stdout.split()[2]) < 10
+
+
+class _BrokerRefusesEverything:
+    """A kafka-python producer whose every record the broker answered with an error (retries used up,
+    not enough replicas): each future done and failed."""
+
+    class Failed:
+        is_done = True
+
+        def failed(self) -> bool:
+            return True
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: object = None) -> object:
+        return self.Failed()
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+
+def test_events_the_broker_failed_are_never_reported_acknowledged(tmp_path: Path) -> None:
+    """Found in review of the broker-failure report: the publisher forgets what a failed flush
+    reported, so a second flush to ask again said "all acknowledged", and the operator was told to
+    resume after events that were lost."""
+    from worker.kafka_publisher import KafkaPublisher  # noqa: PLC0415
+
+    publisher = KafkaPublisher.__new__(KafkaPublisher)
+    publisher._producer = _BrokerRefusesEverything()  # type: ignore[assignment]
+    publisher._futures = []
+    with pytest.raises(ReplayStoppedError) as stopped:
+        replay(lines_of(tmp_path, b'{"a": 1}\n{"a": 2}\n{"a": 3}\n'), publisher, ReplayOptions(topic="t"))
+    assert (stopped.value.published, stopped.value.acknowledged, stopped.value.line_no) == (3, False, None)
