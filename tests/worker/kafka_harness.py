@@ -344,3 +344,30 @@ def assert_flagged(
             f" a fresh read finds {len(found)} of them; the workers counted {counts}"
         )
     assert read <= expected.may_flag, sorted(read - expected.may_flag)[:12]
+
+
+def assert_one_partition_set_aside(
+    model_dir: Path,
+    bootstrap: str,
+    topics: Topics,
+    client: str,
+    ends: dict[int, int],
+    expected: dict[int, int],
+    at: int,
+) -> None:
+    """A worker on ``topics`` commits ``expected`` (every partition to its end but the one it cannot
+    read, at ``at``), sets that partition aside (logged once, counted), and stays live past its
+    no-progress timeout: the set-aside partition is not pending work."""
+    worker = WorkerProcess(model_dir, bootstrap, topics, env={"WORKER_NO_PROGRESS_TIMEOUT_S": "5"}, client=client)
+    try:
+        worker.wait_ready()
+        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == expected, 60, "committed")
+        wait_for(lambda: worker.metric("kestrel_unreadable_partitions") == 1, 20, "the partition set aside")
+        time.sleep(6)  # past the no-progress timeout
+        assert worker.process.poll() is None and worker.status("/healthz") == 200, worker.log()
+        assert committed_offsets(bootstrap, topics.group, topics.input, ends) == expected
+        assert worker.metric("kestrel_events_total") == sum(expected.values())  # every partition from offset 0
+        log = worker.log()
+        assert log.count("partition_unreadable") == 1 and f"paused at offset {at}" in log, log
+    finally:
+        worker.stop_quietly()

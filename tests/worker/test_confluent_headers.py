@@ -4,14 +4,22 @@ the librdkafka worker scores them with a marker header instead of crashing on ev
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import pytest
 from confluent_kafka import Message
 from expectations import renumber
 from kafka import KafkaProducer
-from kafka_harness import TopicReader, Topics, WorkerProcess, committed_offsets, events_bytes, produce, wait_for
+from kafka_harness import (
+    TopicReader,
+    Topics,
+    WorkerProcess,
+    assert_one_partition_set_aside,
+    committed_offsets,
+    events_bytes,
+    produce,
+    wait_for,
+)
 from tiny_model import TinyModel
 
 from worker import confluent_records
@@ -137,18 +145,4 @@ def test_the_kafka_python_worker_sets_aside_the_partition_it_cannot_read_and_rea
         producer.send(topics.input, value=value, partition=i % 3, headers=headers).get(10)
     producer.close()
     ends, expected = {0: 10, 1: 10, 2: 10}, {0: 3, 1: 10, 2: 10}
-    worker = WorkerProcess(
-        tiny_model.path, bootstrap, topics, env={"WORKER_NO_PROGRESS_TIMEOUT_S": "5"}, client="kafka-python"
-    )
-    try:
-        worker.wait_ready()
-        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == expected, 60, "committed")
-        wait_for(lambda: worker.metric("kestrel_unreadable_partitions") == 1, 10, "the partition set aside")
-        time.sleep(6)  # past the no-progress timeout: the set-aside partition is not pending work
-        assert worker.process.poll() is None and worker.status("/healthz") == 200, worker.log()
-        assert committed_offsets(bootstrap, topics.group, topics.input, ends) == expected
-        assert worker.metric("kestrel_events_total") == 23  # 3 + 10 + 10
-        log = worker.log()
-        assert log.count("partition_unreadable") == 1 and "paused at offset 3" in log
-    finally:
-        worker.stop_quietly()
+    assert_one_partition_set_aside(tiny_model.path, bootstrap, topics, "kafka-python", ends, expected, at=3)

@@ -11,13 +11,12 @@ other partitions are read and committed to their ends.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 from corrupt_batches import send
 from expectations import renumber
-from kafka_harness import Topics, WorkerProcess, committed_offsets, events_bytes, wait_for
+from kafka_harness import Topics, assert_one_partition_set_aside, events_bytes
 from tiny_model import TinyModel
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -33,18 +32,4 @@ def test_a_batch_the_client_cannot_decompress_sets_its_partition_aside_and_the_o
     send(bootstrap, topics.input, [(0, v) for v in events[30:35]], corrupt=True)  # offsets 10-14
     send(bootstrap, topics.input, [(0, v) for v in events[35:40]])  # 15-19, behind the batch
     ends, expected = {0: 20, 1: 10, 2: 10}, {0: 10, 1: 10, 2: 10}
-    worker = WorkerProcess(
-        tiny_model.path, bootstrap, topics, env={"WORKER_NO_PROGRESS_TIMEOUT_S": "5"}, client=kafka_client
-    )
-    try:
-        worker.wait_ready()
-        wait_for(lambda: committed_offsets(bootstrap, topics.group, topics.input, ends) == expected, 60, "committed")
-        wait_for(lambda: worker.metric("kestrel_unreadable_partitions") == 1, 20, "the partition set aside")
-        time.sleep(6)  # past the no-progress timeout: the set-aside partition is not pending work
-        assert worker.process.poll() is None and worker.status("/healthz") == 200, worker.log()
-        assert committed_offsets(bootstrap, topics.group, topics.input, ends) == expected
-        assert worker.metric("kestrel_events_total") == 30
-        log = worker.log()
-        assert log.count("partition_unreadable") == 1 and "paused at offset 10" in log, log
-    finally:
-        worker.stop_quietly()
+    assert_one_partition_set_aside(tiny_model.path, bootstrap, topics, kafka_client, ends, expected, at=10)
