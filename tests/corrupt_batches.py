@@ -28,15 +28,18 @@ def _corrupted(build: Callable[[Any], bytearray]) -> Callable[[Any], bytearray]:
     return corrupt
 
 
-def send(bootstrap: str, topic: str, values: Iterable[tuple[int, bytes]], *, corrupt: bool = False) -> None:
-    """Produce ``(partition, value)`` pairs and wait for each; ``corrupt``: as one gzip batch per
-    partition that cannot be decompressed."""
+def send(
+    bootstrap: str, topic: str, values: Iterable[tuple[int, bytes]], *, corrupt: bool = False, codec: str = "gzip"
+) -> None:
+    """Produce ``(partition, value)`` pairs and wait for each; ``corrupt``: as one batch per
+    partition, compressed with ``codec``, that cannot be read (gzip fails to decompress; zstd
+    decompresses to records kafka-python finds corrupt)."""
     build = default_records.DefaultRecordBatchBuilder.build
     if corrupt:
         default_records.DefaultRecordBatchBuilder.build = _corrupted(build)  # type: ignore[method-assign]
     try:
         producer = KafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=50, **({"compression_type": "gzip"} if corrupt else {})
+            bootstrap_servers=bootstrap, linger_ms=50, **({"compression_type": codec} if corrupt else {})
         )
         for future in [producer.send(topic, value=value, partition=partition) for partition, value in values]:
             future.get(30)

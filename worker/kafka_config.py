@@ -5,8 +5,6 @@ config only, never a log."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from typing import Any
 
 from kafka import KafkaProducer
@@ -16,8 +14,6 @@ from kafka.record import util as record_util
 
 from worker.errors import BrokerError
 from worker.settings import KafkaSettings
-
-logger = logging.getLogger(__name__)
 
 #: Longest wait for a broker answer on a single request (fetch, metadata, commit).
 REQUEST_TIMEOUT_MS = 7000
@@ -76,25 +72,3 @@ def make_producer(settings: KafkaSettings) -> KafkaProducer:
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot create the producer: {type(exc).__name__}: {exc}") from exc
-
-
-def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
-    """Close a kafka-python producer, waiting at most about ``timeout_s`` for what it holds.
-
-    kafka-python's ``close`` flushes first and, when that times out (a broker away), raises before
-    it closes anything; its ``__del__`` then tries again at interpreter exit and prints a traceback
-    (found in review: ``worker.replay`` with the broker killed). Its sender is then closed without
-    sending, which fails the records still held (as its own close does after a timeout), and the
-    close completes.
-    """
-    try:
-        producer.close(timeout=timeout_s)
-        return
-    except (KafkaError, OSError) as exc:
-        logger.warning("producer_close_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-    sender = getattr(producer, "_sender", None)  # kafka-python's own, pinned <4
-    if sender is not None:
-        sender.force_close()
-        sender.join(1.0)
-    with contextlib.suppress(KafkaError, OSError):
-        producer.close(timeout=0)

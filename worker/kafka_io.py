@@ -18,7 +18,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, IllegalStateError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
-from detector.kafka_decoding import raised_while_decoding
+from detector.kafka_python_quirks import raised_while_decoding
 from worker.errors import BrokerError, CommitError, UnreadableBatchError
 from worker.kafka_config import REQUEST_TIMEOUT_MS, consumer_request_timeout_ms, security_config
 from worker.outcomes import RawRecord
@@ -42,7 +42,7 @@ def _fatal(exc: KafkaError) -> bool:
 
 #: What kafka-python raises as its own when it cannot read a fetched batch: a bad checksum, a codec
 #: that is not installed. The errors of records that do not parse or decompress are told by
-#: :func:`detector.kafka_decoding.raised_while_decoding`; any other exception out of its poll
+#: :func:`detector.kafka_python_quirks.raised_while_decoding`; any other exception out of its poll
 #: rebuilds the consumer: none leaves the loop.
 _UNREADABLE = (CorruptRecordError, UnsupportedCodecError)
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from detector.kafka_python_quirks import close_producer
 from worker.errors import PublishError, RecordRefusedError
-from worker.kafka_config import close_producer, make_producer
+from worker.kafka_config import make_producer
 from worker.kafka_sink import is_refusal
 from worker.settings import KafkaSettings
 

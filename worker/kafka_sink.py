@@ -26,8 +26,8 @@ from kafka import KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
 
+from detector.kafka_python_quirks import close_producer
 from worker.errors import BrokerError, PublishError
-from worker.kafka_config import close_producer
 from worker.output_guard import OutputRecord
 from worker.outputs import NumberedOutputs, Undeliverable
 

@@ -10,9 +10,15 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnsupportedCodecError,
+)
 
-from detector.kafka_decoding import raised_while_decoding, unreadable_batch_text
+from detector.kafka_python_quirks import raised_while_decoding, unreadable_batch_text
 from worker.errors import BrokerError
 from worker.kafka_config import security_config
 from worker.record_format import TailRecord
@@ -87,6 +93,8 @@ class TopicTail:
         """Records that arrived since the last call."""
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=10_000)
+        except (CorruptRecordError, UnsupportedCodecError) as exc:  # kafka-python's own: a batch too
+            raise BrokerError(f"read failed: {unreadable_batch_text(self._consumer, exc)}") from exc
         except KafkaError as exc:
             raise BrokerError(f"read failed: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:

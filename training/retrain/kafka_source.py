@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 
 from detector.errors import DataError
-from detector.kafka_decoding import raised_while_decoding, unreadable_batch_text
+from detector.kafka_python_quirks import close_producer, raised_while_decoding, unreadable_batch_text
 from training.retrain.kafka_security import KafkaSecurity
 
 logger = logging.getLogger(__name__)
@@ -104,10 +104,10 @@ def read_recent_events(window: KafkaWindow) -> KafkaEvents:
         raise DataError(f"cannot reach Kafka at {window.bootstrap_servers}: {exc}") from exc
     try:
         return _read(consumer, window)
-    except KafkaError as exc:
-        raise DataError(f"reading {window.topic} from {window.bootstrap_servers} failed: {exc}") from exc
     except Exception as exc:
-        if not raised_while_decoding(exc):
+        if not isinstance(exc, (CorruptRecordError, UnsupportedCodecError)) and not raised_while_decoding(exc):
+            if isinstance(exc, KafkaError):
+                raise DataError(f"reading {window.topic} from {window.bootstrap_servers} failed: {exc}") from exc
             raise
         raise DataError(
             f"reading {window.topic} from {window.bootstrap_servers} failed: {unreadable_batch_text(consumer, exc)};"
@@ -285,4 +285,4 @@ def produce_values(
     except KafkaError as exc:
         raise DataError(f"writing to {topic} on {bootstrap_servers} failed: {exc}") from exc
     finally:
-        producer.close(timeout=5)
+        close_producer(producer, 5.0)  # found in review: its close raised over the error above

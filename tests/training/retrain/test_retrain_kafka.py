@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer as LibrdkafkaProducer
 from corrupt_batches import send
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from kafka_topics import new_topic
 from tiny_model import TinyModel, load_rows, to_event
 
@@ -25,6 +26,7 @@ from detector.registry import ModelRegistry
 from training.cli.main import main
 from training.cli.retrain import EXIT_FAILED, EXIT_KEPT, EXIT_PROMOTED
 from training.retrain.feedback import FeedbackOptions, read_verdicts
+from training.retrain.kafka_security import KafkaSecurity
 from training.retrain.kafka_source import KafkaWindow, read_recent_events
 
 pytestmark = pytest.mark.kafka
@@ -253,3 +255,38 @@ def test_last_n_counts_events_not_offsets_on_a_transactional_topic(kafka_broker:
     for last in (5, 10):
         got = read_recent_events(KafkaWindow(bootstrap, topic, last=last, timeout_s=30))
         assert [e["i"] for e in got.events] == list(range(20 - last, 20)) and not got.timed_out
+
+
+class _ProducerOfAGoneBroker:
+    """kafka-python's producer with its broker gone: a flush times out, and its close flushes first
+    and raises the same before closing anything."""
+
+    closed_without_flush = False
+
+    def __init__(self, **config: object) -> None:
+        self._sender = self
+
+    def send(self, *args: object, **kwargs: object) -> object:
+        return object()
+
+    def flush(self, timeout: float | None = None) -> None:
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    def close(self, timeout: float | None = None) -> None:
+        if timeout != 0 or not self.closed_without_flush:
+            self.flush(timeout)
+
+    def force_close(self) -> None:
+        type(self).closed_without_flush = True
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+def test_feedback_to_a_broker_that_is_gone_is_one_data_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the producer's close raised its own timeout over the error, and
+    ``feedback`` printed a traceback."""
+    monkeypatch.setattr(kafka_source, "KafkaProducer", _ProducerOfAGoneBroker)
+    with pytest.raises(DataError, match="writing to feedback on b:9092 failed"):
+        kafka_source.produce_values("b:9092", "feedback", [("e1", b"{}")], KafkaSecurity(), timeout_s=0.1)
+    assert _ProducerOfAGoneBroker.closed_without_flush
