@@ -330,10 +330,12 @@ RECORDS: list[tuple[bytes | None, bytes | None]] = [(b"k", b"{}"), (None, None),
 @pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_records_of_an_aborted_transaction_are_never_handed_out(client: str, request: pytest.FixtureRequest) -> None:
     """Both clients read committed records only (kafka-python's default reads aborted ones: found in
-    review, the two clients would score different records of the same topic on Apache Kafka). The
-    embedded broker never hands out an aborted transaction's records, whatever the client asks, so
-    here the client's setting is checked too; with ``KAFKA_BOOTSTRAP_SERVERS`` on a real Kafka the
-    read itself tells."""
+    review, the two clients would score different records of the same topic on Apache Kafka). Here
+    the aborted records are never flushed to the embedded broker (the abort purges them), so the
+    read alone cannot tell the clients' settings apart, and kafka-python's is checked too. Records
+    flushed before an abort are handed out by Tansu to read_committed consumers of both clients
+    (found in review; Apache Kafka does not): with ``KAFKA_BOOTSTRAP_SERVERS`` on a real Kafka,
+    flushing before the abort would make the read itself tell."""
     bootstrap = request.getfixturevalue("kafka_broker").bootstrap_servers
     topics = Topics.unique(bootstrap, partitions=1)
     producer = LibrdkafkaProducer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{uuid.uuid4().hex}"})
