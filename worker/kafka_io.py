@@ -18,7 +18,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, IllegalStateError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
-from detector.kafka_python_quirks import raised_while_decoding
+from detector.kafka_python_quirks import failed_batch, raised_while_decoding
 from worker.errors import BrokerError, CommitError, UnreadableBatchError
 from worker.kafka_config import REQUEST_TIMEOUT_MS, consumer_request_timeout_ms, security_config
 from worker.outcomes import RawRecord
@@ -192,17 +192,15 @@ class KafkaSource:
         that state is not there, the error is fatal and the loop rebuilds the consumer.
         """
         text = f"{type(exc).__name__}: {exc}"
-        fetcher = getattr(self._consumer, "_fetcher", None)
-        stuck = getattr(fetcher, "_next_partition_records", None)
-        tp = getattr(stuck, "topic_partition", None)
-        offset = getattr(stuck, "next_fetch_offset", None)
-        if not isinstance(tp, TopicPartition) or not isinstance(offset, int):
+        where = failed_batch(self._consumer)
+        if where is None:
             return BrokerError(f"poll failed on a batch the client cannot read: {text}", fatal=True)
-        fetcher._next_partition_records = None  # type: ignore[union-attr]
-        self._consumer.pause(tp)
+        topic, partition, offset = where
+        self._consumer._fetcher._next_partition_records = None
+        self._consumer.pause(TopicPartition(topic, partition))
         return UnreadableBatchError(
-            f"partition {tp.topic}[{tp.partition}] paused at offset {offset}: the client cannot read it ({text})",
-            partition=(tp.topic, tp.partition),
+            f"partition {topic}[{partition}] paused at offset {offset}: the client cannot read it ({text})",
+            partition=(topic, partition),
             offset=offset,
         )
 
